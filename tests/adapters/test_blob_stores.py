@@ -1,0 +1,278 @@
+"""Contract tests shared by every blob store, plus what only the local store must guarantee."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import posixpath
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tinkex_cookbook.adapters.blobs.keys import normalize_key
+from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
+from tinkex_cookbook.ports.blobs import BlobStore
+
+INVALID_KEYS = ["", "/abs", "../x", "a/../../b", "a/..", "a//b", "a/", ".", "./", "a\\b", "a\x00b", ".tmp-x"]
+shared_store = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+segment = st.text(st.characters(codec="ascii", exclude_characters="/\\\x00"), min_size=1, max_size=12).filter(
+    lambda s: s not in (".", "..") and not s.startswith(".tmp-")
+)
+valid_key = st.lists(segment, min_size=1, max_size=4).map("/".join)
+_examples = itertools.count()  # one fresh subtree per example: the store outlives the examples
+
+
+@pytest.fixture(params=["memory", "local"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
+    return MemoryBlobStore() if request.param == "memory" else LocalBlobStore(tmp_path / "blobs")
+
+
+def test_satisfies_protocol(store: BlobStore) -> None:
+    assert isinstance(store, BlobStore)
+
+
+def test_write_then_read(store: BlobStore) -> None:
+    store.write("ckpt/step-1/weights.bin", b"\x00\x01abc")
+    assert store.read("ckpt/step-1/weights.bin") == b"\x00\x01abc"
+
+
+def test_overwrite_replaces_content(store: BlobStore) -> None:
+    store.write("a", b"old content that is longer")
+    store.write("a", b"new")
+    assert store.read("a") == b"new"
+
+
+def test_write_accepts_bytearray_and_copies_it(store: BlobStore) -> None:
+    data = bytearray(b"abc")
+    store.write("a", data)
+    data[0] = ord("z")
+    assert store.read("a") == b"abc"
+
+
+def test_write_rejects_non_bytes(store: BlobStore) -> None:
+    with pytest.raises(TypeError, match="must be bytes"):
+        store.write("a", "text")  # type: ignore[arg-type]
+    assert store.list() == []
+
+
+def test_read_missing_names_key(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFoundError, match="nope/x") as info:
+        store.read("nope/x")
+    assert isinstance(info.value, KeyError)
+
+
+def test_exists(store: BlobStore) -> None:
+    assert not store.exists("a/b")
+    store.write("a/b", b"")
+    assert store.exists("a/b")
+    assert not store.exists("a/b/c")
+
+
+def test_list_sorted_and_filtered_by_prefix(store: BlobStore) -> None:
+    for key in ["runs/b/x", "runs/a/y", "other", "runs/a/x"]:
+        store.write(key, b"1")
+    assert store.list() == ["other", "runs/a/x", "runs/a/y", "runs/b/x"]
+    assert store.list("runs/a") == ["runs/a/x", "runs/a/y"]
+    assert store.list("runs/a/") == ["runs/a/x", "runs/a/y"]
+    assert store.list("zzz") == []
+
+
+def test_list_empty_store(store: BlobStore) -> None:
+    assert store.list() == []
+
+
+def test_delete(store: BlobStore) -> None:
+    store.write("a/b", b"1")
+    store.delete("a/b")
+    assert not store.exists("a/b")
+    assert store.list() == []
+
+
+def test_delete_missing_is_noop(store: BlobStore) -> None:
+    store.delete("never/written")
+
+
+def test_dot_segments_are_normalised(store: BlobStore) -> None:
+    store.write("./a/./b", b"1")
+    assert store.read("a/b") == b"1"
+    assert store.list() == ["a/b"]
+
+
+def test_uri_names_key(store: BlobStore) -> None:
+    assert store.uri("a/b.bin").endswith("a/b.bin")
+
+
+@pytest.mark.parametrize("key", INVALID_KEYS)
+def test_invalid_keys_rejected_everywhere(store: BlobStore, key: str) -> None:
+    for call in (store.read, store.exists, store.delete, store.uri, lambda k: store.write(k, b"x")):
+        with pytest.raises(InvalidKeyError, match="invalid blob key"):
+            call(key)
+    assert store.list() == []
+
+
+def test_non_string_key_rejected(store: BlobStore) -> None:
+    with pytest.raises(InvalidKeyError, match="non-empty string"):
+        store.read(3)  # type: ignore[arg-type]
+
+
+def test_concurrent_writes_all_land(store: BlobStore) -> None:
+    def worker(n: int) -> None:
+        for i in range(5):
+            store.write(f"t{n}/{i}", bytes([n, i]))
+            store.write("shared", bytes([n]) * 64)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(store.list("t")) == 40
+    shared = store.read("shared")
+    assert len(shared) == 64 and len(set(shared)) == 1
+
+
+@shared_store
+@given(key=valid_key, data=st.binary(max_size=256))
+def test_round_trip_arbitrary_bytes(store: BlobStore, key: str, data: bytes) -> None:
+    key = f"example-{next(_examples)}/{key}"
+    store.write(key, data)
+    assert store.read(key) == data
+    assert store.list(key) == [key]
+
+
+tricky_key = st.lists(st.sampled_from(["..", ".", "", "a", "b", "/", "\\"]), max_size=6).map("/".join)
+
+
+@given(key=st.one_of(st.text(max_size=30), tricky_key))
+def test_normalised_key_never_escapes_root(key: str) -> None:
+    try:
+        normalized = normalize_key(key)
+    except InvalidKeyError:
+        return
+    joined = posixpath.normpath(posixpath.join("/root", normalized))
+    assert joined.startswith("/root/")
+    assert normalize_key(normalized) == normalized
+
+
+@given(key=valid_key)
+def test_valid_keys_normalise_to_themselves(key: str) -> None:
+    assert normalize_key(key) == key
+
+
+def test_invalid_key_error_names_key_and_rule() -> None:
+    with pytest.raises(InvalidKeyError, match=r"'a/\.\./\.\./b'.*'\.\.' segments") as info:
+        normalize_key("a/../../b")
+    assert isinstance(info.value, ValueError)
+
+
+def test_memory_blobs_is_a_copy() -> None:
+    store = MemoryBlobStore()
+    store.write("a", b"1")
+    view = store.blobs
+    view["b"] = b"2"
+    assert view == {"a": b"1", "b": b"2"}
+    assert store.blobs == {"a": b"1"}
+
+
+def test_memory_uri() -> None:
+    assert MemoryBlobStore().uri("./runs/x") == "memory://runs/x"
+
+
+def test_local_root_created_lazily(tmp_path: Path) -> None:
+    root = tmp_path / "deep" / "root"
+    store = LocalBlobStore(root)
+    assert not root.exists()
+    assert store.list() == [] and not store.exists("a")
+    store.write("a/b", b"1")
+    assert (root / "a" / "b").read_bytes() == b"1"
+
+
+def test_local_uri_is_absolute_path(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assert store.uri("a/b") == str(tmp_path / "a" / "b")
+    assert os.path.isabs(store.uri("a/b"))
+
+
+def test_local_repr_shows_root(tmp_path: Path) -> None:
+    assert str(tmp_path) in repr(LocalBlobStore(tmp_path))
+
+
+def test_local_write_is_atomic_when_replace_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("ckpt/a", b"old")
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(BlobStoreError, match="ckpt/a") as info:
+        store.write("ckpt/a", b"new")
+    assert isinstance(info.value.__cause__, OSError)
+    monkeypatch.undo()
+    assert store.read("ckpt/a") == b"old"
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["a"]
+
+
+def test_local_list_skips_temp_files(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("a/b", b"1")
+    (tmp_path / "a" / ".tmp-abc123").write_bytes(b"partial")
+    assert store.list() == ["a/b"]
+
+
+@pytest.mark.parametrize("key", ["../x", "/abs", "a/../../b"])
+def test_local_escape_attempts_rejected(tmp_path: Path, key: str) -> None:
+    store = LocalBlobStore(tmp_path / "root")
+    with pytest.raises(InvalidKeyError):
+        store.write(key, b"evil")
+    assert list(tmp_path.rglob("*")) == []
+
+
+def test_local_symlink_outside_root_rejected(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    (root / "file-link").symlink_to(outside / "secret")
+    store = LocalBlobStore(root)
+    for key in ("link/x", "link/secret", "file-link"):
+        with pytest.raises(InvalidKeyError, match="outside the root"):
+            store.write(key, b"evil")
+        with pytest.raises(InvalidKeyError):
+            store.read(key)
+    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    assert store.list() == []
+
+
+def test_local_symlink_inside_root_allowed(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("real/x", b"1")
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    assert store.read("alias/x") == b"1"
+
+
+def test_local_os_error_becomes_blob_store_error(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("a", b"file, not a directory")
+    with pytest.raises(BlobStoreError, match="'a/b'") as info:
+        store.write("a/b", b"1")
+    assert isinstance(info.value.__cause__, OSError)
+    assert not isinstance(info.value, BlobNotFoundError)
+
+
+def test_local_read_of_directory_is_not_found(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("dir/x", b"1")
+    with pytest.raises(BlobNotFoundError, match="'dir'"):
+        store.read("dir")
+    store.delete("dir")
+    assert store.exists("dir/x")

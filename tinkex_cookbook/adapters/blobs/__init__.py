@@ -1,0 +1,1 @@
+"""Blob store adapters: in-memory (noop) and local-filesystem."""

@@ -1,0 +1,47 @@
+"""Key and payload checks shared by every blob store, so what one accepts all accept.
+
+A key that passes ``normalize_key`` joined onto any root stays under that root
+(lexically; the local store also checks symlinks).
+"""
+
+from __future__ import annotations
+
+from tinkex_cookbook.errors import InvalidKeyError
+
+TEMP_PREFIX = ".tmp-"
+"""Reserved for in-flight writes of the local store, which ``list`` skips."""
+
+
+def _invalid(key: object, rule: str) -> InvalidKeyError:
+    return InvalidKeyError(f"invalid blob key {key!r}: {rule}")
+
+
+def _check_characters(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise _invalid(key, "a key must be a non-empty string")
+    if "\x00" in key:
+        raise _invalid(key, "a key must not contain NUL characters")
+    if "\\" in key:
+        raise _invalid(key, "a key must use '/' as separator, not backslashes")
+    if key.startswith("/"):
+        raise _invalid(key, "a key must be relative, not start with '/'")
+    return key
+
+
+def normalize_key(key: str) -> str:
+    """Return ``key`` with ``.`` segments dropped; raise ``InvalidKeyError`` naming the broken rule."""
+    segments = [s for s in _check_characters(key).split("/") if s != "."]
+    if ".." in segments:
+        raise _invalid(key, "a key must not contain '..' segments")
+    if not segments or "" in segments:
+        raise _invalid(key, "a key must not contain empty segments ('//', trailing '/')")
+    if segments[-1].startswith(TEMP_PREFIX):
+        raise _invalid(key, f"a key's last segment must not start with {TEMP_PREFIX!r} (reserved)")
+    return "/".join(segments)
+
+
+def as_bytes(key: str, data: bytes) -> bytes:
+    """Copy ``data`` to immutable bytes; refuse ints and str, which ``bytes()`` would mangle."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"blob data for key {key!r} must be bytes, got {type(data).__name__}")
+    return bytes(data)

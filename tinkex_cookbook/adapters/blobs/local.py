@@ -1,0 +1,119 @@
+"""Local-filesystem blob store: one file per key under a root directory.
+
+Writes go to a temp file beside the target and are ``os.replace``d into place,
+so a reader (or a resumed run) never sees a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, normalize_key
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
+
+_MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+class LocalBlobStore:
+    """Files under ``root``; the root is created on first write, not on construction."""
+
+    def __init__(self, root: str | Path) -> None:
+        self._root = Path(root).expanduser().absolute()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"LocalBlobStore(root={str(self._root)!r})"
+
+    def read(self, key: str) -> bytes:
+        with self._translate("read", key, missing_ok=False):
+            return self._path(key).read_bytes()
+
+    def write(self, key: str, data: bytes) -> None:
+        payload = as_bytes(key, data)
+        with self._translate("write", key):
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, payload)
+
+    def exists(self, key: str) -> bool:
+        with self._translate("check", key):
+            return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        with self._translate("list", prefix):
+            return sorted(k for k in _walk_keys(self._root) if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        with self._translate("delete", key, missing_ok=True):
+            self._path(key).unlink()
+
+    def uri(self, key: str) -> str:
+        with self._translate("locate", key):
+            return str(self._path(key))
+
+    def _path(self, key: str) -> Path:
+        """The file for ``key``, refusing keys that reach outside the root through symlinks."""
+        path = self._root / normalize_key(key)
+        root = self._root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise InvalidKeyError(f"invalid blob key {key!r}: it resolves outside the root {root}")
+        return path
+
+    @contextmanager
+    def _translate(self, action: str, key: str, missing_ok: bool | None = None) -> Iterator[None]:
+        """Turn ``OSError`` into the store's errors, chained to the cause.
+
+        A missing file is ignored when ``missing_ok``, is ``BlobNotFoundError``
+        when ``missing_ok is False``, and a plain failure when ``None``.
+        """
+        try:
+            yield
+        except BlobStoreError:
+            raise
+        except _MISSING as exc:
+            if missing_ok:
+                return
+            if missing_ok is False:
+                raise BlobNotFoundError(f"no blob under key {key!r} in {self!r}") from exc
+            raise BlobStoreError(f"cannot {action} blob {key!r} in {self!r}: {exc}") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"cannot {action} blob {key!r} in {self!r}: {exc}") from exc
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write to a sibling temp file, fsync it, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _walk_keys(root: Path) -> Iterator[str]:
+    """Keys of files under ``root`` that stay inside it, skipping in-flight temp files."""
+    real_root = root.resolve()
+    for dirpath, _dirnames, filenames in os.walk(root, onerror=_raise_unless_gone):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if name.startswith(TEMP_PREFIX) or not path.is_file():
+                continue
+            if path.resolve().is_relative_to(real_root):
+                yield path.relative_to(root).as_posix()
+
+
+def _raise_unless_gone(exc: OSError) -> None:
+    """``os.walk`` error hook: a missing root or a directory deleted mid-walk lists as empty."""
+    if not isinstance(exc, FileNotFoundError):
+        raise exc

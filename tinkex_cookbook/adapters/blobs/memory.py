@@ -1,0 +1,55 @@
+"""In-memory blob store: the noop adapter, so runs and tests need no disk."""
+
+from __future__ import annotations
+
+import threading
+
+from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
+from tinkex_cookbook.errors import BlobNotFoundError
+
+
+class MemoryBlobStore:
+    """Blobs in a dict behind a lock; a write swaps whole values, so it is atomic."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        """A snapshot copy, so tests can inspect state without mutating it."""
+        with self._lock:
+            return dict(self._blobs)
+
+    def read(self, key: str) -> bytes:
+        key = normalize_key(key)
+        with self._lock:
+            if key not in self._blobs:
+                raise BlobNotFoundError(f"no blob under key {key!r} in the memory blob store")
+            return self._blobs[key]
+
+    def write(self, key: str, data: bytes) -> None:
+        key = normalize_key(key)
+        frozen = as_bytes(key, data)
+        with self._lock:
+            self._blobs[key] = frozen
+
+    def exists(self, key: str) -> bool:
+        key = normalize_key(key)
+        with self._lock:
+            return key in self._blobs
+
+    def list(self, prefix: str = "") -> list[str]:
+        with self._lock:
+            return sorted(k for k in self._blobs if k.startswith(prefix))
+
+    def delete(self, key: str) -> None:
+        key = normalize_key(key)
+        with self._lock:
+            self._blobs.pop(key, None)
+
+    def uri(self, key: str) -> str:
+        return f"memory://{normalize_key(key)}"
+
+    def __repr__(self) -> str:
+        return f"MemoryBlobStore({len(self._blobs)} blobs)"

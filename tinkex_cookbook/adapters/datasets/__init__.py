@@ -1,0 +1,1 @@
+"""Dataset store adapters: in-memory lists and local JSON/JSONL files."""

@@ -1,0 +1,108 @@
+"""Local dataset store: JSON and JSONL files on disk, so a recipe runs without any hub.
+
+``load_dataset(name, split)`` tries, in order: ``name`` itself when it is a
+``.json``/``.jsonl`` file (absolute or under the root), ``root/name/split.jsonl``,
+``root/name/split.json``, and for the train split ``root/name.jsonl`` and
+``root/name.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tinkex_cookbook.adapters.datasets.memory import ListDataset, parse_limit
+from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.ports.datasets import Row
+
+SUFFIXES = (".jsonl", ".json")
+
+
+class LocalDatasetStore:
+    """Reads datasets from files under ``root``; nothing is cached, so edits show up on reload."""
+
+    def __init__(self, root: str | Path = ".") -> None:
+        self._root = Path(root).expanduser().absolute()
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def __repr__(self) -> str:
+        return f"LocalDatasetStore(root={str(self._root)!r})"
+
+    def load_dataset(self, name: str, split: str = "train", **options: Any) -> ListDataset:
+        limit = parse_limit(name, options)
+        if not isinstance(name, str) or not name:
+            raise DatasetError(f"dataset name must be a non-empty string, got {name!r}")
+        path = self._resolve(name, split)
+        try:
+            rows = _read_jsonl(path, limit) if path.suffix == ".jsonl" else _read_json(path, split)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"cannot read dataset {name!r} from {path}: {exc}") from exc
+        return ListDataset(rows if limit is None else rows[:limit])
+
+    def candidates(self, name: str, split: str = "train") -> list[Path]:
+        """Every path ``load_dataset`` tries for ``name`` and ``split``, in order."""
+        direct = self._root / name
+        paths = [direct] if direct.suffix in SUFFIXES else []
+        paths += [self._root / name / f"{split}.jsonl", self._root / name / f"{split}.json"]
+        if split == "train":
+            paths += [self._root / f"{name}.jsonl", self._root / f"{name}.json"]
+        return paths
+
+    def _resolve(self, name: str, split: str) -> Path:
+        tried = self.candidates(name, split)
+        for path in tried:
+            if path.is_file():
+                return path
+        kind = "JSON" if tried[0].suffix == ".json" else "JSONL"
+        raise DatasetError(
+            f"dataset {name!r} (split {split!r}) not found; tried: {', '.join(map(str, tried))}. "
+            f"Fix: put a {kind} file (one JSON object per row) at {tried[0]}"
+        )
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[Row]:
+    """One object per non-blank line; stops reading once ``limit`` rows are in."""
+    rows: list[Row] = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if limit is not None and len(rows) >= limit:
+                break
+            if line.strip():
+                rows.append(_parse_line(path, lineno, line))
+    return rows
+
+
+def _parse_line(path: Path, lineno: int, line: str) -> Row:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}, line {lineno}: invalid JSON ({exc.msg})") from exc
+    if not isinstance(row, dict):
+        raise DatasetError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
+    return row
+
+
+def _read_json(path: Path, split: str) -> list[Row]:
+    """A list of objects, or an object whose ``split`` key holds that list."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}, line {exc.lineno}: invalid JSON ({exc.msg})") from exc
+    if isinstance(data, dict):
+        if split not in data:
+            raise DatasetError(f"{path}: no split {split!r}; the file's top-level keys are {choices(data)}")
+        data = data[split]
+    return _check_rows(path, data)
+
+
+def _check_rows(path: Path, data: object) -> list[Row]:
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a list of JSON objects, got {type(data).__name__}")
+    for index, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}: row {index} is a {type(row).__name__}, expected a JSON object")
+    return data

@@ -1,0 +1,37 @@
+"""Noop dataset store: synthetic chat conversations for any dataset name.
+
+Rows vary in length and content with their index and the dataset name, so
+losses differ from batch to batch and tests can see which rows were used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from tinkex_cookbook.adapters.datasets.memory import ListDataset
+
+TOPICS = ("tides", "bread", "comets", "chess", "maple syrup", "lighthouses", "bees", "glaciers")
+
+
+def synthetic_conversation(name: str, split: str, index: int) -> dict[str, Any]:
+    digest = hashlib.sha256(f"{name}|{split}|{index}".encode()).digest()
+    topic = TOPICS[digest[0] % len(TOPICS)]
+    detail = " ".join(["Here is one more detail."] * (digest[1] % 4))
+    return {
+        "messages": [
+            {"role": "user", "content": f"Question {index}: what should I know about {topic}?"},
+            {"role": "assistant", "content": f"A short note on {topic}. {detail}".strip()},
+        ],
+        "id": f"{name}-{split}-{index}",
+    }
+
+
+@dataclass
+class SyntheticChatDatasetStore:
+    rows: int = 96
+
+    def load_dataset(self, name: str, split: str = "train", **options: Any) -> ListDataset:
+        count = int(options.get("rows", self.rows))
+        return ListDataset([synthetic_conversation(name, split, i) for i in range(count)])

@@ -1,0 +1,1 @@
+"""Adapters for the llm port(s)."""

@@ -1,0 +1,1 @@
+"""Training backends: one module per adapter of the ``training_client`` port."""

@@ -1,0 +1,114 @@
+"""`tinkex-cookbook`: run recipes and inspect manifests from the shell.
+
+    tinkex-cookbook run sl_basic --manifest test learning_rate=1e-4 batch_size=8
+    tinkex-cookbook run sl_basic --manifest local --dry-run
+    tinkex-cookbook manifests show prod
+
+Cookbook errors print as one line on stderr and exit with status 2; they name
+the bad value and the valid choices, so a traceback would only add noise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
+app.add_typer(manifests_app, name="manifests")
+
+MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _summary(result: Any) -> str:
+    lines = [f"completed {len(result.completed_stages)} stages: {', '.join(result.completed_stages)}"]
+    last = result.state.get("last_metrics")
+    if last:
+        shown = {k: last[k] for k in ("step", "total_steps", "train_mean_nll") if k in last}
+        lines.append("last step: " + json.dumps(shown))
+    lines.extend(f"{name}: {uri}" for name, uri in result.artifacts.items())
+    return "\n".join(lines)
+
+
+@app.command()
+def run(
+    recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
+    manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step."),
+) -> None:
+    """Run RECIPE with config overrides on the chosen manifest."""
+    from tinkex_cookbook import CookbookError, Runtime
+
+    try:
+        result = Runtime.run(recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose)
+    except CookbookError as exc:
+        _fail(exc)
+    if not dry_run:
+        typer.echo(_summary(result))
+
+
+@app.command("run-spec")
+def run_spec(
+    spec_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A saved spec.json."),
+    manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Replay an experiment spec saved by an earlier run."""
+    from pydantic import ValidationError
+
+    from tinkex_cookbook import CookbookError, Experiment, Runtime
+
+    try:
+        spec = Experiment.from_json(spec_file.read_bytes())
+        result = Runtime.run_spec(spec, manifest=manifest, dry_run=dry_run, verbose=verbose)
+    except ValidationError as exc:
+        _fail(ValueError(f"{spec_file} is not an experiment spec: {exc.error_count()} problem(s): {exc}"))
+    except CookbookError as exc:
+        _fail(exc)
+    if not dry_run:
+        typer.echo(_summary(result))
+
+
+@manifests_app.command("list")
+def manifests_list() -> None:
+    """The shipped manifests with their descriptions."""
+    from tinkex_cookbook.runtime.manifest import load_chain, shipped_manifest_names
+
+    for name in shipped_manifest_names():
+        typer.echo(f"{name:<8} {load_chain(name)[-1][1].description}")
+
+
+@manifests_app.command("show")
+def manifests_show(
+    name: str = typer.Argument(..., help="Manifest name or YAML path."),
+) -> None:
+    """The merged manifest (after extends and environment overrides) and settings, secrets redacted."""
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runtime import ADAPTERS, ManifestLoader, Settings
+
+    settings = Settings()
+    try:
+        resolved = ManifestLoader(ADAPTERS).resolve(name, settings.ports)
+    except CookbookError as exc:
+        _fail(exc)
+    shown = {"manifest": resolved.to_dict(), "settings": settings.redacted()}
+    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Every error the cookbook raises on purpose.
+
+Each category also inherits the stdlib type it replaces, so callers that catch
+``ValueError`` or ``LookupError`` keep working, and every error pickles (its
+arguments are plain strings) so it crosses process boundaries intact::
+
+    CookbookError
+    ├── ConfigError (ValueError)            bad recipe config: names the key, value, fix
+    ├── ManifestError (ValueError)          bad or unknown manifest
+    │   ├── UnknownManifestError (LookupError)
+    │   ├── UnknownPortError (LookupError)
+    │   └── UnknownAdapterError (LookupError)
+    ├── AdapterUnavailableError (ImportError)   registered adapter whose extra is missing
+    ├── MissingSecretError (ValueError)     a required secret is not set in the environment
+    ├── UnknownNameError (LookupError)      unknown recipe, stage, renderer ...
+    ├── SpecError (ValueError)              malformed experiment spec
+    ├── DatasetError (ValueError)           dataset missing or a malformed row (with its index)
+    ├── BlobStoreError (OSError)
+    │   ├── BlobNotFoundError (KeyError)
+    │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
+    └── StageError (RuntimeError)           a pipeline stage failed; names the stage
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class CookbookError(Exception):
+    """Root of every error the cookbook raises on purpose."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+def choices(names: Iterable[str]) -> str:
+    """Render valid names the same way in every error message."""
+    listed = sorted(names)
+    return ", ".join(repr(n) for n in listed) if listed else "(none)"
+
+
+class ConfigError(CookbookError, ValueError):
+    """A recipe config value is missing, unknown or invalid."""
+
+
+class ManifestError(CookbookError, ValueError):
+    """A manifest cannot be loaded, merged or validated."""
+
+
+class UnknownManifestError(ManifestError, LookupError):
+    """A manifest name matches no shipped manifest and no file."""
+
+
+class UnknownPortError(ManifestError, LookupError):
+    """A manifest or override names a port the cookbook does not have."""
+
+
+class UnknownAdapterError(ManifestError, LookupError):
+    """A manifest binds a port to an adapter name nobody registered."""
+
+
+class AdapterUnavailableError(CookbookError, ImportError):
+    """A registered adapter cannot be built here (missing extra, not yet shipped)."""
+
+
+class MissingSecretError(CookbookError, ValueError):
+    """A secret the bound adapters need is not set in the environment."""
+
+
+class UnknownNameError(CookbookError, LookupError):
+    """A name (recipe, stage, renderer, ...) matches nothing registered."""
+
+
+class SpecError(CookbookError, ValueError):
+    """An experiment spec is malformed or cannot run."""
+
+
+class DatasetError(CookbookError, ValueError):
+    """A dataset is unavailable or one of its rows is malformed."""
+
+
+class BlobStoreError(CookbookError, OSError):
+    """A blob store read, write, list or delete failed."""
+
+
+class BlobNotFoundError(BlobStoreError, KeyError):
+    """The key has no blob."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return CookbookError.__str__(self)
+
+
+class InvalidKeyError(BlobStoreError, ValueError):
+    """The key is empty, absolute or escapes the store's root."""
+
+
+class StageError(CookbookError, RuntimeError):
+    """A pipeline stage raised; the message names the stage, the cause is chained."""

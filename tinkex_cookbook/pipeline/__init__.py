@@ -1,0 +1,18 @@
+"""The pipeline: stage registry, run context, runner and telemetry."""
+
+from tinkex_cookbook.pipeline.context import Context, PortLookup
+from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry, register_stage, stage
+from tinkex_cookbook.pipeline.runner import Runner
+from tinkex_cookbook.pipeline.telemetry import (
+    ConsoleSink,
+    Event,
+    JsonlMetricsSink,
+    MemorySink,
+    Sink,
+    Telemetry,
+)
+
+__all__ = [
+    "STAGES", "ConsoleSink", "Context", "Event", "JsonlMetricsSink", "MemorySink", "PortLookup",
+    "Runner", "Sink", "StageRegistry", "Telemetry", "register_stage", "stage",
+]

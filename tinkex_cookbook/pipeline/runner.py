@@ -1,0 +1,77 @@
+"""The runner: walks an experiment's stage tree with a context.
+
+The runner owns the loops; stages stay small. Before the first stage runs it
+checks that every stage in the tree is registered, so a typo fails the run
+before any work. A stage that raises stops the run with a ``StageError`` that
+names the stage; the original error is chained as its cause.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from tinkex_cookbook.errors import SpecError, StageError
+from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry
+from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
+
+
+class Runner:
+    def __init__(self, registry: StageRegistry = STAGES) -> None:
+        self._registry = registry
+
+    def validate(self, spec: Experiment) -> None:
+        for name in spec.stage_names():
+            self._registry.get(name)
+
+    def run(self, spec: Experiment, ctx: Context) -> list[str]:
+        """Run every stage; return the stage names completed, in first-completion order."""
+        self.validate(spec)
+        completed: dict[str, None] = {}
+        ctx.emit("workflow.start", experiment=spec.name, recipe=spec.recipe)
+        started = time.monotonic()
+        try:
+            self._walk(spec.stages, ctx, completed)
+        except BaseException as exc:
+            ctx.emit("workflow.exception", error=type(exc).__name__, stage=ctx.stage and ctx.stage.name)
+            raise
+        ctx.emit("workflow.stop", experiment=spec.name, seconds=time.monotonic() - started)
+        return list(completed)
+
+    def _walk(self, nodes: Sequence[Node], ctx: Context, completed: dict[str, None]) -> None:
+        for node in nodes:
+            if isinstance(node, LoopSpec):
+                self._loop(node, ctx, completed)
+            elif _due(node, ctx):
+                self._stage(node, ctx)
+                completed[node.name] = None
+
+    def _loop(self, loop: LoopSpec, ctx: Context, completed: dict[str, None]) -> None:
+        count = loop.count if loop.count is not None else ctx.state.get(loop.count_key or "")
+        if not isinstance(count, int):
+            raise SpecError(
+                f"loop {loop.name!r} counts from state[{loop.count_key!r}], which no stage set "
+                f"before the loop; state has {sorted(ctx.state)}"
+            )
+        for index in range(count):
+            ctx.state[loop.var] = index
+            self._walk(loop.body, ctx, completed)
+
+    def _stage(self, spec: StageSpec, ctx: Context) -> None:
+        entry = self._registry.get(spec.name)
+        ctx.stage = spec
+        ctx.emit("stage.start", stage=spec.name)
+        started = time.monotonic()
+        try:
+            entry.fn(ctx, **{port: ctx.ports[port] for port in entry.ports})
+        except Exception as exc:
+            raise StageError(f"stage {spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        ctx.emit("stage.stop", stage=spec.name, seconds=time.monotonic() - started)
+
+
+def _due(spec: StageSpec, ctx: Context) -> bool:
+    if spec.every is None:
+        return True
+    value = ctx.state.get(spec.every_key, 0)
+    return isinstance(value, int) and value > 0 and value % spec.every == 0

@@ -1,0 +1,136 @@
+"""Telemetry: events a run emits, and the sinks that record them.
+
+Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
+``train.step``, ``train.epoch``, ``train.eval``, ``train.checkpoint``. A sink is
+anything with ``handle(event)`` and ``close()``; a sink that raises does not
+stop the run's other sinks from seeing the event, but does fail the run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from tinkex_cookbook.ports import BlobStore
+
+METRIC_EVENTS = frozenset({"train.step", "train.eval"})
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+
+class Sink(Protocol):
+    def handle(self, event: Event) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Telemetry:
+    """Fans each event out to every sink, in order."""
+
+    def __init__(self, sinks: Iterable[Sink] = ()) -> None:
+        self.sinks = list(sinks)
+
+    def emit(self, name: str, /, **data: Any) -> None:
+        event = Event(name, data)
+        errors = []
+        for sink in self.sinks:
+            try:
+                sink.handle(event)
+            except Exception as exc:  # noqa: BLE001 - every sink sees the event first
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class MemorySink:
+    """Keeps every event; the run result and tests read them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def handle(self, event: Event) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+    def names(self) -> list[str]:
+        return [event.name for event in self.events]
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return [dict(event.data) for event in self.events if event.name in METRIC_EVENTS]
+
+
+class JsonlMetricsSink:
+    """Writes ``train.step`` / ``train.eval`` rows to ``metrics.jsonl`` through the blob store.
+
+    The blob store has no append, so the whole file is rewritten atomically:
+    at most every ``flush_seconds``, on each checkpoint (so the file on disk is
+    never behind a checkpoint) and at close. A crash loses only rows after the
+    last flush, which a resumed run recomputes from its checkpoint.
+    """
+
+    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0,
+                 rows: Iterable[dict[str, Any]] = ()) -> None:
+        self._store = blob_store
+        self._key = key
+        self._flush_seconds = flush_seconds
+        self._lines = [json.dumps(row, sort_keys=True) for row in rows]
+        self._flushed_at = 0.0
+        self._dirty = False
+
+    def handle(self, event: Event) -> None:
+        if event.name in METRIC_EVENTS:
+            self._lines.append(json.dumps({"event": event.name, **event.data}, sort_keys=True))
+            self._dirty = True
+        if event.name == "train.checkpoint" or time.monotonic() - self._flushed_at >= self._flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._store.write(self._key, "".join(line + "\n" for line in self._lines).encode())
+            self._dirty = False
+        self._flushed_at = time.monotonic()
+
+    def close(self) -> None:
+        self.flush()
+
+
+class ConsoleSink:
+    """One line per step, epoch, eval and checkpoint, for people watching a run."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def handle(self, event: Event) -> None:
+        line = _console_line(event)
+        if line:
+            print(line, file=self._stream or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _console_line(event: Event) -> str | None:
+    data = event.data
+    if event.name == "train.step":
+        shown = {k: v for k, v in data.items() if isinstance(v, int | float)}
+        return f"step {data.get('step')}/{data.get('total_steps')} " + " ".join(
+            f"{k}={v:.4g}" for k, v in sorted(shown.items()) if k not in ("step", "total_steps")
+        )
+    if event.name in ("train.epoch", "train.eval", "train.checkpoint", "workflow.exception"):
+        return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
+    return None

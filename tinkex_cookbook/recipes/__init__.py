@@ -1,0 +1,16 @@
+"""Recipes: a config model plus a spec builder each, registered by name."""
+
+from tinkex_cookbook.recipes.base import (
+    Recipe,
+    get_recipe,
+    parse_config,
+    parse_overrides,
+    recipe_names,
+    register_recipe,
+)
+from tinkex_cookbook.recipes.sl_basic import SlBasic, SlBasicConfig
+
+__all__ = [
+    "Recipe", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
+    "recipe_names", "register_recipe",
+]

@@ -1,0 +1,96 @@
+"""The recipe protocol, the recipe registry, and config parsing.
+
+A recipe is a config model plus ``build_spec(cfg) -> Experiment``. Configs come
+from a dict, a model instance, or CLI ``key=value`` strings; unknown keys and
+bad values raise ``ConfigError`` naming the key, the value and what is valid.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
+from tinkex_cookbook.spec import Experiment
+
+
+@runtime_checkable
+class Recipe(Protocol):
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def build_spec(cls, cfg: BaseModel) -> Experiment: ...
+
+
+_RECIPES: dict[str, type[Recipe]] = {}
+
+
+def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
+    """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def recipe_names() -> list[str]:
+    return sorted(_RECIPES)
+
+
+def get_recipe(recipe: str | type[Recipe]) -> type[Recipe]:
+    if not isinstance(recipe, str):
+        return recipe
+    if recipe not in _RECIPES:
+        raise UnknownNameError(f"unknown recipe {recipe!r}; valid recipes: {choices(_RECIPES)}")
+    return _RECIPES[recipe]
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """CLI ``key=value`` strings -> a dict; JSON lists/objects and ``null`` are decoded."""
+    parsed: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"config override {pair!r} is not key=value (e.g. learning_rate=1e-4)")
+        parsed[key.strip()] = _decode_value(value)
+    return parsed
+
+
+def _decode_value(value: str) -> Any:
+    if value in ("null", "None"):
+        return None
+    if value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def parse_config(
+    config_model: type[BaseModel], cfg: BaseModel | Mapping[str, Any] | Sequence[str] | None
+) -> BaseModel:
+    if isinstance(cfg, config_model):
+        return cfg
+    if isinstance(cfg, BaseModel):
+        cfg = cfg.model_dump()
+    elif cfg is not None and not isinstance(cfg, Mapping):
+        cfg = parse_overrides(list(cfg))
+    try:
+        return config_model.model_validate(dict(cfg or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(config_model, exc)) from None
+
+
+def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
+    valid = choices(config_model.model_fields)
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown config key {key!r}")
+        else:
+            problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
+    return f"{config_model.__name__}: " + "; ".join(problems) + f". Valid keys: {valid}"

@@ -1,0 +1,99 @@
+"""Supervised fine-tuning on chat conversations: the cookbook's basic recipe.
+
+The spec reads: load the dataset, open a training session, render the
+conversations into weighted datums, then for each epoch and batch submit
+forward_backward, take an optimizer step and log; checkpoint every
+``save_every`` steps, evaluate every ``eval_every``, and save the final weights.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+
+from tinkex_cookbook.recipes.base import register_recipe
+from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
+from tinkex_cookbook.train.renderers import TrainOnWhat, renderer_names
+from tinkex_cookbook.train.schedules import LRSchedule
+
+
+class SlBasicConfig(BaseModel):
+    """Supervised fine-tuning settings; defaults follow the reference's sl_basic."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to fine-tune")
+    dataset: str = Field("no_robots", description="dataset name for the dataset_store port")
+    dataset_split: str = Field("train", description="split to train on")
+    test_size: NonNegativeInt = Field(32, description="rows held out for evaluation")
+    renderer_name: str = Field("llama3", description="chat template that turns messages into tokens")
+    train_on_what: TrainOnWhat = Field(
+        TrainOnWhat.ALL_ASSISTANT_MESSAGES, description="which tokens carry loss weight"
+    )
+    max_length: PositiveInt | None = Field(32768, description="truncate examples to this many tokens")
+    num_epochs: PositiveInt = Field(1, description="passes over the training set")
+    batch_size: PositiveInt = Field(16, description="conversations per optimizer step")
+    learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")
+    lr_schedule: LRSchedule = Field("linear", description="linear, cosine or constant decay")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.95, ge=0, lt=1)
+    adam_eps: PositiveFloat = 1e-8
+    lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
+    save_every: NonNegativeInt = Field(20, description="checkpoint every N steps (0: only final)")
+    eval_every: NonNegativeInt = Field(8, description="evaluate every N steps (0: never)")
+    seed: int = Field(0, description="shuffling and sampling seed")
+    log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
+
+    @field_validator("renderer_name")
+    @classmethod
+    def _known_renderer(cls, name: str) -> str:
+        valid = renderer_names()
+        if name not in valid:
+            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(valid)}")
+        return name
+
+
+@register_recipe
+class SlBasic:
+    name: ClassVar[str] = "sl_basic"
+    Config: ClassVar[type[BaseModel]] = SlBasicConfig
+
+    @classmethod
+    def build_spec(cls, cfg: SlBasicConfig) -> Experiment:  # type: ignore[override]
+        log_path = cfg.log_path or f"{cls.name}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        config = cfg.model_copy(update={"log_path": log_path})
+        return Experiment(
+            name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}",
+            recipe=cls.name,
+            config=config.model_dump(mode="json"),
+            stages=cls._stages(config),
+        )
+
+    @classmethod
+    def build_eval_spec(cls, cfg: SlBasicConfig) -> Experiment:
+        """Set-up stages plus one ``evaluate`` on the held-out rows: no training."""
+        spec = cls.build_spec(cfg)
+        setup = [StageSpec(name=n) for n in cls.SETUP_STAGES]
+        return spec.model_copy(update={"name": spec.name + ":eval", "stages": [*setup, StageSpec(name="evaluate")]})
+
+    SETUP_STAGES: ClassVar[tuple[str, ...]] = ("load_dataset", "init_session", "init_tokenizer", "build_dataset")
+
+    @classmethod
+    def _stages(cls, cfg: SlBasicConfig) -> list[Node]:
+        step: list[Node] = [
+            StageSpec(name="get_batch"),
+            StageSpec(name="forward_backward"),
+            StageSpec(name="optim_step"),
+            StageSpec(name="log_step_metrics"),
+        ]
+        if cfg.eval_every and cfg.test_size:
+            step.append(StageSpec(name="evaluate", every=cfg.eval_every))
+        if cfg.save_every:
+            step.append(StageSpec(name="checkpoint", every=cfg.save_every))
+        batches = LoopSpec(name="batches", var="batch", count_key="num_batches", body=step)
+        epochs = LoopSpec(
+            name="epochs", var="epoch", count=cfg.num_epochs, body=[StageSpec(name="set_epoch"), batches]
+        )
+        return [*(StageSpec(name=n) for n in cls.SETUP_STAGES), epochs, StageSpec(name="save_final")]

@@ -1,0 +1,167 @@
+"""The adapters the cookbook ships, registered by name for each port.
+
+Each factory imports its adapter module when called, not when this module is
+imported. Adapters not written yet are registered with ``shipped=False`` so a
+manifest that names them fails with a clear message instead of an ImportError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, PositiveInt
+
+from tinkex_cookbook.runtime.registry import (
+    AdapterEntry,
+    AdapterFactory,
+    AdapterRegistry,
+    NoOptions,
+)
+from tinkex_cookbook.runtime.settings import Settings
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoopTrainingOptions(Options):
+    seed: int = 0
+
+
+class NoopDatasetOptions(Options):
+    rows: PositiveInt = 96
+
+
+class LocalDatasetOptions(Options):
+    root: str | None = None
+
+
+class LocalBlobOptions(Options):
+    root: str | None = None
+
+
+class NoopLLMOptions(Options):
+    reply: str | None = None
+
+
+class NoopEmbeddingOptions(Options):
+    dimension: PositiveInt = 16
+
+
+def _noop_training(options: NoopTrainingOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.training.noop import NoopTrainingService
+
+    return NoopTrainingService(seed=options.seed)
+
+
+def _noop_datasets(options: NoopDatasetOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.datasets.noop import SyntheticChatDatasetStore
+
+    return SyntheticChatDatasetStore(rows=options.rows)
+
+
+def _local_datasets(options: LocalDatasetOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.datasets.local import LocalDatasetStore
+
+    return LocalDatasetStore(Path(options.root or settings.data_dir or "."))
+
+
+def _noop_blobs(options: NoOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+
+    return MemoryBlobStore()
+
+
+def _local_blobs(options: LocalBlobOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+
+    return LocalBlobStore(Path(options.root or settings.log_dir or "runs"))
+
+
+def _noop_hub(options: NoOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.hub.noop import NoopHubClient
+
+    return NoopHubClient()
+
+
+def _noop_llm(options: NoopLLMOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.llm.noop import NoopLLMClient
+
+    return NoopLLMClient(reply=options.reply)
+
+
+def _noop_embeddings(options: NoopEmbeddingOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.embeddings.noop import NoopEmbeddingClient
+
+    return NoopEmbeddingClient(dimension=options.dimension)
+
+
+def _memory_vectors(options: NoOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.vectors.memory import MemoryVectorStore
+
+    return MemoryVectorStore()
+
+
+def _not_shipped(options: BaseModel, settings: Settings) -> object:
+    raise AssertionError("check_available() stops unshipped adapters before their factory runs")
+
+
+TINKER_KEY = (("TINKER_API_KEY", "tinker_api_key"),)
+
+BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
+    AdapterEntry("training_client", "noop", _noop_training, NoopTrainingOptions,
+                 "deterministic in-memory fake; trains nothing"),
+    AdapterEntry("training_client", "tinker", _not_shipped, summary="the Tinker training API",
+                 extra="tinker", modules=("tinker",), secrets=TINKER_KEY, shipped=False),
+    AdapterEntry("training_client", "local_torch", _not_shipped, summary="torch on this machine",
+                 extra="local", modules=("torch",), shipped=False),
+    AdapterEntry("dataset_store", "noop", _noop_datasets, NoopDatasetOptions,
+                 "synthetic chat conversations for any dataset name"),
+    AdapterEntry("dataset_store", "local", _local_datasets, LocalDatasetOptions,
+                 "JSON / JSONL files under a root directory"),
+    AdapterEntry("dataset_store", "hf", _not_shipped, summary="Hugging Face datasets",
+                 extra="hf", modules=("datasets",), shipped=False),
+    AdapterEntry("blob_store", "noop", _noop_blobs, summary="in-memory blobs, gone at exit"),
+    AdapterEntry("blob_store", "local", _local_blobs, LocalBlobOptions,
+                 "files under a root directory, atomic writes"),
+    AdapterEntry("blob_store", "s3", _not_shipped, summary="S3 or an S3-compatible server",
+                 extra="s3", modules=("boto3",), shipped=False),
+    AdapterEntry("hub_client", "noop", _noop_hub, summary="in-memory repositories"),
+    AdapterEntry("hub_client", "hf", _not_shipped, summary="the Hugging Face Hub",
+                 extra="hf", modules=("huggingface_hub",), shipped=False),
+    AdapterEntry("llm_client", "noop", _noop_llm, NoopLLMOptions, "echoes or a fixed reply"),
+    AdapterEntry("llm_client", "openai_compatible", _not_shipped,
+                 summary="any OpenAI-compatible chat endpoint", shipped=False),
+    AdapterEntry("embedding_client", "noop", _noop_embeddings, NoopEmbeddingOptions,
+                 "hash-seeded unit vectors"),
+    AdapterEntry("embedding_client", "openai_compatible", _not_shipped,
+                 summary="any OpenAI-compatible embeddings endpoint", shipped=False),
+    AdapterEntry("vector_store", "noop", _memory_vectors, summary="in-memory cosine search"),
+)
+
+
+def builtin_registry() -> AdapterRegistry:
+    registry = AdapterRegistry()
+    for entry in BUILTIN_ADAPTERS:
+        registry.register(entry)
+    return registry
+
+
+ADAPTERS = builtin_registry()
+
+
+def register_adapter(
+    port: str,
+    name: str,
+    factory: AdapterFactory,
+    *,
+    options: type[BaseModel] = NoOptions,
+    summary: str = "",
+    replace: bool = False,
+) -> None:
+    """Make ``name`` a valid adapter for ``port`` in every manifest.
+
+    ``factory(options, settings)`` builds the adapter; ``options`` is the
+    pydantic model its manifest options are validated against.
+    """
+    ADAPTERS.register(AdapterEntry(port, name, factory, options, summary), replace=replace)

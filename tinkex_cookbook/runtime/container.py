@@ -1,0 +1,63 @@
+"""The dependency-injector container: the only module that imports it.
+
+One ``Selector`` per port, keyed by the adapter name the validated manifest
+chose; each child is a ``Resource``, so an adapter is built on first use, at
+most once per run, and closed (its ``close()`` called, if it has one) by
+``shutdown_resources()`` at run end. Objects passed in ``instances`` are the
+caller's: they are served as they are and never closed here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dependency_injector import containers, providers
+from pydantic import BaseModel
+
+from tinkex_cookbook.runtime.manifest import Manifest
+from tinkex_cookbook.runtime.registry import AdapterEntry, AdapterRegistry
+from tinkex_cookbook.runtime.settings import Settings
+
+
+def _adapter_resource(entry: AdapterEntry, options: BaseModel, settings: Settings) -> Iterator[object]:
+    adapter = entry.build(options, settings)
+    try:
+        yield adapter
+    finally:
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            close()
+
+
+def _port_selector(
+    port: str, manifest: Manifest, registry: AdapterRegistry, settings: Settings
+) -> providers.Selector:
+    binding = manifest.ports[port]
+    children = {
+        entry.name: providers.Resource(
+            _adapter_resource,
+            entry,
+            binding.options if entry.name == binding.adapter else providers.Callable(entry.options),
+            settings,
+        )
+        for entry in registry.port_entries(port)
+    }
+    return providers.Selector(providers.Object(binding.adapter), **children)
+
+
+def build_container(
+    manifest: Manifest,
+    settings: Settings,
+    registry: AdapterRegistry,
+    instances: Mapping[str, Any] | None = None,
+) -> containers.DynamicContainer:
+    """A container with one provider per port, named after the port."""
+    container = containers.DynamicContainer()
+    container.settings = providers.Object(settings)
+    for port in registry.ports():
+        if instances and port in instances:
+            container.set_provider(port, providers.Object(instances[port]))
+        else:
+            container.set_provider(port, _port_selector(port, manifest, registry, settings))
+    return container

@@ -1,0 +1,133 @@
+"""Adapter registries: one closed name -> factory map per port.
+
+Manifests choose adapters by these registered names, never by a dotted import
+path. A factory imports its adapter module only when called, so binding a port
+to ``noop`` never imports torch, boto3 or the Tinker SDK. Users add their own
+adapters with ``register_adapter``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tinkex_cookbook.errors import (
+    AdapterUnavailableError,
+    ManifestError,
+    MissingSecretError,
+    UnknownAdapterError,
+    UnknownPortError,
+    choices,
+)
+from tinkex_cookbook.ports import PORT_NAMES
+from tinkex_cookbook.runtime.settings import Settings
+
+
+class NoOptions(BaseModel):
+    """Options model for adapters that take none: any option is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+AdapterFactory = Callable[[Any, Settings], object]
+
+
+@dataclass(frozen=True)
+class AdapterEntry:
+    """How to build one adapter: its factory, its options model, what it needs."""
+
+    port: str
+    name: str
+    factory: AdapterFactory
+    options: type[BaseModel] = NoOptions
+    summary: str = ""
+    extra: str | None = None
+    modules: tuple[str, ...] = ()
+    secrets: tuple[tuple[str, str], ...] = ()
+    shipped: bool = True
+
+    def parse_options(self, raw: dict[str, Any]) -> BaseModel:
+        """Validate manifest options; the error names port, adapter, field and valid fields."""
+        try:
+            return self.options.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ManifestError(
+                f"bad options for adapter {self.name!r} of port {self.port!r}: {problems}. "
+                f"Valid options: {choices(self.options.model_fields)}"
+            ) from None
+
+    def check_available(self) -> None:
+        """Fail before any work if this adapter cannot be built here."""
+        if not self.shipped:
+            raise AdapterUnavailableError(
+                f"adapter {self.name!r} for port {self.port!r} is registered but not available "
+                f"in this version of tinkex-cookbook yet; bind another adapter for {self.port!r} "
+                f"in the manifest or with ports={{{self.port!r}: 'noop'}}"
+            )
+        missing = [m for m in self.modules if importlib.util.find_spec(m) is None]
+        if missing:
+            hint = f"pip install 'tinkex-cookbook[{self.extra}]'" if self.extra else "install them"
+            raise AdapterUnavailableError(
+                f"adapter {self.name!r} for port {self.port!r} needs {', '.join(missing)}, "
+                f"which is not installed: {hint}"
+            )
+
+    def check_secrets(self, settings: Settings) -> None:
+        for env_var, field_name in self.secrets:
+            if getattr(settings, field_name) is None:
+                raise MissingSecretError(
+                    f"adapter {self.name!r} for port {self.port!r} needs the environment "
+                    f"variable {env_var}, which is not set. Export {env_var}=... or choose a "
+                    "manifest that does not need it (e.g. manifest='local' or 'test')"
+                )
+
+    def build(self, options: BaseModel, settings: Settings) -> object:
+        self.check_available()
+        return self.factory(options, settings)
+
+
+class AdapterRegistry:
+    """Registered adapters for every port; lookups fail with the valid names."""
+
+    def __init__(self, ports: Iterable[str] = PORT_NAMES) -> None:
+        self._entries: dict[str, dict[str, AdapterEntry]] = {port: {} for port in ports}
+
+    def ports(self) -> list[str]:
+        return list(self._entries)
+
+    def names(self, port: str) -> list[str]:
+        return sorted(self._port(port))
+
+    def _port(self, port: str) -> dict[str, AdapterEntry]:
+        if port not in self._entries:
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._entries)}")
+        return self._entries[port]
+
+    def get(self, port: str, name: str) -> AdapterEntry:
+        entries = self._port(port)
+        if name not in entries:
+            raise UnknownAdapterError(
+                f"unknown adapter {name!r} for port {port!r}; valid adapters: {choices(entries)} "
+                "(add your own with register_adapter())"
+            )
+        return entries[name]
+
+    def register(self, entry: AdapterEntry, replace: bool = False) -> None:
+        entries = self._port(entry.port)
+        if entry.name in entries and not replace:
+            raise ValueError(f"adapter {entry.name!r} is already registered for port {entry.port!r}")
+        entries[entry.name] = entry
+
+    def port_entries(self, port: str) -> list[AdapterEntry]:
+        return list(self._port(port).values())
+
+    def entries(self) -> list[AdapterEntry]:
+        return [entry for port in self._entries.values() for entry in port.values()]
+

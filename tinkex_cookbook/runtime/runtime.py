@@ -1,0 +1,270 @@
+"""The composition root: recipe + config + manifest -> a finished run.
+
+``Runtime.run`` builds the recipe's spec, resolves the manifest (named, from
+``TINKEX_MANIFEST``, else ``default``), checks every bound adapter can be
+built (names, options, extras, secrets) before any work, wires the container,
+and hands the spec to the runner. It is the only place that knows the
+container, the settings and the registries all at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from tinkex_cookbook.errors import CookbookError, UnknownPortError, choices
+from tinkex_cookbook.pipeline import (
+    STAGES,
+    ConsoleSink,
+    Context,
+    Event,
+    JsonlMetricsSink,
+    MemorySink,
+    Runner,
+    Sink,
+    Telemetry,
+)
+from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
+from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
+from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
+from tinkex_cookbook.runtime.container import build_container
+from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
+from tinkex_cookbook.runtime.registry import AdapterRegistry
+from tinkex_cookbook.runtime.settings import Settings
+from tinkex_cookbook.spec import Experiment, LoopSpec, Node
+
+ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | None
+PortsInput = Mapping[str, Any] | None
+
+
+@dataclass
+class RunResult:
+    """What a run did: stages completed, final state, metrics, where its files are."""
+
+    experiment: Experiment
+    manifest: Manifest
+    completed_stages: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+    plan: str = ""
+
+    @property
+    def event_names(self) -> list[str]:
+        return [event.name for event in self.events]
+
+
+class _ContainerPorts:
+    """Port lookup for the runner: builds an adapter the first time a stage asks for it."""
+
+    def __init__(self, container: Any) -> None:
+        self._container = container
+
+    def __getitem__(self, port: str) -> object:
+        if port not in PORT_PROTOCOLS:
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(PORT_PROTOCOLS)}")
+        return getattr(self._container, port)()
+
+
+def _split_overrides(ports: PortsInput) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate manifest-style overrides (names, option dicts) from ready-made adapter objects."""
+    layer, instances = {}, {}
+    for port, value in (ports or {}).items():
+        if isinstance(value, str | Mapping):
+            layer[port] = value
+        else:
+            instances[port] = value
+    return layer, instances
+
+
+def _check_instances(instances: Mapping[str, Any]) -> None:
+    for port, adapter in instances.items():
+        protocol = PORT_PROTOCOLS.get(port)
+        if protocol is None:
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(PORT_PROTOCOLS)}")
+        if not isinstance(adapter, protocol):
+            raise TypeError(f"ports={{{port!r}: ...}} got {type(adapter).__name__}, not a {protocol.__name__}")
+
+
+def _scrub(exc: BaseException, secrets: Iterable[str]) -> BaseException | None:
+    """A copy of a cookbook error with secret values replaced, or None if it held none."""
+    text = str(exc)
+    leaked = [s for s in secrets if s and s in text]
+    if not leaked or not isinstance(exc, CookbookError):
+        return None
+    for secret in leaked:
+        text = text.replace(secret, "**********")
+    return type(exc)(text)
+
+
+def describe_plan(spec: Experiment, manifest: Manifest) -> str:
+    lines = [f"experiment {spec.name} (recipe {spec.recipe})",
+             f"manifest {manifest.name} from {' < '.join(manifest.sources)}"]
+    for port, binding in manifest.ports.items():
+        options = binding.options.model_dump(mode="json", exclude_none=True)
+        lines.append(f"  {port:<17} {binding.adapter} {options if options else ''}".rstrip())
+    lines.append("stages:")
+    lines.extend(_plan_nodes(spec.stages, "  "))
+    return "\n".join(lines)
+
+
+def _plan_nodes(nodes: Sequence[Node], indent: str) -> list[str]:
+    lines = []
+    for node in nodes:
+        if isinstance(node, LoopSpec):
+            times = node.count if node.count is not None else f"state[{node.count_key!r}]"
+            lines.append(f"{indent}for {node.var} in range({times}):  # {node.name}")
+            lines.extend(_plan_nodes(node.body, indent + "  "))
+        else:
+            lines.append(f"{indent}{node.name}" + (f"  (every {node.every} {node.every_key}s)" if node.every else ""))
+    return lines
+
+
+class Runtime:
+    """Entry point: ``Runtime.run(SlBasic, {"learning_rate": 1e-4}, manifest="local")``."""
+
+    registry: AdapterRegistry = ADAPTERS
+
+    @classmethod
+    def build_spec(cls, recipe: str | type[Recipe], cfg: ConfigInput = None) -> Experiment:
+        recipe_cls = get_recipe(recipe)
+        return recipe_cls.build_spec(parse_config(recipe_cls.Config, cfg))
+
+    @classmethod
+    def resolve_manifest(
+        cls, manifest: str | None = None, ports: PortsInput = None, settings: Settings | None = None
+    ) -> Manifest:
+        """The merged, validated manifest, after checking each bound adapter can be built here."""
+        settings = settings or Settings()
+        layer, instances = _split_overrides(ports)
+        _check_instances(instances)
+        resolved = ManifestLoader(cls.registry).resolve(
+            manifest or settings.manifest or "default", settings.ports, layer
+        )
+        entries = [cls.registry.get(p, b.adapter) for p, b in resolved.ports.items() if p not in instances]
+        for entry in entries:
+            entry.check_secrets(settings)
+        for entry in entries:
+            entry.check_available()
+        return resolved
+
+    @classmethod
+    def build_ports(
+        cls, manifest: str | None = None, overrides: PortsInput = None, settings: Settings | None = None
+    ) -> Ports:
+        """Every port's adapter, built now: for scripts and tests that want the adapters themselves."""
+        settings = settings or Settings()
+        resolved = cls.resolve_manifest(manifest, overrides, settings)
+        container = build_container(resolved, settings, cls.registry, _split_overrides(overrides)[1])
+        return Ports(**{port: getattr(container, port)() for port in PORT_PROTOCOLS})
+
+    @classmethod
+    def run(
+        cls,
+        recipe: str | type[Recipe],
+        cfg: ConfigInput = None,
+        manifest: str | None = None,
+        ports: PortsInput = None,
+        dry_run: bool = False,
+        verbose: bool = False,
+        settings: Settings | None = None,
+        sinks: Iterable[Sink] = (),
+        out: TextIO | None = None,
+    ) -> RunResult:
+        spec = cls.build_spec(recipe, cfg)
+        return cls.run_spec(spec, manifest, ports, dry_run, verbose, settings, sinks, out)
+
+    train = run
+
+    @classmethod
+    def eval(cls, recipe: str | type[Recipe], cfg: ConfigInput = None, **options: Any) -> RunResult:
+        """Run only the recipe's evaluation spec (set-up stages plus ``evaluate``)."""
+        recipe_cls = get_recipe(recipe)
+        spec = recipe_cls.build_eval_spec(parse_config(recipe_cls.Config, cfg))  # type: ignore[attr-defined]
+        return cls.run_spec(spec, **options)
+
+    @classmethod
+    def run_spec(
+        cls,
+        spec: Experiment,
+        manifest: str | None = None,
+        ports: PortsInput = None,
+        dry_run: bool = False,
+        verbose: bool = False,
+        settings: Settings | None = None,
+        sinks: Iterable[Sink] = (),
+        out: TextIO | None = None,
+    ) -> RunResult:
+        settings = settings or Settings()
+        try:
+            return cls._run_spec(spec, manifest, ports, dry_run, verbose, settings, list(sinks), out)
+        except CookbookError as exc:
+            scrubbed = _scrub(exc, settings.secret_values())
+            if scrubbed is None:
+                raise
+            raise scrubbed from None
+
+    @classmethod
+    def _run_spec(
+        cls, spec: Experiment, manifest: str | None, ports: PortsInput, dry_run: bool,
+        verbose: bool, settings: Settings, sinks: list[Sink], out: TextIO | None,
+    ) -> RunResult:
+        recipe_cls = get_recipe(spec.recipe)
+        config = parse_config(recipe_cls.Config, spec.config)
+        resolved = cls.resolve_manifest(manifest, ports, settings)
+        runner = Runner(STAGES)
+        runner.validate(spec)
+        if dry_run:
+            plan = describe_plan(spec, resolved)
+            print(plan, file=out or sys.stdout)
+            return RunResult(spec, resolved, dry_run=True, plan=plan)
+        container = build_container(resolved, settings, cls.registry, _split_overrides(ports)[1])
+        try:
+            return cls._execute(spec, config, resolved, _ContainerPorts(container), runner, sinks, verbose)
+        finally:
+            container.shutdown_resources()
+
+    @classmethod
+    def _execute(
+        cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: _ContainerPorts,
+        runner: Runner, sinks: list[Sink], verbose: bool,
+    ) -> RunResult:
+        prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
+        blob_store: BlobStore = ports["blob_store"]  # type: ignore[assignment]
+        artifacts = _write_run_files(blob_store, prefix, spec, manifest)
+        memory = MemorySink()
+        metrics_key = f"{prefix}/metrics.jsonl"
+        all_sinks: list[Sink] = [memory, JsonlMetricsSink(blob_store, metrics_key), *sinks]
+        if verbose:
+            all_sinks.append(ConsoleSink())
+        telemetry = Telemetry(all_sinks)
+        ctx = Context(config=config, ports=ports, telemetry=telemetry, run_prefix=prefix)
+        try:
+            completed = runner.run(spec, ctx)
+        finally:
+            telemetry.close()
+        for name in ("metrics.jsonl", "checkpoints.jsonl"):
+            if blob_store.exists(f"{prefix}/{name}"):
+                artifacts[name] = blob_store.uri(f"{prefix}/{name}")
+        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+
+
+def _write_run_files(store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest) -> dict[str, str]:
+    """Save the spec (replayable with ``run_spec``) and the resolved manifest beside the run."""
+    import json
+
+    files = {
+        "spec.json": spec.to_json().encode(),
+        "manifest.json": json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode(),
+    }
+    artifacts = {"run": store.uri(prefix)}
+    for name, data in files.items():
+        store.write(f"{prefix}/{name}", data)
+        artifacts[name] = store.uri(f"{prefix}/{name}")
+    return artifacts

@@ -1,0 +1,78 @@
+"""Experiment specs: what a run will do, as plain data.
+
+A spec is a recipe's name, its validated config and a tree of stages: a
+``StageSpec`` names a registered stage (optionally only every N steps), a
+``LoopSpec`` repeats its body a fixed number of times or as many times as a
+state value says (e.g. batches per epoch, known only after loading data).
+Specs round-trip through JSON exactly, so a run saves its spec beside its
+results and ``run_spec`` can replay it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, PositiveInt, model_validator
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageSpec(_Spec):
+    """Run the stage registered as ``name``; with ``every``, only when ``state[every_key] % every == 0``."""
+
+    kind: Literal["stage"] = "stage"
+    name: str = Field(min_length=1)
+    options: dict[str, JsonValue] = {}
+    every: PositiveInt | None = None
+    every_key: str = "step"
+
+
+class LoopSpec(_Spec):
+    """Repeat ``body``, setting ``state[var]`` to 0, 1, ...; ``count`` or ``count_key`` says how often."""
+
+    kind: Literal["loop"] = "loop"
+    name: str = Field(min_length=1)
+    var: str = Field(min_length=1)
+    count: NonNegativeInt | None = None
+    count_key: str | None = None
+    body: list[Node]
+
+    @model_validator(mode="after")
+    def _one_count(self) -> LoopSpec:
+        if (self.count is None) == (self.count_key is None):
+            raise ValueError(f"loop {self.name!r} needs exactly one of 'count' or 'count_key'")
+        return self
+
+
+Node = Annotated[StageSpec | LoopSpec, Field(discriminator="kind")]
+LoopSpec.model_rebuild()
+
+
+class Experiment(_Spec):
+    """A whole run: recipe name, config as JSON data, and the stage tree."""
+
+    schema_version: Literal[1] = 1
+    name: str
+    recipe: str
+    config: dict[str, JsonValue]
+    stages: list[Node]
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Experiment:
+        return cls.model_validate_json(text)
+
+    def stage_names(self) -> list[str]:
+        """Every stage name in the tree, in first-appearance order."""
+        return list(dict.fromkeys(_walk_names(self.stages)))
+
+
+def _walk_names(nodes: list[Any]) -> list[str]:
+    names: list[str] = []
+    for node in nodes:
+        names.extend(_walk_names(node.body) if isinstance(node, LoopSpec) else [node.name])
+    return names

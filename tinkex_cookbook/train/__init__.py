@@ -1,0 +1,1 @@
+"""Training domain: renderers, datum building, schedules, checkpoints. Speaks only to ports."""

@@ -1,0 +1,33 @@
+"""Checkpoint records: ``checkpoints.jsonl`` lists every saved state of a run, oldest first."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from tinkex_cookbook.errors import BlobNotFoundError
+from tinkex_cookbook.ports import BlobStore
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    name: str
+    step: int
+    epoch: int
+    state_path: str | None = None
+    sampler_path: str | None = None
+    final: bool = False
+
+
+def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
+    try:
+        text = store.read(key).decode()
+    except BlobNotFoundError:
+        return []
+    return [CheckpointRecord(**json.loads(line)) for line in text.splitlines() if line.strip()]
+
+
+def append_checkpoint(store: BlobStore, key: str, record: CheckpointRecord) -> None:
+    """Add ``record``; the file is rewritten atomically, so it is never half a line."""
+    records = [*load_checkpoints(store, key), record]
+    store.write(key, "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records).encode())
