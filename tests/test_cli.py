@@ -1,0 +1,76 @@
+"""The command line: run, dry-run, run-spec, manifests list/show, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tinkex_cookbook.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_run_on_test_manifest_with_overrides() -> None:
+    code, out, _ = invoke("run", "sl_basic", "--manifest", "test", "batch_size=8", "save_every=2")
+    assert code == 0, out
+    assert "save_final" in out and '"total_steps": 8' in out
+
+
+def test_dry_run_prints_the_plan() -> None:
+    code, out, _ = invoke("run", "sl_basic", "-m", "test", "--dry-run")
+    assert code == 0
+    assert "for batch in range(state['num_batches'])" in out and "training_client   noop" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("run", "sl_basic", "-m", "nope"), "unknown manifest 'nope'"),
+        (("run", "sl_basic", "-m", "test", "nope=1"), "unknown config key 'nope'"),
+        (("run", "sl_basic", "-m", "test", "batch_size"), "is not key=value"),
+        (("run", "no_such_recipe", "-m", "test"), "valid recipes: 'sl_basic'"),
+        (("run", "sl_basic", "-m", "default"), "TINKER_API_KEY"),
+        (("manifests", "show", "nope"), "unknown manifest 'nope'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_2(args: tuple[str, ...], expected: str) -> None:
+    code, out, err = invoke(*args)
+    assert code == 2
+    assert expected in err and "Traceback" not in err + out
+
+
+def test_run_spec_replays_a_saved_spec(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    manifest = tmp_path / "disk.yaml"
+    manifest.write_text(f"extends: test\nports:\n  blob_store: {{adapter: local, root: {root}}}\n")
+    code, out, _ = invoke("run", "sl_basic", "-m", str(manifest), "log_path=first")
+    assert code == 0, out
+    spec_file = root / "first" / "spec.json"
+    code, out, _ = invoke("run-spec", str(spec_file), "-m", str(manifest))
+    assert code == 0, out
+    assert len((root / "first" / "checkpoints.jsonl").read_text().splitlines()) == 2
+
+
+def test_manifests_list_names_every_shipped_manifest() -> None:
+    code, out, _ = invoke("manifests", "list")
+    assert code == 0
+    assert [line.split()[0] for line in out.splitlines()] == ["default", "dev", "local", "prod", "test"]
+
+
+def test_manifests_show_redacts_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKER_API_KEY", "tml-very-secret-marker")
+    monkeypatch.setenv("HF_TOKEN", "hf-very-secret-marker")
+    code, out, _ = invoke("manifests", "show", "prod")
+    assert code == 0
+    assert "very-secret-marker" not in out
+    shown = json.loads(out)
+    assert shown["manifest"]["ports"]["blob_store"] == {"adapter": "s3"}
+    assert shown["settings"]["tinker_api_key"] == "**********"
