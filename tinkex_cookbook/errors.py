@@ -24,6 +24,7 @@ arguments are plain strings) so it crosses process boundaries intact::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class CookbookError(Exception):
@@ -37,6 +38,16 @@ def choices(names: Iterable[str]) -> str:
     """Render valid names the same way in every error message."""
     listed = sorted(names)
     return ", ".join(repr(n) for n in listed) if listed else "(none)"
+
+
+def validation_problems(exc: Any) -> str:
+    """One line per pydantic validation error: ``field.path: message (got value)``."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "top level"
+        got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
+        problems.append(f"{where}: {err['msg']}{got}")
+    return "; ".join(problems)
 
 
 class ConfigError(CookbookError, ValueError):

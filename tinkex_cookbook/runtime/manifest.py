@@ -21,7 +21,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from tinkex_cookbook.errors import ManifestError, UnknownManifestError, UnknownPortError, choices
+from tinkex_cookbook.errors import (
+    ManifestError,
+    UnknownManifestError,
+    UnknownPortError,
+    choices,
+    validation_problems,
+)
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 
 Layer = dict[str, dict[str, Any]]
@@ -143,11 +149,8 @@ def _parse(label: str, text: str) -> ManifestFile:
     try:
         return ManifestFile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'top level'}: {e['msg']}" for e in exc.errors()
-        )
         raise ManifestError(
-            f"manifest {label!r} is malformed: {problems}. "
+            f"manifest {label!r} is malformed: {validation_problems(exc)}. "
             f"Valid top-level keys: {choices(ManifestFile.model_fields)}"
         ) from None
 

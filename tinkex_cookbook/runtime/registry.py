@@ -22,6 +22,7 @@ from tinkex_cookbook.errors import (
     UnknownAdapterError,
     UnknownPortError,
     choices,
+    validation_problems,
 )
 from tinkex_cookbook.ports import PORT_NAMES
 from tinkex_cookbook.runtime.settings import Settings
@@ -55,11 +56,9 @@ class AdapterEntry:
         try:
             return self.options.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-            )
             raise ManifestError(
-                f"bad options for adapter {self.name!r} of port {self.port!r}: {problems}. "
+                f"bad options for adapter {self.name!r} of port {self.port!r}: "
+                f"{validation_problems(exc)}. "
                 f"Valid options: {choices(self.options.model_fields)}"
             ) from None
 
