@@ -44,7 +44,7 @@ def validation_problems(exc: Any) -> str:
     """One line per pydantic validation error: ``field.path: message (got value)``."""
     problems = []
     for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "top level"
+        where = repr(".".join(str(part) for part in err["loc"])) if err["loc"] else "top level"
         got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
         problems.append(f"{where}: {err['msg']}{got}")
     return "; ".join(problems)
