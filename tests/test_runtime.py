@@ -203,7 +203,7 @@ def test_run_folder_holds_spec_manifest_metrics_checkpoints(tmp_path: Path) -> N
     ]
     assert Experiment.from_json((run_dir / "spec.json").read_text()) == result.experiment
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(rows) == len(result.metrics)
+    assert rows == result.metrics
     checkpoints = (run_dir / "checkpoints.jsonl").read_text().splitlines()
     assert [json.loads(c)["step"] for c in checkpoints] == [2, 4, 6, 8, 10, 10]
     assert result.artifacts["metrics.jsonl"] == str(run_dir / "metrics.jsonl")

@@ -27,6 +27,10 @@ class Event:
     time: float = field(default_factory=time.time)
 
 
+def metric_row(event: Event) -> dict[str, Any]:
+    return {"event": event.name, **event.data}
+
+
 class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
@@ -71,7 +75,8 @@ class MemorySink:
         return [event.name for event in self.events]
 
     def metrics(self) -> list[dict[str, Any]]:
-        return [dict(event.data) for event in self.events if event.name in METRIC_EVENTS]
+        """The rows ``metrics.jsonl`` holds, in the same shape."""
+        return [metric_row(event) for event in self.events if event.name in METRIC_EVENTS]
 
 
 class JsonlMetricsSink:
@@ -89,12 +94,12 @@ class JsonlMetricsSink:
         self._key = key
         self._flush_seconds = flush_seconds
         self._lines = [json.dumps(row, sort_keys=True) for row in rows]
-        self._flushed_at = 0.0
+        self._flushed_at = float("-inf")
         self._dirty = False
 
     def handle(self, event: Event) -> None:
         if event.name in METRIC_EVENTS:
-            self._lines.append(json.dumps({"event": event.name, **event.data}, sort_keys=True))
+            self._lines.append(json.dumps(metric_row(event), sort_keys=True))
             self._dirty = True
         if event.name == "train.checkpoint" or time.monotonic() - self._flushed_at >= self._flush_seconds:
             self.flush()

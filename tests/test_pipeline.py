@@ -1,0 +1,117 @@
+"""The runner on hand-made specs: loops, conditions, port handing, failures, telemetry sinks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from tinkex_cookbook import SpecError, StageError, UnknownNameError
+from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.pipeline import Context, JsonlMetricsSink, MemorySink, Runner, StageRegistry, Telemetry
+from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
+
+
+class Cfg(BaseModel):
+    pass
+
+
+def make(stages: list, ports: dict | None = None) -> tuple[Runner, Context, MemorySink, list]:
+    calls: list = []
+    registry = StageRegistry()
+    registry.register("tick", lambda ctx: (calls.append(("tick", dict(ctx.state))), ctx.state.update(step=ctx.state.get("step", 0) + 1)))
+    registry.register("set_n", lambda ctx: ctx.state.update(n=3))
+    registry.register("note", lambda ctx: calls.append(("note", ctx.state.get("step"))))
+    registry.register("uses_store", lambda ctx, store: calls.append(("store", store)), ports=("store",))
+    registry.register("boom", lambda ctx: 1 / 0)
+    sink = MemorySink()
+    ctx = Context(config=Cfg(), ports=ports or {}, telemetry=Telemetry([sink]))
+    spec = Experiment(name="t", recipe="t", config={}, stages=stages)
+    return Runner(registry), ctx, sink, [spec, calls]
+
+
+def run(stages: list, ports: dict | None = None) -> tuple[list, Context, MemorySink, list[str]]:
+    runner, ctx, sink, (spec, calls) = make(stages, ports)
+    completed = runner.run(spec, ctx)
+    return calls, ctx, sink, completed
+
+
+def test_fixed_and_state_counted_loops() -> None:
+    calls, ctx, _, completed = run([
+        LoopSpec(name="outer", var="e", count=2, body=[
+            StageSpec(name="set_n"),
+            LoopSpec(name="inner", var="b", count_key="n", body=[StageSpec(name="tick")]),
+        ]),
+    ])
+    assert [c for c in calls if c[0] == "tick"].__len__() == 6
+    assert ctx.state["step"] == 6 and ctx.state["e"] == 1 and ctx.state["b"] == 2
+    assert completed == ["set_n", "tick"]
+
+
+def test_every_runs_on_multiples_of_the_key() -> None:
+    calls, *_ = run([LoopSpec(name="l", var="i", count=7, body=[StageSpec(name="tick"), StageSpec(name="note", every=3)])])
+    assert [step for name, step in calls if name == "note"] == [3, 6]
+
+
+def test_loop_count_from_missing_state_is_a_spec_error() -> None:
+    runner, ctx, _, (spec, _) = make([LoopSpec(name="l", var="i", count_key="missing", body=[])])
+    with pytest.raises(SpecError, match="missing"):
+        runner.run(spec, ctx)
+
+
+def test_unknown_stage_fails_before_anything_runs() -> None:
+    runner, ctx, sink, (spec, calls) = make([StageSpec(name="tick"), StageSpec(name="nope")])
+    with pytest.raises(UnknownNameError, match="'nope'.*'tick'"):
+        runner.run(spec, ctx)
+    assert calls == [] and sink.events == []
+
+
+def test_failing_stage_names_itself_and_chains_the_cause() -> None:
+    runner, ctx, sink, (spec, _) = make([StageSpec(name="tick"), StageSpec(name="boom"), StageSpec(name="note")])
+    with pytest.raises(StageError, match="stage 'boom' failed: ZeroDivisionError") as caught:
+        runner.run(spec, ctx)
+    assert isinstance(caught.value.__cause__, ZeroDivisionError)
+    assert sink.names()[-2:] == ["stage.start", "workflow.exception"]
+    assert sink.events[-1].data["stage"] == "boom"
+
+
+def test_stage_gets_exactly_its_declared_ports() -> None:
+    store = object()
+    calls, *_ = run([StageSpec(name="uses_store")], ports={"store": store})
+    assert calls == [("store", store)]
+
+
+def test_event_order_brackets_every_stage() -> None:
+    _, _, sink, _ = run([StageSpec(name="tick"), StageSpec(name="note")])
+    assert sink.names() == [
+        "workflow.start", "stage.start", "stage.stop", "stage.start", "stage.stop", "workflow.stop",
+    ]
+
+
+def test_jsonl_sink_flushes_on_checkpoint_and_close() -> None:
+    store = MemoryBlobStore()
+    sink = JsonlMetricsSink(store, "run/metrics.jsonl", flush_seconds=3600)
+    telemetry = Telemetry([sink])
+    telemetry.emit("train.step", step=1, loss=0.5)
+    telemetry.emit("train.step", step=2, loss=0.25)
+    assert len(store.read("run/metrics.jsonl").splitlines()) == 1
+    telemetry.emit("train.checkpoint", step=2)
+    assert [json.loads(line)["step"] for line in store.read("run/metrics.jsonl").splitlines()] == [1, 2]
+    telemetry.emit("train.eval", step=2, test_mean_nll=1.0)
+    telemetry.close()
+    assert json.loads(store.read("run/metrics.jsonl").splitlines()[-1])["event"] == "train.eval"
+
+
+def test_a_failing_sink_does_not_hide_the_event_from_others() -> None:
+    class Broken:
+        def handle(self, event: object) -> None:
+            raise RuntimeError("sink down")
+
+        def close(self) -> None:
+            pass
+
+    memory = MemorySink()
+    with pytest.raises(RuntimeError, match="sink down"):
+        Telemetry([Broken(), memory]).emit("train.step", step=1)
+    assert memory.names() == ["train.step"]
