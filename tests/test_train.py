@@ -1,0 +1,139 @@
+"""Training-domain invariants: schedules, datum shift/truncation, renderer weights, tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinkex_cookbook import DatasetError, TrainOnWhat
+from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.ports import ModelInput
+from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+from tinkex_cookbook.train.datum import datum_from_model_input_weights
+from tinkex_cookbook.train.renderers import get_renderer, message_is_trained, validate_conversation
+from tinkex_cookbook.train.schedules import LR_SCHEDULES, lr_multiplier
+from tinkex_cookbook.train.tokenizers import ByteTokenizer
+
+
+@given(st.sampled_from(LR_SCHEDULES), st.integers(1, 500), st.data())
+@settings(max_examples=300, deadline=None)
+def test_lr_multiplier_stays_in_unit_interval_and_never_rises(schedule: str, total: int, data) -> None:
+    warmup = data.draw(st.integers(0, total - 1))
+    values = [lr_multiplier(schedule, step, total, warmup) for step in range(total)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    after = values[warmup:]
+    assert all(a >= b - 1e-12 for a, b in zip(after, after[1:]))
+    assert all(a <= b for a, b in zip(values[:warmup], values[1:warmup + 1]))
+
+
+def test_lr_schedule_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_multiplier("linear", 0, 0)
+    with pytest.raises(ValueError, match="'nope'"):
+        lr_multiplier("nope", 0, 10)
+
+
+@given(st.lists(st.integers(0, 300), min_size=2, max_size=60), st.data())
+@settings(max_examples=300, deadline=None)
+def test_datum_shifts_and_truncates(tokens: list[int], data) -> None:
+    weights = data.draw(st.lists(st.sampled_from([0.0, 1.0]), min_size=len(tokens), max_size=len(tokens)))
+    max_length = data.draw(st.none() | st.integers(2, 80))
+    datum = datum_from_model_input_weights(ModelInput.from_ints(tokens), weights, max_length)
+    kept = tokens[:max_length] if max_length else tokens
+    assert datum.model_input.to_ints() == kept[:-1]
+    assert datum.loss_fn_inputs["target_tokens"].tolist() == kept[1:]
+    assert datum.loss_fn_inputs["weights"].tolist() == weights[1 : len(kept)]
+
+
+def test_datum_needs_matching_lengths_and_two_tokens() -> None:
+    with pytest.raises(ValueError, match="weights"):
+        datum_from_model_input_weights(ModelInput.from_ints([1, 2]), [1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        datum_from_model_input_weights(ModelInput.from_ints([1, 2, 3]), [1.0] * 3, max_length=1)
+
+
+roles = st.sampled_from(["system", "user", "assistant"])
+conversations = st.lists(
+    st.fixed_dictionaries({"role": roles, "content": st.text(max_size=20), "trainable": st.booleans()}),
+    min_size=1, max_size=6,
+)
+
+
+@given(st.sampled_from(["llama3", "role_colon"]), st.sampled_from(list(TrainOnWhat)), conversations)
+@settings(max_examples=300, deadline=None)
+def test_renderer_weights_cover_exactly_the_trained_bodies(name: str, mode: TrainOnWhat, messages: list) -> None:
+    tokenizer = ByteTokenizer()
+    renderer = get_renderer(name, tokenizer)
+    model_input, weights = renderer.build_supervised_example(messages, mode)
+    assert len(weights) == model_input.length and set(weights) <= {0.0, 1.0}
+    if mode is TrainOnWhat.ALL_TOKENS:
+        assert all(w == 1.0 for w in weights)
+        return
+    body = renderer.body
+    expected = sum(
+        len(tokenizer.encode(body.format(content=m["content"]), add_special_tokens=False))
+        for i, m in enumerate(messages) if message_is_trained(messages, i, mode)
+    )
+    assert sum(weights) == expected
+
+
+def test_train_on_what_selects_messages() -> None:
+    messages = [{"role": "system"}, {"role": "user"}, {"role": "assistant"}, {"role": "user"},
+                {"role": "assistant"}, {"role": "assistant", "trainable": True}]
+    picked = {mode: [i for i in range(6) if message_is_trained(messages, i, mode)] for mode in TrainOnWhat}
+    assert picked[TrainOnWhat.LAST_ASSISTANT_MESSAGE] == [5]
+    assert picked[TrainOnWhat.LAST_ASSISTANT_TURN] == [4, 5]
+    assert picked[TrainOnWhat.ALL_ASSISTANT_MESSAGES] == [2, 4, 5]
+    assert picked[TrainOnWhat.ALL_USER_AND_SYSTEM_MESSAGES] == [0, 1, 3]
+    assert picked[TrainOnWhat.CUSTOMIZED] == [5]
+    assert picked[TrainOnWhat.ALL_MESSAGES] == picked[TrainOnWhat.ALL_TOKENS] == list(range(6))
+
+
+def test_llama3_generation_prompt_ends_with_the_assistant_header() -> None:
+    tokenizer = ByteTokenizer()
+    renderer = get_renderer("llama3", tokenizer)
+    prompt = renderer.build_generation_prompt([{"role": "user", "content": "hi"}])
+    text = tokenizer.decode(prompt.to_ints())
+    assert text == "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>" \
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    assert renderer.get_stop_sequences() == [tokenizer.encode("<|eot_id|>", add_special_tokens=False)[0]]
+
+
+@given(st.text(max_size=80))
+@settings(max_examples=300, deadline=None)
+def test_byte_tokenizer_round_trips_text(text: str) -> None:
+    tokenizer = ByteTokenizer()
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert tokenizer.decode(ids) == text
+    assert all(0 <= i < tokenizer.vocab_size for i in ids)
+
+
+def test_special_tokens_are_single_ids() -> None:
+    tokenizer = ByteTokenizer()
+    assert tokenizer.encode("<|eot_id|>", add_special_tokens=False) == [260]
+    assert tokenizer.encode("a")[0] == tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize(
+    ("row", "words"),
+    [
+        ({}, "row 7: expected a non-empty 'messages'"),
+        ({"messages": []}, "row 7: expected a non-empty"),
+        ({"messages": [{"content": "x"}]}, "row 7, message 0: missing string 'role'"),
+        ({"messages": [{"role": "user", "content": 3}]}, "row 7, message 0: 'content' must be a string"),
+        ("not a dict", "row 7"),
+    ],
+)
+def test_conversation_errors_name_the_row(row: object, words: str) -> None:
+    with pytest.raises(DatasetError, match=words):
+        validate_conversation(row, 7)
+
+
+def test_checkpoint_records_append_and_load() -> None:
+    store = MemoryBlobStore()
+    assert load_checkpoints(store, "r/checkpoints.jsonl") == []
+    first, second = CheckpointRecord("000002", 2, 0, "p2"), CheckpointRecord("final", 4, 0, "p4", "s4", True)
+    append_checkpoint(store, "r/checkpoints.jsonl", first)
+    append_checkpoint(store, "r/checkpoints.jsonl", second)
+    assert load_checkpoints(store, "r/checkpoints.jsonl") == [first, second]
