@@ -19,6 +19,7 @@ EXPECTED_PARENTS = {
     errors.UnknownNameError: LookupError,
     errors.SpecError: ValueError,
     errors.DatasetError: ValueError,
+    errors.RendererError: ValueError,
     errors.BlobStoreError: OSError,
     errors.BlobNotFoundError: KeyError,
     errors.InvalidKeyError: ValueError,

@@ -11,7 +11,8 @@ from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.ports import ModelInput
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.datum import datum_from_model_input_weights
-from tinkex_cookbook.train.renderers import get_renderer, message_is_trained, validate_conversation
+from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.train.renderers import get_renderer, validate_conversation
 from tinkex_cookbook.train.schedules import LR_SCHEDULES, lr_multiplier
 from tinkex_cookbook.train.tokenizers import ByteTokenizer
 
@@ -55,39 +56,43 @@ def test_datum_needs_matching_lengths_and_two_tokens() -> None:
 
 roles = st.sampled_from(["system", "user", "assistant"])
 conversations = st.lists(
-    st.fixed_dictionaries({"role": roles, "content": st.text(max_size=20), "trainable": st.booleans()}),
-    min_size=1, max_size=6,
+    st.fixed_dictionaries({"role": roles, "content": st.text(max_size=20)}), min_size=1, max_size=6,
 )
+MODES = [m for m in TrainOnWhat if m is not TrainOnWhat.CUSTOMIZED]
 
 
-@given(st.sampled_from(["llama3", "role_colon"]), st.sampled_from(list(TrainOnWhat)), conversations)
+@given(st.sampled_from(["llama3", "role_colon"]), st.sampled_from(MODES), conversations)
 @settings(max_examples=300, deadline=None)
-def test_renderer_weights_cover_exactly_the_trained_bodies(name: str, mode: TrainOnWhat, messages: list) -> None:
-    tokenizer = ByteTokenizer()
-    renderer = get_renderer(name, tokenizer)
+def test_renderer_weights_align_with_tokens(name: str, mode: TrainOnWhat, messages: list) -> None:
+    renderer = get_renderer(name, ByteTokenizer())
     model_input, weights = renderer.build_supervised_example(messages, mode)
     assert len(weights) == model_input.length and set(weights) <= {0.0, 1.0}
+    assert weights[0] == 0.0
     if mode is TrainOnWhat.ALL_TOKENS:
-        assert all(w == 1.0 for w in weights)
-        return
-    body = renderer.body
-    expected = sum(
-        len(tokenizer.encode(body.format(content=m["content"]), add_special_tokens=False))
-        for i, m in enumerate(messages) if message_is_trained(messages, i, mode)
+        assert all(w == 1.0 for w in weights[1:])
+
+
+@given(st.sampled_from(["llama3", "role_colon"]), conversations, st.text(max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_generation_prompt_is_a_prefix_of_the_supervised_example(name: str, history: list, reply: str) -> None:
+    renderer = get_renderer(name, ByteTokenizer())
+    prompt = renderer.build_generation_prompt(history).to_ints()
+    full, weights = renderer.build_supervised_example(
+        [*history, {"role": "assistant", "content": reply}], TrainOnWhat.LAST_ASSISTANT_MESSAGE
     )
-    assert sum(weights) == expected
+    assert full.to_ints()[: len(prompt)] == prompt
+    assert not any(weights[: len(prompt)]) and all(weights[len(prompt) :])
 
 
-def test_train_on_what_selects_messages() -> None:
-    messages = [{"role": "system"}, {"role": "user"}, {"role": "assistant"}, {"role": "user"},
-                {"role": "assistant"}, {"role": "assistant", "trainable": True}]
-    picked = {mode: [i for i in range(6) if message_is_trained(messages, i, mode)] for mode in TrainOnWhat}
-    assert picked[TrainOnWhat.LAST_ASSISTANT_MESSAGE] == [5]
-    assert picked[TrainOnWhat.LAST_ASSISTANT_TURN] == [4, 5]
-    assert picked[TrainOnWhat.ALL_ASSISTANT_MESSAGES] == [2, 4, 5]
-    assert picked[TrainOnWhat.ALL_USER_AND_SYSTEM_MESSAGES] == [0, 1, 3]
-    assert picked[TrainOnWhat.CUSTOMIZED] == [5]
-    assert picked[TrainOnWhat.ALL_MESSAGES] == picked[TrainOnWhat.ALL_TOKENS] == list(range(6))
+def test_trainable_field_belongs_to_customized_mode() -> None:
+    renderer = get_renderer("llama3", ByteTokenizer())
+    flagged = [{"role": "user", "content": "q", "trainable": True}, {"role": "assistant", "content": "a", "trainable": False}]
+    _, weights = renderer.build_supervised_example(flagged, TrainOnWhat.CUSTOMIZED)
+    assert any(weights) and weights[-1] == 0.0
+    with pytest.raises(RendererError, match="only train_on_what=customized"):
+        renderer.build_supervised_example(flagged, TrainOnWhat.ALL_MESSAGES)
+    with pytest.raises(RendererError, match="needs a 'trainable' field"):
+        renderer.build_supervised_example([{"role": "user", "content": "q"}], TrainOnWhat.CUSTOMIZED)
 
 
 def test_llama3_generation_prompt_ends_with_the_assistant_header() -> None:
@@ -121,7 +126,7 @@ def test_special_tokens_are_single_ids() -> None:
         ({}, "row 7: expected a non-empty 'messages'"),
         ({"messages": []}, "row 7: expected a non-empty"),
         ({"messages": [{"content": "x"}]}, "row 7, message 0: missing string 'role'"),
-        ({"messages": [{"role": "user", "content": 3}]}, "row 7, message 0: 'content' must be a string"),
+        ({"messages": [{"role": "user", "content": 3}]}, "row 7, message 0: 'content' must be a string or a list"),
         ("not a dict", "row 7"),
     ],
 )

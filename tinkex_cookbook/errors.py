@@ -15,6 +15,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     ├── UnknownNameError (LookupError)      unknown recipe, stage, renderer ...
     ├── SpecError (ValueError)              malformed experiment spec
     ├── DatasetError (ValueError)           dataset missing or a malformed row (with its index)
+    ├── RendererError (ValueError)          a conversation a renderer cannot render or parse
     ├── BlobStoreError (OSError)
     │   ├── BlobNotFoundError (KeyError)
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
@@ -88,6 +89,10 @@ class SpecError(CookbookError, ValueError):
 
 class DatasetError(CookbookError, ValueError):
     """A dataset is unavailable or one of its rows is malformed."""
+
+
+class RendererError(CookbookError, ValueError):
+    """A conversation a renderer cannot render, or a response it cannot parse."""
 
 
 class BlobStoreError(CookbookError, OSError):

@@ -9,7 +9,7 @@ forward_backward, take an optimizer step and log; checkpoint every
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
@@ -33,6 +33,9 @@ class SlBasicConfig(BaseModel):
         TrainOnWhat.ALL_ASSISTANT_MESSAGES, description="which tokens carry loss weight"
     )
     max_length: PositiveInt | None = Field(32768, description="truncate examples to this many tokens")
+    loss_reduction: Literal["mean", "none"] = Field(
+        "mean", description="mean: each example's weights sum to 1 (the reference's default); none: per token"
+    )
     num_epochs: PositiveInt = Field(1, description="passes over the training set")
     batch_size: PositiveInt = Field(16, description="conversations per optimizer step")
     learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")

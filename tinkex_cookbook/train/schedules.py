@@ -11,6 +11,8 @@ LR_SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
 
 def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
     """Multiplier in [0, 1] for ``step`` of ``total_steps`` (0-based) after linear warmup."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     if warmup_steps and step < warmup_steps:
@@ -21,6 +23,4 @@ def lr_multiplier(schedule: str, step: int, total_steps: int, warmup_steps: int 
         return 1.0 - progress
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "constant":
-        return 1.0
-    raise ValueError(f"unknown lr schedule {schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+    return 1.0

