@@ -111,7 +111,9 @@ def _normalise_binding(port: str, binding: Any, source: str) -> dict[str, Any]:
         )
     options = {k: v for k, v in binding.items() if k != "adapter"}
     adapter = binding.get("adapter")
-    if not isinstance(adapter, str):
+    if adapter is not None and not isinstance(adapter, str):
+        raise ManifestError(f"{source}: port {port!r} has adapter {adapter!r}; it must be an adapter name")
+    if adapter is None:
         if options:
             raise ManifestError(
                 f"{source}: port {port!r} sets options {sorted(options)} without naming its "
@@ -132,6 +134,7 @@ def _read_source(ref: str, relative_to: Path | None) -> tuple[str, str, Path | N
         return ref, resources.files(MANIFEST_PACKAGE).joinpath(f"{ref}.yaml").read_text(), None
     path = Path(ref) if relative_to is None or Path(ref).is_absolute() else relative_to / ref
     if path.suffix in (".yaml", ".yml") and path.is_file():
+        path = path.resolve()
         return str(path), path.read_text(), path.parent
     raise UnknownManifestError(
         f"unknown manifest {ref!r}; valid names: {choices(shipped_manifest_names())}, "

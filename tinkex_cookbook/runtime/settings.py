@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
@@ -18,9 +18,23 @@ DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-p
 class Settings(BaseSettings):
     """Environment variables the cookbook reads, with their names as aliases."""
 
-    model_config = SettingsConfigDict(
-        env_nested_delimiter="__", extra="ignore", populate_by_name=True, case_sensitive=False
-    )
+    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore", case_sensitive=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _field_names_as_arguments(cls, data: Any) -> Any:
+        """Accept ``Settings(tinker_api_key=...)`` in code while the environment is read by alias only.
+
+        (``populate_by_name`` would also read bare ``LOG_DIR`` or ``MANIFEST`` from the environment.)
+        """
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if name in data:
+                alias = field.validation_alias
+                key = alias.choices[0] if isinstance(alias, AliasChoices) else alias
+                data[key] = data.pop(name)
+        return data
 
     manifest: str | None = Field(None, validation_alias="TINKEX_MANIFEST")
     ports: dict[str, Any] = Field(

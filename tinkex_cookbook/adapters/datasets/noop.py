@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from tinkex_cookbook.adapters.datasets.memory import ListDataset
+from tinkex_cookbook.adapters.datasets.memory import ListDataset, parse_limit
 
 TOPICS = ("tides", "bread", "comets", "chess", "maple syrup", "lighthouses", "bees", "glaciers")
 
@@ -33,5 +33,6 @@ class SyntheticChatDatasetStore:
     rows: int = 96
 
     def load_dataset(self, name: str, split: str = "train", **options: Any) -> ListDataset:
-        count = int(options.get("rows", self.rows))
+        limit = parse_limit(name, options)
+        count = self.rows if limit is None else min(limit, self.rows)
         return ListDataset([synthetic_conversation(name, split, i) for i in range(count)])

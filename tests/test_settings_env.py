@@ -1,0 +1,70 @@
+"""Settings: the aliases ``test_settings.py`` does not cover, nested port overrides, redaction, scrubbing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tinkex_cookbook import Runtime, SlBasic, UnknownManifestError
+from tinkex_cookbook.runtime import Settings
+
+SECRET_FIELDS = ("tinker_api_key", "hf_token", "llm_api_key")
+
+
+def test_tinker_api_key_and_manifest_come_from_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKER_API_KEY", "tml-env")
+    monkeypatch.setenv("TINKEX_MANIFEST", "test")
+    settings = Settings()
+    assert settings.tinker_api_key.get_secret_value() == "tml-env"
+    assert settings.manifest == "test"
+
+
+def test_openai_api_key_is_an_alias_of_the_llm_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
+    assert Settings().secret_values() == ["sk-1"]
+
+
+def test_field_names_and_aliases_both_work_as_arguments() -> None:
+    assert Settings(tinker_api_key="tml-x").secret_values() == ["tml-x"]
+    assert Settings(TINKER_API_KEY="tml-y").secret_values() == ["tml-y"]
+
+
+def test_nested_port_variables_build_the_ports_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKEX_PORTS__BLOB_STORE__ADAPTER", "local")
+    monkeypatch.setenv("TINKEX_PORTS__BLOB_STORE__ROOT", "/Tmp/Mixed")
+    monkeypatch.setenv("TINKEX_PORTS__DATASET_STORE", "noop")
+    assert Settings().ports == {"blob_store": {"adapter": "local", "root": "/Tmp/Mixed"}, "dataset_store": "noop"}
+
+
+def test_no_secrets_means_none_listed_and_none_redacted() -> None:
+    settings = Settings()
+    assert settings.secret_values() == []
+    assert all(settings.redacted()[name] is None for name in SECRET_FIELDS)
+
+
+def test_empty_secret_is_not_listed_as_a_value() -> None:
+    assert Settings(tinker_api_key="").secret_values() == []
+
+
+def test_redacted_view_is_json_and_hides_every_secret() -> None:
+    settings = Settings(tinker_api_key="tml-m1", hf_token="hf-m2", llm_api_key="sk-m3")
+    text = json.dumps(settings.redacted())
+    assert "-m1" not in text and "-m2" not in text and "-m3" not in text
+    assert all(settings.redacted()[name] == "**********" for name in SECRET_FIELDS)
+    assert sorted(settings.secret_values()) == ["hf-m2", "sk-m3", "tml-m1"]
+
+
+def test_secret_inside_an_error_message_is_scrubbed_but_the_type_kept() -> None:
+    settings = Settings(tinker_api_key="tml-marker-9")
+    with pytest.raises(UnknownManifestError) as caught:
+        Runtime.run(SlBasic, {}, manifest="tml-marker-9", settings=settings)
+    assert "tml-marker-9" not in str(caught.value) and "**********" in str(caught.value)
+
+
+def test_bare_field_names_in_the_environment_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MANIFEST", "nope")
+    monkeypatch.setenv("LOG_DIR", "/somewhere/else")
+    monkeypatch.setenv("LLM_API_KEY", "sk-not-an-alias")
+    settings = Settings()
+    assert (settings.manifest, settings.log_dir, settings.llm_api_key) == (None, None, None)
