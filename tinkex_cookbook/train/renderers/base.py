@@ -147,6 +147,25 @@ def _parse_tool_call_json(body: str, raw_text: str) -> ToolCall | UnparsedToolCa
     )
 
 
+UNTERMINATED_TOOL_BLOCK_ERROR = "unterminated tool block"
+PARSE_FAILURE_DETAIL_MAX_CHARS = 16384
+"""How much of a dangling block's text an ``UnparsedToolCall`` keeps."""
+
+
+def detect_unterminated_tool_block(
+    content: str, markers: Sequence[tuple[str, str]]
+) -> UnparsedToolCall | None:
+    """The first block opened more often than closed, so a cut-off tool call is reported, not read as text."""
+    for open_marker, close_marker in markers:
+        opens = content.count(open_marker)
+        if opens and opens > content.count(close_marker):
+            return UnparsedToolCall(
+                raw_text=content[content.rfind(open_marker) :][:PARSE_FAILURE_DETAIL_MAX_CHARS],
+                error=f"{UNTERMINATED_TOOL_BLOCK_ERROR}: '{open_marker}' opened without a matching '{close_marker}'",
+            )
+    return None
+
+
 _BLOCKS = re.compile(r"<think>(.*?)</think>|<tool_call>(.*?)</tool_call>", re.DOTALL)
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 

@@ -29,6 +29,7 @@ from tinkex_cookbook.train.renderers.base import (
     ToolCall,
     UnparsedToolCall,
     as_tool_call,
+    detect_unterminated_tool_block,
     ensure_text,
     has_thinking,
     parse_response_for_stop_token,
@@ -47,10 +48,6 @@ _CALLS_SECTION = re.compile(f"{_TOOL_CALLS_BEGIN}(.*?){_TOOL_CALLS_END}", re.DOT
 _ONE_CALL = re.compile(f"{_TOOL_CALL_BEGIN}(\\w+){_TOOL_SEP}(.*?){_TOOL_CALL_END}", re.DOTALL)
 _CALLS_SECTION_WITH_SPACE = re.compile(f"\\s*{_TOOL_CALLS_BEGIN}.*?{_TOOL_CALLS_END}", re.DOTALL)
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-
-_UNTERMINATED_TOOL_BLOCK_ERROR = "unterminated tool block"
-_DETAIL_MAX_CHARS = 16384
-"""The reference caps a dangling block's raw text at this many characters."""
 
 _FORMAT_EXAMPLE = (
     f"{_TOOL_CALLS_BEGIN}{_TOOL_CALL_BEGIN}tool_call_name{_TOOL_SEP}tool_call_arguments{_TOOL_CALL_END}"
@@ -109,25 +106,10 @@ def _parse_tool_calls(content: str) -> tuple[list[ToolCall], list[UnparsedToolCa
     return parsed, unparsed
 
 
-def _unterminated_block(content: str, open_marker: str, close_marker: str) -> UnparsedToolCall | None:
-    """An opened-but-never-closed block, so a clean stop does not silently drop the call intent."""
-    opens = content.count(open_marker)
-    if opens == 0 or opens <= content.count(close_marker):
-        return None
-    return UnparsedToolCall(
-        raw_text=content[content.rfind(open_marker) :][:_DETAIL_MAX_CHARS],
-        error=f"{_UNTERMINATED_TOOL_BLOCK_ERROR}: '{open_marker}' opened without a matching '{close_marker}'",
-    )
-
-
 def _dangling_tool_block(content: str) -> UnparsedToolCall | None:
-    for open_marker, close_marker in (
-        (_TOOL_CALLS_BEGIN, _TOOL_CALLS_END), (_TOOL_CALL_BEGIN, _TOOL_CALL_END),
-    ):
-        dangling = _unterminated_block(content, open_marker, close_marker)
-        if dangling is not None:
-            return dangling
-    return None
+    return detect_unterminated_tool_block(
+        content, ((_TOOL_CALLS_BEGIN, _TOOL_CALLS_END), (_TOOL_CALL_BEGIN, _TOOL_CALL_END))
+    )
 
 
 def _with_header_suffix(rendered: RenderedMessage, tokens: list[int]) -> RenderedMessage:

@@ -25,6 +25,7 @@ from typing import Any
 from tinkex_cookbook.errors import RendererError
 from tinkex_cookbook.ports import ModelInput, Tokenizer
 from tinkex_cookbook.train.renderers.base import (
+    UNTERMINATED_TOOL_BLOCK_ERROR,
     ContentPart,
     Message,
     ParseTermination,
@@ -42,9 +43,6 @@ from tinkex_cookbook.train.renderers.base import (
 logger = logging.getLogger(__name__)
 
 ToolSpec = Mapping[str, Any]
-
-UNTERMINATED_TOOL_BLOCK_ERROR = "unterminated tool block"
-"""The reference base's prefix for tool-call headers that never got a payload (ours lacks it)."""
 
 _INTERNAL_SYSTEM_ROLE = "_gptoss_internal_system"
 """Renders as a real ``system`` message; a user's ``system`` message becomes ``developer``."""

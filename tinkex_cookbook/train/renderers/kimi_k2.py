@@ -30,6 +30,7 @@ from tinkex_cookbook.train.renderers.base import (
     TrainOnWhat,
     UnparsedToolCall,
     as_tool_call,
+    detect_unterminated_tool_block,
     ensure_list,
     ensure_text,
     parse_response_for_stop_token,
@@ -50,8 +51,6 @@ _TOOL_BLOCK_MARKERS = (
     ("<|tool_call_section_begin|>", "<|tool_call_section_end|>"),
     ("<|tool_call_begin|>", "<|tool_call_end|>"),
 )
-_PARSE_FAILURE_DETAIL_MAX_CHARS = 16384
-_UNTERMINATED_TOOL_BLOCK_ERROR = "unterminated tool block"
 _ROLE_TOKENS = {"user": "<|im_user|>", "assistant": "<|im_assistant|>"}
 
 
@@ -64,29 +63,9 @@ def _split_tool_calls_section(content: str) -> tuple[str, str | None]:
     return content[: match.start()], section
 
 
-def _detect_unterminated_tool_block(
-    content: str, open_marker: str, close_marker: str
-) -> UnparsedToolCall | None:
-    """A block opened but never closed; the regexes would otherwise let it pass as text.
-
-    Private copy of the reference base's ``detect_unterminated_tool_block``, which our base lacks.
-    """
-    opens = content.count(open_marker)
-    if opens == 0 or opens <= content.count(close_marker):
-        return None
-    return UnparsedToolCall(
-        raw_text=content[content.rfind(open_marker) :][:_PARSE_FAILURE_DETAIL_MAX_CHARS],
-        error=f"{_UNTERMINATED_TOOL_BLOCK_ERROR}: '{open_marker}' opened without a matching '{close_marker}'",
-    )
-
-
 def _detect_dangling_tool_block(content: str) -> UnparsedToolCall | None:
     """First dangling section or call, so a cut-off tool-call intent is reported, not lost."""
-    for open_marker, close_marker in _TOOL_BLOCK_MARKERS:
-        dangling = _detect_unterminated_tool_block(content, open_marker, close_marker)
-        if dangling is not None:
-            return dangling
-    return None
+    return detect_unterminated_tool_block(content, _TOOL_BLOCK_MARKERS)
 
 
 def _extract_tool_name(tool_id: str) -> str:

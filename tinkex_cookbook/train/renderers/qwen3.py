@@ -27,16 +27,13 @@ from tinkex_cookbook.train.renderers.base import (
     RenderedMessage,
     Renderer,
     ToolCall,
-    UnparsedToolCall,
     as_tool_call,
+    detect_unterminated_tool_block,
     has_thinking,
     parse_content_blocks,
     parse_response_for_stop_token,
     remove_thinking,
 )
-
-_DETAIL_MAX_CHARS = 16384
-_UNTERMINATED_TOOL_BLOCK_ERROR = "unterminated tool block"
 
 _TOOLS_PROMPT = """# Tools
 
@@ -85,17 +82,6 @@ def _tool_call_payload(call: ToolCall | Mapping[str, Any]) -> dict[str, object]:
 
 def _render_tool_calls(calls: Sequence[ToolCall | Mapping[str, Any]]) -> str:
     return "\n".join(f"<tool_call>\n{json.dumps(_tool_call_payload(call))}\n</tool_call>" for call in calls)
-
-
-def _unterminated_tool_block(content: str) -> UnparsedToolCall | None:
-    """A ``<tool_call>`` left open would otherwise degrade silently into plain text."""
-    opens = content.count("<tool_call>")
-    if opens == 0 or opens <= content.count("</tool_call>"):
-        return None
-    return UnparsedToolCall(
-        raw_text=content[content.rfind("<tool_call>") :][:_DETAIL_MAX_CHARS],
-        error=f"{_UNTERMINATED_TOOL_BLOCK_ERROR}: '<tool_call>' opened without a matching '</tool_call>'",
-    )
 
 
 def _literal_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
@@ -205,7 +191,7 @@ class Qwen3Renderer(Renderer):
             message["content"] = _unframe_thinking(parts) if self.frames_thinking else parts
             _add_calls(message, "tool_calls", [c for c in calls if isinstance(c, ToolCall)])
             _add_calls(message, "unparsed_tool_calls", [c for c in calls if not isinstance(c, ToolCall)])
-        dangling = _unterminated_tool_block(content)
+        dangling = detect_unterminated_tool_block(content, (("<tool_call>", "</tool_call>"),))
         if dangling is not None:
             message["unparsed_tool_calls"] = [*message.get("unparsed_tool_calls", []), dangling]
         return message, termination
