@@ -18,6 +18,18 @@ LLAMA3_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|end_header_id|>",
     "<|eot_id|>",
 )
+CHAT_SPECIAL_TOKENS: tuple[str, ...] = LLAMA3_SPECIAL_TOKENS + (
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>",
+    "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
+    "<｜tool▁sep｜>", "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>",
+    "<｜tool▁output▁end｜>",
+    "<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>", "<|constrain|>",
+    "<|im_system|>", "<|im_user|>", "<|im_assistant|>", "<|im_middle|>",
+    "<|tool_calls_section_begin|>", "<|tool_calls_section_end|>", "<|tool_call_section_begin|>",
+    "<|tool_call_section_end|>", "<|tool_call_begin|>", "<|tool_call_argument_begin|>", "<|tool_call_end|>",
+)
+"""Every special token a built-in renderer writes, so each renderer runs on the noop backend."""
 
 
 class ByteTokenizer:
@@ -25,7 +37,7 @@ class ByteTokenizer:
 
     def __init__(
         self,
-        special_tokens: Sequence[str] = LLAMA3_SPECIAL_TOKENS,
+        special_tokens: Sequence[str] = CHAT_SPECIAL_TOKENS,
         bos_token: str | None = "<|begin_of_text|>",
         eos_token: str | None = "<|end_of_text|>",
     ) -> None:
