@@ -19,7 +19,7 @@ from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoin
 from tinkex_cookbook.train.datum import datum_from_model_input_weights
 from tinkex_cookbook.train.renderers import get_renderer, renderer_names, validate_conversation
 from tinkex_cookbook.train.schedules import lr_multiplier
-from tinkex_cookbook.train.tokenizers import LLAMA3_SPECIAL_TOKENS, ByteTokenizer
+from tinkex_cookbook.train.tokenizers import CHAT_SPECIAL_TOKENS, LLAMA3_SPECIAL_TOKENS, ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
 # Text that is likely to contain special tokens, their fragments and multi-byte characters.
@@ -41,9 +41,10 @@ def test_tokenizer_round_trips_text_containing_special_tokens(text: str) -> None
 
 
 def test_special_tokens_have_distinct_ids_after_the_bytes() -> None:
-    ids = [TOKENIZER.encode(tok, add_special_tokens=False) for tok in LLAMA3_SPECIAL_TOKENS]
-    assert ids == [[256 + i] for i in range(len(LLAMA3_SPECIAL_TOKENS))]
-    assert TOKENIZER.vocab_size == 256 + len(LLAMA3_SPECIAL_TOKENS)
+    ids = [TOKENIZER.encode(tok, add_special_tokens=False) for tok in CHAT_SPECIAL_TOKENS]
+    assert ids == [[256 + i] for i in range(len(CHAT_SPECIAL_TOKENS))]
+    assert TOKENIZER.vocab_size == 256 + len(CHAT_SPECIAL_TOKENS)
+    assert CHAT_SPECIAL_TOKENS[: len(LLAMA3_SPECIAL_TOKENS)] == LLAMA3_SPECIAL_TOKENS
     assert TOKENIZER.eos_token_id == TOKENIZER.encode("<|end_of_text|>", add_special_tokens=False)[0]
 
 
