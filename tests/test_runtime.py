@@ -222,3 +222,20 @@ def test_too_few_rows_for_a_batch_is_a_clear_error() -> None:
     rows = [synthetic_conversation("x", "train", i) for i in range(20)]
     with pytest.raises(StageError, match="fewer than batch_size=8"):
         Runtime.run(SlBasic, SMALL, manifest="test", ports={"dataset_store": MemoryDatasetStore({"no_robots": rows})})
+
+
+def test_an_adapter_that_needs_another_port_gets_the_runs_adapter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinkex_cookbook.adapters.training.noop import NoopTrainingService
+
+    seen: dict[str, object] = {}
+
+    def build(options: object, settings: Settings, blob_store: object) -> NoopTrainingService:
+        seen["blob_store"] = blob_store
+        return NoopTrainingService()
+
+    registry = builtin_registry()
+    registry.register(AdapterEntry("training_client", "needy", build, needs=("blob_store",)))
+    monkeypatch.setattr(Runtime, "registry", registry)
+    store = MemoryBlobStore()
+    Runtime.run(SlBasic, SMALL, manifest="test", ports={"training_client": "needy", "blob_store": store})
+    assert seen["blob_store"] is store

@@ -4,7 +4,9 @@ One ``Selector`` per port, keyed by the adapter name the validated manifest
 chose; each child is a ``Resource``, so an adapter is built on first use, at
 most once per run, and closed (its ``close()`` called, if it has one) by
 ``shutdown_resources()`` at run end. Objects passed in ``instances`` are the
-caller's: they are served as they are and never closed here.
+caller's: they are served as they are and never closed here. An adapter that
+``needs`` another port (a training backend checkpointing through the blob
+store) gets that port's adapter, built on demand, as a keyword argument.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from tinkex_cookbook.runtime.registry import AdapterEntry, AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
 
 
-def _adapter_resource(entry: AdapterEntry, options: BaseModel, settings: Settings) -> Iterator[object]:
-    adapter = entry.build(options, settings)
+def _adapter_resource(
+    entry: AdapterEntry, options: BaseModel, settings: Settings, **ports: object
+) -> Iterator[object]:
+    adapter = entry.build(options, settings, **ports)
     try:
         yield adapter
     finally:
@@ -31,7 +35,8 @@ def _adapter_resource(entry: AdapterEntry, options: BaseModel, settings: Setting
 
 
 def _port_selector(
-    port: str, manifest: Manifest, registry: AdapterRegistry, settings: Settings
+    port: str, manifest: Manifest, registry: AdapterRegistry, settings: Settings,
+    container: containers.DynamicContainer,
 ) -> providers.Selector:
     binding = manifest.ports[port]
     children = {
@@ -40,6 +45,7 @@ def _port_selector(
             entry,
             binding.options if entry.name == binding.adapter else providers.Callable(entry.options),
             settings,
+            **{needed: providers.Callable(lambda name: getattr(container, name)(), needed) for needed in entry.needs},
         )
         for entry in registry.port_entries(port)
     }
@@ -59,5 +65,5 @@ def build_container(
         if instances and port in instances:
             container.set_provider(port, providers.Object(instances[port]))
         else:
-            container.set_provider(port, _port_selector(port, manifest, registry, settings))
+            container.set_provider(port, _port_selector(port, manifest, registry, settings, container))
     return container

@@ -34,7 +34,8 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-AdapterFactory = Callable[[Any, Settings], object]
+AdapterFactory = Callable[..., object]
+"""``factory(options, settings, **needed_ports) -> adapter``."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class AdapterEntry:
     modules: tuple[str, ...] = ()
     secrets: tuple[tuple[str, str], ...] = ()
     shipped: bool = True
+    needs: tuple[str, ...] = ()
+    """Other ports this adapter is built on (e.g. a training backend that checkpoints through
+    the blob store); the container passes them to the factory as keyword arguments."""
 
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
         """Validate manifest options; the error names port, adapter, field and valid fields."""
@@ -87,9 +91,9 @@ class AdapterEntry:
                     "manifest that does not need it (e.g. manifest='local' or 'test')"
                 )
 
-    def build(self, options: BaseModel, settings: Settings) -> object:
+    def build(self, options: BaseModel, settings: Settings, **ports: object) -> object:
         self.check_available()
-        return self.factory(options, settings)
+        return self.factory(options, settings, **ports)
 
 
 class AdapterRegistry:
