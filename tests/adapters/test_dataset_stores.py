@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinkex_cookbook.adapters.datasets.local import LocalDatasetStore
+from tinkex_cookbook.adapters.datasets.local import SHIPPED, LocalDatasetStore
 from tinkex_cookbook.adapters.datasets.memory import ListDataset, MemoryDatasetStore
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.ports.datasets import Dataset, DatasetStore
@@ -224,7 +224,18 @@ def test_local_candidates_order(tmp_path: Path) -> None:
     store = LocalDatasetStore(tmp_path)
     assert store.candidates("d.jsonl", "test") == [
         tmp_path / "d.jsonl", tmp_path / "d.jsonl" / "test.jsonl", tmp_path / "d.jsonl" / "test.json",
+        SHIPPED / "d.jsonl" / "test.jsonl",
     ]
+
+
+def test_shipped_chat_sample_loads_from_any_root(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path)
+    train, test = store.load_dataset("chitchat"), store.load_dataset("chitchat", "test")
+    assert (len(train), len(test)) == (300, 40)
+    roles = {m["role"] for row in train for m in row["messages"]}
+    assert roles == {"user", "assistant"} and all(row["messages"][-1]["role"] == "assistant" for row in train)
+    write_jsonl(tmp_path / "chitchat" / "train.jsonl", rows(2))
+    assert len(store.load_dataset("chitchat")) == 2
 
 
 def test_local_unknown_option_lists_valid_ones(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 ``load_dataset(name, split)`` tries, in order: ``name`` itself when it is a
 ``.json``/``.jsonl`` file (absolute or under the root), ``root/name/split.jsonl``,
 ``root/name/split.json``, and for the train split ``root/name.jsonl`` and
-``root/name.json``.
+``root/name.json``; last, a dataset shipped inside the package under that name
+(``chitchat``: 300 + 40 real chat conversations), so the ``local`` manifest
+trains out of the box and a user's own files of the same name take precedence.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from tinkex_cookbook.errors import DatasetError, choices
 from tinkex_cookbook.ports.datasets import Row
 
 SUFFIXES = (".jsonl", ".json")
+SHIPPED = Path(__file__).resolve().parents[2] / "data"
 
 
 class LocalDatasetStore:
@@ -50,7 +53,7 @@ class LocalDatasetStore:
         paths += [self._root / name / f"{split}.jsonl", self._root / name / f"{split}.json"]
         if split == "train":
             paths += [self._root / f"{name}.jsonl", self._root / f"{name}.json"]
-        return paths
+        return paths + [SHIPPED / name / f"{split}.jsonl"]
 
     def _resolve(self, name: str, split: str) -> Path:
         tried = self.candidates(name, split)
