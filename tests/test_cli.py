@@ -56,7 +56,7 @@ def test_run_spec_replays_a_saved_spec(tmp_path: Path) -> None:
     spec_file = root / "first" / "spec.json"
     code, out, _ = invoke("run-spec", str(spec_file), "-m", str(manifest))
     assert code == 0, out
-    assert len((root / "first" / "checkpoints.jsonl").read_text().splitlines()) == 2
+    assert len((root / "first" / "checkpoints.jsonl").read_text().splitlines()) == 1  # finished: resumes to no-op
 
 
 def test_manifests_list_names_every_shipped_manifest() -> None:

@@ -126,13 +126,17 @@ def test_metrics_sink_writes_nothing_without_metric_events() -> None:
     assert store.blobs == {}
 
 
-def test_metrics_sink_keeps_the_rows_it_resumes_from() -> None:
+def test_metrics_sink_keeps_the_rows_it_resumes_from_and_drops_later_ones() -> None:
     store = MemoryBlobStore()
-    sink = JsonlMetricsSink(store, "r/metrics.jsonl", rows=[{"event": "train.step", "step": 1}])
-    Telemetry([sink]).emit("train.step", step=2, loss=0.5)
+    earlier = [{"event": "train.step", "step": s} for s in (1, 2, 3)] + [{"event": "train.eval", "step": 2}]
+    store.write("r/metrics.jsonl", "".join(json.dumps(r) + "\n" for r in earlier).encode())
+    sink = JsonlMetricsSink(store, "r/metrics.jsonl")
+    telemetry = Telemetry([sink])
+    telemetry.emit("train.resume", step=2)
+    telemetry.emit("train.step", step=3, loss=0.5)
     sink.close()
     rows = [json.loads(line) for line in store.read("r/metrics.jsonl").splitlines()]
-    assert rows == [{"event": "train.step", "step": 1}, {"event": "train.step", "loss": 0.5, "step": 2}]
+    assert rows == [*earlier[:2], earlier[3], {"event": "train.step", "loss": 0.5, "step": 3}]
 
 
 def test_console_sink_prints_steps_and_checkpoints_only() -> None:

@@ -200,8 +200,10 @@ def test_run_folder_holds_spec_manifest_metrics_checkpoints(tmp_path: Path) -> N
     result = Runtime.run(SlBasic, cfg, manifest="test", ports={"blob_store": {"adapter": "local", "root": str(tmp_path)}})
     run_dir = tmp_path / "exp1"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints.jsonl", "manifest.json", "metrics.jsonl", "spec.json",
+        "checkpoints.jsonl", "config.json", "loss.html", "manifest.json", "metrics.jsonl", "run.log", "spec.json",
     ]
+    assert json.loads((run_dir / "config.json").read_text()) == result.experiment.config
+    assert "<svg" in (run_dir / "loss.html").read_text() and "train.checkpoint" in (run_dir / "run.log").read_text()
     assert Experiment.from_json((run_dir / "spec.json").read_text()) == result.experiment
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows == result.metrics

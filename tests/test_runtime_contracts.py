@@ -46,7 +46,7 @@ def test_step_eval_and_checkpoint_steps_follow_the_config() -> None:
     assert steps["train.step"] == list(range(1, 11))
     assert steps["train.eval"] == [3, 6, 9]
     assert steps["train.checkpoint"] == [2, 4, 6, 8, 10, 10]  # the last one is the final save
-    assert result.state["final_checkpoint"].endswith("/final")
+    assert "/final" in result.state["final_checkpoint"]
 
 
 class FailingTrainingService(NoopTrainingService):

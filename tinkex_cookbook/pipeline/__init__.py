@@ -6,13 +6,15 @@ from tinkex_cookbook.pipeline.runner import Runner
 from tinkex_cookbook.pipeline.telemetry import (
     ConsoleSink,
     Event,
+    BlobLinesSink,
     JsonlMetricsSink,
+    LogFileSink,
     MemorySink,
     Sink,
     Telemetry,
 )
 
 __all__ = [
-    "STAGES", "ConsoleSink", "Context", "Event", "JsonlMetricsSink", "MemorySink", "PortLookup",
+    "STAGES", "BlobLinesSink", "ConsoleSink", "LogFileSink", "Context", "Event", "JsonlMetricsSink", "MemorySink", "PortLookup",
     "Runner", "Sink", "StageRegistry", "Telemetry", "register_stage", "stage",
 ]

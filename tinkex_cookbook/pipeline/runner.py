@@ -54,7 +54,8 @@ class Runner:
                 f"loop {loop.name!r} counts from state[{loop.count_key!r}], which no stage set "
                 f"before the loop; state has {sorted(ctx.state)}"
             )
-        for index in range(count):
+        start = ctx.state.pop(loop.start_key, 0) if loop.start_key else 0
+        for index in range(start, count):
             ctx.state[loop.var] = index
             self._walk(loop.body, ctx, completed)
 

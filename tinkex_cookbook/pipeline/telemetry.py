@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
+from tinkex_cookbook.errors import BlobNotFoundError
 from tinkex_cookbook.ports import BlobStore
 
 METRIC_EVENTS = frozenset({"train.step", "train.eval"})
@@ -79,30 +80,38 @@ class MemorySink:
         return [metric_row(event) for event in self.events if event.name in METRIC_EVENTS]
 
 
-class JsonlMetricsSink:
-    """Writes ``train.step`` / ``train.eval`` rows to ``metrics.jsonl`` through the blob store.
+class BlobLinesSink:
+    """Text lines kept in one blob, rewritten atomically (the blob store has no append).
 
-    The blob store has no append, so the whole file is rewritten atomically:
-    at most every ``flush_seconds``, on each checkpoint (so the file on disk is
-    never behind a checkpoint) and at close. A crash loses only rows after the
+    Flushed at most every ``flush_seconds``, on each checkpoint (so the file is
+    never behind a checkpoint) and at close. A crash loses only lines after the
     last flush, which a resumed run recomputes from its checkpoint.
     """
 
-    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0,
-                 rows: Iterable[dict[str, Any]] = ()) -> None:
+    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
         self._store = blob_store
         self._key = key
         self._flush_seconds = flush_seconds
-        self._lines = [json.dumps(row, sort_keys=True) for row in rows]
+        self._lines: list[str] = []
         self._flushed_at = float("-inf")
         self._dirty = False
 
+    def line_for(self, event: Event) -> str | None:
+        raise NotImplementedError
+
     def handle(self, event: Event) -> None:
-        if event.name in METRIC_EVENTS:
-            self._lines.append(json.dumps(metric_row(event), sort_keys=True))
+        line = self.line_for(event)
+        if line is not None:
+            self._lines.append(line)
             self._dirty = True
         if event.name == "train.checkpoint" or time.monotonic() - self._flushed_at >= self._flush_seconds:
             self.flush()
+
+    def existing_lines(self) -> list[str]:
+        try:
+            return self._store.read(self._key).decode().splitlines()
+        except BlobNotFoundError:
+            return []
 
     def flush(self) -> None:
         if self._dirty:
@@ -112,6 +121,35 @@ class JsonlMetricsSink:
 
     def close(self) -> None:
         self.flush()
+
+
+class JsonlMetricsSink(BlobLinesSink):
+    """``train.step`` / ``train.eval`` rows, one JSON object per line, in ``metrics.jsonl``.
+
+    On ``train.resume`` it keeps the rows already written up to the checkpoint's
+    step and drops any after it, so the file never holds a step twice.
+    """
+
+    def line_for(self, event: Event) -> str | None:
+        if event.name == "train.resume":
+            step = event.data["step"]
+            self._lines = [line for line in self.existing_lines() if json.loads(line).get("step", 0) <= step]
+            self._dirty = True
+        if event.name in METRIC_EVENTS:
+            return json.dumps(metric_row(event), sort_keys=True)
+        return None
+
+
+class LogFileSink(BlobLinesSink):
+    """The console's lines, timestamped, appended to the run's log across attempts."""
+
+    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
+        super().__init__(blob_store, key, flush_seconds)
+        self._lines = self.existing_lines()
+
+    def line_for(self, event: Event) -> str | None:
+        line = _console_line(event) if event.name != "workflow.start" else f"workflow.start {event.data}"
+        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event.time))} {line}" if line else None
 
 
 class ConsoleSink:
@@ -136,6 +174,7 @@ def _console_line(event: Event) -> str | None:
         return f"step {data.get('step')}/{data.get('total_steps')} " + " ".join(
             f"{k}={v:.4g}" for k, v in sorted(shown.items()) if k not in ("step", "total_steps")
         )
-    if event.name in ("train.epoch", "train.eval", "train.checkpoint", "workflow.exception"):
+    if event.name in ("train.epoch", "train.eval", "train.checkpoint", "train.resume", "workflow.exception",
+                      "workflow.stop"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
     return None

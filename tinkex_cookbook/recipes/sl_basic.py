@@ -40,6 +40,10 @@ class SlBasicConfig(BaseModel):
     batch_size: PositiveInt = Field(16, description="conversations per optimizer step")
     learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("linear", description="linear, cosine or constant decay")
+    warmup_steps: NonNegativeInt = Field(0, description="steps of linear warmup before the schedule")
+    pipeline_depth: NonNegativeInt = Field(
+        1, description="steps submitted ahead before awaiting results (0: wait for each step)"
+    )
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.95, ge=0, lt=1)
     adam_eps: PositiveFloat = 1e-8
@@ -81,7 +85,9 @@ class SlBasic:
         setup = [StageSpec(name=n) for n in cls.SETUP_STAGES]
         return spec.model_copy(update={"name": spec.name + ":eval", "stages": [*setup, StageSpec(name="evaluate")]})
 
-    SETUP_STAGES: ClassVar[tuple[str, ...]] = ("load_dataset", "init_session", "init_tokenizer", "build_dataset")
+    SETUP_STAGES: ClassVar[tuple[str, ...]] = (
+        "load_dataset", "init_session", "init_tokenizer", "build_dataset", "resume",
+    )
 
     @classmethod
     def _stages(cls, cfg: SlBasicConfig) -> list[Node]:
@@ -95,8 +101,11 @@ class SlBasic:
             step.append(StageSpec(name="evaluate", every=cfg.eval_every))
         if cfg.save_every:
             step.append(StageSpec(name="checkpoint", every=cfg.save_every))
-        batches = LoopSpec(name="batches", var="batch", count_key="num_batches", body=step)
+        batches = LoopSpec(
+            name="batches", var="batch", count_key="num_batches", start_key="start_batch", body=step
+        )
         epochs = LoopSpec(
-            name="epochs", var="epoch", count=cfg.num_epochs, body=[StageSpec(name="set_epoch"), batches]
+            name="epochs", var="epoch", count=cfg.num_epochs, start_key="start_epoch",
+            body=[StageSpec(name="set_epoch"), batches],
         )
         return [*(StageSpec(name=n) for n in cls.SETUP_STAGES), epochs, StageSpec(name="save_final")]

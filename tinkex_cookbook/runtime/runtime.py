@@ -9,6 +9,7 @@ container, the settings and the registries all at once.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ from tinkex_cookbook.pipeline import (
     Context,
     Event,
     JsonlMetricsSink,
+    LogFileSink,
     MemorySink,
     Runner,
     Sink,
     Telemetry,
 )
+from tinkex_cookbook.pipeline.report import loss_curve_html
 from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
@@ -240,7 +243,9 @@ class Runtime:
         artifacts = _write_run_files(blob_store, prefix, spec, manifest)
         memory = MemorySink()
         metrics_key = f"{prefix}/metrics.jsonl"
-        all_sinks: list[Sink] = [memory, JsonlMetricsSink(blob_store, metrics_key), *sinks]
+        all_sinks: list[Sink] = [
+            memory, JsonlMetricsSink(blob_store, metrics_key), LogFileSink(blob_store, f"{prefix}/run.log"), *sinks,
+        ]
         if verbose:
             all_sinks.append(ConsoleSink())
         telemetry = Telemetry(all_sinks)
@@ -249,17 +254,24 @@ class Runtime:
             completed = runner.run(spec, ctx)
         finally:
             telemetry.close()
-        for name in ("metrics.jsonl", "checkpoints.jsonl"):
+            _write_loss_curve(blob_store, prefix, spec.name)
+        for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html"):
             if blob_store.exists(f"{prefix}/{name}"):
                 artifacts[name] = blob_store.uri(f"{prefix}/{name}")
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
 
 
-def _write_run_files(store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest) -> dict[str, str]:
-    """Save the spec (replayable with ``run_spec``) and the resolved manifest beside the run."""
-    import json
+def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
+    key = f"{prefix}/metrics.jsonl"
+    if store.exists(key):
+        rows = [json.loads(line) for line in store.read(key).decode().splitlines() if line.strip()]
+        store.write(f"{prefix}/loss.html", loss_curve_html(rows, title).encode())
 
+
+def _write_run_files(store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest) -> dict[str, str]:
+    """Save the config, the spec (replayable with ``run_spec``) and the resolved manifest beside the run."""
     files = {
+        "config.json": json.dumps(spec.config, indent=2, sort_keys=True).encode(),
         "spec.json": spec.to_json().encode(),
         "manifest.json": json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode(),
     }

@@ -37,6 +37,9 @@ class LoopSpec(_Spec):
     var: str = Field(min_length=1)
     count: NonNegativeInt | None = None
     count_key: str | None = None
+    start_key: str | None = None
+    """If ``state[start_key]`` is set when the loop starts, begin there (once): how a resumed run
+    skips the epochs and batches it already finished."""
     body: list[Node]
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ class CheckpointRecord:
     state_path: str | None = None
     sampler_path: str | None = None
     final: bool = False
+    tokens_seen: int = 0
 
 
 def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:

@@ -46,6 +46,21 @@ class NoopModelState:
     optim_steps: int = 0
     sharpness: float = 1.0
 
+    def encode(self) -> str:
+        return f"steps={self.optim_steps}"
+
+    @classmethod
+    def decode(cls, path: str) -> NoopModelState | None:
+        """The state a checkpoint path carries, so a new process (a resumed run) can load it."""
+        _, sep, query = path.partition("?steps=")
+        if not sep or not query.isdigit():
+            return None
+        return cls.after(int(query))
+
+    @classmethod
+    def after(cls, steps: int) -> NoopModelState:
+        return cls(steps, 1.0 + 0.05 * steps)
+
 
 @dataclass
 class NoopTrainingService:
@@ -70,7 +85,7 @@ class NoopTrainingService:
         self, model_path: str | None = None, base_model: str | None = None
     ) -> NoopSamplingClient:
         self.record("create_sampling_client", model_path or base_model or "")
-        state = self.checkpoints.get(model_path or "", NoopModelState())
+        state = self.checkpoints.get(model_path or "") or NoopModelState.decode(model_path or "") or NoopModelState()
         return NoopSamplingClient(state.sharpness, self.seed)
 
 
@@ -106,12 +121,11 @@ class NoopTrainingClient:
 
     def optim_step(self, adam_params: AdamParams) -> ResolvedFuture[OptimStepResponse]:
         self._service.record("optim_step", f"lr={adam_params.learning_rate:g}")
-        self.state.optim_steps += 1
-        self.state.sharpness = 1.0 + 0.05 * self.state.optim_steps
+        self.state = NoopModelState.after(self.state.optim_steps + 1)
         return ResolvedFuture(OptimStepResponse({"optim_steps": float(self.state.optim_steps)}))
 
     def _save(self, kind: str, name: str) -> str:
-        path = f"noop://{self._info.model_id}/{kind}/{name}"
+        path = f"noop://{self._info.model_id}/{kind}/{name}?{self.state.encode()}"
         self._service.checkpoints[path] = NoopModelState(self.state.optim_steps, self.state.sharpness)
         self._service.record(f"save_{kind}", path)
         return path
@@ -120,7 +134,7 @@ class NoopTrainingClient:
         return ResolvedFuture(SaveStateResponse(self._save("weights", name)))
 
     def load_state(self, path: str) -> ResolvedFuture[LoadStateResponse]:
-        saved = self._service.checkpoints.get(path)
+        saved = self._service.checkpoints.get(path) or NoopModelState.decode(path)
         if saved is None:
             raise FileNotFoundError(f"noop backend has no checkpoint at {path!r}")
         self.state = NoopModelState(saved.optim_steps, saved.sharpness)

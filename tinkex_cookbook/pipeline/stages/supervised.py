@@ -1,21 +1,43 @@
-"""Stages of supervised fine-tuning: each a few lines over ports and train/ functions."""
+"""Stages of supervised fine-tuning: each a few lines over ports and train/ functions.
+
+Steps are pipelined as tinker-cookbook's submit-ahead loop does: step N's
+forward_backward and optim_step are submitted before step N-1's results are
+awaited (``pipeline_depth`` steps may be in flight), so a remote backend is
+never idle while the loop logs. Evaluation, checkpoints and the final save
+first drain what is in flight, so every metric and checkpoint is of finished steps.
+"""
 
 from __future__ import annotations
 
 import random
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.ports import AdamParams, BlobStore, DatasetStore, TrainingService
-from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint
+from tinkex_cookbook.ports import AdamParams, APIFuture, BlobStore, DatasetStore, Datum, TrainingService
+from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.datum import conversations_to_datums, weighted_nll
 from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer
 from tinkex_cookbook.train.schedules import lr_multiplier
 
 CHECKPOINTS = "checkpoints.jsonl"
+
+
+@dataclass
+class InFlight:
+    """A submitted step whose results have not been read yet."""
+
+    step: int
+    epoch: int
+    batch_index: int
+    learning_rate: float
+    batch: list[Datum]
+    fwd_bwd: APIFuture[Any]
+    optim: APIFuture[Any]
 
 
 @stage("load_dataset", ports=("dataset_store",))
@@ -40,7 +62,8 @@ def init_session(ctx: Context, training_client: TrainingService) -> None:
     ctx.resources["training_client"] = training_client.create_lora_training_client(
         cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed
     )
-    ctx.state["step"] = 0
+    ctx.resources["inflight"] = deque()
+    ctx.state.update(step=0, tokens_seen=0)
 
 
 @stage("init_tokenizer")
@@ -65,6 +88,23 @@ def build_dataset(ctx: Context) -> None:
     ctx.state["total_steps"] = ctx.state["num_batches"] * cfg.num_epochs
 
 
+@stage("resume", ports=("blob_store",))
+def resume(ctx: Context, blob_store: BlobStore) -> None:
+    """Continue from the run's last checkpoint, at exactly the next unfinished step."""
+    records = load_checkpoints(blob_store, ctx.artifact_key(CHECKPOINTS))
+    if not records:
+        return
+    last = records[-1]
+    ctx.need("training_client").load_state(last.state_path).result()
+    num_batches = ctx.state["num_batches"]
+    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen)
+    ctx.state["start_epoch"], ctx.state["start_batch"] = divmod(last.step, num_batches)
+    if last.final:
+        ctx.state["start_epoch"] = ctx.config.num_epochs  # type: ignore[attr-defined]
+        ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = last.state_path, last.sampler_path
+    ctx.emit("train.resume", step=last.step, checkpoint=last.name, path=last.state_path)
+
+
 @stage("set_epoch")
 def set_epoch(ctx: Context) -> None:
     """Shuffle the training datums with a seed that depends on the epoch, reproducibly."""
@@ -81,52 +121,66 @@ def get_batch(ctx: Context) -> None:
     start = ctx.state["batch"] * size
     indices = ctx.need("epoch_order")[start : start + size]
     ctx.resources["batch"] = [ctx.need("train_datums")[i] for i in indices]
-    ctx.resources["batch_started"] = time.monotonic()
 
 
 @stage("forward_backward")
 def forward_backward(ctx: Context) -> None:
-    batch = ctx.need("batch")
-    ctx.resources["fwd_bwd"] = ctx.need("training_client").forward_backward(batch, "cross_entropy")
+    ctx.resources["fwd_bwd"] = ctx.need("training_client").forward_backward(ctx.need("batch"), "cross_entropy")
 
 
 @stage("optim_step")
 def optim_step(ctx: Context) -> None:
+    """Submit the optimizer step; its results are read later, by ``log_step_metrics``."""
     cfg: Any = ctx.config
-    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, ctx.state["step"], ctx.state["total_steps"])
+    step = ctx.state["step"]
+    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
     params = AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, eps=cfg.adam_eps)
     optim = ctx.need("training_client").optim_step(params)
-    ctx.resources["fwd_bwd_result"] = ctx.need("fwd_bwd").result()
-    optim.result()
-    ctx.resources["learning_rate"] = lr
-    ctx.state["step"] += 1
+    ctx.resources.setdefault("last_finished", time.monotonic())
+    ctx.need("inflight").append(
+        InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], lr, ctx.need("batch"), ctx.need("fwd_bwd"), optim)
+    )
+    ctx.state["step"] = step + 1
 
 
-@stage("log_step_metrics")
-def log_step_metrics(ctx: Context) -> None:
-    batch, result = ctx.need("batch"), ctx.need("fwd_bwd_result")
-    logprobs = [output["logprobs"] for output in result.loss_fn_outputs]
-    nll_sum, weight_sum = weighted_nll(logprobs, batch)
+def _finish(ctx: Context, done: InFlight) -> None:
+    result = done.fwd_bwd.result()
+    done.optim.result()
+    now = time.monotonic()
+    seconds, ctx.resources["last_finished"] = now - ctx.resources["last_finished"], now
+    nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], done.batch)
+    tokens = sum(d.model_input.length for d in done.batch)
+    ctx.state["tokens_seen"] += tokens
     metrics = {
-        "step": ctx.state["step"],
-        "total_steps": ctx.state["total_steps"],
-        "epoch": ctx.state["epoch"],
-        "batch": ctx.state["batch"],
-        "learning_rate": ctx.need("learning_rate"),
-        "train_mean_nll": nll_sum / max(weight_sum, 1e-9),
-        "num_sequences": len(batch),
-        "num_tokens": sum(d.model_input.length for d in batch),
-        "num_loss_tokens": weight_sum,
-        "step_seconds": time.monotonic() - ctx.need("batch_started"),
+        "step": done.step, "total_steps": ctx.state["total_steps"], "epoch": done.epoch,
+        "batch": done.batch_index, "learning_rate": done.learning_rate,
+        "train_mean_nll": nll_sum / max(weight_sum, 1e-9), "num_sequences": len(done.batch),
+        "num_tokens": tokens, "num_loss_tokens": weight_sum, "tokens_seen": ctx.state["tokens_seen"],
+        "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         **{k: float(v) for k, v in result.metrics.items()},
     }
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
 
 
+def drain(ctx: Context, keep: int = 0) -> None:
+    """Read results of submitted steps, oldest first, until at most ``keep`` remain in flight."""
+    inflight = ctx.need("inflight")
+    while len(inflight) > keep:
+        _finish(ctx, inflight.popleft())
+
+
+@stage("log_step_metrics")
+def log_step_metrics(ctx: Context) -> None:
+    drain(ctx, keep=ctx.config.pipeline_depth)  # type: ignore[attr-defined]
+
+
 @stage("evaluate")
 def evaluate(ctx: Context) -> None:
+    drain(ctx)
     data = ctx.need("test_datums")
+    if not data:
+        return
     result = ctx.need("training_client").forward(data, "cross_entropy").result()
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
     metrics = {"step": ctx.state["step"], "test_mean_nll": nll_sum / max(weight_sum, 1e-9)}
@@ -135,11 +189,13 @@ def evaluate(ctx: Context) -> None:
 
 
 def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> CheckpointRecord:
+    drain(ctx)
     client = ctx.need("training_client")
     state_path = client.save_state(name).result().path
     sampler_path = client.save_weights_for_sampler(name).result().path if final else None
     record = CheckpointRecord(
-        name, ctx.state["step"], ctx.state.get("epoch", 0), state_path, sampler_path, final
+        name, ctx.state["step"], ctx.state.get("epoch", 0), state_path, sampler_path, final,
+        ctx.state["tokens_seen"],
     )
     append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
     ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
@@ -153,6 +209,9 @@ def checkpoint(ctx: Context, blob_store: BlobStore) -> None:
 
 @stage("save_final", ports=("blob_store",))
 def save_final(ctx: Context, blob_store: BlobStore) -> None:
+    """Save final weights, unless a resumed run had already finished and saved them."""
+    if "final_checkpoint" in ctx.state:
+        return
     record = _save(ctx, blob_store, "final", final=True)
     ctx.state["final_checkpoint"] = record.state_path
     ctx.state["final_sampler_path"] = record.sampler_path
