@@ -74,3 +74,18 @@ def test_manifests_show_redacts_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     shown = json.loads(out)
     assert shown["manifest"]["ports"]["blob_store"] == {"adapter": "s3"}
     assert shown["settings"]["tinker_api_key"] == "**********"
+
+
+def test_progress_sink_tracks_steps_and_prints_milestones() -> None:
+    import io
+
+    from rich.console import Console
+
+    from tinkex_cookbook import Runtime, SlBasic
+    from tinkex_cookbook.pipeline.progress import ProgressSink
+
+    out = io.StringIO()
+    sink = ProgressSink(Console(file=out, force_terminal=False, width=120))
+    Runtime.run(SlBasic, {"batch_size": 8, "save_every": 4}, manifest="test", sinks=[sink])
+    text = out.getvalue()
+    assert "train.checkpoint" in text and "8/8" in text and "tok/s" in text

@@ -28,6 +28,17 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _progress_sinks(verbose: bool, quiet: bool) -> list[Any]:
+    """A live bar at a terminal; nothing extra when quiet, logging lines (verbose) or piped."""
+    import sys
+
+    if quiet or verbose or not sys.stderr.isatty():
+        return []
+    from tinkex_cookbook.pipeline.progress import ProgressSink
+
+    return [ProgressSink()]
+
+
 def _summary(result: Any) -> str:
     lines = [f"completed {len(result.completed_stages)} stages: {', '.join(result.completed_stages)}"]
     last = result.state.get("last_metrics")
@@ -44,13 +55,17 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
 
     try:
-        result = Runtime.run(recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose)
+        result = Runtime.run(
+            recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose,
+            sinks=_progress_sinks(verbose, quiet),
+        )
     except CookbookError as exc:
         _fail(exc)
     if not dry_run:
