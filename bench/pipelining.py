@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from tinkex_cookbook import Runtime, SlBasic
 from tinkex_cookbook.adapters.datasets.noop import SyntheticChatDatasetStore
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
-from tinkex_cookbook.ports import ThreadFuture
 
 
 class Delayed:

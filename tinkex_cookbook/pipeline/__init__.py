@@ -4,9 +4,9 @@ from tinkex_cookbook.pipeline.context import Context, PortLookup
 from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry, register_stage, stage
 from tinkex_cookbook.pipeline.runner import Runner
 from tinkex_cookbook.pipeline.telemetry import (
+    BlobLinesSink,
     ConsoleSink,
     Event,
-    BlobLinesSink,
     JsonlMetricsSink,
     LogFileSink,
     MemorySink,
