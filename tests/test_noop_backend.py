@@ -15,8 +15,8 @@ from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.ports import (
     PORT_NAMES,
     AdamParams,
-    Datum,
     DatasetStore,
+    Datum,
     ModelInput,
     SamplingParams,
     TensorData,

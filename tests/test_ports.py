@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.embeddings.noop import NoopEmbeddingClient
 from tinkex_cookbook.adapters.hub.noop import NoopHubClient
 from tinkex_cookbook.adapters.llm.noop import NoopLLMClient
@@ -30,8 +31,12 @@ SHIPPED = [entry for entry in ADAPTERS.entries() if entry.shipped]
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: f"{e.port}-{e.name}")
 def test_shipped_adapter_satisfies_its_port(entry, tmp_path: Path) -> None:
     options = entry.options(root=str(tmp_path)) if "root" in entry.options.model_fields else entry.options()
-    adapter = entry.build(options, Settings())
+    needed = {port: MemoryBlobStore() for port in entry.needs}
+    adapter = entry.build(options, Settings(), **needed)
     assert isinstance(adapter, PORT_PROTOCOLS[entry.port])
+    close = getattr(adapter, "close", None)
+    if callable(close):
+        close()
 
 
 def datum(tokens: list[int]) -> Datum:

@@ -54,6 +54,19 @@ def _noop_training(options: NoopTrainingOptions, settings: Settings) -> object:
     return NoopTrainingService(seed=options.seed)
 
 
+class LocalTorchOptions(Options):
+    models_dir: str | None = None
+    seed: int = 0
+    threads: PositiveInt | None = None
+
+
+def _local_torch(options: LocalTorchOptions, settings: Settings, blob_store: object) -> object:
+    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
+
+    models_dir = options.models_dir or settings.models_dir
+    return LocalTorchTrainingService(blob_store, models_dir, options.seed, options.threads)
+
+
 def _noop_datasets(options: NoopDatasetOptions, settings: Settings) -> object:
     from tinkex_cookbook.adapters.datasets.noop import SyntheticChatDatasetStore
 
@@ -113,8 +126,9 @@ BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
                  "deterministic in-memory fake; trains nothing"),
     AdapterEntry("training_client", "tinker", _not_shipped, summary="the Tinker training API",
                  extra="tinker", modules=("tinker",), secrets=TINKER_KEY, shipped=False),
-    AdapterEntry("training_client", "local_torch", _not_shipped, summary="torch on this machine",
-                 extra="local", modules=("torch",), shipped=False),
+    AdapterEntry("training_client", "local_torch", _local_torch, LocalTorchOptions,
+                 "LoRA training with torch on this machine (tiny models or local HF folders)",
+                 extra="local", modules=("torch", "transformers"), needs=("blob_store",)),
     AdapterEntry("dataset_store", "noop", _noop_datasets, NoopDatasetOptions,
                  "synthetic chat conversations for any dataset name"),
     AdapterEntry("dataset_store", "local", _local_datasets, LocalDatasetOptions,

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     )
     log_dir: str | None = Field(None, validation_alias="TINKEX_LOG_DIR")
     data_dir: str | None = Field(None, validation_alias="TINKEX_DATA_DIR")
+    models_dir: str | None = Field(None, validation_alias="TINKEX_MODELS_DIR")
 
     tinker_api_key: SecretStr | None = Field(None, validation_alias="TINKER_API_KEY")
     tinker_base_url: str = Field(DEFAULT_TINKER_BASE_URL, validation_alias="TINKER_BASE_URL")

@@ -1,0 +1,119 @@
+"""LoRA for the local backend: low-rank adapters over a frozen base model.
+
+Every ``nn.Linear`` inside the decoder layers becomes ``base(x) + (alpha/rank) * B(A(x))``
+with A drawn from a seeded generator and B zero, so a fresh adapter leaves the
+model's outputs unchanged, only A and B train, and the same seed always gives
+the same adapter. The output head gets an adapter too (``LoRAHead``, drawn after
+the decoder's), as Tinker's LoRA trains the unembedding by default; the input
+embedding, even when tied to the head, stays as it is.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+DEFAULT_ALPHA = 32.0
+
+
+class LoRALinear(nn.Module):
+    """A frozen linear layer plus a trainable rank-``rank`` update."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, generator: torch.Generator) -> None:
+        super().__init__()
+        self.base = base
+        self.scale = alpha / rank
+        like = {"dtype": base.weight.dtype, "device": base.weight.device}
+        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, **like))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, **like))
+        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5), generator=generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + nn.functional.linear(nn.functional.linear(x, self.lora_a), self.lora_b) * self.scale
+
+
+class LoRAHead(LoRALinear):
+    """The output head's adapter, which the fused logprob head reads as one augmented matmul.
+
+    ``features(h) @ fused_weight().T`` equals ``self(h)`` without bias: the hidden
+    state gains ``rank`` columns ``scale * h @ A^T`` and the weight gains ``B``.
+    """
+
+    @property
+    def rank(self) -> int:
+        return self.lora_a.shape[0]
+
+    def features(self, hidden: Tensor) -> Tensor:
+        """``cat([h, scale * h @ A^T])``, built with autograd so A's gradient flows through it."""
+        return torch.cat([hidden, nn.functional.linear(hidden, self.lora_a) * self.scale], -1)
+
+    def fused_weight(self) -> Tensor:
+        """``cat([W, B], dim=1)``: [vocab, hidden + rank], detached."""
+        return torch.cat([self.base.weight.detach(), self.lora_b.detach()], 1)
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of decoder blocks (``model.base_model.layers`` in Llama-family models)."""
+    layers = getattr(model.base_model, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise TypeError(f"cannot find the decoder layers of {type(model).__name__} to put LoRA on")
+    return layers
+
+
+def apply_lora(model: nn.Module, rank: int, seed: int, alpha: float = DEFAULT_ALPHA) -> list[nn.Parameter]:
+    """Freeze ``model``, wrap its decoder linears and output head in place, return the trainable parameters.
+
+    The generator draws the decoder adapters' A in module order, then the head's.
+    """
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be at least 1, got {rank}")
+    if lora_modules(model):
+        raise ValueError("this model already has LoRA adapters")
+    model.requires_grad_(False)
+    generator = torch.Generator().manual_seed(seed)
+    layers = decoder_layers(model)
+    targets = [(name, m) for name, m in layers.named_modules() if isinstance(m, nn.Linear)]
+    for name, linear in targets:
+        parent_name, _, attribute = name.rpartition(".")
+        setattr(layers.get_submodule(parent_name), attribute, LoRALinear(linear, rank, alpha, generator))
+    head = model.get_output_embeddings()
+    if not isinstance(head, nn.Linear):
+        raise TypeError(f"cannot put LoRA on the output head of {type(model).__name__}: not an nn.Linear")
+    model.set_output_embeddings(LoRAHead(head, rank, alpha, generator))
+    return [parameter for _, parameter in lora_named_parameters(model)]
+
+
+def lora_modules(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, LoRALinear)]
+
+
+def lora_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """A and B of every adapter (the head's last), in module order: the order the optimizer state refers to."""
+    return [
+        (f"{name}.{part}", getattr(module, part))
+        for name, module in lora_modules(model)
+        for part in ("lora_a", "lora_b")
+    ]
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, Tensor]:
+    return {name: parameter.detach().clone() for name, parameter in lora_named_parameters(model)}
+
+
+def load_lora_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy saved adapter weights in; names and shapes must match exactly."""
+    parameters = dict(lora_named_parameters(model))
+    missing, unexpected = sorted(set(parameters) - set(state)), sorted(set(state) - set(parameters))
+    if missing or unexpected:
+        raise ValueError(
+            f"LoRA weights do not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for name, value in state.items():
+        if value.shape != parameters[name].shape:
+            raise ValueError(f"LoRA weight {name!r} has shape {tuple(value.shape)}, "
+                             f"the model needs {tuple(parameters[name].shape)}")
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value)
