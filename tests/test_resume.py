@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tinkex_cookbook import Runtime, SlBasic, StageError
-from tinkex_cookbook.adapters.training.noop import NoopTrainingClient, NoopTrainingService
+from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 
 CFG = {"batch_size": 8, "save_every": 2, "eval_every": 3, "test_size": 16, "num_epochs": 2, "log_path": "run"}
 TIMING = ("step_seconds", "tokens_per_second")

@@ -11,7 +11,15 @@ from pydantic import BaseModel
 
 from tinkex_cookbook import SpecError, StageError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
-from tinkex_cookbook.pipeline import ConsoleSink, Context, JsonlMetricsSink, MemorySink, Runner, StageRegistry, Telemetry
+from tinkex_cookbook.pipeline import (
+    ConsoleSink,
+    Context,
+    JsonlMetricsSink,
+    MemorySink,
+    Runner,
+    StageRegistry,
+    Telemetry,
+)
 from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tinkex_cookbook import Runtime, SlBasic, UnknownNameError, register_renderer
 from tinkex_cookbook.adapters.hub.noop import NoopHubClient
-from tinkex_cookbook.train.renderers import get_renderer, renderer_names
+from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.renderers.llama3 import Llama3Renderer
 from tinkex_cookbook.train.tokenizer_sources import PACKAGED_TOKENIZERS, get_tokenizer
 

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 
 from tinkex_cookbook import DatasetError, TrainOnWhat
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.errors import RendererError
 from tinkex_cookbook.ports import ModelInput
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.datum import datum_from_model_input_weights
-from tinkex_cookbook.errors import RendererError
 from tinkex_cookbook.train.renderers import get_renderer, validate_conversation
 from tinkex_cookbook.train.schedules import LR_SCHEDULES, lr_multiplier
 from tinkex_cookbook.train.tokenizers import ByteTokenizer

@@ -28,6 +28,7 @@ class SlBasicConfig(BaseModel):
     dataset: str = Field("no_robots", description="dataset name for the dataset_store port")
     dataset_split: str = Field("train", description="split to train on")
     test_size: NonNegativeInt = Field(32, description="rows held out for evaluation")
+    train_size: PositiveInt | None = Field(None, description="use at most this many training rows (default: all)")
     renderer_name: str = Field("llama3", description="chat template that turns messages into tokens")
     train_on_what: TrainOnWhat = Field(
         TrainOnWhat.ALL_ASSISTANT_MESSAGES, description="which tokens carry loss weight"

@@ -53,7 +53,8 @@ def load_dataset(ctx: Context, dataset_store: DatasetStore) -> None:
     random.Random(cfg.seed).shuffle(order)
     rows = dataset.select(order).to_list()
     ctx.resources["test_rows"], ctx.resources["test_indices"] = rows[: cfg.test_size], order[: cfg.test_size]
-    ctx.resources["train_rows"], ctx.resources["train_indices"] = rows[cfg.test_size :], order[cfg.test_size :]
+    end = cfg.test_size + cfg.train_size if cfg.train_size else len(rows)
+    ctx.resources["train_rows"], ctx.resources["train_indices"] = rows[cfg.test_size : end], order[cfg.test_size : end]
 
 
 @stage("init_session", ports=("training_client",))
