@@ -248,3 +248,8 @@ def test_local_unknown_option_lists_valid_ones(tmp_path: Path) -> None:
 def test_bad_limit_rejected(tmp_path: Path, limit: Any) -> None:
     with pytest.raises(DatasetError, match="limit"):
         MemoryDatasetStore({"a": rows(1)}).load_dataset("a", limit=limit)
+
+
+def test_missing_dataset_error_offers_the_shipped_ones(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="shipped with the cookbook: 'chitchat'"):
+        LocalDatasetStore(tmp_path).load_dataset("no_robots")

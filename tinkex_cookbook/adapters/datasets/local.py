@@ -63,8 +63,13 @@ class LocalDatasetStore:
         kind = "JSON" if tried[0].suffix == ".json" else "JSONL"
         raise DatasetError(
             f"dataset {name!r} (split {split!r}) not found; tried: {', '.join(map(str, tried))}. "
-            f"Fix: put a {kind} file (one JSON object per row) at {tried[0]}"
+            f"Fix: put a {kind} file (one JSON object per row) at {tried[0]}, or use a dataset "
+            f"shipped with the cookbook: {choices(shipped_names())}"
         )
+
+
+def shipped_names() -> list[str]:
+    return sorted(p.name for p in SHIPPED.iterdir() if (p / "train.jsonl").is_file())
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[Row]:
