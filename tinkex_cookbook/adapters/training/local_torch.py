@@ -10,20 +10,23 @@ Checkpoints go through the run's blob store at
 
 from __future__ import annotations
 
-import io
 import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
-from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
+from tinkex_cookbook.adapters.training.local_checkpoints import (
+    CHECKPOINT_PREFIX,
+    read_checkpoint,
+    write_checkpoint,
+)
+from tinkex_cookbook.adapters.training.local_losses import TokenLoss, build_batch, get_loss
 from tinkex_cookbook.adapters.training.local_models import (
     base_linear,
     decoder_states,
@@ -31,13 +34,13 @@ from tinkex_cookbook.adapters.training.local_models import (
     resolve_model,
     token_logprobs,
 )
+from tinkex_cookbook.adapters.training.local_sampling import LocalTorchSamplingClient
 from tinkex_cookbook.adapters.training.lora import (
     apply_lora,
     load_lora_state_dict,
     lora_named_parameters,
     lora_state_dict,
 )
-from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, choices
 from tinkex_cookbook.ports import (
     AdamParams,
     BlobStore,
@@ -45,172 +48,13 @@ from tinkex_cookbook.ports import (
     ForwardBackwardOutput,
     LoadStateResponse,
     ModelInfo,
-    ModelInput,
     OptimStepResponse,
-    SampledSequence,
-    SampleResponse,
-    SamplingParams,
     SaveStateResponse,
-    TensorData,
     ThreadFuture,
 )
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 T = TypeVar("T")
-PATH_SCHEME = "local://"
-CHECKPOINT_PREFIX = "local_torch"
-DEFAULT_MAX_TOKENS = 128
-
-
-# Losses: each is a sum over tokens of a function of that token's logprob.
-
-TokenLossFn = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, float]], Tensor]
-
-
-def cross_entropy(logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
-    return -inputs["weights"] * logprobs
-
-
-def importance_sampling(
-    logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]
-) -> Tensor:
-    return -torch.exp(logprobs - inputs["logprobs"]) * inputs["advantages"]
-
-
-def _clipped_ratio(
-    logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]
-) -> tuple[Tensor, Tensor]:
-    ratio = torch.exp(logprobs - inputs["logprobs"])
-    return ratio, ratio.clamp(config["clip_low_threshold"], config["clip_high_threshold"])
-
-
-def ppo(logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
-    ratio, clipped = _clipped_ratio(logprobs, inputs, config)
-    advantages = inputs["advantages"]
-    return -torch.minimum(ratio * advantages, clipped * advantages)
-
-
-def cispo(logprobs: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
-    _, clipped = _clipped_ratio(logprobs, inputs, config)
-    return -clipped.detach() * logprobs * inputs["advantages"]
-
-
-@dataclass(frozen=True)
-class TokenLoss:
-    """A loss: its per-token function, the float inputs it reads, and its config with defaults."""
-
-    fn: TokenLossFn
-    inputs: tuple[str, ...]
-    config: Mapping[str, float] = field(default_factory=dict)
-    optional_ones: tuple[str, ...] = ()
-
-    def resolve_config(self, name: str, given: Mapping[str, float] | None) -> dict[str, float]:
-        unknown = set(given or {}) - set(self.config)
-        if unknown:
-            raise ValueError(f"unknown loss_fn_config keys {sorted(unknown)} for loss {name!r}; "
-                             f"valid keys: {choices(self.config)}")
-        return {**self.config, **{k: float(v) for k, v in (given or {}).items()}}
-
-
-RL_INPUTS = ("logprobs", "advantages")
-LOSSES: dict[str, TokenLoss] = {
-    "cross_entropy": TokenLoss(cross_entropy, ("weights",), optional_ones=("weights",)),
-    "importance_sampling": TokenLoss(importance_sampling, RL_INPUTS),
-    "ppo": TokenLoss(ppo, RL_INPUTS, {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2}),
-    "cispo": TokenLoss(cispo, RL_INPUTS, {"clip_low_threshold": 0.0, "clip_high_threshold": 4.0}),
-}
-
-
-def get_loss(name: str) -> TokenLoss:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss_fn {name!r} for the local_torch backend; valid: {choices(LOSSES)}")
-    return LOSSES[name]
-
-
-# Batches: right-padded input ids plus per-token loss inputs for the real positions, datum after datum.
-
-
-@dataclass(frozen=True)
-class Batch:
-    input_ids: Tensor
-    mask: Tensor
-    lengths: tuple[int, ...]
-    targets: Tensor
-    inputs: dict[str, Tensor]
-
-    def split(self, values: Tensor) -> tuple[dict[str, TensorData], ...]:
-        parts = torch.split(values, list(self.lengths))
-        return tuple({"logprobs": TensorData.from_numpy(part.numpy().astype(np.float32))} for part in parts)
-
-
-def _loss_input(datum: Datum, index: int, key: str, loss: TokenLoss, dtype: str) -> np.ndarray:
-    value = datum.loss_fn_inputs.get(key)
-    length = datum.model_input.length
-    if value is None and key in loss.optional_ones:
-        return np.ones(length, dtype=dtype)
-    if value is None:
-        raise ValueError(f"datum {index} has no loss_fn_inputs[{key!r}], which this loss needs")
-    array = value.to_numpy().reshape(-1).astype(dtype)
-    if len(array) != length:
-        raise ValueError(f"datum {index}: loss_fn_inputs[{key!r}] has {len(array)} values "
-                         f"for {length} input tokens")
-    return array
-
-
-def build_batch(data: Sequence[Datum], loss: TokenLoss, vocab_size: int) -> Batch:
-    if not data:
-        raise ValueError("forward/forward_backward needs at least one datum")
-    rows = [torch.tensor(d.model_input.to_ints(), dtype=torch.long) for d in data]
-    if any(len(row) == 0 for row in rows):
-        raise ValueError("every datum needs at least one input token")
-    targets = np.concatenate([_loss_input(d, i, "target_tokens", loss, "int64") for i, d in enumerate(data)])
-    inputs = {key: torch.from_numpy(np.concatenate([_loss_input(d, i, key, loss, "float32")
-                                                    for i, d in enumerate(data)])) for key in loss.inputs}
-    input_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    lengths = torch.tensor([len(row) for row in rows])
-    _check_token_range(input_ids, targets, vocab_size)
-    mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
-    return Batch(input_ids, mask, tuple(lengths.tolist()), torch.from_numpy(targets), inputs)
-
-
-def _check_token_range(input_ids: Tensor, targets: np.ndarray, vocab_size: int) -> None:
-    low = min(int(input_ids.min()), int(targets.min()))
-    high = max(int(input_ids.max()), int(targets.max()))
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"token ids must lie in [0, {vocab_size}) for this model; got range [{low}, {high}]")
-
-
-# Checkpoints: torch.save'd dicts of tensors and plain values, read back with weights_only=True.
-
-
-def checkpoint_key(path: str) -> str:
-    if not path.startswith(PATH_SCHEME):
-        raise ValueError(f"{path!r} is not a local_torch checkpoint path; expected '{PATH_SCHEME}<key>'")
-    return path.removeprefix(PATH_SCHEME)
-
-
-def write_checkpoint(blob_store: BlobStore, key: str, payload: dict[str, Any]) -> str:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    blob_store.write(key, buffer.getvalue())
-    return PATH_SCHEME + key
-
-
-def read_checkpoint(blob_store: BlobStore, path: str) -> dict[str, Any]:
-    """The payload at ``path``; a missing or unreadable checkpoint is an error that names it."""
-    key = checkpoint_key(path)
-    try:
-        data = blob_store.read(key)
-    except BlobNotFoundError:
-        raise BlobNotFoundError(f"no local_torch checkpoint at {path!r} ({blob_store.uri(key)})") from None
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails in many ways on bad bytes
-        raise BlobStoreError(f"local_torch checkpoint at {path!r} is corrupt or not a checkpoint: {exc}") \
-            from exc
-    if not isinstance(payload, dict) or "lora" not in payload:
-        raise BlobStoreError(f"local_torch checkpoint at {path!r} is not a local_torch checkpoint")
-    return payload
 
 
 def _slug(name: str) -> str:
@@ -442,115 +286,3 @@ def _logprob_grad(
             return torch.autograd.grad(total, leaf)[0]
 
     return grad
-
-
-# Sampling.
-
-
-@dataclass(frozen=True)
-class StopRule:
-    """Stop at any of ``token_ids``, or once the decoded tail contains any of ``strings``."""
-
-    token_ids: frozenset[int]
-    strings: tuple[str, ...]
-
-    @classmethod
-    def from_param(cls, stop: str | Sequence[str] | Sequence[int] | None) -> StopRule:
-        items = (stop,) if isinstance(stop, str) else tuple(stop or ())
-        return cls(frozenset(int(s) for s in items if not isinstance(s, str)),
-                   tuple(s for s in items if isinstance(s, str) and s))
-
-    def hit(self, tokens: Sequence[int], tokenizer: HFTokenizer) -> bool:
-        if tokens[-1] in self.token_ids:
-            return True
-        if not self.strings:
-            return False
-        window = 4 * max(len(s) for s in self.strings) + 1
-        tail = tokenizer.decode(list(tokens[-window:]))
-        return any(s in tail for s in self.strings)
-
-
-def _top_k_top_p(scores: Tensor, top_k: int, top_p: float) -> Tensor:
-    if 0 < top_k < scores.shape[-1]:
-        kth = scores.topk(top_k, dim=-1).values[:, -1:]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if top_p < 1.0:
-        ordered, order = scores.sort(dim=-1, descending=True)
-        probs = ordered.softmax(-1)
-        drop = probs.cumsum(-1) - probs > top_p
-        scores = scores.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
-    return scores
-
-
-def pick_tokens(logits: Tensor, params: SamplingParams, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Next token per row (greedy at temperature 0) and its logprob under the model itself.
-
-    The logprob ignores temperature, top_k and top_p, so it matches
-    ``compute_logprobs`` and the trainer's logprobs for the same tokens.
-    """
-    logprobs = torch.log_softmax(logits.float(), -1)
-    if params.temperature <= 0:
-        chosen = logprobs.argmax(-1)
-    else:
-        scores = _top_k_top_p(logits.float() / params.temperature, params.top_k, params.top_p)
-        chosen = torch.multinomial(scores.softmax(-1), 1, generator=generator).squeeze(1)
-    return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
-
-
-class LocalTorchSamplingClient:
-    """Samples from fixed weights on the service's sampling worker; calls queue up in order."""
-
-    def __init__(
-        self, model: nn.Module, tokenizer: HFTokenizer, executor: ThreadPoolExecutor, seed: int
-    ) -> None:
-        self._model = model
-        self._head = output_head(model)
-        self._tokenizer = tokenizer
-        self._executor = executor
-        self._generator = torch.Generator().manual_seed(seed)
-
-    @property
-    def model(self) -> nn.Module:
-        return self._model
-
-    def sample(
-        self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams
-    ) -> ThreadFuture[SampleResponse]:
-        tokens = prompt.to_ints()
-        if not tokens or num_samples < 1:
-            raise ValueError(f"sample needs a non-empty prompt and num_samples >= 1 (got {num_samples})")
-        return ThreadFuture(self._executor.submit(self._sample, tokens, num_samples, sampling_params))
-
-    def compute_logprobs(self, prompt: ModelInput) -> ThreadFuture[list[float | None]]:
-        return ThreadFuture(self._executor.submit(self._compute_logprobs, prompt.to_ints()))
-
-    @torch.no_grad()
-    def _compute_logprobs(self, tokens: list[int]) -> list[float | None]:
-        if not tokens:
-            return []
-        ids = torch.tensor([tokens])
-        hidden = decoder_states(self._model, ids)[0][0, :-1]
-        logprobs, _ = token_logprobs(self._head, hidden, ids[0, 1:])
-        return [None, *logprobs.tolist()]
-
-    @torch.no_grad()
-    def _sample(self, prompt: list[int], count: int, params: SamplingParams) -> SampleResponse:
-        generator = self._generator if params.seed is None else torch.Generator().manual_seed(params.seed)
-        stop = StopRule.from_param(params.stop)
-        tokens: list[list[int]] = [[] for _ in range(count)]
-        logprobs: list[list[float]] = [[] for _ in range(count)]
-        stopped = [False] * count
-        hidden, cache = decoder_states(self._model, torch.tensor([prompt] * count), use_cache=True)
-        for _ in range(DEFAULT_MAX_TOKENS if params.max_tokens is None else params.max_tokens):
-            chosen, chosen_logprobs = pick_tokens(self._head(hidden[:, -1]), params, generator)
-            for row in (r for r in range(count) if not stopped[r]):
-                tokens[row].append(int(chosen[row]))
-                logprobs[row].append(float(chosen_logprobs[row]))
-                stopped[row] = stop.hit(tokens[row], self._tokenizer)
-            if all(stopped):
-                break
-            hidden, cache = decoder_states(self._model, chosen[:, None], cache)
-        return SampleResponse(tuple(
-            SampledSequence("stop" if done else "length", tuple(t), tuple(lp))
-            for t, lp, done in zip(tokens, logprobs, stopped, strict=True)
-        ))
