@@ -72,7 +72,7 @@ def test_manifests_show_redacts_secrets(monkeypatch: pytest.MonkeyPatch) -> None
     assert code == 0
     assert "very-secret-marker" not in out
     shown = json.loads(out)
-    assert shown["manifest"]["ports"]["blob_store"] == {"adapter": "s3"}
+    assert shown["manifest"]["ports"]["blob_store"]["adapter"] == "s3"
     assert shown["settings"]["tinker_api_key"] == "**********"
 
 

@@ -30,7 +30,8 @@ SHIPPED = [entry for entry in ADAPTERS.entries() if entry.shipped]
 
 @pytest.mark.parametrize("entry", SHIPPED, ids=lambda e: f"{e.port}-{e.name}")
 def test_shipped_adapter_satisfies_its_port(entry, tmp_path: Path) -> None:
-    options = entry.options(root=str(tmp_path)) if "root" in entry.options.model_fields else entry.options()
+    given = {"root": str(tmp_path), "base_url": "http://127.0.0.1:9", "bucket": "b", "endpoint_url": "http://127.0.0.1:9"}
+    options = entry.options(**{k: v for k, v in given.items() if k in entry.options.model_fields})
     needed = {port: MemoryBlobStore() for port in entry.needs}
     adapter = entry.build(options, Settings(), **needed)
     assert isinstance(adapter, PORT_PROTOCOLS[entry.port])

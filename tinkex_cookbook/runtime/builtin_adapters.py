@@ -8,9 +8,11 @@ manifest that names them fails with a clear message instead of an ImportError.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PositiveInt
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
 
+from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.runtime.registry import (
     AdapterEntry,
     AdapterFactory,
@@ -115,6 +117,59 @@ def _memory_vectors(options: NoOptions, settings: Settings) -> object:
     return MemoryVectorStore()
 
 
+class S3Options(Options):
+    bucket: str | None = None
+    prefix: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    max_attempts: PositiveInt = 5
+
+
+def _s3_blobs(options: S3Options, settings: Settings) -> object:
+    """Bucket, prefix, endpoint and region from the manifest, else TINKEX_S3_* / AWS_* settings."""
+    from tinkex_cookbook.adapters.blobs.s3 import S3BlobStore
+
+    bucket = options.bucket or settings.s3_bucket
+    if not bucket:
+        raise ConfigError(
+            "the s3 blob store needs a bucket: set TINKEX_S3_BUCKET or the manifest option "
+            "blob_store: {adapter: s3, bucket: NAME}"
+        )
+    return S3BlobStore(
+        bucket, options.prefix or settings.s3_prefix or "", options.endpoint_url or settings.s3_endpoint_url,
+        options.region or settings.aws_region, max_attempts=options.max_attempts,
+    )
+
+
+class OpenAICompatibleOptions(Options):
+    base_url: str | None = None
+    model: str | None = None
+    timeout: PositiveFloat = 60.0
+    max_attempts: PositiveInt = 4
+    backoff: NonNegativeFloat = 0.5
+
+
+def _openai_kwargs(options: OpenAICompatibleOptions, settings: Settings) -> dict[str, Any]:
+    """Endpoint from the manifest or TINKEX_LLM_BASE_URL; the key only ever from the environment."""
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return {
+        "base_url": options.base_url or settings.llm_base_url or "", "api_key": key, "model": options.model,
+        "timeout": options.timeout, "max_attempts": options.max_attempts, "backoff": options.backoff,
+    }
+
+
+def _openai_llm(options: OpenAICompatibleOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.llm.openai_compatible import OpenAICompatibleLLMClient
+
+    return OpenAICompatibleLLMClient(**_openai_kwargs(options, settings))
+
+
+def _openai_embeddings(options: OpenAICompatibleOptions, settings: Settings) -> object:
+    from tinkex_cookbook.adapters.embeddings.openai_compatible import OpenAICompatibleEmbeddingClient
+
+    return OpenAICompatibleEmbeddingClient(**_openai_kwargs(options, settings))
+
+
 def _not_shipped(options: BaseModel, settings: Settings) -> object:
     raise AssertionError("check_available() stops unshipped adapters before their factory runs")
 
@@ -138,19 +193,20 @@ BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
     AdapterEntry("blob_store", "noop", _noop_blobs, summary="in-memory blobs, gone at exit"),
     AdapterEntry("blob_store", "local", _local_blobs, LocalBlobOptions,
                  "files under a root directory, atomic writes"),
-    AdapterEntry("blob_store", "s3", _not_shipped, summary="S3 or an S3-compatible server",
-                 extra="s3", modules=("boto3",), shipped=False),
+    AdapterEntry("blob_store", "s3", _s3_blobs, S3Options, "S3 or an S3-compatible server",
+                 extra="s3", modules=("boto3",)),
     AdapterEntry("hub_client", "noop", _noop_hub, summary="in-memory repositories"),
     AdapterEntry("hub_client", "hf", _not_shipped, summary="the Hugging Face Hub",
                  extra="hf", modules=("huggingface_hub",), shipped=False),
     AdapterEntry("llm_client", "noop", _noop_llm, NoopLLMOptions, "echoes or a fixed reply"),
-    AdapterEntry("llm_client", "openai_compatible", _not_shipped,
-                 summary="any OpenAI-compatible chat endpoint", shipped=False),
+    AdapterEntry("llm_client", "openai_compatible", _openai_llm, OpenAICompatibleOptions,
+                 "any OpenAI-compatible chat endpoint", extra="llm", modules=("httpx",)),
     AdapterEntry("embedding_client", "noop", _noop_embeddings, NoopEmbeddingOptions,
                  "hash-seeded unit vectors"),
-    AdapterEntry("embedding_client", "openai_compatible", _not_shipped,
-                 summary="any OpenAI-compatible embeddings endpoint", shipped=False),
+    AdapterEntry("embedding_client", "openai_compatible", _openai_embeddings, OpenAICompatibleOptions,
+                 "any OpenAI-compatible embeddings endpoint", extra="llm", modules=("httpx",)),
     AdapterEntry("vector_store", "noop", _memory_vectors, summary="in-memory cosine search"),
+    AdapterEntry("vector_store", "memory", _memory_vectors, summary="in-memory exact cosine search (numpy)"),
 )
 
 

@@ -1,1 +1,1 @@
-"""Blob store adapters: in-memory (noop) and local-filesystem."""
+"""Blob store adapters: in-memory (noop), local filesystem, and S3 (or any S3-compatible server)."""

@@ -1,0 +1,331 @@
+"""S3 blob store: one object per key under ``s3://bucket/prefix``.
+
+Works against AWS S3 and S3-compatible servers (MinIO, moto, R2, ...) through
+``endpoint_url``. ``boto3`` is imported lazily, when the first client is built,
+so importing the cookbook never needs the ``s3`` extra.
+
+* Atomicity: S3 PUTs (single and multipart) are atomic per object; a reader sees
+  the old object or the new one, never part of an upload.
+* Credentials come only from boto3's own chain (``AWS_ACCESS_KEY_ID`` /
+  ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, shared config, instance roles);
+  they are never parameters and never appear in messages or ``repr``.
+* Retries: botocore's ``standard`` mode retries throttling, 5xx and connection
+  errors up to ``max_attempts`` attempts in total.
+* Every botocore/boto3 failure is turned into the cookbook's errors in one
+  place, ``_store_error``.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+"""S3 rejects multipart parts (except the last) smaller than 5 MiB."""
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
+_CREDENTIALS_HINT = (
+    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary "
+    "credentials), or AWS_PROFILE naming a profile in ~/.aws/credentials"
+)
+
+
+def _normalize_prefix(prefix: str) -> str:
+    """``""`` stays empty; anything else becomes a valid key followed by ``/``."""
+    if not isinstance(prefix, str):
+        raise ConfigError(f"S3 blob store prefix must be a string, got {type(prefix).__name__}")
+    stripped = prefix.strip("/")
+    if not stripped:
+        return ""
+    try:
+        return normalize_key(stripped) + "/"
+    except InvalidKeyError as exc:
+        raise ConfigError(f"invalid S3 blob store prefix {prefix!r}: {exc}") from exc
+
+
+class S3BlobStore:
+    """Objects in ``bucket`` under ``prefix``; the client is built on first use unless injected."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: object | None = None,
+        max_attempts: int = 5,
+        multipart_threshold: int = 8 * 1024 * 1024,
+    ) -> None:
+        if not isinstance(bucket, str) or not bucket.strip() or "/" in bucket:
+            raise ConfigError(
+                f"S3 blob store bucket must be a bucket name like 'my-bucket' (no 's3://' or '/'), got {bucket!r}; "
+                "set it in the manifest or TINKEX_S3_BUCKET"
+            )
+        if not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError(f"S3 blob store max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
+            raise ConfigError(
+                f"S3 blob store multipart_threshold must be a positive number of bytes, got {multipart_threshold!r}"
+            )
+        self._bucket = bucket.strip()
+        self._prefix = _normalize_prefix(prefix)
+        self._endpoint_url = endpoint_url or None
+        self._region = region or None
+        self._max_attempts = max_attempts
+        self._multipart_threshold = multipart_threshold
+        self._client: Any = client
+        self._owns_client = client is None
+        self._transfer_config: Any = None
+        self._lock = threading.Lock()
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self._endpoint_url
+
+    def __repr__(self) -> str:
+        endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
+        return f"S3BlobStore(bucket={self._bucket!r}, prefix={self._prefix!r}{endpoint})"
+
+    # -- BlobStore ----------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes:
+        name = self._object_key(key)
+        with self._translate("read", key):
+            response = self._s3().get_object(Bucket=self._bucket, Key=name)
+            body = response["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+    def write(self, key: str, data: bytes) -> None:
+        name = self._object_key(key)
+        payload = as_bytes(key, data)
+        with self._translate("write", key):
+            client = self._s3()
+            client.upload_fileobj(io.BytesIO(payload), self._bucket, name, Config=self._transfer())
+
+    def exists(self, key: str) -> bool:
+        name = self._object_key(key)
+        with self._translate("check", key):
+            client = self._s3()
+            try:
+                client.head_object(Bucket=self._bucket, Key=name)
+            except Exception as exc:
+                if _error_code(exc) not in _NOT_FOUND_CODES:
+                    raise
+                # HEAD has no body, so a missing bucket is also a bare 404: ask the bucket.
+                client.head_bucket(Bucket=self._bucket)
+                return False
+            return True
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not isinstance(prefix, str):
+            raise InvalidKeyError(f"invalid blob key prefix {prefix!r}: a prefix must be a string")
+        keys: list[str] = []
+        with self._translate("list", prefix):
+            paginator = self._s3().get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
+                for entry in page.get("Contents", ()):
+                    key = entry["Key"][len(self._prefix) :]
+                    if _is_store_key(key):
+                        keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        name = self._object_key(key)
+        with self._translate("delete", key):
+            # S3 DELETE of a missing object succeeds; a missing bucket still raises.
+            self._s3().delete_object(Bucket=self._bucket, Key=name)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self._bucket}/{self._object_key(key)}"
+
+    def close(self) -> None:
+        """Close the HTTP connection pool of a client this store built (an injected one is the caller's)."""
+        with self._lock:
+            client, self._client = self._client, None
+            owned = self._owns_client
+            self._owns_client = True
+        if client is not None and owned:
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _object_key(self, key: str) -> str:
+        return self._prefix + normalize_key(key)
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._build_client()
+                self._owns_client = True
+            return self._client
+
+    def _build_client(self) -> Any:
+        boto3, botocore_session, config_type = _import_boto3()
+        config = config_type(retries={"max_attempts": self._max_attempts, "mode": "standard"})
+        with _BUILD_LOCK:
+            # A fresh session per store (credentials are resolved now, from the environment),
+            # sharing one loader so the S3 service model is parsed once per process.
+            global _LOADER
+            core = botocore_session.Session()
+            if _LOADER is None:
+                _LOADER = core.get_component("data_loader")
+            else:
+                core.register_component("data_loader", _LOADER)
+            session = boto3.session.Session(botocore_session=core)
+            return session.client(
+                "s3", endpoint_url=self._endpoint_url, region_name=self._region, config=config
+            )
+
+    def _transfer(self) -> Any:
+        if self._transfer_config is None:
+            from boto3.s3.transfer import TransferConfig
+
+            self._transfer_config = TransferConfig(
+                multipart_threshold=self._multipart_threshold,
+                multipart_chunksize=max(self._multipart_threshold, MIN_PART_SIZE),
+            )
+        return self._transfer_config
+
+    @contextmanager
+    def _translate(self, action: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except BlobStoreError:
+            raise
+        except Exception as exc:
+            error = self._store_error(exc, action, key)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _store_error(self, exc: BaseException, action: str, key: str) -> BlobStoreError | None:
+        """The one place botocore/boto3 errors become cookbook errors; ``None`` leaves ``exc`` alone."""
+        cause = _botocore_cause(exc)
+        if cause is None:
+            return None
+        where = f"s3://{self._bucket}/{self._prefix}{key}"
+        kind = type(cause).__name__
+        code = _error_code(cause)
+        if code in _NO_BUCKET_CODES or (code in _NOT_FOUND_CODES and _operation(cause) == "HeadBucket"):
+            return BlobStoreError(
+                f"cannot {action} {where}: the S3 bucket {self._bucket!r} does not exist"
+                f"{self._at_endpoint()}; create it or fix TINKEX_S3_BUCKET"
+            )
+        if code in _NOT_FOUND_CODES and action == "read":
+            return BlobNotFoundError(f"no blob under key {key!r} at {where}")
+        if code in _DENIED_CODES:
+            return BlobStoreError(
+                f"cannot {action} {where}: access denied to S3 bucket {self._bucket!r} ({code}); "
+                f"check that the credentials in use may {action} objects in this bucket"
+            )
+        if kind in {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}:
+            return BlobStoreError(
+                f"cannot {action} {where}: no usable AWS credentials were found ({kind}); {_CREDENTIALS_HINT}"
+            )
+        if kind in {
+            "EndpointConnectionError",
+            "ConnectTimeoutError",
+            "ConnectionClosedError",
+            "ReadTimeoutError",
+        }:
+            endpoint = (
+                self._endpoint_url or getattr(cause, "kwargs", {}).get("endpoint_url") or "the S3 endpoint"
+            )
+            return BlobStoreError(
+                f"cannot {action} {where}: could not reach the S3 endpoint {endpoint} "
+                f"after {self._max_attempts} attempt(s) ({kind}); check that the server is up and "
+                "AWS_ENDPOINT_URL / TINKEX_S3_ENDPOINT_URL is right"
+            )
+        detail = f"{code}: {_error_message(cause)}" if code else str(cause)
+        return BlobStoreError(f"cannot {action} {where}{self._at_endpoint()}: {detail}")
+
+    def _at_endpoint(self) -> str:
+        return f" at {self._endpoint_url}" if self._endpoint_url else ""
+
+
+_BUILD_LOCK = threading.Lock()
+_LOADER: Any = None
+
+
+def _import_boto3() -> tuple[Any, Any, Any]:
+    try:
+        import boto3
+        import boto3.session
+        import botocore.session
+        from botocore.config import Config
+    except ImportError as exc:
+        from tinkex_cookbook.errors import AdapterUnavailableError
+
+        raise AdapterUnavailableError(
+            "the S3 blob store needs boto3; install it with: pip install 'tinkex-cookbook[s3]' (or pip install boto3)"
+        ) from exc
+    return boto3, botocore.session, Config
+
+
+def _botocore_cause(exc: BaseException) -> BaseException | None:
+    """``exc`` or the first error in its cause chain that comes from botocore/boto3."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        module = type(current).__module__ or ""
+        if module.startswith(("botocore", "boto3", "s3transfer")):
+            if type(current).__name__ == "S3UploadFailedError" and (current.__cause__ or current.__context__):
+                current = current.__cause__ or current.__context__
+                continue
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", "") or "")
+    return ""
+
+
+def _operation(exc: BaseException) -> str:
+    return str(getattr(exc, "operation_name", "") or "")
+
+
+def _error_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        message = response.get("Error", {}).get("Message")
+        if message:
+            return str(message)
+    return str(exc)
+
+
+def _is_store_key(key: str) -> bool:
+    """Objects whose names are not valid keys (written by other tools) are not listed."""
+    try:
+        return normalize_key(key) == key
+    except InvalidKeyError:
+        return False
