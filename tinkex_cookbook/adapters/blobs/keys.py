@@ -19,8 +19,8 @@ def _invalid(key: object, rule: str) -> InvalidKeyError:
 def _check_characters(key: object) -> str:
     if not isinstance(key, str) or not key:
         raise _invalid(key, "a key must be a non-empty string")
-    if "\x00" in key:
-        raise _invalid(key, "a key must not contain NUL characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise _invalid(key, "a key must not contain control characters (NUL, newline, tab ...): S3 rejects them")
     if "\\" in key:
         raise _invalid(key, "a key must use '/' as separator, not backslashes")
     if key.startswith("/"):
