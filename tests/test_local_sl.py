@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests.faults import crash_on_optim_step, metric_rows  # noqa: E402
 from tinkex_cookbook import Runtime, SlBasic, StageError  # noqa: E402
 from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService  # noqa: E402
 
@@ -17,7 +17,6 @@ BASE = {
     "learning_rate": 1e-2, "test_size": 8, "train_size": 48, "eval_every": 4, "save_every": 3,
     "log_path": "run",
 }
-TIMING = ("step_seconds", "tokens_per_second")
 
 
 def blob(root: Path) -> dict:
@@ -25,8 +24,7 @@ def blob(root: Path) -> dict:
 
 
 def rows(root: Path) -> list[dict]:
-    lines = (root / "run" / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return metric_rows((root / "run" / "metrics.jsonl").read_text().splitlines())
 
 
 def test_local_run_trains_and_leaves_an_inspectable_run_folder(tmp_path: Path) -> None:
@@ -48,18 +46,7 @@ class CrashingService(LocalTorchTrainingService):
         self.crash_at = crash_at
 
     def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None):
-        client = super().create_lora_training_client(base_model, rank, seed)
-        submitted = {"n": 0}
-        original = client.optim_step
-
-        def optim_step(params):
-            submitted["n"] += 1
-            if submitted["n"] == self.crash_at:
-                raise RuntimeError("killed")
-            return original(params)
-
-        client.optim_step = optim_step
-        return client
+        return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
 
 
 def test_resume_after_a_crash_gives_the_same_weights_and_metrics(tmp_path: Path) -> None:

@@ -3,16 +3,15 @@ an uninterrupted run, no step repeated or lost, continuing at exactly the next u
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from tests.faults import crash_on_optim_step, metric_rows
 from tinkex_cookbook import Runtime, SlBasic, StageError
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 
 CFG = {"batch_size": 8, "save_every": 2, "eval_every": 3, "test_size": 16, "num_epochs": 2, "log_path": "run"}
-TIMING = ("step_seconds", "tokens_per_second")
 
 
 class CrashAfter(NoopTrainingService):
@@ -23,21 +22,11 @@ class CrashAfter(NoopTrainingService):
         self.crash_at = crash_at
 
     def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None):
-        client = super().create_lora_training_client(base_model, rank, seed)
-        original = client.optim_step
-
-        def optim_step(params):
-            if client.state.optim_steps + 1 == self.crash_at:
-                raise RuntimeError("killed")
-            return original(params)
-
-        client.optim_step = optim_step  # type: ignore[method-assign]
-        return client
+        return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
 
 
 def run_dir_rows(root: Path) -> list[dict]:
-    lines = (root / "run" / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+    return metric_rows((root / "run" / "metrics.jsonl").read_text().splitlines())
 
 
 def blob(root: Path) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
 import subprocess
@@ -252,6 +251,7 @@ def test_sl_run_on_local_torch_checkpoints_to_s3_resumes_from_it_and_matches_loc
 ) -> None:
     """The same recipe, manifest `local` with only the blob store swapped for S3 (moto on 127.0.0.1)."""
     pytest.importorskip("torch")
+    from tests.faults import metric_rows
     from tests.test_local_sl import CrashingService
     from tinkex_cookbook import Runtime, SlBasic, StageError
 
@@ -269,8 +269,6 @@ def test_sl_run_on_local_torch_checkpoints_to_s3_resumes_from_it_and_matches_loc
     assert {"exp/checkpoints.jsonl", "exp/metrics.jsonl", "exp/spec.json", "exp/loss.html"} <= set(listed)
     assert resumed.artifacts["metrics.jsonl"] == f"s3://{BUCKET}/sl-run/exp/metrics.jsonl"
     local = Runtime.run(SlBasic, cfg, manifest="local", ports={"blob_store": {"adapter": "local", "root": str(tmp_path)}})
-    timing = ("step_seconds", "tokens_per_second")
     s3_rows = S3BlobStore(BUCKET, "sl-run", moto_endpoint).read("exp/metrics.jsonl").decode().splitlines()
     local_rows = (tmp_path / "exp" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in timing} for x in lines]  # noqa: E731
-    assert strip(s3_rows) == strip(local_rows) and local.state["step"] == resumed.state["step"] == 4
+    assert metric_rows(s3_rows) == metric_rows(local_rows) and local.state["step"] == resumed.state["step"] == 4

@@ -1,0 +1,28 @@
+"""Shared test helpers for crash-and-resume tests: a dying optimizer, and timing-free metric rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+TIMING = ("step_seconds", "tokens_per_second")
+
+
+def crash_on_optim_step(client: Any, crash_at: int) -> Any:
+    """Make ``client`` raise when its ``crash_at``-th optimizer step is submitted, like a killed process."""
+    original, submitted = client.optim_step, [0]
+
+    def optim_step(params: Any) -> Any:
+        submitted[0] += 1
+        if submitted[0] == crash_at:
+            raise RuntimeError("killed")
+        return original(params)
+
+    client.optim_step = optim_step
+    return client
+
+
+def metric_rows(lines: Iterable[str]) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` rows without wall-clock fields, which differ between otherwise equal runs."""
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
