@@ -3,6 +3,7 @@
     tinkex-cookbook run sl_basic --manifest test learning_rate=1e-4 batch_size=8
     tinkex-cookbook run sl_basic --manifest local --dry-run
     tinkex-cookbook manifests show prod
+    tinkex-cookbook serve --manifest local --port 8000
 
 Cookbook errors print as one line on stderr and exit with status 2; they name
 the bad value and the valid choices, so a traceback would only add noise.
@@ -93,6 +94,32 @@ def run_spec(
         _fail(exc)
     if not dry_run:
         typer.echo(_summary(result))
+
+
+@app.command()
+def serve(
+    manifest: str = typer.Option("local", "--manifest", "-m", help="Manifest whose training backend serves."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port to bind (0: any free port)."),
+) -> None:
+    """Serve the Tinker API on this machine, over the manifest's training backend.
+
+    Clients must send the key in $TINKEX_SERVE_API_KEY (else $TINKER_API_KEY);
+    point them at it with TINKER_BASE_URL=http://HOST:PORT.
+    """
+    import os
+
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.serve import serve_manifest
+
+    key = os.environ.get("TINKEX_SERVE_API_KEY") or os.environ.get("TINKER_API_KEY")
+    if not key or not key.startswith("tml-"):
+        _fail(ValueError("set TINKEX_SERVE_API_KEY (or TINKER_API_KEY) to the key clients must send; "
+                         "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
+    try:
+        serve_manifest(manifest, host, port, key, announce=typer.echo)
+    except CookbookError as exc:
+        _fail(exc)
 
 
 @manifests_app.command("list")

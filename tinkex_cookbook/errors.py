@@ -19,6 +19,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     ├── BlobStoreError (OSError)
     │   ├── BlobNotFoundError (KeyError)
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
+    ├── TrainingBackendError (RuntimeError) a training/sampling backend request failed; names it
     └── StageError (RuntimeError)           a pipeline stage failed; names the stage
 """
 
@@ -108,6 +109,10 @@ class BlobNotFoundError(BlobStoreError, KeyError):
 
 class InvalidKeyError(BlobStoreError, ValueError):
     """The key is empty, absolute or escapes the store's root."""
+
+
+class TrainingBackendError(CookbookError, RuntimeError):
+    """A training or sampling request failed at the backend, after its retries; names the request."""
 
 
 class StageError(CookbookError, RuntimeError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -166,6 +167,24 @@ class Runtime:
         resolved = cls.resolve_manifest(manifest, overrides, settings)
         container = build_container(resolved, settings, cls.registry, _split_overrides(overrides)[1])
         return Ports(**{port: getattr(container, port)() for port in PORT_PROTOCOLS})
+
+    @classmethod
+    @contextmanager
+    def open_ports(
+        cls, names: Sequence[str], manifest: str | None = None, overrides: PortsInput = None,
+        settings: Settings | None = None,
+    ) -> Iterator[dict[str, object]]:
+        """Only the named ports' adapters, closed on exit: for long-lived services such as ``serve``."""
+        unknown = [name for name in names if name not in PORT_PROTOCOLS]
+        if unknown:
+            raise UnknownPortError(f"unknown port {unknown[0]!r}; ports are {choices(PORT_PROTOCOLS)}")
+        settings = settings or Settings()
+        resolved = cls.resolve_manifest(manifest, overrides, settings)
+        container = build_container(resolved, settings, cls.registry, _split_overrides(overrides)[1])
+        try:
+            yield {name: getattr(container, name)() for name in names}
+        finally:
+            container.shutdown_resources()
 
     @classmethod
     def run(

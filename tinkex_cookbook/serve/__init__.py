@@ -1,0 +1,48 @@
+"""A local server speaking the Tinker API, backed by whatever training backend a manifest binds.
+
+Point the official ``tinker`` SDK (or a tinker-cookbook script) at it with
+``TINKER_BASE_URL=http://127.0.0.1:PORT`` and any ``tml-`` key it was started
+with, and a Tinker training script runs on this machine's CPU: a way to try
+scripts before paying for tokens, and the server our ``tinker`` adapter is
+tested against. Needs the ``[tinker]`` extra (the SDK's wire schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tinkex_cookbook.ports import BlobStore, TrainingService
+from tinkex_cookbook.serve.api import TinkerAPI
+from tinkex_cookbook.serve.faults import Fault, FaultPlan
+from tinkex_cookbook.serve.server import LocalTinker
+
+
+def local_tinker(
+    service: TrainingService, blob_store: BlobStore, api_key: str, host: str = "127.0.0.1", port: int = 0,
+    faults: FaultPlan | None = None,
+) -> LocalTinker:
+    """A server (not started yet) over ``service``; checkpoint paths are indexed in ``blob_store``."""
+    return LocalTinker(TinkerAPI(service, blob_store, faults), api_key, host, port)
+
+
+def serve_manifest(
+    manifest: str, host: str, port: int, api_key: str, announce: Callable[[str], object] = print
+) -> None:
+    """Serve until interrupted, over the training backend and blob store ``manifest`` binds."""
+    from tinkex_cookbook.runtime import Runtime
+
+    with Runtime.open_ports(("training_client", "blob_store"), manifest) as ports:
+        server = local_tinker(ports["training_client"], ports["blob_store"], api_key, host, port)  # type: ignore[arg-type]
+        announce(f"serving the Tinker API at {server.base_url} over {ports['training_client']!r} "
+                 f"(manifest {manifest!r}); clients: TINKER_BASE_URL={server.base_url} and the server's key "
+                 "in TINKER_API_KEY. Ctrl-C stops.")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            announce("stopped")
+        finally:
+            server.httpd.server_close()
+            server.api.close()
+
+
+__all__ = ["Fault", "FaultPlan", "LocalTinker", "local_tinker", "serve_manifest"]
