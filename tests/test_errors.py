@@ -23,6 +23,7 @@ EXPECTED_PARENTS = {
     errors.BlobStoreError: OSError,
     errors.BlobNotFoundError: KeyError,
     errors.InvalidKeyError: ValueError,
+    errors.TrainingBackendError: RuntimeError,
     errors.StageError: RuntimeError,
 }
 

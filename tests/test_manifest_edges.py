@@ -60,7 +60,8 @@ def test_manifest_to_dict_is_json_with_options_inline() -> None:
     data = json.loads(json.dumps(loader.resolve("dev").to_dict()))
     assert data["name"] == "dev" and data["sources"] == ["default", "dev"]
     assert data["ports"]["blob_store"] == {"adapter": "local", "root": "runs/dev"}
-    assert data["ports"]["training_client"] == {"adapter": "tinker"}
+    assert data["ports"]["training_client"] == {
+        "adapter": "tinker", "request_timeout": 900.0, "connect_attempts": 3, "backoff": 1.0}
 
 
 def test_unknown_port_from_the_environment_says_where_it_came_from(monkeypatch: pytest.MonkeyPatch) -> None:

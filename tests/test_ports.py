@@ -33,7 +33,7 @@ def test_shipped_adapter_satisfies_its_port(entry, tmp_path: Path) -> None:
     given = {"root": str(tmp_path), "base_url": "http://127.0.0.1:9", "bucket": "b", "endpoint_url": "http://127.0.0.1:9"}
     options = entry.options(**{k: v for k, v in given.items() if k in entry.options.model_fields})
     needed = {port: MemoryBlobStore() for port in entry.needs}
-    adapter = entry.build(options, Settings(), **needed)
+    adapter = entry.build(options, Settings(tinker_api_key="tml-test"), **needed)
     assert isinstance(adapter, PORT_PROTOCOLS[entry.port])
     close = getattr(adapter, "close", None)
     if callable(close):

@@ -116,7 +116,7 @@ def test_unshipped_adapter_fails_clearly_without_leaking_the_key() -> None:
     settings = Settings(tinker_api_key="tml-marker-123")
     with pytest.raises(AdapterUnavailableError) as caught:
         Runtime.run(SlBasic, {}, manifest="default", settings=settings)
-    assert "tinker" in str(caught.value) and "tml-marker-123" not in str(caught.value)
+    assert "'hf'" in str(caught.value) and "tml-marker-123" not in str(caught.value)
 
 
 def test_manifest_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -142,3 +142,11 @@ def test_transient_faults_are_retried_without_applying_work_twice(
     assert fault.fired == fault.times
     assert [loss for loss, _ in results] == pytest.approx(expected, rel=1e-6)
     assert [metrics["optim_steps"] for _, metrics in results] == [1.0, 2.0]
+
+
+def test_a_request_the_backend_refuses_fails_at_once_as_a_user_error(sdk: tinker.ServiceClient) -> None:
+    client = sdk.create_lora_training_client(base_model="tiny-llama3", rank=4).result()
+    future = client.forward_backward([to_tinker_datum(d) for d in BATCH], "no_such_loss")
+    with pytest.raises(tinker.RequestFailedError, match="no_such_loss") as caught:
+        future.result(timeout=30)
+    assert caught.value.category == types.RequestErrorCategory.User

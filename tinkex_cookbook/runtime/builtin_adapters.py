@@ -69,6 +69,26 @@ def _local_torch(options: LocalTorchOptions, settings: Settings, blob_store: obj
     return LocalTorchTrainingService(blob_store, models_dir, options.seed, options.threads)
 
 
+class TinkerOptions(Options):
+    base_url: str | None = None
+    request_timeout: PositiveFloat = 900.0
+    """Seconds a future waits for its result before failing with TrainingBackendError."""
+    connect_attempts: PositiveInt = 3
+    """Attempts at session and model creation on transient errors (after the SDK's own retries)."""
+    backoff: NonNegativeFloat = 1.0
+
+
+def _tinker(options: TinkerOptions, settings: Settings) -> object:
+    """Endpoint from the manifest, else TINKER_BASE_URL; the key only ever from TINKER_API_KEY."""
+    from tinkex_cookbook.adapters.training.tinker import TinkerTrainingService
+
+    key = settings.tinker_api_key.get_secret_value() if settings.tinker_api_key else ""
+    return TinkerTrainingService(
+        key, options.base_url or settings.tinker_base_url, request_timeout=options.request_timeout,
+        connect_attempts=options.connect_attempts, backoff=options.backoff,
+    )
+
+
 def _noop_datasets(options: NoopDatasetOptions, settings: Settings) -> object:
     from tinkex_cookbook.adapters.datasets.noop import SyntheticChatDatasetStore
 
@@ -179,8 +199,8 @@ TINKER_KEY = (("TINKER_API_KEY", "tinker_api_key"),)
 BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
     AdapterEntry("training_client", "noop", _noop_training, NoopTrainingOptions,
                  "deterministic in-memory fake; trains nothing"),
-    AdapterEntry("training_client", "tinker", _not_shipped, summary="the Tinker training API",
-                 extra="tinker", modules=("tinker",), secrets=TINKER_KEY, shipped=False),
+    AdapterEntry("training_client", "tinker", _tinker, TinkerOptions, "the Tinker training API",
+                 extra="tinker", modules=("tinker",), secrets=TINKER_KEY),
     AdapterEntry("training_client", "local_torch", _local_torch, LocalTorchOptions,
                  "LoRA training with torch on this machine (tiny models or local HF folders)",
                  extra="local", modules=("torch", "transformers"), needs=("blob_store",)),

@@ -42,6 +42,28 @@ class NeverDone:
         return False
 
 
+class Failed:
+    """The future of a request the backend refused at submission (an unknown loss, a bad datum)."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self._error
+
+    def done(self) -> bool:
+        return True
+
+
+def _started(start: Callable[[], APIFuture[Any]]) -> APIFuture[Any]:
+    """Errors raised while submitting are reported like errors while running: as the request's
+    failed result, not as an HTTP 500 that the SDK would keep retrying for minutes."""
+    try:
+        return start()
+    except Exception as exc:  # noqa: BLE001 - any backend refusal becomes the request's result
+        return Failed(exc)
+
+
 class FutureTable:
     """Keeps the last ``keep`` delivered results too, so a client that lost a reply can fetch it again."""
 
@@ -66,7 +88,7 @@ class FutureTable:
             if key is not None and key in self._by_key:
                 return self._pending[self._by_key[key]]
             request_id = f"req-{next(self._ids)}"
-            pending = Pending(request_id, route, start(), encode, extra=extra)
+            pending = Pending(request_id, route, _started(start), encode, extra=extra)
             self._pending[request_id] = pending
             if key is not None:
                 self._by_key[key] = request_id

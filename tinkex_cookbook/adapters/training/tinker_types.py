@@ -93,3 +93,8 @@ def from_tinker_sample_response(response: Any) -> SampleResponse:
     )
     prompt = getattr(response, "prompt_logprobs", None)
     return SampleResponse(sequences, tuple(prompt) if prompt is not None else None)
+
+
+def from_tinker_logprobs(logprobs: Any) -> list[float | None]:
+    """``SamplingClient.compute_logprobs``'s result: one float per prompt token, ``None`` where unscored."""
+    return [None if x is None else float(x) for x in logprobs]
