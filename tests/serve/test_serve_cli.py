@@ -1,0 +1,49 @@
+"""`tinkex-cookbook serve` as users start it: a subprocess on 127.0.0.1 that answers the SDK's first calls."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def _start(tmp_path: Path, **env: str) -> subprocess.Popen[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
+    environ.update(TINKEX_LOG_DIR=str(tmp_path), **env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tinkex_cookbook.cli", "serve", "--manifest", "local", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ,
+    )
+
+
+def test_serve_announces_its_url_and_checks_the_key(tmp_path: Path) -> None:
+    process = _start(tmp_path, TINKEX_SERVE_API_KEY="tml-cli-test")
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert "serving the Tinker API at http://127.0.0.1:" in line and "tml-cli-test" not in line
+        base_url = line.split(" at ", 1)[1].split()[0]
+        with urllib.request.urlopen(f"{base_url}/api/v1/healthz", timeout=10) as reply:
+            assert json.load(reply) == {"status": "ok"}
+        request = urllib.request.Request(f"{base_url}/api/v1/create_session", data=b"{}", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+        refused.value.close()
+        request.add_header("X-API-Key", "tml-cli-test")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.load(reply)["session_id"]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+
+
+def test_serve_without_a_key_says_which_variable_to_set(tmp_path: Path) -> None:
+    process = _start(tmp_path)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2
+    assert "TINKEX_SERVE_API_KEY" in err and "tml-" in err
