@@ -13,7 +13,7 @@ import tinkex_cookbook
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_API = {
     "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Experiment",
-    "LoopSpec", "ManifestError", "MissingSecretError", "RunResult", "Runtime", "Settings",
+    "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunResult", "Runtime", "Settings",
     "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
     "UnknownAdapterError", "UnknownManifestError", "UnknownNameError", "UnknownPortError",
     "__version__", "register_adapter", "register_recipe", "register_renderer", "register_stage",

@@ -30,8 +30,21 @@ def test_packaged_tokenizers_load_offline_with_their_special_tokens(model: str) 
 
 
 def test_every_registered_model_has_a_source_that_resolves() -> None:
-    for model, source in PACKAGED_TOKENIZERS.items():
-        assert (source.folder_path() / "tokenizer_config.json").is_file(), model
+    for source in set(PACKAGED_TOKENIZERS.values()):
+        text, config = source.read()
+        assert text and config.get("eos_token"), source
+
+
+def test_the_byte_level_tokenizer_round_trips_any_text_and_keeps_chat_specials() -> None:
+    tokenizer = get_tokenizer("tinkex/bytes")
+    assert tokenizer.vocab_size == 261 and tokenizer.eos_token_id == tokenizer.encode("<|eot_id|>")[0]
+
+    @given(st.text(max_size=50))
+    def round_trip(text: str) -> None:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert ids == list(text.encode()) and tokenizer.decode(ids) == text
+
+    round_trip()
 
 
 def tiny_tokenizer_files(folder: Path) -> Path:

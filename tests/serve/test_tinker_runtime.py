@@ -137,3 +137,16 @@ def test_a_wrong_key_is_a_config_error_that_names_the_variable_not_the_key(
         Runtime.run(SlBasic, CFG, manifest=tinker_manifest(tmp_path, server), settings=settings)
     assert isinstance(caught.value.__cause__, ConfigError)
     assert "tml-not-the-servers-key" not in str(caught.value)
+
+
+def test_rl_through_tinker_matches_local(tmp_path: Path, server: LocalTinker) -> None:
+    from tinkex_cookbook import RlBasic
+
+    cfg = {"model_name": "tiny-bytes", "env": "digits", "batch_size": 2, "group_size": 4, "max_tokens": 6,
+           "learning_rate": 2e-2, "lora_rank": 4, "num_steps": 3, "save_every": 2, "log_path": "run"}
+    Runtime.run(RlBasic, cfg, manifest="local", ports={"blob_store": {"adapter": "local", "root": str(tmp_path / "l")}})
+    Runtime.run(RlBasic, cfg, manifest=tinker_manifest(tmp_path, server))
+    drop = ("sample_seconds",)
+    local = [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "l")]
+    remote = [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "runs")]
+    assert_same_rows(remote, local)

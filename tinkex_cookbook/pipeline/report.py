@@ -7,7 +7,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-SERIES = (("train_mean_nll", "train.step", "#1f77b4"), ("test_mean_nll", "train.eval", "#d62728"))
+SERIES = (
+    ("train_mean_nll", "train.step", "#1f77b4"), ("test_mean_nll", "train.eval", "#d62728"),
+    ("reward_mean", "train.step", "#2ca02c"),  # RL runs
+)
 WIDTH, HEIGHT, PAD = 720, 360, 48
 
 
@@ -24,7 +27,7 @@ def _polyline(points: list[tuple[float, float]], bounds: tuple[float, float, flo
 
 
 def loss_curve_html(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """Train and test NLL against step, with the axis ranges printed; empty runs get a note."""
+    """Train and test NLL (SL) or mean reward (RL) against step, axis ranges printed; empty runs get a note."""
     series = [(key, _points(rows, key, event), color) for key, event, color in SERIES]
     everything = [p for _, points, _ in series for p in points]
     if not everything:
@@ -36,7 +39,7 @@ def loss_curve_html(rows: Sequence[dict[str, Any]], title: str) -> str:
         legend = " ".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, p, c in series if p)
         body = (
             f'<svg width="{WIDTH}" height="{HEIGHT}" style="border:1px solid #ccc">{lines}</svg>'
-            f"<p>{legend}</p><p>steps {bounds[0]:g} to {bounds[1]:g}; NLL {bounds[2]:.4g} to {bounds[3]:.4g}</p>"
+            f"<p>{legend}</p><p>steps {bounds[0]:g} to {bounds[1]:g}; values {bounds[2]:.4g} to {bounds[3]:.4g}</p>"
         )
     data = html.escape(json.dumps(list(rows)))
     return (

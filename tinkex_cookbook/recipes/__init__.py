@@ -8,9 +8,10 @@ from tinkex_cookbook.recipes.base import (
     recipe_names,
     register_recipe,
 )
+from tinkex_cookbook.recipes.rl_basic import MathRl, MathRlConfig, RlBasic, RlBasicConfig
 from tinkex_cookbook.recipes.sl_basic import SlBasic, SlBasicConfig
 
 __all__ = [
-    "Recipe", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
+    "MathRl", "MathRlConfig", "Recipe", "RlBasic", "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
     "recipe_names", "register_recipe",
 ]

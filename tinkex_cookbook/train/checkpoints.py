@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from tinkex_cookbook.errors import BlobNotFoundError
 from tinkex_cookbook.ports import BlobStore
@@ -18,6 +18,8 @@ class CheckpointRecord:
     sampler_path: str | None = None
     final: bool = False
     tokens_seen: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+    """Recipe-specific paths a resume needs (an RL run's current sampler weights)."""
 
 
 def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
@@ -31,4 +33,5 @@ def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
 def append_checkpoint(store: BlobStore, key: str, record: CheckpointRecord) -> None:
     """Add ``record``; the file is rewritten atomically, so it is never half a line."""
     records = [*load_checkpoints(store, key), record]
-    store.write(key, "".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in records).encode())
+    rows = ({k: v for k, v in asdict(r).items() if k != "extra" or v} for r in records)
+    store.write(key, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())

