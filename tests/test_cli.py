@@ -36,7 +36,7 @@ def test_dry_run_prints_the_plan() -> None:
         (("run", "sl_basic", "-m", "nope"), "unknown manifest 'nope'"),
         (("run", "sl_basic", "-m", "test", "nope=1"), "unknown config key 'nope'"),
         (("run", "sl_basic", "-m", "test", "batch_size"), "is not key=value"),
-        (("run", "no_such_recipe", "-m", "test"), "valid recipes: 'math_rl', 'rl_basic', 'sl_basic'"),
+        (("run", "no_such_recipe", "-m", "test"), "valid recipes: 'distillation', 'dpo', 'math_rl', 'rl_basic', 'sl_basic'"),
         (("run", "sl_basic", "-m", "default"), "TINKER_API_KEY"),
         (("manifests", "show", "nope"), "unknown manifest 'nope'"),
     ],

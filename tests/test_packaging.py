@@ -12,7 +12,7 @@ import tinkex_cookbook
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_API = {
-    "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Experiment",
+    "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Distillation", "Dpo", "Experiment",
     "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunResult", "Runtime", "Settings",
     "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
     "UnknownAdapterError", "UnknownManifestError", "UnknownNameError", "UnknownPortError",

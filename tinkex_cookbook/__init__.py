@@ -20,7 +20,7 @@ from tinkex_cookbook.errors import (
 )
 from tinkex_cookbook.pipeline import stages as _stages  # noqa: F401  (registers the built-in stages)
 from tinkex_cookbook.pipeline.registry import register_stage
-from tinkex_cookbook.recipes import MathRl, RlBasic, SlBasic, SlBasicConfig, register_recipe
+from tinkex_cookbook.recipes import Distillation, Dpo, MathRl, RlBasic, SlBasic, SlBasicConfig, register_recipe
 from tinkex_cookbook.runtime import RunResult, Runtime, Settings, register_adapter
 from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
 from tinkex_cookbook.train.renderers import TrainOnWhat, register_renderer
@@ -28,7 +28,7 @@ from tinkex_cookbook.train.renderers import TrainOnWhat, register_renderer
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Experiment",
+    "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Distillation", "Dpo", "Experiment",
     "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunResult", "Runtime", "Settings",
     "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
     "UnknownAdapterError", "UnknownManifestError", "UnknownNameError", "UnknownPortError",

@@ -8,10 +8,12 @@ from tinkex_cookbook.recipes.base import (
     recipe_names,
     register_recipe,
 )
+from tinkex_cookbook.recipes.distillation import Distillation, DistillationConfig
+from tinkex_cookbook.recipes.dpo import Dpo, DpoConfig
 from tinkex_cookbook.recipes.rl_basic import MathRl, MathRlConfig, RlBasic, RlBasicConfig
 from tinkex_cookbook.recipes.sl_basic import SlBasic, SlBasicConfig
 
 __all__ = [
-    "MathRl", "MathRlConfig", "Recipe", "RlBasic", "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
+    "Distillation", "DistillationConfig", "Dpo", "DpoConfig", "MathRl", "MathRlConfig", "Recipe", "RlBasic", "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
     "recipe_names", "register_recipe",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
-from tinkex_cookbook.spec import Experiment
+from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
 
 @runtime_checkable
@@ -94,3 +95,14 @@ def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
         else:
             problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
     return f"{config_model.__name__}: " + "; ".join(problems) + f". Valid keys: {valid}"
+
+
+def step_loop(name: str, body: list[Node], save_every: int, checkpoint: str) -> LoopSpec:
+    """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``."""
+    if save_every:
+        body = [*body, StageSpec(name=checkpoint, every=save_every)]
+    return LoopSpec(name=name, var="step_index", count_key="num_steps", start_key="start_step", body=body)
+
+
+def timestamped(recipe: str, log_path: str | None) -> str:
+    return log_path or f"{recipe}/{datetime.now(UTC):%Y%m%d-%H%M%S}"

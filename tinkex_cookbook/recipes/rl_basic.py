@@ -12,7 +12,6 @@ problems with boxed answers. Both take the same config.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
 from pydantic import (
@@ -26,8 +25,8 @@ from pydantic import (
     field_validator,
 )
 
-from tinkex_cookbook.recipes.base import register_recipe
-from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
+from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.spec import Experiment, Node, StageSpec
 from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.rl.envs import RL_ENVS
 from tinkex_cookbook.train.schedules import LRSchedule
@@ -107,8 +106,7 @@ class RlBasic:
 
     @classmethod
     def build_spec(cls, cfg: RlBasicConfig) -> Experiment:  # type: ignore[override]
-        log_path = cfg.log_path or f"{cls.name}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-        config = cfg.model_copy(update={"log_path": log_path})
+        config = cfg.model_copy(update={"log_path": timestamped(cls.name, cfg.log_path)})
         return Experiment(
             name=f"{cls.name}:{cfg.model_name}:{cfg.env}", recipe=cls.name,
             config=config.model_dump(mode="json"), stages=cls._stages(config),
@@ -117,9 +115,7 @@ class RlBasic:
     @classmethod
     def _stages(cls, cfg: RlBasicConfig) -> list[Node]:
         step: list[Node] = [StageSpec(name=n) for n in ("rl_sample", "rl_train", "rl_update_sampler", "rl_log")]
-        if cfg.save_every:
-            step.append(StageSpec(name="rl_checkpoint", every=cfg.save_every))
-        steps = LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=step)
+        steps = step_loop("steps", step, cfg.save_every, "rl_checkpoint")
         return [*(StageSpec(name=n) for n in cls.SETUP_STAGES), steps, StageSpec(name="rl_save_final")]
 
 

@@ -21,6 +21,13 @@ from typing import Any
 
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
+from tinkex_cookbook.pipeline.stages.common import (
+    finish,
+    last_checkpoint,
+    log_step,
+    save_checkpoint,
+    save_sampler,
+)
 from tinkex_cookbook.ports import (
     AdamParams,
     BlobStore,
@@ -29,7 +36,6 @@ from tinkex_cookbook.ports import (
     SamplingParams,
     TrainingService,
 )
-from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.rl.data import (
     apply_kl_penalty,
     rollout_metrics,
@@ -41,21 +47,14 @@ from tinkex_cookbook.train.rl.envs import build_rl_dataset
 from tinkex_cookbook.train.rl.rollouts import start_rollouts
 from tinkex_cookbook.train.schedules import lr_multiplier
 
-CHECKPOINTS = "checkpoints.jsonl"
-
 
 def _sampling_params(cfg: Any) -> SamplingParams:
     return SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
 
 
-def _open_sampler(ctx: Context, service: TrainingService, path: str) -> None:
-    ctx.resources["sampler"] = (path, service.create_sampling_client(model_path=path))
-
-
 def _save_sampler(ctx: Context, service: TrainingService) -> None:
     """Save the current weights for sampling and make them the sampler of the next rollouts."""
-    name = f"sampler-{ctx.state['step']:06d}"
-    _open_sampler(ctx, service, ctx.need("training_client").save_weights_for_sampler(name).result().path)
+    ctx.resources["sampler"] = save_sampler(ctx, service, f"sampler-{ctx.state['step']:06d}")
 
 
 @stage("rl_build_envs", ports=("dataset_store",))
@@ -73,21 +72,14 @@ def rl_resume(ctx: Context, training_client: TrainingService, blob_store: BlobSt
     cfg: Any = ctx.config
     if cfg.kl_penalty_coef:
         ctx.resources["base_sampler"] = training_client.create_sampling_client(base_model=cfg.model_name)
-    records = load_checkpoints(blob_store, ctx.artifact_key(CHECKPOINTS))
-    if not records:
+    last = last_checkpoint(ctx, blob_store)
+    if last is None:
         _save_sampler(ctx, training_client)
         return
-    last = records[-1]
-    ctx.need("training_client").load_state(last.state_path).result()
-    ctx.state.update(step=last.step, start_step=last.step, tokens_seen=last.tokens_seen)
-    _open_sampler(ctx, training_client, last.extra["sampler_path"])
-    if "prefetch_sampler_path" in last.extra:
-        path = last.extra["prefetch_sampler_path"]
-        ctx.resources["prefetch_sampler"] = (path, training_client.create_sampling_client(model_path=path))
-    if last.final:
-        ctx.state["start_step"] = ctx.state["num_steps"]
-        ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = last.state_path, last.sampler_path
-    ctx.emit("train.resume", step=last.step, checkpoint=last.name, path=last.state_path)
+    for key, resource in (("sampler_path", "sampler"), ("prefetch_sampler_path", "prefetch_sampler")):
+        if key in last.extra:
+            path = last.extra[key]
+            ctx.resources[resource] = (path, training_client.create_sampling_client(model_path=path))
 
 
 def _start(ctx: Context, step: int, sampler: tuple[str, Any]) -> tuple[int, Any, str]:
@@ -165,22 +157,16 @@ def rl_update_sampler(ctx: Context, training_client: TrainingService) -> None:
 
 @stage("rl_log")
 def rl_log(ctx: Context) -> None:
-    metrics = {"step": ctx.state["step"], "total_steps": ctx.state["total_steps"], **ctx.need("step_metrics")}
-    ctx.state["last_metrics"] = metrics
-    ctx.emit("train.step", **metrics)
+    log_step(ctx)
 
 
-def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> CheckpointRecord:
-    client = ctx.need("training_client")
-    state_path = client.save_state(name).result().path
+def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> None:
     extra = {"sampler_path": ctx.need("sampler")[0]}
     if "prefetched" in ctx.resources:
         extra["prefetch_sampler_path"] = ctx.resources["prefetched"][2]
-    record = CheckpointRecord(name, ctx.state["step"], 0, state_path, extra["sampler_path"] if final else None,
-                              final, ctx.state["tokens_seen"], extra)
-    append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
-    ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
-    return record
+    record = save_checkpoint(ctx, blob_store, name, final, extra, extra["sampler_path"] if final else None)
+    if final:
+        finish(ctx, record)
 
 
 @stage("rl_checkpoint", ports=("blob_store",))
@@ -190,8 +176,5 @@ def rl_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
 
 @stage("rl_save_final", ports=("blob_store",))
 def rl_save_final(ctx: Context, blob_store: BlobStore) -> None:
-    if "final_checkpoint" in ctx.state:
-        return
-    record = _save(ctx, blob_store, "final", final=True)
-    ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = record.state_path, record.sampler_path
-
+    if "final_checkpoint" not in ctx.state:
+        _save(ctx, blob_store, "final", final=True)

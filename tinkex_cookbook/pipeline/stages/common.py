@@ -1,0 +1,61 @@
+"""Pieces the step-loop recipes (RL, DPO, distillation) share: samplers, checkpoints, resume.
+
+Each saves its training state every ``save_every`` steps with the sampler paths
+its resume needs in the record's ``extra``; a run started again with the same
+``log_path`` loads the last record and continues at the next step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
+from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+
+CHECKPOINTS = "checkpoints.jsonl"
+
+
+def save_sampler(ctx: Context, service: TrainingService, name: str) -> tuple[str, SamplingClient]:
+    """The training client's current weights, saved under ``name`` and opened for sampling."""
+    path = ctx.need("training_client").save_weights_for_sampler(name).result().path
+    return path, service.create_sampling_client(model_path=path)
+
+
+def last_checkpoint(ctx: Context, blob_store: BlobStore) -> CheckpointRecord | None:
+    """Load the run's last checkpoint into the training client and the step counters, if there is one."""
+    records = load_checkpoints(blob_store, ctx.artifact_key(CHECKPOINTS))
+    if not records:
+        return None
+    last = records[-1]
+    ctx.need("training_client").load_state(last.state_path).result()
+    ctx.state.update(step=last.step, start_step=last.step, tokens_seen=last.tokens_seen)
+    if last.final:
+        ctx.state["start_step"] = ctx.state["num_steps"]
+        ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = last.state_path, last.sampler_path
+    ctx.emit("train.resume", step=last.step, checkpoint=last.name, path=last.state_path)
+    return last
+
+
+def save_checkpoint(
+    ctx: Context, blob_store: BlobStore, name: str, final: bool, extra: dict[str, str],
+    sampler_path: str | None = None,
+) -> CheckpointRecord:
+    state_path = ctx.need("training_client").save_state(name).result().path
+    record = CheckpointRecord(name, ctx.state["step"], 0, state_path, sampler_path, final,
+                              ctx.state.get("tokens_seen", 0), extra)
+    append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
+    ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
+    return record
+
+
+def finish(ctx: Context, record: CheckpointRecord) -> None:
+    ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = record.state_path, record.sampler_path
+
+
+def log_step(ctx: Context) -> None:
+    """Emit the step's metrics (``step_metrics``) as a ``train.step`` row."""
+    metrics: dict[str, Any] = {"step": ctx.state["step"], "total_steps": ctx.state["total_steps"],
+                               **ctx.need("step_metrics")}
+    ctx.state["last_metrics"] = metrics
+    ctx.emit("train.step", **metrics)

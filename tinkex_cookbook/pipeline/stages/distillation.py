@@ -1,0 +1,194 @@
+"""Stages of distillation: student samples, teacher scores (on-policy) or writes (off-policy), student trains.
+
+The teacher is a sampling client: a base model (``teacher_model``) or saved
+weights (``teacher_path``) on the same training backend; off-policy, it may
+also be the ``llm_client`` port (any OpenAI-compatible model), whose replies
+become supervised targets. Evaluation samples the student on a fixed set of
+prompts with fixed seeds and reports its KL to the teacher, so runs and steps
+compare like for like.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.registry import stage
+from tinkex_cookbook.pipeline.stages.common import (
+    finish,
+    last_checkpoint,
+    log_step,
+    save_checkpoint,
+    save_sampler,
+)
+from tinkex_cookbook.ports import (
+    AdamParams,
+    BlobStore,
+    DatasetStore,
+    Datum,
+    LLMClient,
+    SamplingParams,
+    TrainingService,
+)
+from tinkex_cookbook.train.datum import datum_from_model_input_weights, weighted_nll
+from tinkex_cookbook.train.distillation import (
+    PromptEnv,
+    apply_teacher_advantages,
+    load_prompts,
+    on_policy_samples,
+    teacher_logprobs,
+)
+from tinkex_cookbook.train.renderers import Message, TrainOnWhat
+from tinkex_cookbook.train.rl.data import rollout_metrics, to_datum
+from tinkex_cookbook.train.rl.envs import GroupOf
+from tinkex_cookbook.train.rl.rollouts import request_seed, start_rollouts
+from tinkex_cookbook.train.schedules import lr_multiplier
+
+EVAL_STEP = -1
+"""The rollout step number of evaluation samples: fixed, so every evaluation sees the same seeds."""
+
+
+@stage("distill_setup", ports=("training_client", "dataset_store"))
+def distill_setup(ctx: Context, training_client: TrainingService, dataset_store: DatasetStore) -> None:
+    cfg: Any = ctx.config
+    prompts = load_prompts(dataset_store, cfg.dataset, cfg.dataset_split)
+    if len(prompts) < cfg.batch_size + cfg.eval_size:
+        raise DatasetError(f"dataset {cfg.dataset!r} has {len(prompts)} prompts, fewer than batch_size="
+                           f"{cfg.batch_size} plus eval_size={cfg.eval_size}")
+    ctx.resources["eval_prompts"], ctx.resources["prompts"] = prompts[: cfg.eval_size], prompts[cfg.eval_size:]
+    ctx.state["num_steps"] = ctx.state["total_steps"] = cfg.num_steps
+    if cfg.teacher == "sampler":
+        ctx.resources["teacher"] = training_client.create_sampling_client(
+            model_path=cfg.teacher_path, base_model=None if cfg.teacher_path else cfg.teacher_model)
+
+
+@stage("distill_resume", ports=("training_client", "blob_store"))
+def distill_resume(ctx: Context, training_client: TrainingService, blob_store: BlobStore) -> None:
+    last = last_checkpoint(ctx, blob_store)
+    if last is None:
+        ctx.resources["sampler"] = save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}")
+    else:
+        path = last.extra["sampler_path"]
+        ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
+
+
+def _batch_prompts(ctx: Context, step: int) -> list[list[Message]]:
+    cfg: Any = ctx.config
+    prompts = ctx.need("prompts")
+    epoch, index = divmod(step * cfg.batch_size, len(prompts) - len(prompts) % cfg.batch_size)
+    order = list(range(len(prompts)))
+    random.Random(f"{cfg.seed}:{epoch}").shuffle(order)
+    return [prompts[i] for i in order[index : index + cfg.batch_size]]
+
+
+def _rollouts(ctx: Context, prompts: list[list[Message]], step: int, group_size: int) -> Any:
+    cfg: Any = ctx.config
+    renderer = ctx.need("renderer")
+    builders = [GroupOf(lambda p=p: PromptEnv(renderer, p), group_size) for p in prompts]
+    params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
+    return start_rollouts(ctx.need("sampler")[1], builders, params, cfg.seed, step).gather()
+
+
+def _train(ctx: Context, data: list[Datum], loss_fn: str, metrics: dict[str, float], started: float) -> None:
+    """Submit forward_backward and the optimizer step, await both, and record the step's metrics."""
+    cfg: Any = ctx.config
+    client, step = ctx.need("training_client"), ctx.state["step"]
+    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
+    backward = client.forward_backward(data, loss_fn)
+    optim = client.optim_step(AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
+                                         eps=cfg.adam_eps))
+    result = backward.result()
+    if loss_fn == "cross_entropy":
+        nll, weight = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
+        metrics["train_mean_nll"] = nll / max(weight, 1e-9)
+    metrics.update({k: float(v) for k, v in result.metrics.items()})
+    metrics.update({k: float(v) for k, v in optim.result().metrics.items()})
+    tokens = sum(d.model_input.length for d in data)
+    ctx.state["step"] = step + 1
+    ctx.state["tokens_seen"] += tokens
+    seconds = time.monotonic() - started
+    ctx.resources["step_metrics"] = {
+        **metrics, "learning_rate": lr, "num_tokens": float(tokens), "tokens_seen": float(ctx.state["tokens_seen"]),
+        "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+    }
+
+
+@stage("distill_on_policy_step")
+def distill_on_policy_step(ctx: Context) -> None:
+    cfg: Any = ctx.config
+    started, step = time.monotonic(), ctx.state["step"]
+    groups = _rollouts(ctx, _batch_prompts(ctx, step), step, cfg.group_size)
+    samples = on_policy_samples(groups)
+    kl = apply_teacher_advantages(samples, teacher_logprobs(ctx.need("teacher"), samples), cfg.kl_coef)
+    metrics = {**rollout_metrics(groups), "teacher_kl": kl, "num_datums": float(len(samples))}
+    for name in ("reward_mean", "reward_std"):
+        metrics.pop(name, None)
+    _train(ctx, [to_datum(s) for s in samples], cfg.loss_fn, metrics, started)
+
+
+def _teacher_replies(ctx: Context, prompts: list[list[Message]], step: int, llm: LLMClient | None) -> list[Message]:
+    cfg: Any = ctx.config
+    if cfg.teacher == "llm":
+        assert llm is not None
+        return [{"role": "assistant", "content": llm.complete(p, max_tokens=cfg.max_tokens,
+                                                               temperature=cfg.temperature).text}
+                for p in prompts]
+    renderer, teacher = ctx.need("renderer"), ctx.need("teacher")
+    futures = [teacher.sample(renderer.build_generation_prompt(p), 1, SamplingParams(
+        max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=tuple(renderer.get_stop_sequences()),
+        seed=request_seed(cfg.seed, step, i, 0, 0))) for i, p in enumerate(prompts)]
+    return [renderer.parse_response(list(f.result().sequences[0].tokens))[0] for f in futures]
+
+
+@stage("distill_off_policy_step", ports=("llm_client",))
+def distill_off_policy_step(ctx: Context, llm_client: LLMClient) -> None:
+    """Supervised learning on what the teacher answers to this step's prompts."""
+    cfg: Any = ctx.config
+    started, step = time.monotonic(), ctx.state["step"]
+    prompts = _batch_prompts(ctx, step)
+    replies = _teacher_replies(ctx, prompts, step, llm_client if cfg.teacher == "llm" else None)
+    renderer = ctx.need("renderer")
+    data = []
+    for prompt, reply in zip(prompts, replies, strict=True):
+        model_input, weights = renderer.build_supervised_example([*prompt, reply], TrainOnWhat.LAST_ASSISTANT_MESSAGE)
+        data.append(datum_from_model_input_weights(model_input, weights, cfg.max_length, "mean"))
+    _train(ctx, data, "cross_entropy", {"num_datums": float(len(data))}, started)
+
+
+@stage("distill_evaluate")
+def distill_evaluate(ctx: Context) -> None:
+    """The student's KL to the teacher on the fixed evaluation prompts (same seeds every time)."""
+    cfg: Any = ctx.config
+    if not cfg.eval_size or "teacher" not in ctx.resources:
+        return
+    samples = on_policy_samples(_rollouts(ctx, ctx.need("eval_prompts"), EVAL_STEP, 1))
+    kl = apply_teacher_advantages(samples, teacher_logprobs(ctx.need("teacher"), samples), 1.0)
+    ctx.emit("train.eval", step=ctx.state["step"], eval_teacher_kl=kl)
+
+
+@stage("distill_update_sampler", ports=("training_client",))
+def distill_update_sampler(ctx: Context, training_client: TrainingService) -> None:
+    ctx.resources["sampler"] = save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}")
+
+
+@stage("distill_log")
+def distill_log(ctx: Context) -> None:
+    log_step(ctx)
+
+
+def _extra(ctx: Context) -> dict[str, str]:
+    return {"sampler_path": ctx.need("sampler")[0]}
+
+
+@stage("distill_checkpoint", ports=("blob_store",))
+def distill_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
+    save_checkpoint(ctx, blob_store, f"{ctx.state['step']:06d}", False, _extra(ctx))
+
+
+@stage("distill_save_final", ports=("blob_store",))
+def distill_save_final(ctx: Context, blob_store: BlobStore) -> None:
+    if "final_checkpoint" not in ctx.state:
+        finish(ctx, save_checkpoint(ctx, blob_store, "final", True, _extra(ctx), ctx.need("sampler")[0]))

@@ -1,0 +1,147 @@
+"""Stages of DPO: preference pairs in, the policy pulled toward the chosen completions.
+
+The reference policy is the starting weights, saved once for sampling; its
+logprobs for a batch come from ``compute_logprobs`` on that frozen sampler.
+The DPO loss is not a backend loss, so each step runs ``forward`` for the
+policy's logprobs, computes loss and gradient here, and sends the gradient
+back through ``forward_backward`` (``train/custom_loss.py``), then ``optim_step``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import numpy as np
+
+from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.registry import stage
+from tinkex_cookbook.pipeline.stages.common import (
+    finish,
+    last_checkpoint,
+    log_step,
+    save_checkpoint,
+    save_sampler,
+)
+from tinkex_cookbook.ports import (
+    AdamParams,
+    BlobStore,
+    DatasetStore,
+    Datum,
+    ModelInput,
+    SamplingClient,
+    TrainingService,
+)
+from tinkex_cookbook.train.custom_loss import forward_backward_custom
+from tinkex_cookbook.train.dpo import dpo_loss, pair_datums
+from tinkex_cookbook.train.preference_data import parse_preference_rows
+from tinkex_cookbook.train.schedules import lr_multiplier
+
+
+@stage("dpo_load_pairs", ports=("dataset_store",))
+def dpo_load_pairs(ctx: Context, dataset_store: DatasetStore) -> None:
+    """Parse, shuffle with the run's seed, hold out ``test_size`` pairs, render both sides of each."""
+    cfg: Any = ctx.config
+    pairs = parse_preference_rows(dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list())
+    random.Random(cfg.seed).shuffle(pairs)
+    if len(pairs) - cfg.test_size < cfg.batch_size:
+        raise DatasetError(f"dataset {cfg.dataset!r} has {len(pairs)} pairs: too few for test_size="
+                           f"{cfg.test_size} plus one batch of batch_size={cfg.batch_size}")
+    renderer = ctx.need("renderer")
+    rendered = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length) for p in pairs]
+    ctx.resources["test_pairs"], ctx.resources["train_pairs"] = rendered[: cfg.test_size], rendered[cfg.test_size:]
+    per_epoch = len(ctx.resources["train_pairs"]) // cfg.batch_size
+    ctx.state["batches_per_epoch"] = per_epoch
+    ctx.state["num_steps"] = ctx.state["total_steps"] = per_epoch * cfg.num_epochs
+
+
+@stage("dpo_resume", ports=("training_client", "blob_store"))
+def dpo_resume(ctx: Context, training_client: TrainingService, blob_store: BlobStore) -> None:
+    """The frozen reference is the run's starting weights: saved now, or reopened from the checkpoint."""
+    last = last_checkpoint(ctx, blob_store)
+    if last is None:
+        ctx.resources["reference"] = save_sampler(ctx, training_client, "reference")
+    else:
+        path = last.extra["reference_path"]
+        ctx.resources["reference"] = (path, training_client.create_sampling_client(model_path=path))
+
+
+def _reference_logprobs(reference: SamplingClient, data: list[Datum]) -> list[np.ndarray]:
+    """The reference's logprob of every target token, all requests submitted before any is awaited."""
+    futures = [reference.compute_logprobs(ModelInput.from_ints(
+        [*d.model_input.to_ints(), int(d.loss_fn_inputs["target_tokens"].to_numpy()[-1])])) for d in data]
+    return [np.asarray(f.result()[1:], np.float32) for f in futures]
+
+
+def _weights(data: list[Datum]) -> list[np.ndarray]:
+    return [d.loss_fn_inputs["weights"].to_numpy() for d in data]
+
+
+def _batch(ctx: Context) -> list[Datum]:
+    cfg: Any = ctx.config
+    epoch, index = divmod(ctx.state["step"], ctx.state["batches_per_epoch"])
+    order = list(range(len(ctx.need("train_pairs"))))
+    random.Random(cfg.seed + 1 + epoch).shuffle(order)
+    picked = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
+    return [datum for i in picked for datum in ctx.need("train_pairs")[i]]
+
+
+@stage("dpo_step")
+def dpo_step(ctx: Context) -> None:
+    cfg: Any = ctx.config
+    started, step = time.monotonic(), ctx.state["step"]
+    data = _batch(ctx)
+    reference, weights = _reference_logprobs(ctx.need("reference")[1], data), _weights(data)
+    client = ctx.need("training_client")
+    _, metrics, backward = forward_backward_custom(
+        client, data, lambda policy: dpo_loss(policy, reference, weights, cfg.beta))
+    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
+    optim = client.optim_step(AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
+                                         eps=cfg.adam_eps))
+    backward.result()
+    tokens = sum(d.model_input.length for d in data)
+    ctx.state["step"] = step + 1
+    ctx.state["tokens_seen"] += tokens
+    seconds = time.monotonic() - started
+    ctx.resources["step_metrics"] = {
+        **metrics, **{k: float(v) for k, v in optim.result().metrics.items()}, "learning_rate": lr,
+        "num_tokens": float(tokens), "tokens_seen": float(ctx.state["tokens_seen"]), "step_seconds": seconds,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+    }
+
+
+@stage("dpo_evaluate")
+def dpo_evaluate(ctx: Context) -> None:
+    """DPO loss and accuracy on the held-out pairs (forward only: no gradient)."""
+    cfg: Any = ctx.config
+    data = [datum for pair in ctx.need("test_pairs") for datum in pair]
+    if not data:
+        return
+    policy = [o["logprobs"].to_numpy() for o in
+              ctx.need("training_client").forward(data, "cross_entropy").result().loss_fn_outputs]
+    _, _, metrics = dpo_loss(policy, _reference_logprobs(ctx.need("reference")[1], data), _weights(data), cfg.beta)
+    ctx.emit("train.eval", step=ctx.state["step"], **{f"test_{k}": v for k, v in metrics.items()})
+
+
+@stage("dpo_log")
+def dpo_log(ctx: Context) -> None:
+    log_step(ctx)
+
+
+def _extra(ctx: Context) -> dict[str, str]:
+    return {"reference_path": ctx.need("reference")[0]}
+
+
+@stage("dpo_checkpoint", ports=("blob_store",))
+def dpo_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
+    save_checkpoint(ctx, blob_store, f"{ctx.state['step']:06d}", False, _extra(ctx))
+
+
+@stage("dpo_save_final", ports=("blob_store",))
+def dpo_save_final(ctx: Context, blob_store: BlobStore) -> None:
+    if "final_checkpoint" in ctx.state:
+        return
+    sampler_path = ctx.need("training_client").save_weights_for_sampler("final").result().path
+    finish(ctx, save_checkpoint(ctx, blob_store, "final", True, _extra(ctx), sampler_path))

@@ -1,0 +1,101 @@
+"""Distillation from a teacher into a LoRA student, as tinker-cookbook's on-policy distillation.
+
+The spec reads: open a session and tokenizer, load the prompts and open the
+teacher, restore the last checkpoint (or save the starting sampler), measure
+the student's KL to the teacher on held-out prompts; then per step sample,
+score with the teacher and train (``mode=on_policy``), or train on the
+teacher's own answers (``mode=off_policy``); refresh the sampler, log,
+evaluate every ``eval_every``, checkpoint every ``save_every``, save the final weights.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.spec import Experiment, Node, StageSpec
+from tinkex_cookbook.train.renderers import renderer_names
+from tinkex_cookbook.train.schedules import LRSchedule
+
+
+class DistillationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field("meta-llama/Llama-3.2-1B", description="student base model")
+    renderer_name: str = Field("llama3", description="chat template of student and teacher")
+    teacher: Literal["sampler", "llm"] = Field(
+        "sampler", description="sampler: a model or checkpoint on the training backend; llm: the llm_client port "
+                               "(off_policy only)")
+    teacher_model: str | None = Field(None, description="teacher base model (teacher=sampler)")
+    teacher_path: str | None = Field(None, description="teacher's saved sampler weights (teacher=sampler)")
+    mode: Literal["on_policy", "off_policy"] = Field(
+        "on_policy", description="on_policy: teacher scores student samples; off_policy: SL on teacher answers")
+    dataset: str = Field("chitchat", description="prompts: rows with messages, or a prompt/question string")
+    dataset_split: str = Field("train", description="split of the prompts dataset")
+    eval_size: NonNegativeInt = Field(8, description="held-out prompts for the student-teacher KL")
+    group_size: PositiveInt = Field(1, description="student samples per prompt (on_policy)")
+    batch_size: PositiveInt = Field(8, description="prompts per step")
+    num_steps: PositiveInt = Field(20, description="training steps")
+    max_tokens: PositiveInt = Field(64, description="longest sampled completion")
+    max_length: PositiveInt | None = Field(1024, description="truncate off-policy examples to this many tokens")
+    temperature: PositiveFloat = Field(1.0, description="sampling temperature")
+    kl_coef: PositiveFloat = Field(1.0, description="advantage = -kl_coef * (logp_student - logp_teacher)")
+    loss_fn: Literal["importance_sampling", "ppo", "cispo"] = Field("importance_sampling")
+    learning_rate: PositiveFloat = Field(1e-4, description="peak Adam learning rate")
+    lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
+    warmup_steps: NonNegativeInt = Field(0)
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.95, ge=0, lt=1)
+    adam_eps: PositiveFloat = 1e-8
+    lora_rank: PositiveInt = Field(32, description="LoRA rank of the student")
+    save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
+    eval_every: NonNegativeInt = Field(5, description="measure the KL on held-out prompts every N steps (0: start only)")
+    seed: int = Field(0, description="prompt order and sampling seed")
+    log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
+
+    @field_validator("renderer_name")
+    @classmethod
+    def _known_renderer(cls, name: str) -> str:
+        if name not in renderer_names():
+            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(renderer_names())}")
+        return name
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> DistillationConfig:
+        if self.teacher == "sampler" and (self.teacher_model is None) == (self.teacher_path is None):
+            raise ValueError("set exactly one of teacher_model (a base model) or teacher_path (saved weights)")
+        if self.teacher == "llm" and self.mode == "on_policy":
+            raise ValueError("teacher=llm cannot score the student's tokens; use mode=off_policy")
+        return self
+
+
+@register_recipe
+class Distillation:
+    name: ClassVar[str] = "distillation"
+    Config: ClassVar[type[BaseModel]] = DistillationConfig
+
+    @classmethod
+    def build_spec(cls, cfg: DistillationConfig) -> Experiment:  # type: ignore[override]
+        config = cfg.model_copy(update={"log_path": timestamped(cls.name, cfg.log_path)})
+        train = "distill_on_policy_step" if cfg.mode == "on_policy" else "distill_off_policy_step"
+        body: list[Node] = [StageSpec(name=n) for n in (train, "distill_update_sampler", "distill_log")]
+        if cfg.eval_every:
+            body.append(StageSpec(name="distill_evaluate", every=cfg.eval_every))
+        setup = ("init_session", "init_tokenizer", "distill_setup", "distill_resume", "distill_evaluate")
+        return Experiment(
+            name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}", recipe=cls.name,
+            config=config.model_dump(mode="json"),
+            stages=[*(StageSpec(name=n) for n in setup),
+                    step_loop("steps", body, cfg.save_every, "distill_checkpoint"), StageSpec(name="distill_save_final")],
+        )
