@@ -1,7 +1,11 @@
-"""Noop dataset store: synthetic chat conversations for any dataset name.
+"""Noop dataset store: synthetic rows for any dataset name, in every shape the recipes read.
 
-Rows vary in length and content with their index and the dataset name, so
-losses differ from batch to batch and tests can see which rows were used.
+Each row is a chat conversation (``messages``, for SL and distillation prompts),
+a question with an integer answer (``question``/``answer``, for RL problems) and
+a preference pair (``prompt``/``chosen``/``rejected``, for DPO), so every recipe
+runs on the ``test`` manifest with its defaults. Rows vary in length and content
+with their index and the dataset name, so losses differ from batch to batch and
+tests can see which rows were used.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ def synthetic_conversation(name: str, split: str, index: int) -> dict[str, Any]:
     digest = hashlib.sha256(f"{name}|{split}|{index}".encode()).digest()
     topic = TOPICS[digest[0] % len(TOPICS)]
     detail = " ".join(["Here is one more detail."] * (digest[1] % 4))
+    question = f"Question {index}: what should I know about {topic}?"
+    answer = f"A short note on {topic}. {detail}".strip()
     return {
-        "messages": [
-            {"role": "user", "content": f"Question {index}: what should I know about {topic}?"},
-            {"role": "assistant", "content": f"A short note on {topic}. {detail}".strip()},
-        ],
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
         "id": f"{name}-{split}-{index}",
+        "question": f"What is {index} + {digest[2]}?", "answer": str(index + digest[2]),
+        "prompt": question, "chosen": answer, "rejected": f"I know nothing about {topic}.",
     }
 
 
