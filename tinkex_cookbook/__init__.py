@@ -4,6 +4,7 @@
     result = Runtime.run(SlBasic, {"learning_rate": 1e-4}, manifest="local")
 """
 
+from tinkex_cookbook._lazy import lazy_attributes
 from tinkex_cookbook.errors import (
     AdapterUnavailableError,
     ConfigError,
@@ -18,14 +19,18 @@ from tinkex_cookbook.errors import (
     UnknownNameError,
     UnknownPortError,
 )
-from tinkex_cookbook.pipeline import stages as _stages  # noqa: F401  (registers the built-in stages)
-from tinkex_cookbook.pipeline.registry import register_stage
-from tinkex_cookbook.recipes import Distillation, Dpo, MathRl, RlBasic, SlBasic, SlBasicConfig, register_recipe
-from tinkex_cookbook.runtime import RunResult, Runtime, Settings, register_adapter
-from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
-from tinkex_cookbook.train.renderers import TrainOnWhat, register_renderer
 
 __version__ = "0.1.0"
+
+_MODULES = {
+    **dict.fromkeys(("Distillation", "Dpo", "MathRl", "RlBasic", "SlBasic", "SlBasicConfig", "register_recipe"),
+                    "tinkex_cookbook.recipes"),
+    **dict.fromkeys(("RunResult", "Runtime", "Settings", "register_adapter"), "tinkex_cookbook.runtime"),
+    **dict.fromkeys(("Experiment", "LoopSpec", "StageSpec"), "tinkex_cookbook.spec"),
+    **dict.fromkeys(("TrainOnWhat", "register_renderer"), "tinkex_cookbook.train.renderers"),
+    "register_stage": "tinkex_cookbook.pipeline.registry",
+}
+__getattr__ = lazy_attributes(__name__, _MODULES)
 
 __all__ = [
     "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Distillation", "Dpo", "Experiment",

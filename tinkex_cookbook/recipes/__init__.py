@@ -1,5 +1,10 @@
-"""Recipes: a config model plus a spec builder each, registered by name."""
+"""Recipes: a config model plus a spec builder each, registered by name.
 
+Recipe classes are imported on first access, so ``import tinkex_cookbook.recipes``
+does not import RL, DPO or distillation code a run does not use.
+"""
+
+from tinkex_cookbook._lazy import lazy_attributes
 from tinkex_cookbook.recipes.base import (
     Recipe,
     get_recipe,
@@ -8,12 +13,17 @@ from tinkex_cookbook.recipes.base import (
     recipe_names,
     register_recipe,
 )
-from tinkex_cookbook.recipes.distillation import Distillation, DistillationConfig
-from tinkex_cookbook.recipes.dpo import Dpo, DpoConfig
-from tinkex_cookbook.recipes.rl_basic import MathRl, MathRlConfig, RlBasic, RlBasicConfig
-from tinkex_cookbook.recipes.sl_basic import SlBasic, SlBasicConfig
+
+_MODULES = {
+    **dict.fromkeys(("SlBasic", "SlBasicConfig"), "tinkex_cookbook.recipes.sl_basic"),
+    **dict.fromkeys(("RlBasic", "RlBasicConfig", "MathRl", "MathRlConfig"), "tinkex_cookbook.recipes.rl_basic"),
+    **dict.fromkeys(("Dpo", "DpoConfig"), "tinkex_cookbook.recipes.dpo"),
+    **dict.fromkeys(("Distillation", "DistillationConfig"), "tinkex_cookbook.recipes.distillation"),
+}
+__getattr__ = lazy_attributes(__name__, _MODULES)
 
 __all__ = [
-    "Distillation", "DistillationConfig", "Dpo", "DpoConfig", "MathRl", "MathRlConfig", "Recipe", "RlBasic", "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
+    "Distillation", "DistillationConfig", "Dpo", "DpoConfig", "MathRl", "MathRlConfig", "Recipe", "RlBasic",
+    "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
     "recipe_names", "register_recipe",
 ]

@@ -7,6 +7,7 @@ bad values raise ``ConfigError`` naming the key, the value and what is valid.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -29,6 +30,15 @@ class Recipe(Protocol):
 
 _RECIPES: dict[str, type[Recipe]] = {}
 
+BUILTIN_RECIPES = {
+    "sl_basic": ("tinkex_cookbook.recipes.sl_basic", "SlBasic"),
+    "rl_basic": ("tinkex_cookbook.recipes.rl_basic", "RlBasic"),
+    "math_rl": ("tinkex_cookbook.recipes.rl_basic", "MathRl"),
+    "dpo": ("tinkex_cookbook.recipes.dpo", "Dpo"),
+    "distillation": ("tinkex_cookbook.recipes.distillation", "Distillation"),
+}
+"""Shipped recipes by name, imported on first use so the CLI and a run import only what they need."""
+
 
 def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
     """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
@@ -37,14 +47,16 @@ def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
 
 
 def recipe_names() -> list[str]:
-    return sorted(_RECIPES)
+    return sorted({*_RECIPES, *BUILTIN_RECIPES})
 
 
 def get_recipe(recipe: str | type[Recipe]) -> type[Recipe]:
     if not isinstance(recipe, str):
         return recipe
+    if recipe not in _RECIPES and recipe in BUILTIN_RECIPES:
+        importlib.import_module(BUILTIN_RECIPES[recipe][0])
     if recipe not in _RECIPES:
-        raise UnknownNameError(f"unknown recipe {recipe!r}; valid recipes: {choices(_RECIPES)}")
+        raise UnknownNameError(f"unknown recipe {recipe!r}; valid recipes: {choices(recipe_names())}")
     return _RECIPES[recipe]
 
 

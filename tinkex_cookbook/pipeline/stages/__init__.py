@@ -1,3 +1,6 @@
-"""Registered pipeline stages. Importing this package registers the built-in ones."""
+"""Built-in pipeline stages, one module per recipe family.
 
-from tinkex_cookbook.pipeline.stages import distillation, dpo, rl, supervised  # noqa: F401
+They register themselves when imported; the stage registry imports each module
+the first time a run asks for a stage it defines (``BUILTIN_STAGE_MODULES``), so
+a supervised run never imports the RL or DPO code.
+"""
