@@ -61,6 +61,8 @@ def test_manifest_to_dict_is_json_with_options_inline() -> None:
     assert data["name"] == "dev" and data["sources"] == ["default", "dev"]
     assert data["ports"]["blob_store"] == {"adapter": "local", "root": "runs/dev"}
     assert data["ports"]["training_client"] == {
+        "adapter": "local_torch", "seed": 0}
+    assert json.loads(json.dumps(loader.resolve("default").to_dict()))["ports"]["training_client"] == {
         "adapter": "tinker", "request_timeout": 900.0, "connect_attempts": 3, "backoff": 1.0}
 
 
@@ -78,9 +80,9 @@ def test_environment_option_without_adapter_is_an_error(monkeypatch: pytest.Monk
 
 def test_overriding_the_keyed_port_removes_the_need_for_the_key() -> None:
     with pytest.raises(MissingSecretError):
-        Runtime.resolve_manifest("dev", settings=Settings())
+        Runtime.resolve_manifest("default", settings=Settings())
     manifest = Runtime.resolve_manifest(
-        "dev", {"training_client": "noop", "hub_client": "noop", "blob_store": "noop"}, Settings(),
+        "default", {"training_client": "noop", "hub_client": "noop", "blob_store": "noop"}, Settings(),
     )
     assert bound(manifest)["training_client"] == "noop"
 

@@ -32,7 +32,7 @@ def test_every_shipped_manifest_binds_every_port(name: str) -> None:
 def test_extends_chain_layers_child_over_parent() -> None:
     dev = loader.resolve("dev")
     assert dev.sources == ("default", "dev")
-    assert adapters(dev)["training_client"] == "tinker" and adapters(dev)["dataset_store"] == "local"
+    assert adapters(dev)["training_client"] == "local_torch" and adapters(dev)["dataset_store"] == "hf"
     assert dev.ports["blob_store"].options.root == "runs/dev"
     assert adapters(loader.resolve("prod"))["blob_store"] == "s3"
 

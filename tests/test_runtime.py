@@ -104,7 +104,7 @@ def test_bad_config_raises_config_error(cfg: object, words: list[str]) -> None:
     assert all(word in str(caught.value) for word in words)
 
 
-@pytest.mark.parametrize("manifest", ["default", "prod", "dev"])
+@pytest.mark.parametrize("manifest", ["default", "prod"])
 def test_tinker_manifests_need_the_api_key_before_any_work(manifest: str) -> None:
     sink = MemorySink()
     with pytest.raises(MissingSecretError, match="TINKER_API_KEY"):
@@ -112,11 +112,14 @@ def test_tinker_manifests_need_the_api_key_before_any_work(manifest: str) -> Non
     assert sink.events == []
 
 
-def test_unshipped_adapter_fails_clearly_without_leaking_the_key() -> None:
+def test_unshipped_adapter_fails_clearly_without_leaking_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = builtin_registry()
+    registry.register(AdapterEntry("dataset_store", "future", lambda options, settings: None, shipped=False))
+    monkeypatch.setattr(Runtime, "registry", registry)
     settings = Settings(tinker_api_key="tml-marker-123")
     with pytest.raises(AdapterUnavailableError) as caught:
-        Runtime.run(SlBasic, {}, manifest="default", settings=settings)
-    assert "'hf'" in str(caught.value) and "tml-marker-123" not in str(caught.value)
+        Runtime.run(SlBasic, {}, manifest="default", ports={"dataset_store": "future"}, settings=settings)
+    assert "'future'" in str(caught.value) and "tml-marker-123" not in str(caught.value)
 
 
 def test_manifest_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -190,6 +190,35 @@ def _openai_embeddings(options: OpenAICompatibleOptions, settings: Settings) -> 
     return OpenAICompatibleEmbeddingClient(**_openai_kwargs(options, settings))
 
 
+class HFDatasetOptions(Options):
+    cache_dir: str | None = None
+    offline: bool = True
+    streaming: bool = False
+    trust_remote_code: bool = False
+
+
+def _hf_datasets(options: HFDatasetOptions, settings: Settings) -> object:
+    """Offline unless the manifest says ``offline: false``; the token only from HF_TOKEN."""
+    from tinkex_cookbook.adapters.datasets.hf import HFDatasetStore
+
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    return HFDatasetStore(options.cache_dir, options.offline, token, options.streaming, options.trust_remote_code)
+
+
+class HFHubOptions(Options):
+    endpoint: str | None = None
+    cache_dir: str | None = None
+    timeout: PositiveFloat = 30.0
+
+
+def _hf_hub(options: HFHubOptions, settings: Settings) -> object:
+    """Endpoint from the manifest, else HF_ENDPOINT; the token only from HF_TOKEN."""
+    from tinkex_cookbook.adapters.hub.hf import HFHubClient
+
+    token = settings.hf_token.get_secret_value() if settings.hf_token else None
+    return HFHubClient(options.endpoint, token, options.cache_dir, options.timeout)
+
+
 def _not_shipped(options: BaseModel, settings: Settings) -> object:
     raise AssertionError("check_available() stops unshipped adapters before their factory runs")
 
@@ -208,16 +237,17 @@ BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
                  "synthetic chat conversations for any dataset name"),
     AdapterEntry("dataset_store", "local", _local_datasets, LocalDatasetOptions,
                  "JSON / JSONL files under a root directory"),
-    AdapterEntry("dataset_store", "hf", _not_shipped, summary="Hugging Face datasets",
-                 extra="hf", modules=("datasets",), shipped=False),
+    AdapterEntry("dataset_store", "hf", _hf_datasets, HFDatasetOptions,
+                 "Hugging Face datasets: hub ids (offline cache by default) or local json/jsonl/parquet/csv",
+                 extra="hf", modules=("datasets",)),
     AdapterEntry("blob_store", "noop", _noop_blobs, summary="in-memory blobs, gone at exit"),
     AdapterEntry("blob_store", "local", _local_blobs, LocalBlobOptions,
                  "files under a root directory, atomic writes"),
     AdapterEntry("blob_store", "s3", _s3_blobs, S3Options, "S3 or an S3-compatible server",
                  extra="s3", modules=("boto3",)),
     AdapterEntry("hub_client", "noop", _noop_hub, summary="in-memory repositories"),
-    AdapterEntry("hub_client", "hf", _not_shipped, summary="the Hugging Face Hub",
-                 extra="hf", modules=("huggingface_hub",), shipped=False),
+    AdapterEntry("hub_client", "hf", _hf_hub, HFHubOptions, "the Hugging Face Hub (or HF_ENDPOINT)",
+                 extra="hf", modules=("huggingface_hub",)),
     AdapterEntry("llm_client", "noop", _noop_llm, NoopLLMOptions, "echoes or a fixed reply"),
     AdapterEntry("llm_client", "openai_compatible", _openai_llm, OpenAICompatibleOptions,
                  "any OpenAI-compatible chat endpoint", extra="llm", modules=("httpx",)),

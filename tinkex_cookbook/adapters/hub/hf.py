@@ -1,0 +1,238 @@
+"""Hugging Face Hub client: the ``hub_client`` port over ``huggingface_hub`` (registered as ``hf``).
+
+``huggingface_hub`` is imported inside the methods, so importing the cookbook never needs
+the ``hf`` extra.
+
+* Endpoint: the ``endpoint`` argument, else ``HF_ENDPOINT``, else ``https://huggingface.co``;
+  resolved once, when the client is built, and passed explicitly to every call (the
+  library reads ``HF_ENDPOINT`` only when it is first imported).
+* Token: the ``token`` argument, else whatever ``huggingface_hub`` finds itself
+  (``HF_TOKEN``, then the token file of ``hf auth login``). It is never in ``repr`` or in
+  an error message.
+* Files land in the Hugging Face cache layout under ``cache_dir`` (default: the library's,
+  ``HF_HUB_CACHE`` / ``HF_HOME``); a downloaded path is inside ``snapshots/<commit>/``, so
+  files downloaded one by one from the same commit share a folder.
+* Retries are the library's: a file download whose metadata (HEAD) request fails with
+  408/429/5xx or a connection error is tried once more with 5 retries and exponential backoff
+  (1, 2, 4, 8, 8 s), so a download from an unreachable Hub fails after ~23 s; a snapshot's
+  file listing and an upload's pre-upload request are retried the same way. Repository info
+  (``model_info``, the first request of ``snapshot``) and the commit request are not retried.
+  When the Hub cannot be reached, or rejects the token, but the file is already cached for
+  the requested revision, ``huggingface_hub`` returns the cached file without an error.
+* ``timeout`` bounds the file metadata request and ``model_info``; file bodies use the
+  library's ``HF_HUB_DOWNLOAD_TIMEOUT`` (10 s without data). ``huggingface_hub`` 2.4's shared
+  HTTP client has no default timeout, so its other requests (a snapshot's listing, uploads)
+  are unbounded.
+
+Errors, translated in one place (``_translate``), each naming the repository and endpoint:
+  * repository, revision or file absent -> ``UnknownNameError`` (a ``LookupError``);
+  * credentials rejected (401/403, gated repository) -> ``ConfigError`` naming ``HF_TOKEN``;
+  * Hub unreachable, 5xx/429 after retries, or a server that is not a Hub -> ``ConnectionError``;
+  * an invalid repository id -> ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tinkex_cookbook.errors import ConfigError, UnknownNameError
+from tinkex_cookbook.ports.hub import RepoInfo
+
+__all__ = ["DEFAULT_ENDPOINT", "HFHubClient"]
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+LIBRARY_NAME = "tinkex-cookbook"
+_TOKEN_HINT = "set HF_TOKEN to a token that can {verb} it (tokens: https://huggingface.co/settings/tokens)"
+_METADATA_FIELDS = ("pipeline_tag", "library_name", "author", "private", "gated", "tags")
+
+
+class HFHubClient:
+    """``HubClient`` over the Hugging Face Hub (or any Hub-compatible ``endpoint``)."""
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache_dir: str | Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        chosen = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+        if not chosen.startswith(("http://", "https://")):
+            raise ConfigError(f"the Hugging Face Hub endpoint must be an http(s) URL, got {chosen!r}; fix HF_ENDPOINT")
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"the Hugging Face Hub timeout must be a positive number of seconds, got {timeout!r}")
+        self._endpoint = chosen
+        self._token = token or None
+        self._cache_dir = str(cache_dir) if cache_dir is not None else None
+        self._timeout = float(timeout)
+
+    @property
+    def endpoint(self) -> str:
+        return self._endpoint
+
+    @property
+    def cache_dir(self) -> str | None:
+        return self._cache_dir
+
+    def __repr__(self) -> str:
+        return f"HFHubClient(endpoint={self._endpoint!r})"
+
+    # -- HubClient ---------------------------------------------------------------------
+
+    def download(self, repo: str, filename: str, revision: str | None = None) -> Path:
+        """``filename`` of ``repo`` at ``revision`` (default ``main``), fetched into the cache unless there."""
+        from huggingface_hub import hf_hub_download
+
+        with self._translate(f"download {filename!r} from {repo!r}", repo, filename, revision):
+            path = hf_hub_download(
+                repo, filename, revision=revision, cache_dir=self._cache_dir, endpoint=self._endpoint,
+                token=self._token, etag_timeout=self._timeout, library_name=LIBRARY_NAME,
+            )
+        return Path(path)
+
+    def snapshot(self, repo: str, revision: str | None = None) -> Path:
+        """Every file of ``repo`` at ``revision``: the cache's ``snapshots/<commit>`` folder."""
+        from huggingface_hub import snapshot_download
+
+        with self._translate(f"download a snapshot of {repo!r}", repo, None, revision):
+            path = snapshot_download(
+                repo, revision=revision, cache_dir=self._cache_dir, endpoint=self._endpoint,
+                token=self._token, etag_timeout=self._timeout, library_name=LIBRARY_NAME,
+            )
+        return Path(path)
+
+    def upload(self, path: Path, repo: str, path_in_repo: str | None = None) -> str:
+        """Commit ``path`` to ``repo``'s ``main`` branch; the repository must exist.
+
+        A file goes to ``path_in_repo`` (default: its name) and the file's download URL pinned
+        to the new commit is returned; a directory goes under ``path_in_repo`` (default: the
+        repository root) and the commit URL is returned.
+        """
+        local = Path(path)
+        if not local.exists():
+            raise FileNotFoundError(f"cannot upload {str(local)!r} to {repo!r}: no such file or directory")
+        api = self._api()
+        if local.is_dir():
+            with self._translate(f"upload the folder {local.name!r} to {repo!r}", repo, None, None, write=True):
+                commit = api.upload_folder(folder_path=local, repo_id=repo, path_in_repo=path_in_repo or None)
+            return str(commit.commit_url)
+        name = path_in_repo or local.name
+        with self._translate(f"upload {name!r} to {repo!r}", repo, name, None, write=True):
+            commit = api.upload_file(path_or_fileobj=local, path_in_repo=name, repo_id=repo)
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(repo, name, revision=commit.oid, endpoint=self._endpoint)
+
+    def model_info(self, repo: str) -> RepoInfo:
+        """The model repository's current commit, file names (sorted) and a few string facts."""
+        with self._translate(f"read the model info of {repo!r}", repo, None, None):
+            info = self._api().model_info(repo, timeout=self._timeout)
+        files = tuple(sorted(s.rfilename for s in info.siblings or ()))
+        metadata = {}
+        for name in _METADATA_FIELDS:
+            value = getattr(info, name, None)
+            if value is None or value == []:
+                continue
+            if isinstance(value, bool):
+                metadata[name] = "true" if value else "false"
+            elif isinstance(value, list | tuple):
+                metadata[name] = ",".join(str(v) for v in value)
+            else:
+                metadata[name] = str(value)
+        return RepoInfo(repo_id=info.id, revision=info.sha, files=files, metadata=metadata)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _api(self) -> Any:
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self._endpoint, token=self._token, library_name=LIBRARY_NAME)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "***") if self._token else text
+
+    @contextmanager
+    def _translate(
+        self, task: str, repo: str, filename: str | None, revision: str | None, write: bool = False
+    ) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            error = self._hub_error(exc, task, repo, filename, revision, write)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _hub_error(
+        self, exc: BaseException, task: str, repo: str, filename: str | None, revision: str | None, write: bool
+    ) -> Exception | None:
+        """The one place ``huggingface_hub`` errors become the cookbook's; ``None`` leaves ``exc`` alone.
+
+        ``task`` completes "cannot ...", e.g. ``download 'config.json' from 'org/model'``.
+        """
+        import httpx2
+        from huggingface_hub import errors as hf
+
+        hub = f"the Hugging Face Hub at {self._endpoint}"
+        failed = f"cannot {task}" + (f" (revision {revision!r})" if revision else "")
+        token_hint = _TOKEN_HINT.format(verb="write to" if write else "read")
+        chain = _chain(exc)
+
+        if isinstance(exc, hf.HFValidationError):
+            return ConfigError(f"{failed}: not a valid repository id or revision: {self._redact(str(exc))}")
+        for cause in chain:
+            if isinstance(cause, hf.GatedRepoError):
+                return ConfigError(f"{failed}: {repo!r} on {hub} is gated; request access on its page and {token_hint}")
+            if isinstance(cause, hf.RevisionNotFoundError):
+                return UnknownNameError(f"{failed}: repository {repo!r} on {hub} has no revision {revision or 'main'!r}")
+            if isinstance(cause, hf.RemoteEntryNotFoundError):
+                return UnknownNameError(f"{failed}: repository {repo!r} on {hub} has no file {filename!r}")
+            if isinstance(cause, hf.RepositoryNotFoundError):
+                return UnknownNameError(
+                    f"{failed}: repository {repo!r} does not exist on {hub}, or it is private and the token in "
+                    f"use cannot see it; {token_hint}"
+                )
+        status = next((s for s in map(_status, chain) if s is not None), None)
+        if status in (401, 403):
+            return ConfigError(
+                f"{failed}: {hub} rejected the credentials (HTTP {status}); {token_hint}"
+            )
+        if status is not None and (status >= 500 or status in (408, 429)):
+            return ConnectionError(
+                f"{failed}: {hub} answered HTTP {status} (huggingface_hub retries file and upload requests "
+                "with backoff before giving up); try again later, or check HF_ENDPOINT"
+            )
+        unreachable = next((c for c in chain if isinstance(c, httpx2.TransportError | hf.OfflineModeIsEnabled)), None)
+        if unreachable is not None:
+            detail = self._redact(str(unreachable)) or "no detail"
+            return ConnectionError(
+                f"{failed}: could not reach {hub} ({type(unreachable).__name__}: {detail}); check that it is up, "
+                "that HF_ENDPOINT is right and that HF_HUB_OFFLINE is not set"
+            )
+        metadata_error = next((c for c in chain if isinstance(c, hf.FileMetadataError)), None)
+        if metadata_error is not None:
+            return ConnectionError(
+                f"{failed}: the server at {self._endpoint} does not answer like a Hugging Face Hub "
+                f"({self._redact(str(metadata_error))}); check HF_ENDPOINT"
+            )
+        return None  # any other HTTP error (400 ...) propagates as huggingface_hub raised it
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes/contexts, outermost first."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
