@@ -89,3 +89,37 @@ def test_progress_sink_tracks_steps_and_prints_milestones() -> None:
     Runtime.run(SlBasic, {"batch_size": 8, "save_every": 4}, manifest="test", sinks=[sink])
     text = out.getvalue()
     assert "train.checkpoint" in text and "8/8" in text and "tok/s" in text
+
+
+def test_recipes_list_names_every_recipe() -> None:
+    from tinkex_cookbook.recipes import recipe_names
+
+    result = CliRunner().invoke(app, ["recipes", "list"])
+    assert result.exit_code == 0
+    assert [line.split()[0] for line in result.output.splitlines()] == recipe_names()
+
+
+def test_recipes_describe_lists_fields_stages_and_ports() -> None:
+    result = CliRunner().invoke(app, ["recipes", "describe", "sl_basic"])
+    assert result.exit_code == 0
+    assert "learning_rate (float, default 1e-05)  peak Adam learning rate" in result.output
+    assert "stages: load_dataset, init_session" in result.output
+    assert "ports: blob_store, dataset_store, training_client" in result.output
+
+
+def test_spec_prints_json_that_run_spec_replays(tmp_path: Path) -> None:
+    from tinkex_cookbook import Experiment
+
+    result = CliRunner().invoke(app, ["spec", "sl_basic", "batch_size=8", "log_path=replayed"])
+    assert result.exit_code == 0
+    spec = Experiment.from_json(result.output)
+    assert spec.config["batch_size"] == 8
+    (tmp_path / "spec.json").write_text(result.output)
+    replay = CliRunner().invoke(app, ["run-spec", str(tmp_path / "spec.json"), "-m", "test"])
+    assert replay.exit_code == 0 and "completed" in replay.output
+
+
+def test_spec_and_describe_errors_are_one_line() -> None:
+    for args in (["spec", "nope"], ["recipes", "describe", "nope"], ["spec", "sl_basic", "batch_size=0"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output

@@ -20,6 +20,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
 app.add_typer(manifests_app, name="manifests")
+recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
+app.add_typer(recipes_app, name="recipes")
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 
@@ -118,6 +120,42 @@ def serve(
                          "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
     try:
         serve_manifest(manifest, host, port, key, announce=typer.echo)
+    except CookbookError as exc:
+        _fail(exc)
+
+
+@app.command()
+def spec(
+    recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
+) -> None:
+    """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`)."""
+    from tinkex_cookbook import CookbookError, Runtime
+
+    try:
+        typer.echo(Runtime.build_spec(recipe, overrides or []).to_json())
+    except CookbookError as exc:
+        _fail(exc)
+
+
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """Every registered recipe with the first line of its description."""
+    from tinkex_cookbook.recipes import get_recipe, recipe_names
+    from tinkex_cookbook.recipes.base import recipe_summary
+
+    for name in recipe_names():
+        typer.echo(f"{name:<14} {recipe_summary(get_recipe(name))}")
+
+
+@recipes_app.command("describe")
+def recipes_describe(name: str = typer.Argument(..., help="Recipe name.")) -> None:
+    """RECIPE's config fields (type, default, help), the stages it runs and the ports they use."""
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.recipes import describe_recipe
+
+    try:
+        typer.echo(describe_recipe(name))
     except CookbookError as exc:
         _fail(exc)
 

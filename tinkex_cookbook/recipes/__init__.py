@@ -7,6 +7,7 @@ does not import RL, DPO or distillation code a run does not use.
 from tinkex_cookbook._lazy import lazy_attributes
 from tinkex_cookbook.recipes.base import (
     Recipe,
+    describe_recipe,
     get_recipe,
     parse_config,
     parse_overrides,
@@ -24,6 +25,6 @@ __getattr__ = lazy_attributes(__name__, _MODULES)
 
 __all__ = [
     "Distillation", "DistillationConfig", "Dpo", "DpoConfig", "MathRl", "MathRlConfig", "Recipe", "RlBasic",
-    "RlBasicConfig", "SlBasic", "SlBasicConfig", "get_recipe", "parse_config", "parse_overrides",
+    "RlBasicConfig", "SlBasic", "SlBasicConfig", "describe_recipe", "get_recipe", "parse_config", "parse_overrides",
     "recipe_names", "register_recipe",
 ]

@@ -118,3 +118,40 @@ def step_loop(name: str, body: list[Node], save_every: int, checkpoint: str) -> 
 
 def timestamped(recipe: str, log_path: str | None) -> str:
     return log_path or f"{recipe}/{datetime.now(UTC):%Y%m%d-%H%M%S}"
+
+
+def describe_recipe(name: str) -> str:
+    """A recipe's config fields (type, default, help), its stages, and the ports those stages use."""
+    from tinkex_cookbook.pipeline.registry import STAGES
+
+    recipe = get_recipe(name)
+    lines = [f"{recipe.name}: {recipe_summary(recipe)}", "", "config:"]
+    for field_name, field in recipe.Config.model_fields.items():
+        kind = _type_name(field.annotation)
+        default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
+        help_text = f"  {field.description}" if field.description else ""
+        lines.append(f"  {field_name} ({kind}, {default}){help_text}")
+    spec = recipe.build_spec(recipe.Config.model_validate(_describe_defaults(recipe)))
+    stage_names = spec.stage_names()
+    ports = sorted({port for s in stage_names for port in STAGES.get(s).ports})
+    lines += ["", "stages: " + ", ".join(stage_names), "ports: " + ", ".join(ports)]
+    return "\n".join(lines)
+
+
+def recipe_summary(recipe: type[Recipe]) -> str:
+    """The first line of the recipe's docstring, else of its module's."""
+    import sys
+
+    doc = recipe.__doc__ or sys.modules[recipe.__module__].__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _type_name(annotation: Any) -> str:
+    if getattr(annotation, "__args__", None) is None and hasattr(annotation, "__name__"):
+        return str(annotation.__name__)
+    return str(annotation).replace("typing.", "").replace("NoneType", "None")
+
+
+def _describe_defaults(recipe: type[Recipe]) -> dict[str, Any]:
+    """Placeholder values for required fields, so the default spec can be built for description."""
+    return {name: "<required>" for name, field in recipe.Config.model_fields.items() if field.is_required()}
