@@ -1,0 +1,213 @@
+"""`tinkex-cookbook runs`: browse run folders and chart their metrics.
+
+    tinkex-cookbook runs list
+    tinkex-cookbook runs show sl_basic/20261123-120000
+    tinkex-cookbook runs compare runs/sl_basic/a runs/sl_basic/b --metric test_mean_nll --out nll.html
+    tinkex-cookbook runs plot runs/rl_basic/20261123-120000 --metric reward_mean
+
+Mounted by ``cli.py`` as ``app.add_typer(runs_app, name="runs")``. Errors follow
+``cli._fail``: one line on stderr, exit status 2. Only typer is imported here;
+``tinkex_cookbook.runs`` and rich load when a command runs.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.runs import Run
+
+runs_app = typer.Typer(
+    no_args_is_help=True, help="Browse run folders: list, show, compare and plot their metrics.")
+
+ROOT_HELP = "Folder holding run folders, searched at any depth (default: $TINKEX_LOG_DIR, else ./runs)."
+DIR_HELP = "A run folder (one holding spec.json or metrics.jsonl), as a path or relative to the root."
+METRIC_HELP = ("Metric to plot against step (default: the first of train_mean_nll, dpo_loss, reward_mean, "
+               "teacher_kl that every run has).")
+OUT_HELP = "Output file: .html (inline SVG, the default), .svg, or .png (needs matplotlib)."
+
+
+def _fail(exc: Exception) -> NoReturn:
+    """As ``cli._fail``: one line on stderr, exit status 2."""
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+def _is_terminal() -> bool:
+    from rich.console import Console
+
+    return Console().is_terminal
+
+
+def _print(renderable: Any, terminal: bool) -> None:
+    """Rich at a terminal; piped or captured, plain text at full width with no colour or trailing blanks."""
+    from rich.console import Console
+
+    if terminal:
+        Console(highlight=False).print(renderable)
+        return
+    console = Console(highlight=False, width=1000, color_system=None, no_color=True)
+    with console.capture() as captured:
+        console.print(renderable)
+    typer.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
+
+
+def _table(headers: list[str], rows: list[list[str]], terminal: bool, wrap: tuple[str, ...] = ()) -> Any:
+    """Columns named in ``wrap`` fold when the terminal is narrow; the others keep their width."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD if terminal else None, pad_edge=False, show_edge=False,
+                  collapse_padding=terminal)  # piped: two spaces between columns
+    for header in headers:
+        table.add_column(header, no_wrap=header not in wrap, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # Text: a '[...]' in a value is not rich markup
+    return table
+
+
+def _lines(lines: list[str], terminal: bool) -> None:
+    from rich.text import Text
+
+    _print(Text("\n".join(lines)), terminal)
+
+
+def _last_loss(run: Run) -> str:
+    loss = run.last_loss
+    return f"{loss[0]}={loss[1]:.4g}" if loss else "-"
+
+
+@runs_app.command("list")
+def runs_list(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False)) -> None:
+    """Every run folder under the root, newest first: recipe, manifest, status, steps and last loss.
+
+    Status is 'finished' when checkpoints.jsonl holds a final checkpoint, else
+    'incomplete' (still running, stopped or crashed).
+    """
+    from tinkex_cookbook.runs import RunsError, default_root, find_runs, relative_label
+
+    root = root or default_root()
+    try:
+        runs = find_runs(root)
+    except RunsError as exc:
+        _fail(exc)
+    if not runs:
+        typer.echo(f"no run folders under {root}")
+        return
+    rows = [
+        [relative_label(run.path, root), run.recipe, run.manifest_name, run.status, run.steps,
+         _last_loss(run), time.strftime("%Y-%m-%d %H:%M", time.localtime(run.updated))]
+        for run in runs
+    ]
+    terminal = _is_terminal()
+    headers = ["run", "recipe", "manifest", "status", "steps", "last loss", "updated"]
+    _print(_table(headers, rows, terminal, wrap=("run", "last loss")), terminal)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_dir: str = typer.Argument(..., metavar="DIR", help=DIR_HELP),
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+) -> None:
+    """One run: config, manifest and its adapters, checkpoints, last metrics row and evals."""
+    from rich.padding import Padding
+
+    from tinkex_cookbook.runs import (
+        RunsError,
+        adapter_lines,
+        default_root,
+        eval_summary,
+        format_value,
+        resolve_run,
+    )
+
+    try:
+        run = resolve_run(run_dir, root or default_root())
+    except RunsError as exc:
+        _fail(exc)
+    terminal = _is_terminal()
+    head = [
+        f"run: {run.path}",
+        f"experiment: {run.spec.get('name', '-')}",
+        f"recipe: {run.recipe}",
+        f"status: {run.status} (steps {run.steps}, last {_last_loss(run)})",
+        f"manifest: {run.manifest_name}",
+        *(f"  {line}" for line in adapter_lines(run.manifest)),
+        "config:" if run.config else "config: none (no config.json)",
+        *(f"  {key}: {format_value(value)}" for key, value in sorted(run.config.items())),
+        f"checkpoints: {len(run.checkpoints) or 'none'}",
+    ]
+    _lines(head, terminal)
+    if run.checkpoints:
+        rows = [[str(c.get("step", "?")), str(c.get("name", "?")), "yes" if c.get("final") else "no",
+                 str(c.get("state_path") or "-")] for c in run.checkpoints]
+        table = _table(["step", "name", "final", "state path"], rows, terminal, wrap=("state path",))
+        _print(Padding(table, (0, 0, 0, 2)), terminal)
+    last = run.last_step_row
+    tail = [f"last metrics (train.step, step {last.get('step', '?')}):" if last
+            else "last metrics: none (no train.step rows)"]
+    tail += [f"  {key}: {format_value(value)}" for key, value in sorted(last.items()) if key != "event"]
+    evals = run.event_rows("train.eval")
+    tail.append(f"evals: {len(evals)} row{'s' if len(evals) > 1 else ''}" if evals else "evals: none")
+    tail += [f"  {line}" for line in eval_summary(run)]
+    _lines(tail, terminal)
+
+
+def _chart(
+    run_dirs: list[str], metric: str | None, out: Path | None, root: Path | None, compare: bool
+) -> None:
+    from tinkex_cookbook.runs import (
+        RunsError,
+        default_chart_name,
+        default_root,
+        pick_metric,
+        resolve_run,
+        run_labels,
+        write_chart,
+    )
+
+    root = root or default_root()
+    try:
+        runs = [resolve_run(run_dir, root) for run_dir in run_dirs]
+        labels = run_labels([run.path for run in runs], root)
+        chosen = pick_metric(runs, metric)
+        series = [(label, run.series(chosen)) for label, run in zip(labels, runs, strict=True)]
+        if compare:
+            title = f"{chosen}: {', '.join(labels)}"
+            path = out or default_chart_name("compare", chosen)
+        else:
+            title = f"{chosen}: {labels[0]} ({runs[0].spec.get('name', runs[0].recipe)})"
+            path = out or default_chart_name(labels[0], chosen)
+        typer.echo(str(write_chart(path, series, chosen, title)))
+    except RunsError as exc:
+        _fail(exc)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_dirs: list[str] = typer.Argument(
+        ..., metavar="DIR", help="Run folders to put on one chart."),
+    metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./compare-METRIC.html.",
+                             show_default=False),
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+) -> None:
+    """Chart one metric against step for several runs on shared axes; prints the file written."""
+    _chart(run_dirs, metric, out, root, compare=True)
+
+
+@runs_app.command("plot")
+def runs_plot(
+    run_dir: str = typer.Argument(..., metavar="DIR", help=DIR_HELP),
+    metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./RUN-METRIC.html.",
+                             show_default=False),
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+) -> None:
+    """Chart one metric of one run against step; prints the file written."""
+    _chart([run_dir], metric, out, root, compare=False)

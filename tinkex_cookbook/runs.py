@@ -1,0 +1,377 @@
+"""Browse run folders: find them under a root, summarise one, chart a metric across several.
+
+A run folder is any directory holding ``spec.json`` or ``metrics.jsonl`` (what
+``Runtime`` writes beside a run, with ``config.json``, ``manifest.json``,
+``checkpoints.jsonl``, ``run.log`` and ``loss.html``). Runs sit at any depth
+under a root (``$TINKEX_LOG_DIR``, else ``./runs``). Everything here only reads
+those files: no recipe, port or backend is imported, so browsing stays fast.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RUN_MARKERS = ("spec.json", "metrics.jsonl")
+LOSS_METRICS = ("train_mean_nll", "dpo_loss", "reward_mean", "teacher_kl")
+"""The metric a run is judged by, in the order looked for: SL, DPO, RL, distillation."""
+COUNTERS = frozenset({"step", "total_steps", "batch", "epoch"})
+"""Numeric row fields that are positions, not metrics."""
+CHART_FORMATS = (".html", ".svg", ".png")
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf")
+
+
+Series = tuple[str, list[tuple[float, float]]]
+"""A chart line: its label and ``(step, value)`` points."""
+
+
+class RunsError(ValueError):
+    """A missing or non-run folder, or an absent metric; the CLI prints it as one line and exits 2."""
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("TINKEX_LOG_DIR") or "runs")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """The file's JSON object, or ``{}`` if missing or unreadable (one bad run must not stop a listing)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _metric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Every numeric field some row holds, counters (step, epoch ...) left out, sorted."""
+    return sorted({k for row in rows for k, v in row.items() if k not in COUNTERS and _number(v) is not None})
+
+
+def _number(value: Any) -> float | None:
+    """A finite float for metric values; None for text, flags, NaN and infinities."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+@dataclass
+class Run:
+    """What one run folder holds, read once."""
+
+    path: Path
+    spec: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    updated: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> Run:
+        try:
+            mtimes = [entry.stat().st_mtime for entry in os.scandir(path) if entry.is_file()]
+        except OSError:
+            mtimes = []
+        return cls(
+            path=path,
+            spec=_read_json(path / "spec.json"),
+            config=_read_json(path / "config.json"),
+            manifest=_read_json(path / "manifest.json"),
+            rows=_read_jsonl(path / "metrics.jsonl"),
+            checkpoints=_read_jsonl(path / "checkpoints.jsonl"),
+            updated=max(mtimes, default=0.0),
+        )
+
+    @property
+    def recipe(self) -> str:
+        return str(self.spec.get("recipe") or "-")
+
+    @property
+    def manifest_name(self) -> str:
+        return str(self.manifest.get("name") or "-")
+
+    @property
+    def finished(self) -> bool:
+        return any(record.get("final") for record in self.checkpoints)
+
+    @property
+    def status(self) -> str:
+        return "finished" if self.finished else "incomplete"
+
+    def event_rows(self, event: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row.get("event") == event]
+
+    @property
+    def last_step_row(self) -> dict[str, Any]:
+        steps = self.event_rows("train.step")
+        return steps[-1] if steps else {}
+
+    @property
+    def steps(self) -> str:
+        last = self.last_step_row
+        if not last:
+            return "-"
+        return f"{last.get('step', '?')}/{last.get('total_steps', '?')}"
+
+    @property
+    def last_loss(self) -> tuple[str, float] | None:
+        """The first of ``LOSS_METRICS`` in the newest step row that has one (any row if no step row does)."""
+        for rows in (self.event_rows("train.step"), self.rows):
+            for row in reversed(rows):
+                for name in LOSS_METRICS:
+                    value = _number(row.get(name))
+                    if value is not None:
+                        return name, value
+        return None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every numeric field some row holds, counters (step, epoch ...) left out, sorted."""
+        return _metric_keys(self.rows)
+
+    def series(self, metric: str) -> list[tuple[float, float]]:
+        """``(step, value)`` for each row holding ``metric``, in step order."""
+        points = []
+        for row in self.rows:
+            step, value = _number(row.get("step")), _number(row.get(metric))
+            if step is not None and value is not None:
+                points.append((step, value))
+        return sorted(points, key=lambda p: p[0])
+
+
+def is_run_folder(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in RUN_MARKERS)
+
+
+def find_run_folders(root: Path) -> list[Path]:
+    """Run folders under ``root`` (itself included), not descending into a run folder or hidden folders."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if any(marker in filenames for marker in RUN_MARKERS):
+            found.append(Path(dirpath))
+            dirnames[:] = []
+        else:
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return found
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every run under ``root``, most recently written first."""
+    if not root.is_dir():
+        raise RunsError(f"no such directory: {root} (pass --root DIR or set $TINKEX_LOG_DIR)")
+    runs = [Run.load(path) for path in find_run_folders(root)]
+    return sorted(runs, key=lambda run: (run.updated, str(run.path)), reverse=True)
+
+
+def relative_label(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def resolve_run(arg: str, root: Path) -> Run:
+    """The run folder ``arg`` names, as a path or relative to ``root``."""
+    path = Path(arg)
+    if not path.exists() and not path.is_absolute() and (root / path).exists():
+        path = root / path
+    if not path.exists():
+        raise RunsError(f"no such directory: {arg}")
+    if not path.is_dir():
+        raise RunsError(f"{arg} is not a directory; pass a run folder (it holds spec.json or metrics.jsonl)")
+    if not is_run_folder(path):
+        inside = find_run_folders(path)
+        hint = (f"; it holds {len(inside)} run folder(s), e.g. {inside[0]} (see `runs list --root {arg}`)"
+                if inside else "")
+        raise RunsError(f"{arg} is not a run folder: it has no spec.json or metrics.jsonl{hint}")
+    return Run.load(path)
+
+
+def run_labels(paths: Sequence[Path], root: Path) -> list[str]:
+    """Short, distinct names for chart legends: each path below ``root`` (as ``runs list`` shows it), else
+    its last two parts (``sl_basic/20261123-120000``); the full paths if those collide."""
+    labels = []
+    for path in paths:
+        try:
+            labels.append(path.resolve().relative_to(root.resolve()).as_posix())
+        except ValueError:
+            labels.append("/".join(path.resolve().parts[-2:]))
+    if all(label not in ("", ".") for label in labels) and len(set(labels)) == len(labels):
+        return labels
+    return [str(p) for p in paths]
+
+
+def _metric_list(names: Sequence[str]) -> str:
+    return ", ".join(names) if names else "none (its metrics.jsonl has no metric rows yet)"
+
+
+def pick_metric(runs: Sequence[Run], metric: str | None) -> str:
+    """``metric`` if every run has it, else the first loss-like metric all share; errors name what exists."""
+    if metric is not None:
+        for run in runs:
+            if metric not in run.metric_names:
+                raise RunsError(
+                    f"{run.path} has no metric {metric!r}; its metrics: {_metric_list(run.metric_names)}")
+        return metric
+    shared = set.intersection(*(set(run.metric_names) for run in runs))
+    for name in LOSS_METRICS:
+        if name in shared:
+            return name
+    if len(runs) == 1:
+        raise RunsError(f"{runs[0].path} has none of {', '.join(LOSS_METRICS)}; pass --metric, one of: "
+                        f"{_metric_list(runs[0].metric_names)}")
+    raise RunsError(f"no loss-like metric ({', '.join(LOSS_METRICS)}) is in every run; pass --metric, one of "
+                    f"the metrics all share: {', '.join(sorted(shared)) or 'none'}")
+
+
+def default_chart_name(stem: str, metric: str) -> Path:
+    return Path(re.sub(r"[^A-Za-z0-9._-]+", "_", f"{stem}-{metric}").strip("_") + ".html")
+
+
+# --- charts -------------------------------------------------------------------------------------------
+
+
+def chart_svg(series: Sequence[Series], metric: str) -> str:
+    """One polyline per run on shared axes (``report._polyline``), min/max printed on the axes."""
+    from tinkex_cookbook.pipeline.report import HEIGHT, PAD, WIDTH, _polyline
+
+    everything = [p for _, points in series for p in points]
+    xs, ys = [p[0] for p in everything], [p[1] for p in everything]
+    x0, x1, y0, y1 = bounds = (min(xs), max(xs), min(ys), max(ys))
+    scale_x = (WIDTH - 2 * PAD) / ((x1 - x0) or 1.0)
+    scale_y = (HEIGHT - 2 * PAD) / ((y1 - y0) or 1.0)
+    parts = [
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
+        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
+        f'<text x="{PAD}" y="{HEIGHT - PAD + 16}" font-size="11">{x0:g}</text>',
+        (f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" font-size="11" text-anchor="end">'
+         f"step {x1:g}</text>"),
+        f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{html.escape(metric)} {y1:.4g}</text>',
+        f'<text x="{PAD + 4}" y="{HEIGHT - PAD - 6}" font-size="11">{y0:.4g}</text>',
+    ]
+    for index, (label, points) in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        dots = "".join(  # every point of a short series (one point draws no line), else the last
+            f'<circle cx="{PAD + (x - x0) * scale_x:.1f}" cy="{HEIGHT - PAD - (y - y0) * scale_y:.1f}" '
+            f'r="2.5" fill="{color}"/>' for x, y in (points if len(points) <= 60 else points[-1:])
+        )
+        parts.append(f"<g><title>{html.escape(label)}</title>{_polyline(points, bounds, color)}{dots}</g>")
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+            f'viewBox="0 0 {WIDTH} {HEIGHT}">{"".join(parts)}</svg>')
+
+
+def chart_html(series: Sequence[Series], metric: str, title: str) -> str:
+    """A self-contained page: the SVG, a legend with each run's last value, and the points as JSON."""
+    legend = "".join(
+        f'<li><span style="color:{PALETTE[i % len(PALETTE)]}">&#9632;</span> {html.escape(label)}: '
+        f"{len(points)} points, last {points[-1][1]:.4g} at step {points[-1][0]:g}</li>"
+        for i, (label, points) in enumerate(series)
+    )
+    steps, values = [p[0] for _, ps in series for p in ps], [p[1] for _, ps in series for p in ps]
+    ranges = (f"{html.escape(metric)} against step: steps {min(steps):g} to {max(steps):g}; "
+              f"values {min(values):.4g} to {max(values):.4g}")
+    data = html.escape(json.dumps({"metric": metric, "series": {label: points for label, points in series}}))
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<h3>{html.escape(title)}</h3><div style='display:inline-block;border:1px solid #ccc'>"
+        f"{chart_svg(series, metric)}</div><p>{ranges}</p><ul style='list-style:none;padding:0'>{legend}</ul>"
+        f"<script type='application/json' id='series'>{data}</script></body></html>"
+    )
+
+
+def _write_png(path: Path, series: Sequence[Series], metric: str, title: str) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RunsError(f"cannot write {path}: PNG needs matplotlib, which is not installed "
+                        f"(pip install matplotlib); or write --out {path.with_suffix('.html')}") from None
+    figure = Figure(figsize=(8, 4.5))
+    axes = figure.subplots()
+    for index, (label, points) in enumerate(series):
+        color = PALETTE[index % len(PALETTE)]
+        axes.plot([p[0] for p in points], [p[1] for p in points], label=label, color=color)
+    axes.set_xlabel("step")
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.legend()
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def write_chart(path: Path, series: Sequence[Series], metric: str, title: str) -> Path:
+    """``path``'s suffix picks the format: .html (inline SVG), .svg, or .png (only with matplotlib)."""
+    suffix = path.suffix.lower()
+    if suffix not in CHART_FORMATS:
+        raise RunsError(f"cannot write {path}: --out must end in {', '.join(CHART_FORMATS)}")
+    try:
+        if suffix == ".png":
+            _write_png(path, series, metric, title)
+        elif suffix == ".svg":
+            path.write_text(chart_svg(series, metric))
+        else:
+            path.write_text(chart_html(series, metric, title))
+    except OSError as exc:
+        raise RunsError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+# --- text summaries -----------------------------------------------------------------------------------
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return json.dumps(value)
+
+
+def adapter_lines(manifest: dict[str, Any]) -> list[str]:
+    lines = []
+    for port, binding in sorted((manifest.get("ports") or {}).items()):
+        if isinstance(binding, dict):
+            options = ", ".join(
+                f"{k}={format_value(v)}" for k, v in sorted(binding.items()) if k != "adapter")
+            lines.append(f"{port}: {binding.get('adapter', '?')}" + (f" ({options})" if options else ""))
+        else:
+            lines.append(f"{port}: {binding}")
+    return lines
+
+
+def eval_summary(run: Run) -> list[str]:
+    """Per eval metric: its value at the first and last eval, and its range."""
+    rows = run.event_rows("train.eval")
+    lines = []
+    for name in _metric_keys(rows):
+        values = [(row.get("step"), _number(row.get(name))) for row in rows]
+        points = [(step, value) for step, value in values if value is not None]
+        (first_step, first), (last_step, last) = points[0], points[-1]
+        line = f"{name}: {first:.6g} (step {first_step})"
+        if len(points) > 1:
+            low, high = min(v for _, v in points), max(v for _, v in points)
+            line += f" -> {last:.6g} (step {last_step}), min {low:.6g}, max {high:.6g}"
+        lines.append(line)
+    return lines
