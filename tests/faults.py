@@ -26,3 +26,18 @@ def crash_on_optim_step(client: Any, crash_at: int) -> Any:
 def metric_rows(lines: Iterable[str]) -> list[dict[str, Any]]:
     """``metrics.jsonl`` rows without wall-clock fields, which differ between otherwise equal runs."""
     return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def crashing_local_service(root: Any, crash_at: int) -> Any:
+    """The local torch backend (one thread) over a local blob root, whose ``crash_at``-th optimizer step dies."""
+    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
+
+    service = LocalTorchTrainingService(LocalBlobStore(root), threads=1)
+    create = service.create_lora_training_client
+
+    def create_crashing(base_model: str, rank: int = 32, seed: int | None = None) -> Any:
+        return crash_on_optim_step(create(base_model, rank, seed), crash_at)
+
+    service.create_lora_training_client = create_crashing  # type: ignore[method-assign]
+    return service

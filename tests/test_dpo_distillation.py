@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.faults import crash_on_optim_step, metric_rows
+from tests.faults import crashing_local_service, metric_rows
 from tinkex_cookbook import Distillation, Dpo, Runtime, StageError
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.train.dpo import dpo_loss
@@ -97,14 +97,9 @@ def test_dpo_accuracy_on_training_pairs_rises_above_half(tmp_path: Path) -> None
 
 
 def test_dpo_resumes_after_a_crash_with_the_same_metrics(tmp_path: Path) -> None:
-    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
-    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
-
     cfg = {**DPO_LOCAL, "save_every": 3, "dataset_split": "test", "test_size": 8}  # 32 pairs: 4 steps
     Runtime.run(Dpo, cfg, manifest="local", ports=local(tmp_path / "a"))
-    service = LocalTorchTrainingService(LocalBlobStore(tmp_path / "b"), threads=1)
-    create = service.create_lora_training_client
-    service.create_lora_training_client = lambda *a, **k: crash_on_optim_step(create(*a, **k), 4)  # type: ignore[method-assign]
+    service = crashing_local_service(tmp_path / "b", crash_at=4)
     with pytest.raises(StageError, match="killed"):
         Runtime.run(Dpo, cfg, manifest="local", ports={**local(tmp_path / "b"), "training_client": service})
     service.close()
@@ -133,16 +128,11 @@ def test_distillation_reduces_the_student_teacher_kl(tmp_path: Path) -> None:
 
 
 def test_distillation_resumes_after_a_crash_with_the_same_metrics(tmp_path: Path) -> None:
-    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
-    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
-
     cfg = {"model_name": "tiny-bytes", "teacher_model": "tiny-bytes", "num_steps": 4, "batch_size": 2,
            "group_size": 2, "max_tokens": 6, "learning_rate": 2e-2, "lora_rank": 4, "eval_every": 2,
            "save_every": 2, "log_path": "student"}
     Runtime.run(Distillation, cfg, manifest="local", ports=local(tmp_path / "a"))
-    service = LocalTorchTrainingService(LocalBlobStore(tmp_path / "b"), threads=1)
-    create = service.create_lora_training_client
-    service.create_lora_training_client = lambda *a, **k: crash_on_optim_step(create(*a, **k), 3)  # type: ignore[method-assign]
+    service = crashing_local_service(tmp_path / "b", crash_at=3)
     with pytest.raises(StageError, match="killed"):
         Runtime.run(Distillation, cfg, manifest="local", ports={**local(tmp_path / "b"), "training_client": service})
     service.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults import crash_on_optim_step, metric_rows
+from tests.faults import crashing_local_service, metric_rows
 from tinkex_cookbook import MathRl, RlBasic, Runtime, StageError
 from tinkex_cookbook.errors import ConfigError
 
@@ -78,29 +78,11 @@ def test_mean_reward_rises_on_the_dense_toy_env(tmp_path: Path) -> None:
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3, rewards
 
 
-class CrashingService:
-    """The local backend, except that optimizer step ``crash_at`` raises, as a killed process would."""
-
-    def __new__(cls, blob_store: Any, crash_at: int) -> Any:
-        from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
-
-        service = LocalTorchTrainingService(blob_store, threads=1)
-        create = service.create_lora_training_client
-
-        def create_crashing(base_model: str, rank: int = 32, seed: int | None = None) -> Any:
-            return crash_on_optim_step(create(base_model, rank, seed), crash_at)
-
-        service.create_lora_training_client = create_crashing  # type: ignore[method-assign]
-        return service
-
-
 @pytest.mark.parametrize("off_policy", [0, 1])
 def test_resume_after_a_crash_continues_with_the_same_numbers(tmp_path: Path, off_policy: int) -> None:
-    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
-
     cfg = {**LOCAL, "num_steps": 5, "save_every": 2, "off_policy_steps": off_policy}
     Runtime.run(RlBasic, cfg, manifest="local", ports=blob(tmp_path / "a"))
-    crashing = CrashingService(LocalBlobStore(tmp_path / "b"), crash_at=4)
+    crashing = crashing_local_service(tmp_path / "b", crash_at=4)
     with pytest.raises(StageError, match="killed"):
         Runtime.run(RlBasic, cfg, manifest="local", ports={**blob(tmp_path / "b"), "training_client": crashing})
     crashing.close()

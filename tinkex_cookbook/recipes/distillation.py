@@ -14,26 +14,21 @@ from typing import ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
-    field_validator,
     model_validator,
 )
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.common import StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
-from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
-class DistillationConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class DistillationConfig(StepRecipeConfig):
     model_name: str = Field("meta-llama/Llama-3.2-1B", description="student base model")
-    renderer_name: str = Field("llama3", description="chat template of student and teacher")
     teacher: Literal["sampler", "llm"] = Field(
         "sampler", description="sampler: a model or checkpoint on the training backend; llm: the llm_client port "
                                "(off_policy only)")
@@ -54,22 +49,10 @@ class DistillationConfig(BaseModel):
     loss_fn: Literal["importance_sampling", "ppo", "cispo"] = Field("importance_sampling")
     learning_rate: PositiveFloat = Field(1e-4, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
-    warmup_steps: NonNegativeInt = Field(0)
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.95, ge=0, lt=1)
-    adam_eps: PositiveFloat = 1e-8
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the student")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
     eval_every: NonNegativeInt = Field(5, description="measure the KL on held-out prompts every N steps (0: start only)")
     seed: int = Field(0, description="prompt order and sampling seed")
-    log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
-
-    @field_validator("renderer_name")
-    @classmethod
-    def _known_renderer(cls, name: str) -> str:
-        if name not in renderer_names():
-            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(renderer_names())}")
-        return name
 
     @model_validator(mode="after")
     def _one_teacher(self) -> DistillationConfig:

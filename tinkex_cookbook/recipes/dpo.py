@@ -11,21 +11,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.common import StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
-from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
-class DpoConfig(BaseModel):
+class DpoConfig(StepRecipeConfig):
     """DPO settings; defaults follow the reference's ``train_dpo`` where they apply."""
 
-    model_config = ConfigDict(extra="forbid")
-
     model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to train")
-    renderer_name: str = Field("llama3", description="chat template")
     dataset: str = Field("preference_pairs", description="pairs dataset (prompt/chosen/rejected, HH-RLHF, ...)")
     dataset_split: str = Field("train", description="split to load; test pairs are held out from it")
     test_size: NonNegativeInt = Field(16, description="pairs held out for evaluation")
@@ -35,22 +32,10 @@ class DpoConfig(BaseModel):
     num_epochs: PositiveInt = Field(1, description="passes over the training pairs")
     learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("linear", description="linear, cosine or constant decay")
-    warmup_steps: NonNegativeInt = Field(0, description="steps of linear warmup")
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.95, ge=0, lt=1)
-    adam_eps: PositiveFloat = 1e-8
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(20, description="checkpoint every N steps (0: only final)")
     eval_every: NonNegativeInt = Field(10, description="evaluate on held-out pairs every N steps (0: never)")
     seed: int = Field(0, description="shuffling seed")
-    log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
-
-    @field_validator("renderer_name")
-    @classmethod
-    def _known_renderer(cls, name: str) -> str:
-        if name not in renderer_names():
-            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(renderer_names())}")
-        return name
 
 
 @register_recipe

@@ -16,7 +16,6 @@ from typing import ClassVar, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -26,19 +25,16 @@ from pydantic import (
 )
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.common import StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
-from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.rl.envs import RL_ENVS
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
-class RlBasicConfig(BaseModel):
+class RlBasicConfig(StepRecipeConfig):
     """RL settings; defaults follow tinker-cookbook's ``rl_basic`` / ``math_rl`` where they apply."""
 
-    model_config = ConfigDict(extra="forbid")
-
     model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to train")
-    renderer_name: str = Field("llama3", description="chat template for prompts and for parsing answers")
     env: str = Field("arithmetic", description=f"environment: {', '.join(RL_ENVS)}")
     dataset: str = Field("math_word_problems", description="problems dataset (env=problems)")
     dataset_split: str = Field("train", description="split of the problems dataset")
@@ -58,21 +54,9 @@ class RlBasicConfig(BaseModel):
         0, description="1: sample the next step while this one trains, from weights one step old")
     learning_rate: PositiveFloat = Field(4e-5, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
-    warmup_steps: NonNegativeInt = Field(0, description="steps of linear warmup")
-    adam_beta1: float = Field(0.9, ge=0, lt=1)
-    adam_beta2: float = Field(0.95, ge=0, lt=1)
-    adam_eps: PositiveFloat = 1e-8
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
     seed: int = Field(0, description="problem order and sampling seed")
-    log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
-
-    @field_validator("renderer_name")
-    @classmethod
-    def _known_renderer(cls, name: str) -> str:
-        if name not in renderer_names():
-            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(renderer_names())}")
-        return name
 
     @field_validator("env")
     @classmethod
