@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from tinkex_cookbook.cli_doctor import doctor
 from tinkex_cookbook.cli_runs import runs_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -25,6 +26,7 @@ app.add_typer(manifests_app, name="manifests")
 recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(runs_app, name="runs")
+app.command()(doctor)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 
