@@ -70,14 +70,7 @@ def test_distillation_config_names_the_teacher_fields() -> None:
         Runtime.run(Distillation, {"teacher": "llm"}, manifest="test")
 
 
-torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True)
-def restore_torch_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytest.importorskip("torch")
 
 
 def local(root: Path) -> dict[str, Any]:

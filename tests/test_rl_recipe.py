@@ -52,15 +52,7 @@ def test_bad_rl_config_names_the_field() -> None:
         Runtime.run(RlBasic, {"env": "chess"}, manifest="test")
 
 
-torch = pytest.importorskip("torch")
-
-@pytest.fixture(autouse=True)
-def restore_torch_threads():
-    """``threads`` sets torch's process-wide thread count; later tests get theirs back."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
+pytest.importorskip("torch")
 
 # one torch thread per worker: off-policy runs sample and train at once on a 2-core machine
 ONE_THREAD = {"training_client": {"adapter": "local_torch", "threads": 1}}

@@ -7,9 +7,11 @@ its resume needs in the record's ``extra``; a run started again with the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.registry import register_stage
 from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 
@@ -59,3 +61,20 @@ def log_step(ctx: Context) -> None:
                                **ctx.need("step_metrics")}
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
+
+
+def register_checkpoint_stages(
+    prefix: str, extra: Callable[[Context], dict[str, str]], final_sampler: Callable[[Context], str],
+) -> None:
+    """``<prefix>_checkpoint`` (every ``save_every`` steps) and ``<prefix>_save_final`` (skipped when a
+    resumed run had already finished), recording ``extra(ctx)`` for the resume."""
+
+    def checkpoint(ctx: Context, blob_store: BlobStore) -> None:
+        save_checkpoint(ctx, blob_store, f"{ctx.state['step']:06d}", False, extra(ctx))
+
+    def save_final(ctx: Context, blob_store: BlobStore) -> None:
+        if "final_checkpoint" not in ctx.state:
+            finish(ctx, save_checkpoint(ctx, blob_store, "final", True, extra(ctx), final_sampler(ctx)))
+
+    register_stage(f"{prefix}_checkpoint", checkpoint, ("blob_store",))
+    register_stage(f"{prefix}_save_final", save_final, ("blob_store",))

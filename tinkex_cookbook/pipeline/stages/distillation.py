@@ -18,10 +18,9 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
-    finish,
     last_checkpoint,
     log_step,
-    save_checkpoint,
+    register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
@@ -183,12 +182,4 @@ def _extra(ctx: Context) -> dict[str, str]:
     return {"sampler_path": ctx.need("sampler")[0]}
 
 
-@stage("distill_checkpoint", ports=("blob_store",))
-def distill_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
-    save_checkpoint(ctx, blob_store, f"{ctx.state['step']:06d}", False, _extra(ctx))
-
-
-@stage("distill_save_final", ports=("blob_store",))
-def distill_save_final(ctx: Context, blob_store: BlobStore) -> None:
-    if "final_checkpoint" not in ctx.state:
-        finish(ctx, save_checkpoint(ctx, blob_store, "final", True, _extra(ctx), ctx.need("sampler")[0]))
+register_checkpoint_stages("distill", _extra, lambda ctx: ctx.need("sampler")[0])

@@ -19,10 +19,9 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
-    finish,
     last_checkpoint,
     log_step,
-    save_checkpoint,
+    register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
@@ -134,14 +133,5 @@ def _extra(ctx: Context) -> dict[str, str]:
     return {"reference_path": ctx.need("reference")[0]}
 
 
-@stage("dpo_checkpoint", ports=("blob_store",))
-def dpo_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
-    save_checkpoint(ctx, blob_store, f"{ctx.state['step']:06d}", False, _extra(ctx))
-
-
-@stage("dpo_save_final", ports=("blob_store",))
-def dpo_save_final(ctx: Context, blob_store: BlobStore) -> None:
-    if "final_checkpoint" in ctx.state:
-        return
-    sampler_path = ctx.need("training_client").save_weights_for_sampler("final").result().path
-    finish(ctx, save_checkpoint(ctx, blob_store, "final", True, _extra(ctx), sampler_path))
+register_checkpoint_stages(
+    "dpo", _extra, lambda ctx: ctx.need("training_client").save_weights_for_sampler("final").result().path)

@@ -22,10 +22,9 @@ from typing import Any
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
-    finish,
     last_checkpoint,
     log_step,
-    save_checkpoint,
+    register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
@@ -160,21 +159,12 @@ def rl_log(ctx: Context) -> None:
     log_step(ctx)
 
 
-def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> None:
+def _extra(ctx: Context) -> dict[str, str]:
+    """The sampler the next step samples from; off-policy, also the older one its prefetched batch used."""
     extra = {"sampler_path": ctx.need("sampler")[0]}
     if "prefetched" in ctx.resources:
         extra["prefetch_sampler_path"] = ctx.resources["prefetched"][2]
-    record = save_checkpoint(ctx, blob_store, name, final, extra, extra["sampler_path"] if final else None)
-    if final:
-        finish(ctx, record)
+    return extra
 
 
-@stage("rl_checkpoint", ports=("blob_store",))
-def rl_checkpoint(ctx: Context, blob_store: BlobStore) -> None:
-    _save(ctx, blob_store, f"{ctx.state['step']:06d}", final=False)
-
-
-@stage("rl_save_final", ports=("blob_store",))
-def rl_save_final(ctx: Context, blob_store: BlobStore) -> None:
-    if "final_checkpoint" not in ctx.state:
-        _save(ctx, blob_store, "final", final=True)
+register_checkpoint_stages("rl", _extra, lambda ctx: ctx.need("sampler")[0])
