@@ -123,3 +123,32 @@ def test_spec_and_describe_errors_are_one_line() -> None:
     for args in (["spec", "nope"], ["recipes", "describe", "nope"], ["spec", "sl_basic", "batch_size=0"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+@pytest.mark.parametrize(("recipe", "cfg", "headline"), [
+    ("rl_basic", {"env": "digits", "renderer_name": "role_colon", "num_steps": 4, "batch_size": 2}, "reward"),
+    ("dpo", {"renderer_name": "role_colon", "batch_size": 8}, "dpo loss"),
+    ("distillation", {"teacher_model": "meta-llama/Llama-3.2-1B", "renderer_name": "role_colon",
+                      "num_steps": 3, "batch_size": 2}, "teacher kl"),
+])
+def test_progress_shows_each_recipes_headline_metric(recipe: str, cfg: dict, headline: str) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tinkex_cookbook import Runtime
+    from tinkex_cookbook.pipeline.progress import PlainProgressSink, ProgressSink
+
+    bar, plain = io.StringIO(), io.StringIO()
+    sinks = [ProgressSink(Console(file=bar, force_terminal=False, width=120)), PlainProgressSink(plain)]
+    Runtime.run(recipe, cfg, manifest="test", sinks=sinks)
+    assert headline in bar.getvalue()
+    lines = plain.getvalue().splitlines()
+    assert lines and all(line.startswith("step ") and headline in line for line in lines)
+
+
+def test_piped_runs_print_a_line_every_tenth_of_the_run() -> None:
+    result = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "batch_size=2"])  # 32 steps
+    assert result.exit_code == 0
+    steps = [line.split()[1] for line in result.output.splitlines() if line.startswith("step ")]
+    assert steps == [f"{n}/32" for n in (3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 32)]

@@ -37,14 +37,15 @@ def _fail(exc: Exception) -> None:
 
 
 def _progress_sinks(verbose: bool, quiet: bool) -> list[Any]:
-    """A live bar at a terminal; nothing extra when quiet, logging lines (verbose) or piped."""
+    """A live bar at a terminal, a line every tenth of the run when piped; nothing extra when quiet or
+    verbose (verbose already prints every step)."""
     import sys
 
-    if quiet or verbose or not sys.stderr.isatty():
+    if quiet or verbose:
         return []
-    from tinkex_cookbook.pipeline.progress import ProgressSink
+    from tinkex_cookbook.pipeline.progress import PlainProgressSink, ProgressSink
 
-    return [ProgressSink()]
+    return [ProgressSink()] if sys.stderr.isatty() else [PlainProgressSink()]
 
 
 def _summary(result: Any) -> str:
