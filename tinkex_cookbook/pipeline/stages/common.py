@@ -7,15 +7,34 @@ its resume needs in the record's ``extra``; a run started again with the same
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import register_stage
-from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
+from tinkex_cookbook.ports import AdamParams, BlobStore, SamplingClient, TrainingService
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+from tinkex_cookbook.train.schedules import lr_multiplier
 
 CHECKPOINTS = "checkpoints.jsonl"
+
+
+def adam_params(ctx: Context) -> AdamParams:
+    """This step's Adam parameters: the config's peak learning rate scaled by its schedule."""
+    cfg: Any = ctx.config
+    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, ctx.state["step"], ctx.state["total_steps"],
+                                           cfg.warmup_steps)
+    return AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, eps=cfg.adam_eps)
+
+
+def advance_step(ctx: Context, tokens: int, started: float) -> dict[str, float]:
+    """Count a finished step and its tokens; return its token and timing metrics."""
+    ctx.state["step"] += 1
+    ctx.state["tokens_seen"] += tokens
+    seconds = time.monotonic() - started
+    return {"num_tokens": float(tokens), "tokens_seen": float(ctx.state["tokens_seen"]), "step_seconds": seconds,
+            "tokens_per_second": tokens / seconds if seconds > 0 else 0.0}
 
 
 def save_sampler(ctx: Context, service: TrainingService, name: str) -> tuple[str, SamplingClient]:

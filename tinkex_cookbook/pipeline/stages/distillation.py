@@ -18,13 +18,14 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    adam_params,
+    advance_step,
     last_checkpoint,
     log_step,
     register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
-    AdamParams,
     BlobStore,
     DatasetStore,
     Datum,
@@ -44,7 +45,6 @@ from tinkex_cookbook.train.renderers import Message, TrainOnWhat
 from tinkex_cookbook.train.rl.data import rollout_metrics, to_datum
 from tinkex_cookbook.train.rl.envs import GroupOf
 from tinkex_cookbook.train.rl.rollouts import request_seed, start_rollouts
-from tinkex_cookbook.train.schedules import lr_multiplier
 
 EVAL_STEP = -1
 """The rollout step number of evaluation samples: fixed, so every evaluation sees the same seeds."""
@@ -93,25 +93,18 @@ def _rollouts(ctx: Context, prompts: list[list[Message]], step: int, group_size:
 
 def _train(ctx: Context, data: list[Datum], loss_fn: str, metrics: dict[str, float], started: float) -> None:
     """Submit forward_backward and the optimizer step, await both, and record the step's metrics."""
-    cfg: Any = ctx.config
-    client, step = ctx.need("training_client"), ctx.state["step"]
-    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
+    client, adam = ctx.need("training_client"), adam_params(ctx)
     backward = client.forward_backward(data, loss_fn)
-    optim = client.optim_step(AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
-                                         eps=cfg.adam_eps))
+    optim = client.optim_step(adam)
     result = backward.result()
     if loss_fn == "cross_entropy":
         nll, weight = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
         metrics["train_mean_nll"] = nll / max(weight, 1e-9)
     metrics.update({k: float(v) for k, v in result.metrics.items()})
     metrics.update({k: float(v) for k, v in optim.result().metrics.items()})
-    tokens = sum(d.model_input.length for d in data)
-    ctx.state["step"] = step + 1
-    ctx.state["tokens_seen"] += tokens
-    seconds = time.monotonic() - started
     ctx.resources["step_metrics"] = {
-        **metrics, "learning_rate": lr, "num_tokens": float(tokens), "tokens_seen": float(ctx.state["tokens_seen"]),
-        "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        **metrics, "learning_rate": adam.learning_rate,
+        **advance_step(ctx, sum(d.model_input.length for d in data), started),
     }
 
 

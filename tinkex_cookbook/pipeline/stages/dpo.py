@@ -19,13 +19,14 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    adam_params,
+    advance_step,
     last_checkpoint,
     log_step,
     register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
-    AdamParams,
     BlobStore,
     DatasetStore,
     Datum,
@@ -36,7 +37,6 @@ from tinkex_cookbook.ports import (
 from tinkex_cookbook.train.custom_loss import forward_backward_custom
 from tinkex_cookbook.train.dpo import dpo_loss, pair_datums
 from tinkex_cookbook.train.preference_data import parse_preference_rows
-from tinkex_cookbook.train.schedules import lr_multiplier
 
 
 @stage("dpo_load_pairs", ports=("dataset_store",))
@@ -90,24 +90,18 @@ def _batch(ctx: Context) -> list[Datum]:
 @stage("dpo_step")
 def dpo_step(ctx: Context) -> None:
     cfg: Any = ctx.config
-    started, step = time.monotonic(), ctx.state["step"]
+    started = time.monotonic()
     data = _batch(ctx)
     reference, weights = _reference_logprobs(ctx.need("reference")[1], data), _weights(data)
     client = ctx.need("training_client")
     _, metrics, backward = forward_backward_custom(
         client, data, lambda policy: dpo_loss(policy, reference, weights, cfg.beta))
-    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
-    optim = client.optim_step(AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
-                                         eps=cfg.adam_eps))
+    adam = adam_params(ctx)
+    optim = client.optim_step(adam)
     backward.result()
-    tokens = sum(d.model_input.length for d in data)
-    ctx.state["step"] = step + 1
-    ctx.state["tokens_seen"] += tokens
-    seconds = time.monotonic() - started
     ctx.resources["step_metrics"] = {
-        **metrics, **{k: float(v) for k, v in optim.result().metrics.items()}, "learning_rate": lr,
-        "num_tokens": float(tokens), "tokens_seen": float(ctx.state["tokens_seen"]), "step_seconds": seconds,
-        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        **metrics, **{k: float(v) for k, v in optim.result().metrics.items()}, "learning_rate": adam.learning_rate,
+        **advance_step(ctx, sum(d.model_input.length for d in data), started),
     }
 
 

@@ -22,13 +22,14 @@ from typing import Any
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    adam_params,
+    advance_step,
     last_checkpoint,
     log_step,
     register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
-    AdamParams,
     BlobStore,
     DatasetStore,
     ModelInput,
@@ -44,7 +45,6 @@ from tinkex_cookbook.train.rl.data import (
 )
 from tinkex_cookbook.train.rl.envs import build_rl_dataset
 from tinkex_cookbook.train.rl.rollouts import start_rollouts
-from tinkex_cookbook.train.schedules import lr_multiplier
 
 
 def _sampling_params(cfg: Any) -> SamplingParams:
@@ -121,16 +121,14 @@ def rl_train(ctx: Context) -> None:
         futures = [base.compute_logprobs(ModelInput.from_ints(s.tokens)) for s in samples]
         base_logprobs = [f.result()[s.action_start + 1:] for f, s in zip(futures, samples, strict=True)]
         metrics["kl_policy_base"] = apply_kl_penalty(samples, base_logprobs, cfg.kl_penalty_coef)
-    step = ctx.state["step"]
-    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
-    metrics["learning_rate"] = lr
+    adam = adam_params(ctx)
+    metrics["learning_rate"] = adam.learning_rate
     if samples:
         client = ctx.need("training_client")
         datums = [to_datum(s) for s in samples]
         config = dict(cfg.loss_fn_config) if cfg.loss_fn_config else None
         fwd_bwd = client.forward_backward(datums, cfg.loss_fn, config)
-        optim = client.optim_step(AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2,
-                                             eps=cfg.adam_eps))
+        optim = client.optim_step(adam)
         result = fwd_bwd.result()
         train_logprobs = [o["logprobs"].to_numpy() for o in result.loss_fn_outputs]
         metrics["kl_sample_train"] = sampler_trainer_kl(samples, train_logprobs)
@@ -140,12 +138,7 @@ def rl_train(ctx: Context) -> None:
     else:  # every group was skipped: nothing to learn from this batch
         tokens = 0
         metrics["kl_sample_train"] = 0.0
-    ctx.state["step"] = step + 1
-    ctx.state["tokens_seen"] += tokens
-    seconds = time.monotonic() - ctx.need("step_started")
-    metrics.update(num_tokens=float(tokens), tokens_seen=float(ctx.state["tokens_seen"]), step_seconds=seconds,
-                   sample_seconds=ctx.need("sample_seconds"),
-                   tokens_per_second=tokens / seconds if seconds > 0 else 0.0)
+    metrics.update(advance_step(ctx, tokens, ctx.need("step_started")), sample_seconds=ctx.need("sample_seconds"))
     ctx.resources["step_metrics"] = metrics
 
 

@@ -18,11 +18,11 @@ from typing import Any
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.ports import AdamParams, APIFuture, BlobStore, DatasetStore, Datum, TrainingService
+from tinkex_cookbook.pipeline.stages.common import adam_params
+from tinkex_cookbook.ports import APIFuture, BlobStore, DatasetStore, Datum, TrainingService
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.datum import conversations_to_datums, weighted_nll
 from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer
-from tinkex_cookbook.train.schedules import lr_multiplier
 
 CHECKPOINTS = "checkpoints.jsonl"
 
@@ -132,14 +132,11 @@ def forward_backward(ctx: Context) -> None:
 @stage("optim_step")
 def optim_step(ctx: Context) -> None:
     """Submit the optimizer step; its results are read later, by ``log_step_metrics``."""
-    cfg: Any = ctx.config
-    step = ctx.state["step"]
-    lr = cfg.learning_rate * lr_multiplier(cfg.lr_schedule, step, ctx.state["total_steps"], cfg.warmup_steps)
-    params = AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, eps=cfg.adam_eps)
+    step, params = ctx.state["step"], adam_params(ctx)
     optim = ctx.need("training_client").optim_step(params)
     ctx.resources.setdefault("last_finished", time.monotonic())
     ctx.need("inflight").append(
-        InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], lr, ctx.need("batch"), ctx.need("fwd_bwd"), optim)
+        InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], params.learning_rate, ctx.need("batch"), ctx.need("fwd_bwd"), optim)
     )
     ctx.state["step"] = step + 1
 
