@@ -23,7 +23,8 @@ from tinkex_cookbook.runtime.settings import Settings
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Schemas are built on first use: a run validates only the options of the adapters it binds.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class NoopTrainingOptions(Options):

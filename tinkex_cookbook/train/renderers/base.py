@@ -53,13 +53,16 @@ class TrainOnWhat(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use: most runs never see a tool call.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class ToolCall(_Strict):
     """A tool invocation in OpenAI form; ``arguments`` is a JSON string."""
 
     class FunctionBody(BaseModel):
+        model_config = ConfigDict(defer_build=True)
+
         name: str
         arguments: str
 
