@@ -15,6 +15,19 @@ from tinkex_cookbook.pipeline.telemetry import (
 )
 
 __all__ = [
-    "STAGES", "BlobLinesSink", "ConsoleSink", "LogFileSink", "Context", "Event", "JsonlMetricsSink", "MemorySink", "PortLookup",
-    "Runner", "Sink", "StageRegistry", "Telemetry", "register_stage", "stage",
+    "STAGES",
+    "BlobLinesSink",
+    "ConsoleSink",
+    "Context",
+    "Event",
+    "JsonlMetricsSink",
+    "LogFileSink",
+    "MemorySink",
+    "PortLookup",
+    "Runner",
+    "Sink",
+    "StageRegistry",
+    "Telemetry",
+    "register_stage",
+    "stage",
 ]

@@ -8,15 +8,17 @@ a stage declares the ports it needs and the runner passes them as arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from tinkex_cookbook.errors import SpecError
-from tinkex_cookbook.pipeline.telemetry import Telemetry
+from tinkex_cookbook.pipeline.telemetry import TaskProgress, Telemetry
 from tinkex_cookbook.spec import StageSpec
+
+T = TypeVar("T")
 
 
 class PortLookup(Protocol):
@@ -37,6 +39,17 @@ class Context:
 
     def emit(self, name: str, /, **data: Any) -> None:
         self.telemetry.emit(name, **data)
+
+    def task(self, name: str, total: int) -> TaskProgress:
+        """Progress of a long loop inside this stage: ``with ctx.task("sample", n) as t: ... t.advance()``."""
+        return TaskProgress(self.telemetry, name, total)
+
+    def track(self, items: Sequence[T], name: str) -> Iterator[T]:
+        """Yield ``items`` while progress displays count them under ``name``."""
+        with self.task(name, len(items)) as task:
+            for item in items:
+                yield item
+                task.advance()
 
     def need(self, key: str) -> Any:
         """A resource an earlier stage must have produced; a clear error if it did not."""

@@ -1,7 +1,9 @@
 """Telemetry: events a run emits, and the sinks that record them.
 
 Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
-``train.step``, ``train.epoch``, ``train.eval``, ``train.checkpoint``. A sink is
+``train.step``, ``train.epoch``, ``train.eval``, ``train.checkpoint``, and
+``task.start|progress|stop`` for the long loops inside a stage (dataset
+preparation, sampling, evaluation; see ``TaskProgress``). A sink is
 anything with ``handle(event)`` and ``close()``; a sink that raises does not
 stop the run's other sinks from seeing the event, but does fail the run.
 """
@@ -13,12 +15,14 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 from tinkex_cookbook.errors import BlobNotFoundError
 from tinkex_cookbook.ports import BlobStore
 
 METRIC_EVENTS = frozenset({"train.step", "train.eval"})
+SLOW_TASK_SECONDS = 1.0
+"""A finished task gets a line in the console and the run log only if it took this long."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,35 @@ class Telemetry:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+class TaskProgress:
+    """Counts one long loop (rendering a dataset, waiting on samples) for progress displays.
+
+    Emits ``task.start``, then ``task.progress`` at most every ``every`` seconds,
+    then ``task.stop`` with the time taken: a loop over 100k rows costs a few
+    events, not 100k. Use as a context manager; ``advance()`` after each item.
+    """
+
+    def __init__(self, telemetry: Telemetry, task: str, total: int, every: float = 0.2) -> None:
+        self._telemetry, self.task, self.total, self._every = telemetry, task, total, every
+        self.done = 0
+        self._started = self._reported = time.monotonic()
+
+    def __enter__(self) -> Self:
+        self._telemetry.emit("task.start", task=self.task, total=self.total)
+        return self
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        now = time.monotonic()
+        if now - self._reported >= self._every and self.done < self.total:
+            self._reported = now
+            self._telemetry.emit("task.progress", task=self.task, done=self.done, total=self.total)
+
+    def __exit__(self, *exc: object) -> None:
+        self._telemetry.emit("task.stop", task=self.task, done=self.done, total=self.total,
+                             seconds=round(time.monotonic() - self._started, 3))
 
 
 class MemorySink:
@@ -174,6 +207,10 @@ def _console_line(event: Event) -> str | None:
         return f"step {data.get('step')}/{data.get('total_steps')} " + " ".join(
             f"{k}={v:.4g}" for k, v in sorted(shown.items()) if k not in ("step", "total_steps")
         )
+    if event.name == "task.stop":
+        if data.get("seconds", 0) < SLOW_TASK_SECONDS:
+            return None
+        return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
     if event.name in ("train.epoch", "train.eval", "train.checkpoint", "train.resume", "workflow.exception",
                       "workflow.stop"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))

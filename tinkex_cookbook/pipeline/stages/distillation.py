@@ -88,7 +88,8 @@ def _rollouts(ctx: Context, prompts: list[list[Message]], step: int, group_size:
     renderer = ctx.need("renderer")
     builders = [GroupOf(lambda p=p: PromptEnv(renderer, p), group_size) for p in prompts]
     params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
-    return start_rollouts(ctx.need("sampler")[1], builders, params, cfg.seed, step).gather()
+    with ctx.task("sample", len(prompts) * group_size) as task:
+        return start_rollouts(ctx.need("sampler")[1], builders, params, cfg.seed, step).gather(task.advance)
 
 
 def _train(ctx: Context, data: list[Datum], loss_fn: str, metrics: dict[str, float], started: float) -> None:
@@ -132,7 +133,8 @@ def _teacher_replies(ctx: Context, prompts: list[list[Message]], step: int, llm:
     futures = [teacher.sample(renderer.build_generation_prompt(p), 1, SamplingParams(
         max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=tuple(renderer.get_stop_sequences()),
         seed=request_seed(cfg.seed, step, i, 0, 0))) for i, p in enumerate(prompts)]
-    return [renderer.parse_response(list(f.result().sequences[0].tokens))[0] for f in futures]
+    return [renderer.parse_response(list(f.result().sequences[0].tokens))[0]
+            for f in ctx.track(futures, "teacher replies")]
 
 
 @stage("distill_off_policy_step", ports=("llm_client",))

@@ -49,7 +49,8 @@ def dpo_load_pairs(ctx: Context, dataset_store: DatasetStore) -> None:
         raise DatasetError(f"dataset {cfg.dataset!r} has {len(pairs)} pairs: too few for test_size="
                            f"{cfg.test_size} plus one batch of batch_size={cfg.batch_size}")
     renderer = ctx.need("renderer")
-    rendered = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length) for p in pairs]
+    rendered = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length)
+                for p in ctx.track(pairs, "render pairs")]
     ctx.resources["test_pairs"], ctx.resources["train_pairs"] = rendered[: cfg.test_size], rendered[cfg.test_size:]
     per_epoch = len(ctx.resources["train_pairs"]) // cfg.batch_size
     ctx.state["batches_per_epoch"] = per_epoch
@@ -112,9 +113,12 @@ def dpo_evaluate(ctx: Context) -> None:
     data = [datum for pair in ctx.need("test_pairs") for datum in pair]
     if not data:
         return
-    policy = [o["logprobs"].to_numpy() for o in
-              ctx.need("training_client").forward(data, "cross_entropy").result().loss_fn_outputs]
-    _, _, metrics = dpo_loss(policy, _reference_logprobs(ctx.need("reference")[1], data), _weights(data), cfg.beta)
+    with ctx.task("evaluate", len(data)) as task:
+        policy = [o["logprobs"].to_numpy() for o in
+                  ctx.need("training_client").forward(data, "cross_entropy").result().loss_fn_outputs]
+        reference = _reference_logprobs(ctx.need("reference")[1], data)
+        task.advance(len(data))
+    _, _, metrics = dpo_loss(policy, reference, _weights(data), cfg.beta)
     ctx.emit("train.eval", step=ctx.state["step"], **{f"test_{k}": v for k, v in metrics.items()})
 
 

@@ -102,7 +102,8 @@ def rl_sample(ctx: Context) -> None:
         pending = prefetched[1]
     else:
         pending = _start(ctx, step, sampler)[1]
-    ctx.resources["groups"] = pending.gather()
+    with ctx.task("sample", len(pending.episodes)) as task:
+        ctx.resources["groups"] = pending.gather(task.advance)
     ctx.resources["step_started"], ctx.resources["sample_seconds"] = started, time.monotonic() - started
 
 

@@ -73,15 +73,26 @@ def init_tokenizer(ctx: Context) -> None:
     ctx.resources["renderer"] = get_renderer(ctx.config.renderer_name, tokenizer)  # type: ignore[attr-defined]
 
 
+RENDER_CHUNK = 256
+"""Rows rendered between two progress updates."""
+
+
 @stage("build_dataset")
 def build_dataset(ctx: Context) -> None:
     cfg: Any = ctx.config
     renderer, mode = ctx.need("renderer"), TrainOnWhat(cfg.train_on_what)
     for split in ("train", "test"):
-        ctx.resources[f"{split}_datums"] = conversations_to_datums(
-            ctx.need(f"{split}_rows"), renderer, cfg.max_length, mode, cfg.loss_reduction,
-            indices=ctx.need(f"{split}_indices"),
-        )
+        rows, indices = ctx.need(f"{split}_rows"), ctx.need(f"{split}_indices")
+        datums: list[Datum] = []
+        with ctx.task(f"render {split} rows", len(rows)) as task:
+            for start in range(0, len(rows), RENDER_CHUNK):
+                chunk = rows[start : start + RENDER_CHUNK]
+                datums += conversations_to_datums(
+                    chunk, renderer, cfg.max_length, mode, cfg.loss_reduction,
+                    indices=indices[start : start + RENDER_CHUNK],
+                )
+                task.advance(len(chunk))
+        ctx.resources[f"{split}_datums"] = datums
     train = ctx.resources["train_datums"]
     if len(train) < cfg.batch_size:
         raise DatasetError(f"{len(train)} training rows is fewer than batch_size={cfg.batch_size}")
@@ -179,7 +190,9 @@ def evaluate(ctx: Context) -> None:
     data = ctx.need("test_datums")
     if not data:
         return
-    result = ctx.need("training_client").forward(data, "cross_entropy").result()
+    with ctx.task("evaluate", len(data)) as task:
+        result = ctx.need("training_client").forward(data, "cross_entropy").result()
+        task.advance(len(data))
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
     metrics = {"step": ctx.state["step"], "test_mean_nll": nll_sum / max(weight_sum, 1e-9)}
     ctx.state["last_eval"] = metrics

@@ -11,7 +11,7 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from tinkex_cookbook.ports import APIFuture, SampleResponse, SamplingClient, SamplingParams
@@ -56,11 +56,14 @@ class PendingRollouts:
     futures: list[APIFuture[SampleResponse]]
     turn: int = 0
 
-    def gather(self) -> list[TrajectoryGroup]:
+    def gather(self, on_episode_done: Callable[[], None] | None = None) -> list[TrajectoryGroup]:
+        """Await every turn; ``on_episode_done`` is called as each episode ends (for progress displays)."""
         while True:
             live = [e for e in self.episodes if not e.done]
             for episode, future in zip(live, self.futures, strict=True):
                 _apply(episode, future.result())
+                if episode.done and on_episode_done is not None:
+                    on_episode_done()
             live = [e for e in self.episodes if not e.done]
             self.turn += 1
             if not live or self.turn >= MAX_TURNS:
