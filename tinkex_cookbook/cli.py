@@ -48,6 +48,15 @@ def _progress_sinks(verbose: bool, quiet: bool) -> list[Any]:
     return [ProgressSink()] if sys.stderr.isatty() else [PlainProgressSink()]
 
 
+def _wandb_sinks(project: str | None, name: str | None, quiet: bool) -> list[Any]:
+    """A W&B sink when asked for (extra ``[wandb]``); ``WANDB_MODE=offline`` keeps it on this machine."""
+    if not project:
+        return []
+    from tinkex_cookbook.pipeline.wandb_sink import WandbSink
+
+    return [WandbSink(project, name=name, quiet=quiet)]
+
+
 def _summary(result: Any) -> str:
     lines = [f"completed {len(result.completed_stages)} stages: {', '.join(result.completed_stages)}"]
     last = result.state.get("last_metrics")
@@ -66,6 +75,9 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
+    wandb_project: str | None = typer.Option(
+        None, "--wandb-project", help="Also log to this W&B project (extra [wandb]; WANDB_MODE=offline keeps it local)."),
+    wandb_name: str | None = typer.Option(None, "--wandb-name", help="W&B run name (default: the experiment name)."),
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
@@ -73,7 +85,7 @@ def run(
     try:
         result = Runtime.run(
             recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose,
-            sinks=_progress_sinks(verbose, quiet),
+            sinks=[*_progress_sinks(verbose, quiet), *_wandb_sinks(wandb_project, wandb_name, quiet)],
         )
     except CookbookError as exc:
         _fail(exc)

@@ -260,6 +260,9 @@ class Runtime:
         prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
         blob_store: BlobStore = ports["blob_store"]  # type: ignore[assignment]
         artifacts = _write_run_files(blob_store, prefix, spec, manifest)
+        for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
+            if callable(getattr(sink, "configure", None)):
+                sink.configure(spec, blob_store.uri(prefix))  # type: ignore[attr-defined]
         memory = MemorySink()
         metrics_key = f"{prefix}/metrics.jsonl"
         all_sinks: list[Sink] = [
