@@ -107,6 +107,14 @@ def test_recipes_describe_lists_fields_stages_and_ports() -> None:
     assert "ports: blob_store, dataset_store, training_client" in result.output
 
 
+@pytest.mark.parametrize("name", ["sl_basic", "rl_basic", "math_rl", "dpo", "distillation"])
+def test_every_recipe_describes_itself(name: str) -> None:
+    result = CliRunner().invoke(app, ["recipes", "describe", name])
+    assert result.exit_code == 0, result.output
+    assert "Optional[" not in result.output and "Annotated[" not in result.output
+    assert "stages: " in result.output and "ports: " in result.output
+
+
 def test_spec_prints_json_that_run_spec_replays(tmp_path: Path) -> None:
     from tinkex_cookbook import Experiment
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -147,11 +149,23 @@ def recipe_summary(recipe: type[Recipe]) -> str:
 
 
 def _type_name(annotation: Any) -> str:
-    if getattr(annotation, "__args__", None) is None and hasattr(annotation, "__name__"):
+    """``int | None`` rather than ``Optional[Annotated[int, Gt(gt=0)]]``: constraints show up in errors."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in args)
+    if annotation is type(None):
+        return "None"
+    if not args and hasattr(annotation, "__name__"):
         return str(annotation.__name__)
     return str(annotation).replace("typing.", "").replace("NoneType", "None")
 
 
 def _describe_defaults(recipe: type[Recipe]) -> dict[str, Any]:
-    """Placeholder values for required fields, so the default spec can be built for description."""
-    return {name: "<required>" for name, field in recipe.Config.model_fields.items() if field.is_required()}
+    """Placeholder values for required fields, plus the recipe's ``describe_example`` (values its validators
+    insist on, e.g. one of two alternatives), so the default spec can be built for description."""
+    required = {name: "<required>" for name, field in recipe.Config.model_fields.items() if field.is_required()}
+    return {**required, **getattr(recipe, "describe_example", {})}

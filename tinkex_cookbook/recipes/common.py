@@ -1,22 +1,104 @@
-"""Config fields every step-loop recipe (RL, DPO, distillation) shares, with one renderer check.
+"""Config rules every recipe shares, and the fields every step-loop recipe (RL, DPO, distillation) has.
 
-A recipe's config subclasses ``StepRecipeConfig`` and adds (or re-defaults) its
-own fields, e.g. ``learning_rate``; the optimizer, LoRA, seed and run-folder
-settings read the same everywhere.
+``RecipeConfig`` is the base of every recipe's config: unknown keys, NaN and
+infinite floats, booleans given for numbers, and a ``log_path`` that is not a
+folder inside the blob store are all errors before any work starts, so a bad
+config never leaves a half-written run folder behind. ``StepRecipeConfig``
+adds the optimizer, LoRA, seed and run-folder settings that read the same
+everywhere; a recipe subclasses it and adds (or re-defaults) its own fields.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
+import difflib
+import typing
+from typing import Annotated, Any
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationInfo,
+    field_validator,
+)
+
+from tinkex_cookbook.errors import choices
 from tinkex_cookbook.train.renderers import renderer_names
 from tinkex_cookbook.train.schedules import LRSchedule
 
+MaxLength = Annotated[int, Field(ge=2)]
+"""A token budget: a training example needs at least one input and one target token."""
+Name = Annotated[str, Field(min_length=1)]
+"""A model, dataset or split name: an empty one can only fail later, further from the cause."""
 
-class StepRecipeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-    model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to train")
+def check_log_path(value: str | None) -> str | None:
+    """``log_path`` must name a folder inside the blob store; ``None`` or ``""`` mean a timestamped one.
+
+    The run strips leading and trailing ``/``; what is left must be a relative key
+    every blob store accepts, so the run cannot write outside its root or into it.
+    """
+    if not value:
+        return value
+    segments = [s for s in value.strip("/").split("/") if s != "."]
+    problem = (
+        "it has no folder name" if not segments or segments == [""] else
+        "it has a '..' segment, which would leave the blob store" if ".." in segments else
+        "it has an empty segment ('//')" if "" in segments else
+        "it has a blank segment" if any(not s.strip() for s in segments) else
+        "it uses '\\'; separate folders with '/'" if "\\" in value else
+        "it holds a control character" if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) else None
+    )
+    if problem:
+        raise ValueError(f"log_path {value!r} is not a folder inside the blob store: {problem}. "
+                         "Fix: use a relative path such as 'runs/my-run', or leave it unset for a timestamped one")
+    return value
+
+
+def check_renderer(name: str) -> str:
+    """A registered renderer name; else the valid ones, and the closest when it looks like a typo."""
+    valid = renderer_names()
+    if name not in valid:
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else " (add your own with register_renderer())"
+        raise ValueError(f"unknown renderer {name!r}; valid renderers: {choices(valid)}{hint}")
+    return name
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    return annotation is bool or any(_accepts_bool(arg) for arg in typing.get_args(annotation))
+
+
+class RecipeConfig(BaseModel):
+    """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``True`` would silently become 1 (e.g. ``batch_size=True``): refuse it where no bool is expected."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and not _accepts_bool(field.annotation):
+            raise ValueError(f"expected {_kind(field.annotation)}, not the boolean {value}")
+        return value
+
+    @field_validator("log_path", mode="after", check_fields=False)
+    @classmethod
+    def _log_path_in_store(cls, value: str | None) -> str | None:
+        return check_log_path(value)
+
+
+def _kind(annotation: Any) -> str:
+    text = str(annotation)
+    return "a number" if "int" in text or "float" in text else "a value of type " + text.replace("typing.", "")
+
+
+class StepRecipeConfig(RecipeConfig):
+    model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to train")
     renderer_name: str = Field("llama3", description="chat template for prompts and for parsing replies")
     learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
@@ -32,6 +114,4 @@ class StepRecipeConfig(BaseModel):
     @field_validator("renderer_name")
     @classmethod
     def _known_renderer(cls, name: str) -> str:
-        if name not in renderer_names():
-            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(renderer_names())}")
-        return name
+        return check_renderer(name)

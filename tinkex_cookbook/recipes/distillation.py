@@ -22,28 +22,28 @@ from pydantic import (
 )
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
-from tinkex_cookbook.recipes.common import StepRecipeConfig
+from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
 class DistillationConfig(StepRecipeConfig):
-    model_name: str = Field("meta-llama/Llama-3.2-1B", description="student base model")
+    model_name: Name = Field("meta-llama/Llama-3.2-1B", description="student base model")
     teacher: Literal["sampler", "llm"] = Field(
         "sampler", description="sampler: a model or checkpoint on the training backend; llm: the llm_client port "
                                "(off_policy only)")
-    teacher_model: str | None = Field(None, description="teacher base model (teacher=sampler)")
-    teacher_path: str | None = Field(None, description="teacher's saved sampler weights (teacher=sampler)")
+    teacher_model: Name | None = Field(None, description="teacher base model (teacher=sampler)")
+    teacher_path: Name | None = Field(None, description="teacher's saved sampler weights (teacher=sampler)")
     mode: Literal["on_policy", "off_policy"] = Field(
         "on_policy", description="on_policy: teacher scores student samples; off_policy: SL on teacher answers")
-    dataset: str = Field("chitchat", description="prompts: rows with messages, or a prompt/question string")
-    dataset_split: str = Field("train", description="split of the prompts dataset")
+    dataset: Name = Field("chitchat", description="prompts: rows with messages, or a prompt/question string")
+    dataset_split: Name = Field("train", description="split of the prompts dataset")
     eval_size: NonNegativeInt = Field(8, description="held-out prompts for the student-teacher KL")
     group_size: PositiveInt = Field(1, description="student samples per prompt (on_policy)")
     batch_size: PositiveInt = Field(8, description="prompts per step")
     num_steps: PositiveInt = Field(20, description="training steps")
     max_tokens: PositiveInt = Field(64, description="longest sampled completion")
-    max_length: PositiveInt | None = Field(1024, description="truncate off-policy examples to this many tokens")
+    max_length: MaxLength | None = Field(1024, description="truncate off-policy examples to this many tokens")
     temperature: PositiveFloat = Field(1.0, description="sampling temperature")
     kl_coef: PositiveFloat = Field(1.0, description="advantage = -kl_coef * (logp_student - logp_teacher)")
     loss_fn: Literal["importance_sampling", "ppo", "cispo"] = Field("importance_sampling")
@@ -67,6 +67,7 @@ class DistillationConfig(StepRecipeConfig):
 class Distillation:
     name: ClassVar[str] = "distillation"
     Config: ClassVar[type[BaseModel]] = DistillationConfig
+    describe_example: ClassVar[dict[str, str]] = {"teacher_model": "<teacher base model>"}
 
     @classmethod
     def build_spec(cls, cfg: DistillationConfig) -> Experiment:  # type: ignore[override]

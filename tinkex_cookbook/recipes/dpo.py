@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
-from tinkex_cookbook.recipes.common import StepRecipeConfig
+from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -22,11 +22,11 @@ from tinkex_cookbook.train.schedules import LRSchedule
 class DpoConfig(StepRecipeConfig):
     """DPO settings; defaults follow the reference's ``train_dpo`` where they apply."""
 
-    model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to train")
-    dataset: str = Field("preference_pairs", description="pairs dataset (prompt/chosen/rejected, HH-RLHF, ...)")
-    dataset_split: str = Field("train", description="split to load; test pairs are held out from it")
+    model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to train")
+    dataset: Name = Field("preference_pairs", description="pairs dataset (prompt/chosen/rejected, HH-RLHF, ...)")
+    dataset_split: Name = Field("train", description="split to load; test pairs are held out from it")
     test_size: NonNegativeInt = Field(16, description="pairs held out for evaluation")
-    max_length: PositiveInt | None = Field(1024, description="truncate each side to this many tokens")
+    max_length: MaxLength | None = Field(1024, description="truncate each side to this many tokens")
     beta: PositiveFloat = Field(0.1, description="DPO temperature: how far the policy may move from the reference")
     batch_size: PositiveInt = Field(8, description="pairs per optimizer step")
     num_epochs: PositiveInt = Field(1, description="passes over the training pairs")

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
-from tinkex_cookbook.recipes.common import StepRecipeConfig
+from tinkex_cookbook.recipes.common import Name, StepRecipeConfig
 from tinkex_cookbook.spec import Experiment, Node, StageSpec
 from tinkex_cookbook.train.rl.envs import RL_ENVS
 from tinkex_cookbook.train.schedules import LRSchedule
@@ -34,10 +34,10 @@ from tinkex_cookbook.train.schedules import LRSchedule
 class RlBasicConfig(StepRecipeConfig):
     """RL settings; defaults follow tinker-cookbook's ``rl_basic`` / ``math_rl`` where they apply."""
 
-    model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to train")
+    model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to train")
     env: str = Field("arithmetic", description=f"environment: {', '.join(RL_ENVS)}")
-    dataset: str = Field("math_word_problems", description="problems dataset (env=problems)")
-    dataset_split: str = Field("train", description="split of the problems dataset")
+    dataset: Name = Field("math_word_problems", description="problems dataset (env=problems)")
+    dataset_split: Name = Field("train", description="split of the problems dataset")
     grader: str = Field("numeric", description="answer grader: numeric, boxed, boxed_sympy, gsm8k, exact_match, contains")
     format_coef: NonNegativeFloat = Field(0.1, description="reward lost when the answer's format is wrong")
     group_size: PositiveInt = Field(4, description="samples per problem, compared with each other")

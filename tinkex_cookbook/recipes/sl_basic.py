@@ -8,32 +8,34 @@ forward_backward, take an optimizer step and log; checkpoint every
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
-from tinkex_cookbook.recipes.base import register_recipe
+from tinkex_cookbook.recipes.base import register_recipe, timestamped
+from tinkex_cookbook.recipes.common import MaxLength, Name, RecipeConfig, check_renderer
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
-from tinkex_cookbook.train.renderers import TrainOnWhat, renderer_names
+from tinkex_cookbook.train.renderers import TrainOnWhat
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
-class SlBasicConfig(BaseModel):
+class SlBasicConfig(RecipeConfig):
     """Supervised fine-tuning settings; defaults follow the reference's sl_basic."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+    model_config = ConfigDict(use_enum_values=True)
 
-    model_name: str = Field("meta-llama/Llama-3.2-1B", description="base model to fine-tune")
-    dataset: str = Field("no_robots", description="dataset name for the dataset_store port")
-    dataset_split: str = Field("train", description="split to train on")
+    model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to fine-tune")
+    dataset: Name = Field("no_robots", description="dataset name for the dataset_store port")
+    dataset_split: Name = Field("train", description="split to train on")
     test_size: NonNegativeInt = Field(32, description="rows held out for evaluation")
     train_size: PositiveInt | None = Field(None, description="use at most this many training rows (default: all)")
     renderer_name: str = Field("llama3", description="chat template that turns messages into tokens")
     train_on_what: TrainOnWhat = Field(
         TrainOnWhat.ALL_ASSISTANT_MESSAGES, description="which tokens carry loss weight"
     )
-    max_length: PositiveInt | None = Field(32768, description="truncate examples to this many tokens")
+    max_length: MaxLength | None = Field(
+        32768, description="truncate examples to this many tokens (longer rows are cut, as the reference does)"
+    )
     loss_reduction: Literal["mean", "none"] = Field(
         "mean", description="mean: each example's weights sum to 1 (the reference's default); none: per token"
     )
@@ -57,10 +59,7 @@ class SlBasicConfig(BaseModel):
     @field_validator("renderer_name")
     @classmethod
     def _known_renderer(cls, name: str) -> str:
-        valid = renderer_names()
-        if name not in valid:
-            raise ValueError(f"unknown renderer {name!r}; valid renderers: {', '.join(valid)}")
-        return name
+        return check_renderer(name)
 
 
 @register_recipe
@@ -70,7 +69,7 @@ class SlBasic:
 
     @classmethod
     def build_spec(cls, cfg: SlBasicConfig) -> Experiment:  # type: ignore[override]
-        log_path = cfg.log_path or f"{cls.name}/{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+        log_path = timestamped(cls.name, cfg.log_path)
         config = cfg.model_copy(update={"log_path": log_path})
         return Experiment(
             name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}",

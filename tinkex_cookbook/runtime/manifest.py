@@ -3,6 +3,11 @@
 Layers, later winning: built-in defaults < the ``extends`` chain < the named
 manifest < ``TINKEX_PORTS__*`` environment overrides < ``ports=`` overrides.
 
+Every mistake is a ``ManifestError`` (or a subclass) that names the manifest
+file or layer it came from: a file that is not UTF-8 YAML, not a mapping, or
+repeats a key; an ``extends`` cycle or a parent that does not exist; an
+unknown port, adapter or option (with the valid names).
+
 Each layer is first *normalised*: a binding ``{adapter: s3, bucket: b}``
 becomes ``{adapter: "s3", options: {"s3": {bucket: b}}}``. Options are kept per
 adapter, so switching a port from ``local`` to ``s3`` in a later layer never
@@ -32,6 +37,9 @@ from tinkex_cookbook.runtime.registry import AdapterRegistry
 
 Layer = dict[str, dict[str, Any]]
 MANIFEST_PACKAGE = "tinkex_cookbook.manifests"
+ENV_LABEL, OVERRIDES_LABEL = "environment (TINKEX_PORTS__*)", "ports= overrides"
+LAYER_LABELS = {"defaults": "built-in defaults", "environment": ENV_LABEL, "ports=": OVERRIDES_LABEL}
+"""How errors name the layers that are not files (``Manifest.sources`` keeps the short names)."""
 
 
 class ManifestFile(BaseModel):
@@ -41,7 +49,8 @@ class ManifestFile(BaseModel):
 
     extends: str | None = None
     description: str = ""
-    ports: dict[str, str | dict[str, Any]] = {}
+    ports: dict[str, Any] = {}
+    """Port -> adapter name or ``{adapter: NAME, option: value}``; checked by ``normalise_layer``."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,8 @@ def _normalise_binding(port: str, binding: Any, source: str) -> dict[str, Any]:
     if not isinstance(binding, Mapping):
         raise ManifestError(
             f"{source}: port {port!r} must be an adapter name or a mapping with 'adapter', "
-            f"got {type(binding).__name__}"
+            f"got {type(binding).__name__} {binding!r:.60}; write e.g. '{port}: noop' or "
+            f"'{port}: {{adapter: NAME, option: value}}'"
         )
     options = {k: v for k, v in binding.items() if k != "adapter"}
     adapter = binding.get("adapter")
@@ -128,27 +138,57 @@ def shipped_manifest_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_source(ref: str, relative_to: Path | None) -> tuple[str, str, Path | None]:
+def _read_source(
+    ref: str, relative_to: Path | None, extended_by: str | None = None
+) -> tuple[str, str, Path | None]:
     """Return (label, YAML text, directory for relative ``extends``) for a name or a path."""
     if ref in shipped_manifest_names():
         return ref, resources.files(MANIFEST_PACKAGE).joinpath(f"{ref}.yaml").read_text(), None
     path = Path(ref) if relative_to is None or Path(ref).is_absolute() else relative_to / ref
     if path.suffix in (".yaml", ".yml") and path.is_file():
         path = path.resolve()
-        return str(path), path.read_text(), path.parent
+        try:
+            return str(path), path.read_text(encoding="utf-8"), path.parent
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"manifest {str(path)!r} cannot be read as UTF-8 text: {exc}") from None
+    where = f"manifest {extended_by!r} extends {ref!r}, which is not a manifest" if extended_by else (
+        f"unknown manifest {ref!r}")
     raise UnknownManifestError(
-        f"unknown manifest {ref!r}; valid names: {choices(shipped_manifest_names())}, "
-        "or a path to a .yaml manifest file"
+        f"{where}; valid names: {choices(shipped_manifest_names())}, "
+        "or a path to a .yaml manifest file" + (" (relative to the manifest that extends it)" if extended_by else "")
     )
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses repeated mapping keys, which plain YAML loading silently collapses."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor`` keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r}; keep one entry (only the last would count)", key_node.start_mark,
+                )
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _parse(label: str, text: str) -> ManifestFile:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ManifestError(f"manifest {label!r} is not valid YAML: {exc}") from None
+    if data is None:  # an empty file: every port keeps its parent's or the default binding
+        data = {}
     if not isinstance(data, dict):
-        raise ManifestError(f"manifest {label!r} must be a mapping, got {type(data).__name__}")
+        raise ManifestError(
+            f"manifest {label!r} must be a mapping with keys {choices(ManifestFile.model_fields)}, "
+            f"got {type(data).__name__} {data!r:.60}"
+        )
     try:
         return ManifestFile.model_validate(data)
     except ValidationError as exc:
@@ -165,7 +205,7 @@ def load_chain(ref: str) -> list[tuple[str, ManifestFile]]:
     relative_to: Path | None = None
     current: str | None = ref
     while current is not None:
-        label, text, folder = _read_source(current, relative_to)
+        label, text, folder = _read_source(current, relative_to, seen[-1] if seen else None)
         if label in seen:
             raise ManifestError(f"manifest 'extends' cycle: {' -> '.join([*seen, label])}")
         seen.append(label)
@@ -194,10 +234,10 @@ class ManifestLoader:
         layers += [normalise_layer(f.ports, ports, label) for label, f in chain]
         sources = [label for label, _ in chain]
         if env_ports:
-            layers.append(normalise_layer(env_ports, ports, "environment (TINKEX_PORTS__*)"))
+            layers.append(normalise_layer(env_ports, ports, ENV_LABEL))
             sources.append("environment")
         if overrides:
-            layers.append(normalise_layer(overrides, ports, "ports= overrides"))
+            layers.append(normalise_layer(overrides, ports, OVERRIDES_LABEL))
             sources.append("ports=")
         return layers, sources, chain[-1][1].description
 
@@ -207,10 +247,26 @@ class ManifestLoader:
     ) -> Manifest:
         layers, sources, description = self.layers(ref, env_ports, overrides)
         merged = merge_layers(layers)
-        bindings = {port: self._bind(port, merged[port]) for port in self._registry.ports()}
+        labels = [LAYER_LABELS.get(source, source) for source in ["defaults", *sources]]
+        named = list(zip(labels, layers, strict=True))
+        bindings = {port: self._bind(port, merged[port], named) for port in self._registry.ports()}
         return Manifest(Path(ref).stem, description, tuple(sources), bindings)
 
-    def _bind(self, port: str, merged: Mapping[str, Any]) -> PortBinding:
-        entry = self._registry.get(port, merged["adapter"])
-        raw_options = merged.get("options", {}).get(entry.name, {})
-        return PortBinding(entry.name, entry.parse_options(raw_options))
+    def _bind(self, port: str, merged: Mapping[str, Any], named: Sequence[tuple[str, Layer]]) -> PortBinding:
+        """The port's binding; an unknown adapter or bad option names the layers that set it."""
+        adapter = merged["adapter"]
+        try:
+            entry = self._registry.get(port, adapter)
+        except ManifestError as exc:
+            origin = [label for label, layer in named if layer.get(port, {}).get("adapter") == adapter][-1:]
+            raise type(exc)(f"{_labels(origin)}: {exc}") from None
+        try:
+            return PortBinding(entry.name, entry.parse_options(merged.get("options", {}).get(entry.name, {})))
+        except ManifestError as exc:
+            origin = [label for label, layer in named if entry.name in layer.get(port, {}).get("options", {})]
+            raise type(exc)(f"{_labels(origin)}: {exc}") from None
+
+
+def _labels(layers: Sequence[str]) -> str:
+    """The layers (manifest files, environment, ``ports=``) an error came from, as its message's prefix."""
+    return " + ".join(layers) if layers else "merged manifest"

@@ -1,17 +1,36 @@
-"""Datum building: rendered conversations -> next-token prediction examples."""
+"""Datum building: rendered conversations -> next-token prediction examples.
+
+Length: a row longer than ``max_length`` tokens is cut to its first ``max_length``
+tokens, as the reference cookbook does, so datasets with a few long rows still
+load. Weighted tokens past the cut are lost; a row cut before its first weighted
+token keeps all-zero weights and adds nothing to the loss (``num_loss_tokens``
+shows it). That is deliberate: ``max_length`` is the budget the run chose. A row
+with no weighted token at all, before any cut (e.g. no assistant message under
+``all_assistant_messages``), is a ``DatasetError`` instead: it could never teach
+anything under that ``train_on_what``, so it is a data mistake, not a budget.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
-from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.errors import DatasetError, choices
 from tinkex_cookbook.ports import Datum, ModelInput, TensorData
 from tinkex_cookbook.train.renderers import Message, Renderer, TrainOnWhat, validate_conversation
 
 Reduction = Literal["none", "mean"]
+
+KNOWN_ROLES = ("assistant", "developer", "system", "tool", "user")
+"""Roles a dataset row may use: every shipped renderer knows them. A typo such as ``Assistant``
+would otherwise render as a header no model was trained on, and carry no loss weight."""
+TEXT_PARTS = ("text", "thinking")
+"""Content part types whose payload, under the key of the same name, is text."""
+MESSAGE_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "tool_calls": (list, type(None)), "name": (str,), "tool_call_id": (str,), "trainable": (bool,),
+}
 
 
 def datum_from_model_input_weights(
@@ -59,19 +78,74 @@ def conversations_to_datums(
     train_on_what: TrainOnWhat = TrainOnWhat.ALL_ASSISTANT_MESSAGES, reduction: Reduction = "mean",
     indices: Sequence[int] | None = None,
 ) -> list[Datum]:
-    """Render each row's ``messages``; a bad row raises ``DatasetError`` naming its index.
+    """Render each row's ``messages``; a bad row raises ``DatasetError`` naming its index and field.
 
-    ``indices`` are the rows' positions in the dataset the user knows (before
-    any shuffle), so the error points at the row to fix.
+    ``indices`` are the rows' positions in the dataset the user knows (0-based,
+    before any shuffle), so the error points at the row to fix. Long rows are
+    truncated (see the module docstring); rows that carry no loss weight are errors.
     """
+    mode = TrainOnWhat(train_on_what)
     datums = []
     for index, row in zip(indices if indices is not None else range(len(rows)), rows, strict=True):
-        messages = validate_conversation(row, index)
+        messages = check_conversation(row, index)
         try:
-            datums.append(conversation_to_datum(messages, renderer, max_length, train_on_what, reduction))
+            model_input, weights = renderer.build_supervised_example(messages, mode)
         except (ValueError, KeyError, TypeError) as exc:
             raise DatasetError(f"row {index}: {type(exc).__name__}: {exc}") from exc
+        if not any(weight > 0 for weight in weights):
+            raise _no_loss_weight(index, messages, mode)
+        try:
+            datums.append(datum_from_model_input_weights(model_input, weights, max_length, reduction))
+        except ValueError as exc:
+            raise DatasetError(f"row {index}: {exc}") from exc
     return datums
+
+
+def check_conversation(row: Any, index: int) -> list[Message]:
+    """``validate_conversation`` plus what rendering needs: known roles, text parts, typed message fields."""
+    messages = validate_conversation(row, index)
+    for position, message in enumerate(messages):
+        where = f"row {index}, message {position}"
+        role = message["role"]
+        if role not in KNOWN_ROLES:
+            guess = role.strip().lower()
+            hint = f"write {guess!r}" if guess in KNOWN_ROLES else "map it to one of them, or drop the message"
+            raise DatasetError(f"{where}, field 'role': unknown role {role!r}; valid roles: {choices(KNOWN_ROLES)}. "
+                               f"Fix: {hint}")
+        if isinstance(message["content"], list):
+            _check_parts(message["content"], where)
+        for key, kinds in MESSAGE_FIELD_TYPES.items():
+            if key in message and not isinstance(message[key], kinds):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise DatasetError(f"{where}, field {key!r}: must be {expected}, got "
+                                   f"{type(message[key]).__name__} {message[key]!r:.40}")
+    return messages
+
+
+def _check_parts(parts: list[Any], where: str) -> None:
+    for number, part in enumerate(parts):
+        at = f"{where}, field 'content[{number}]'"
+        if not isinstance(part, Mapping) or not isinstance(part.get("type"), str):
+            raise DatasetError(f"{at}: a content part must be an object with a string 'type', got {part!r:.60}. "
+                               'Fix: write {"type": "text", "text": "..."}, or make the content one string')
+        kind = part["type"]
+        if kind in TEXT_PARTS and not isinstance(part.get(kind), str):
+            raise DatasetError(f"{at}: a {kind!r} part needs a string {kind!r} field, got {part.get(kind)!r:.40}. "
+                               f'Fix: write {{"type": "{kind}", "{kind}": "..."}}')
+
+
+def _no_loss_weight(index: int, messages: Sequence[Message], mode: TrainOnWhat) -> DatasetError:
+    roles = [m["role"] for m in messages]
+    if mode is TrainOnWhat.LAST_ASSISTANT_MESSAGE and roles[-1] != "assistant":
+        why = f"its last message is a {roles[-1]!r} message, not the assistant's"
+    elif "assistant" not in roles and "assistant" in mode.value:
+        why = "it has no assistant message"
+    else:
+        why = f"no message is trained under this mode (roles: {', '.join(roles)})"
+    return DatasetError(
+        f"row {index}: no token carries loss weight with train_on_what={mode.value!r}: {why}. "
+        "Fix: add the assistant reply, drop the row, or choose a train_on_what that trains on what the row holds"
+    )
 
 
 def weighted_nll(logprobs: Sequence[TensorData], data: Sequence[Datum]) -> tuple[float, float]:

@@ -18,8 +18,9 @@ raises ``DatasetError`` naming the row index, the field, what was found and the 
 the reference cookbook, which skips rows it cannot pair (and warns that a DPO batch may then
 hold an odd number of datums), nothing is dropped silently.
 
-Messages are plain dicts (``Message``) with a string ``role`` and string ``content``; other
-keys of a message are kept, and messages compare equal only when every key does.
+Messages are plain dicts (``Message``) with a known ``role`` (``datum.KNOWN_ROLES``: a typo such
+as ``Assistant`` is an error, not a new role) and string ``content``; other keys of a message are
+kept, and messages compare equal only when every key does.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.train.datum import KNOWN_ROLES
 from tinkex_cookbook.train.renderers.base import Message
 
 HH_MARKER = re.compile(r"\n\n(Human|Assistant):")
@@ -174,6 +176,10 @@ def _messages(values: list[Any], field: str, index: int) -> tuple[Message, ...]:
         if not isinstance(role, str) or not role:
             raise _fail(index, f"{where}.role", "must be a non-empty string", _describe(role),
                         'give every message a role such as "user" or "assistant"')
+        if role not in KNOWN_ROLES:
+            raise _fail(index, f"{where}.role", "is not a known role", repr(role),
+                        f"use one of {choices(KNOWN_ROLES)}" + (
+                            f", here {role.strip().lower()!r}" if role.strip().lower() in KNOWN_ROLES else ""))
         if not isinstance(message.get("content"), str):
             raise _fail(index, f"{where}.content", "must be a string", _describe(message.get("content")),
                         "give the message's text as one string (join text parts; preference rows "

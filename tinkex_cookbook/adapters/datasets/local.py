@@ -11,6 +11,7 @@ trains out of the box and a user's own files of the same name take precedence.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from tinkex_cookbook.errors import DatasetError, choices
 from tinkex_cookbook.ports.datasets import Row
 
 SUFFIXES = (".jsonl", ".json")
+NOT_UTF8 = re.compile("[\udc80-\udcff]")
+"""What ``errors="surrogateescape"`` turns undecodable bytes into."""
 SHIPPED = Path(__file__).resolve().parents[2] / "data"
 
 
@@ -73,15 +76,27 @@ def shipped_names() -> list[str]:
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[Row]:
-    """One object per non-blank line; stops reading once ``limit`` rows are in."""
+    """One object per non-blank line; stops reading once ``limit`` rows are in.
+
+    Bytes that are not UTF-8 are kept as escapes while reading, so the error
+    can name their line rather than a byte offset into some read buffer.
+    """
     rows: list[Row] = []
-    with path.open(encoding="utf-8-sig") as handle:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
         for lineno, line in enumerate(handle, start=1):
             if limit is not None and len(rows) >= limit:
                 break
+            _check_utf8(path, lineno, line)
             if line.strip():
                 rows.append(_parse_line(path, lineno, line))
     return rows
+
+
+def _check_utf8(path: Path, lineno: int, line: str) -> None:
+    bad = NOT_UTF8.search(line)
+    if bad is not None:
+        raise DatasetError(
+            f"{path}, line {lineno}, column {bad.start() + 1}: not UTF-8 text. Fix: save the file as UTF-8")
 
 
 def _parse_line(path: Path, lineno: int, line: str) -> Row:
