@@ -62,13 +62,13 @@ class Runner:
     def _stage(self, spec: StageSpec, ctx: Context) -> None:
         entry = self._registry.get(spec.name)
         ctx.stage = spec
-        ctx.emit("stage.start", stage=spec.name)
         started = time.monotonic()
-        try:
+        try:  # the emits too: a sink that fails (its blob store down) is named by the stage it stopped
+            ctx.emit("stage.start", stage=spec.name)
             entry.fn(ctx, **{port: ctx.ports[port] for port in entry.ports})
+            ctx.emit("stage.stop", stage=spec.name, seconds=time.monotonic() - started)
         except Exception as exc:
             raise StageError(f"stage {spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
-        ctx.emit("stage.stop", stage=spec.name, seconds=time.monotonic() - started)
 
 
 def _due(spec: StageSpec, ctx: Context) -> bool:

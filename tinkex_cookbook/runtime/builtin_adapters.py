@@ -144,6 +144,9 @@ class S3Options(Options):
     endpoint_url: str | None = None
     region: str | None = None
     max_attempts: PositiveInt = 5
+    """Attempts in total per request (botocore's standard retries; cut GET bodies are asked again)."""
+    timeout: PositiveFloat = 60.0
+    """Seconds to connect and to wait for each read before an attempt counts as failed."""
 
 
 def _s3_blobs(options: S3Options, settings: Settings) -> object:
@@ -158,7 +161,7 @@ def _s3_blobs(options: S3Options, settings: Settings) -> object:
         )
     return S3BlobStore(
         bucket, options.prefix or settings.s3_prefix or "", options.endpoint_url or settings.s3_endpoint_url,
-        options.region or settings.aws_region, max_attempts=options.max_attempts,
+        options.region or settings.aws_region, max_attempts=options.max_attempts, timeout=options.timeout,
     )
 
 
@@ -210,6 +213,11 @@ class HFHubOptions(Options):
     endpoint: str | None = None
     cache_dir: str | None = None
     timeout: PositiveFloat = 30.0
+    max_attempts: PositiveInt = 1
+    """Attempts per download on resets and 5xx the library itself does not retry (uploads: always 1)."""
+    backoff: NonNegativeFloat = 1.0
+    attempt_timeout: PositiveFloat | None = None
+    """Abandon an attempt after this many seconds (the library can wait minutes on a hung hub)."""
 
 
 def _hf_hub(options: HFHubOptions, settings: Settings) -> object:
@@ -217,7 +225,8 @@ def _hf_hub(options: HFHubOptions, settings: Settings) -> object:
     from tinkex_cookbook.adapters.hub.hf import HFHubClient
 
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    return HFHubClient(options.endpoint, token, options.cache_dir, options.timeout)
+    return HFHubClient(options.endpoint, token, options.cache_dir, options.timeout, options.max_attempts,
+                       options.backoff, options.attempt_timeout)
 
 
 def _not_shipped(options: BaseModel, settings: Settings) -> object:

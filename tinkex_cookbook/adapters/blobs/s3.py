@@ -9,8 +9,13 @@ so importing the cookbook never needs the ``s3`` extra.
 * Credentials come only from boto3's own chain (``AWS_ACCESS_KEY_ID`` /
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, shared config, instance roles);
   they are never parameters and never appear in messages or ``repr``.
-* Retries: botocore's ``standard`` mode retries throttling, 5xx and connection
-  errors up to ``max_attempts`` attempts in total.
+* Retries: botocore's ``standard`` mode retries throttling, 5xx, timeouts and
+  connection errors, up to ``max_attempts`` attempts in total per request (jittered
+  backoff: 50 ms doubling for errors, 1 s doubling for throttling, each sleep under
+  20 s). A GET whose body breaks off (reset, short read) is asked again, within the
+  same ``max_attempts``, since botocore only retries until the headers arrive.
+* Timeouts: ``timeout`` seconds to connect and between bytes read, so a server that
+  stops answering costs at most ``max_attempts * timeout`` plus backoff.
 * Every botocore/boto3 failure is turned into the cookbook's errors in one
   place, ``_store_error``.
 """
@@ -18,13 +23,17 @@ so importing the cookbook never needs the ``s3`` extra.
 from __future__ import annotations
 
 import io
+import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
+
+logger = logging.getLogger(__name__)
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 """S3 rejects multipart parts (except the last) smaller than 5 MiB."""
@@ -65,6 +74,7 @@ class S3BlobStore:
         client: object | None = None,
         max_attempts: int = 5,
         multipart_threshold: int = 8 * 1024 * 1024,
+        timeout: float = 60.0,
     ) -> None:
         if not isinstance(bucket, str) or not bucket.strip() or "/" in bucket:
             raise ConfigError(
@@ -73,6 +83,8 @@ class S3BlobStore:
             )
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"S3 blob store max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ConfigError(f"S3 blob store timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(multipart_threshold, int) or multipart_threshold < 1:
             raise ConfigError(
                 f"S3 blob store multipart_threshold must be a positive number of bytes, got {multipart_threshold!r}"
@@ -82,6 +94,7 @@ class S3BlobStore:
         self._endpoint_url = endpoint_url or None
         self._region = region or None
         self._max_attempts = max_attempts
+        self._timeout = float(timeout)
         self._multipart_threshold = multipart_threshold
         self._client: Any = client
         self._owns_client = client is None
@@ -111,12 +124,21 @@ class S3BlobStore:
     def read(self, key: str) -> bytes:
         name = self._object_key(key)
         with self._translate("read", key):
-            response = self._s3().get_object(Bucket=self._bucket, Key=name)
-            body = response["Body"]
-            try:
-                return bytes(body.read())
-            finally:
-                body.close()
+            for attempt in range(1, self._max_attempts + 1):
+                response = self._s3().get_object(Bucket=self._bucket, Key=name)
+                body = response["Body"]
+                try:
+                    return bytes(body.read())
+                except Exception as exc:
+                    if attempt == self._max_attempts or type(exc).__name__ not in _BROKEN_BODY:
+                        raise
+                    delay = min(_BODY_RETRY_CAP, _BODY_RETRY_BASE * 2 ** (attempt - 1))
+                    logger.warning("reading %s: the body broke off (%s, attempt %d/%d); asking again in %.2f s",
+                                   self.uri(key), type(exc).__name__, attempt, self._max_attempts, delay)
+                    time.sleep(delay)
+                finally:
+                    body.close()
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def write(self, key: str, data: bytes) -> None:
         name = self._object_key(key)
@@ -186,7 +208,11 @@ class S3BlobStore:
 
     def _build_client(self) -> Any:
         boto3, botocore_session, config_type = _import_boto3()
-        config = config_type(retries={"max_attempts": self._max_attempts, "mode": "standard"})
+        # total_max_attempts counts the first request; botocore's max_attempts would count retries only.
+        config = config_type(
+            retries={"total_max_attempts": self._max_attempts, "mode": "standard"},
+            connect_timeout=self._timeout, read_timeout=self._timeout,
+        )
         with _BUILD_LOCK:
             # A fresh session per store (credentials are resolved now, from the environment),
             # sharing one loader so the S3 service model is parsed once per process.
@@ -247,21 +273,32 @@ class S3BlobStore:
             return BlobStoreError(
                 f"cannot {action} {where}: no usable AWS credentials were found ({kind}); {_CREDENTIALS_HINT}"
             )
-        if kind in {
-            "EndpointConnectionError",
-            "ConnectTimeoutError",
-            "ConnectionClosedError",
-            "ReadTimeoutError",
-        }:
-            endpoint = (
-                self._endpoint_url or getattr(cause, "kwargs", {}).get("endpoint_url") or "the S3 endpoint"
+        endpoint = self._endpoint_url or getattr(cause, "kwargs", {}).get("endpoint_url") or "the S3 endpoint"
+        attempts = f"after {self._max_attempts} attempt(s)"
+        if kind in {"ConnectTimeoutError", "ReadTimeoutError"}:
+            return BlobStoreError(
+                f"cannot {action} {where}: no answer from the S3 endpoint {endpoint} within {self._timeout:g} s, "
+                f"{attempts} ({kind}); check that the server is up, or raise the blob store's timeout"
             )
+        if kind in {"EndpointConnectionError", "ConnectionClosedError"}:
             return BlobStoreError(
                 f"cannot {action} {where}: could not reach the S3 endpoint {endpoint} "
-                f"after {self._max_attempts} attempt(s) ({kind}); check that the server is up and "
+                f"{attempts} ({kind}); check that the server is up and "
                 "AWS_ENDPOINT_URL / TINKEX_S3_ENDPOINT_URL is right"
             )
+        if kind in _BROKEN_BODY:
+            return BlobStoreError(
+                f"cannot {action} {where}: the S3 endpoint {endpoint} broke off the object's body "
+                f"{attempts} ({kind}); the network or the server is dropping connections: retry later"
+            )
         detail = f"{code}: {_error_message(cause)}" if code else str(cause)
+        status = _http_status(cause)
+        if code in _THROTTLING_CODES or status == 429 or (status is not None and status >= 500):
+            return BlobStoreError(
+                f"cannot {action} {where}{self._at_endpoint()}: the S3 service kept failing {attempts} "
+                f"({detail}); it is throttling or unavailable: retry later (a run resumes from its last "
+                "checkpoint), or raise the blob store's max_attempts"
+            )
         return BlobStoreError(f"cannot {action} {where}{self._at_endpoint()}: {detail}")
 
     def _at_endpoint(self) -> str:
@@ -270,6 +307,12 @@ class S3BlobStore:
 
 _BUILD_LOCK = threading.Lock()
 _LOADER: Any = None
+_BROKEN_BODY = frozenset({"ResponseStreamingError", "IncompleteReadError", "ReadTimeoutError"})
+"""botocore errors raised while a GET's body streams in: after the request's own retries."""
+_BODY_RETRY_BASE = 0.05
+_BODY_RETRY_CAP = 2.0
+_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                               "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable"})
 
 
 def _import_boto3() -> tuple[Any, Any, Any]:
@@ -308,6 +351,14 @@ def _error_code(exc: BaseException) -> str:
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code", "") or "")
     return ""
+
+
+def _http_status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
+    return None
 
 
 def _operation(exc: BaseException) -> str:

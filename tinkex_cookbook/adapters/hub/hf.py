@@ -12,42 +12,62 @@ the ``hf`` extra.
 * Files land in the Hugging Face cache layout under ``cache_dir`` (default: the library's,
   ``HF_HUB_CACHE`` / ``HF_HOME``); a downloaded path is inside ``snapshots/<commit>/``, so
   files downloaded one by one from the same commit share a folder.
-* Retries are the library's: a file download whose metadata (HEAD) request fails with
-  408/429/5xx or a connection error is tried once more with 5 retries and exponential backoff
-  (1, 2, 4, 8, 8 s), so a download from an unreachable Hub fails after ~23 s; a snapshot's
-  file listing and an upload's pre-upload request are retried the same way. Repository info
-  (``model_info``, the first request of ``snapshot``) and the commit request are not retried.
+* Retries, two layers. The library's: a file download whose metadata (HEAD) request fails
+  with 408/429/5xx or a connection error is tried once more with 5 retries and exponential
+  backoff (1, 2, 4, 8, 8 s; a 429's ``Retry-After`` + 1 s instead), and a file body that
+  times out or breaks off with a protocol error is resumed up to 5 times; a snapshot's file
+  listing and an upload's pre-upload request are retried the same way. What it leaves alone
+  (a connection reset, a 5xx or a reset on a file's GET, ``model_info``) this client can retry:
+  ``download``, ``snapshot`` and ``model_info`` are tried up to ``max_attempts`` times (default
+  1: the library's retries only) on a transient failure (reset, timeout, 408/429/5xx),
+  ``backoff`` seconds apart, doubling, except a status the library has just retried through
+  its own schedule (so a persistent 503 costs ~23 s, not ``max_attempts`` times that).
+  Uploads are never retried (a lost reply to a commit would commit twice).
   When the Hub cannot be reached, or rejects the token, but the file is already cached for
   the requested revision, ``huggingface_hub`` returns the cached file without an error.
 * ``timeout`` bounds the file metadata request and ``model_info``; file bodies use the
-  library's ``HF_HUB_DOWNLOAD_TIMEOUT`` (10 s without data). ``huggingface_hub`` 2.4's shared
-  HTTP client has no default timeout, so its other requests (a snapshot's listing, uploads)
-  are unbounded.
+  library's ``HF_HUB_DOWNLOAD_TIMEOUT`` (10 s without data), and the library's second
+  metadata attempt waits up to 60 s. ``huggingface_hub`` 2.4's shared HTTP client has no
+  default timeout, so its other requests (a snapshot's listing, uploads) are unbounded.
+  ``attempt_timeout`` (seconds, default none) bounds each attempt at a download, snapshot or
+  ``model_info``, the library's own retries included: an attempt past it is abandoned (its
+  thread may still finish and fill the cache) and counts as a transient failure, so a call
+  ends within about ``max_attempts * attempt_timeout`` plus the backoff. Uploads are not
+  bounded by it (a large upload is slow, and an abandoned one could still commit).
 
-Errors, translated in one place (``_translate``), each naming the repository and endpoint:
+Errors, translated in one place (``_hub_error``), each naming the repository and endpoint:
   * repository, revision or file absent -> ``UnknownNameError`` (a ``LookupError``);
   * credentials rejected (401/403, gated repository) -> ``ConfigError`` naming ``HF_TOKEN``;
-  * Hub unreachable, 5xx/429 after retries, or a server that is not a Hub -> ``ConnectionError``;
+  * Hub unreachable, 5xx/429 after retries, attempts past ``attempt_timeout``, or a server that is not a Hub
+    -> ``ConnectionError``;
   * an invalid repository id -> ``ConfigError``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError
 from tinkex_cookbook.ports.hub import RepoInfo
 
 __all__ = ["DEFAULT_ENDPOINT", "HFHubClient"]
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
 DEFAULT_ENDPOINT = "https://huggingface.co"
 LIBRARY_NAME = "tinkex-cookbook"
 _TOKEN_HINT = "set HF_TOKEN to a token that can {verb} it (tokens: https://huggingface.co/settings/tokens)"
 _METADATA_FIELDS = ("pipeline_tag", "library_name", "author", "private", "gated", "tags")
+MAX_BACKOFF = 30.0
+"""Upper bound (seconds) of one sleep between attempts."""
+_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 class HFHubClient:
@@ -59,13 +79,28 @@ class HFHubClient:
         token: str | None = None,
         cache_dir: str | Path | None = None,
         timeout: float = 30.0,
+        max_attempts: int = 1,
+        backoff: float = 1.0,
+        attempt_timeout: float | None = None,
     ) -> None:
         chosen = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
         if not chosen.startswith(("http://", "https://")):
             raise ConfigError(f"the Hugging Face Hub endpoint must be an http(s) URL, got {chosen!r}; fix HF_ENDPOINT")
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"the Hugging Face Hub timeout must be a positive number of seconds, got {timeout!r}")
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError(f"the Hugging Face Hub max_attempts must be an integer >= 1, got {max_attempts!r}")
+        if not isinstance(backoff, int | float) or backoff < 0:
+            raise ConfigError(f"the Hugging Face Hub backoff must be a number of seconds >= 0, got {backoff!r}")
+        if attempt_timeout is not None and (not isinstance(attempt_timeout, int | float) or attempt_timeout <= 0):
+            raise ConfigError(
+                "the Hugging Face Hub attempt_timeout must be a positive number of seconds or None, "
+                f"got {attempt_timeout!r}"
+            )
         self._endpoint = chosen
+        self._max_attempts = max_attempts
+        self._backoff = float(backoff)
+        self._attempt_timeout = float(attempt_timeout) if attempt_timeout is not None else None
         self._token = token or None
         self._cache_dir = str(cache_dir) if cache_dir is not None else None
         self._timeout = float(timeout)
@@ -87,23 +122,25 @@ class HFHubClient:
         """``filename`` of ``repo`` at ``revision`` (default ``main``), fetched into the cache unless there."""
         from huggingface_hub import hf_hub_download
 
-        with self._translate(f"download {filename!r} from {repo!r}", repo, filename, revision):
-            path = hf_hub_download(
+        def call() -> str:
+            return hf_hub_download(
                 repo, filename, revision=revision, cache_dir=self._cache_dir, endpoint=self._endpoint,
                 token=self._token, etag_timeout=self._timeout, library_name=LIBRARY_NAME,
             )
-        return Path(path)
+
+        return Path(self._call(f"download {filename!r} from {repo!r}", repo, filename, revision, call))
 
     def snapshot(self, repo: str, revision: str | None = None) -> Path:
         """Every file of ``repo`` at ``revision``: the cache's ``snapshots/<commit>`` folder."""
         from huggingface_hub import snapshot_download
 
-        with self._translate(f"download a snapshot of {repo!r}", repo, None, revision):
-            path = snapshot_download(
+        def call() -> str:
+            return snapshot_download(
                 repo, revision=revision, cache_dir=self._cache_dir, endpoint=self._endpoint,
                 token=self._token, etag_timeout=self._timeout, library_name=LIBRARY_NAME,
             )
-        return Path(path)
+
+        return Path(self._call(f"download a snapshot of {repo!r}", repo, None, revision, call))
 
     def upload(self, path: Path, repo: str, path_in_repo: str | None = None) -> str:
         """Commit ``path`` to ``repo``'s ``main`` branch; the repository must exist.
@@ -117,20 +154,26 @@ class HFHubClient:
             raise FileNotFoundError(f"cannot upload {str(local)!r} to {repo!r}: no such file or directory")
         api = self._api()
         if local.is_dir():
-            with self._translate(f"upload the folder {local.name!r} to {repo!r}", repo, None, None, write=True):
-                commit = api.upload_folder(folder_path=local, repo_id=repo, path_in_repo=path_in_repo or None)
+            commit = self._call(
+                f"upload the folder {local.name!r} to {repo!r}", repo, None, None,
+                lambda: api.upload_folder(folder_path=local, repo_id=repo, path_in_repo=path_in_repo or None),
+                write=True,
+            )
             return str(commit.commit_url)
         name = path_in_repo or local.name
-        with self._translate(f"upload {name!r} to {repo!r}", repo, name, None, write=True):
-            commit = api.upload_file(path_or_fileobj=local, path_in_repo=name, repo_id=repo)
+        commit = self._call(
+            f"upload {name!r} to {repo!r}", repo, name, None,
+            lambda: api.upload_file(path_or_fileobj=local, path_in_repo=name, repo_id=repo), write=True,
+        )
         from huggingface_hub import hf_hub_url
 
         return hf_hub_url(repo, name, revision=commit.oid, endpoint=self._endpoint)
 
     def model_info(self, repo: str) -> RepoInfo:
         """The model repository's current commit, file names (sorted) and a few string facts."""
-        with self._translate(f"read the model info of {repo!r}", repo, None, None):
-            info = self._api().model_info(repo, timeout=self._timeout)
+        api = self._api()
+        info = self._call(f"read the model info of {repo!r}", repo, None, None,
+                          lambda: api.model_info(repo, timeout=self._timeout))
         files = tuple(sorted(s.rfilename for s in info.siblings or ()))
         metadata = {}
         for name in _METADATA_FIELDS:
@@ -155,20 +198,32 @@ class HFHubClient:
     def _redact(self, text: str) -> str:
         return text.replace(self._token, "***") if self._token else text
 
-    @contextmanager
-    def _translate(
-        self, task: str, repo: str, filename: str | None, revision: str | None, write: bool = False
-    ) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            error = self._hub_error(exc, task, repo, filename, revision, write)
-            if error is None:
-                raise
-            raise error from exc
+    def _call(
+        self, task: str, repo: str, filename: str | None, revision: str | None, call: Callable[[], T],
+        write: bool = False,
+    ) -> T:
+        """``call()``, each attempt within ``attempt_timeout`` and retried on transient failures (neither
+        for writes); errors translated."""
+        attempts, limit = (1, None) if write else (self._max_attempts, self._attempt_timeout)
+        for attempt in range(1, attempts + 1):
+            try:
+                return _within(call, limit)
+            except Exception as exc:  # noqa: BLE001 - classified and translated below
+                failure = exc
+            delay = min(MAX_BACKOFF, self._backoff * 2 ** (attempt - 1))
+            if attempt == attempts or not _is_transient(failure):
+                error = self._hub_error(failure, task, repo, filename, revision, write, attempt)
+                if error is None:
+                    raise failure
+                raise error from failure
+            logger.warning("cannot %s (attempt %d of %d): %s; retrying in %.2f s", task, attempt, attempts,
+                           self._redact(f"{type(failure).__name__}: {failure}")[:300], delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _hub_error(
-        self, exc: BaseException, task: str, repo: str, filename: str | None, revision: str | None, write: bool
+        self, exc: BaseException, task: str, repo: str, filename: str | None, revision: str | None, write: bool,
+        attempts: int = 1,
     ) -> Exception | None:
         """The one place ``huggingface_hub`` errors become the cookbook's; ``None`` leaves ``exc`` alone.
 
@@ -179,6 +234,12 @@ class HFHubClient:
 
         hub = f"the Hugging Face Hub at {self._endpoint}"
         failed = f"cannot {task}" + (f" (revision {revision!r})" if revision else "")
+        tries = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if isinstance(exc, _AttemptTimedOut):
+            return ConnectionError(
+                f"{failed}: {hub} did not finish within the {self._attempt_timeout:g} s attempt_timeout{tries}; "
+                "check that it is up and HF_ENDPOINT is right, or raise the hub client's attempt_timeout"
+            )
         token_hint = _TOKEN_HINT.format(verb="write to" if write else "read")
         chain = _chain(exc)
 
@@ -203,15 +264,15 @@ class HFHubClient:
             )
         if status is not None and (status >= 500 or status in (408, 429)):
             return ConnectionError(
-                f"{failed}: {hub} answered HTTP {status} (huggingface_hub retries file and upload requests "
-                "with backoff before giving up); try again later, or check HF_ENDPOINT"
+                f"{failed}: {hub} answered HTTP {status}{tries} (huggingface_hub also retries file and upload "
+                "requests with backoff before giving up); try again later, or check HF_ENDPOINT"
             )
         unreachable = next((c for c in chain if isinstance(c, httpx2.TransportError | hf.OfflineModeIsEnabled)), None)
         if unreachable is not None:
             detail = self._redact(str(unreachable)) or "no detail"
             return ConnectionError(
-                f"{failed}: could not reach {hub} ({type(unreachable).__name__}: {detail}); check that it is up, "
-                "that HF_ENDPOINT is right and that HF_HUB_OFFLINE is not set"
+                f"{failed}: could not reach {hub}{tries} ({type(unreachable).__name__}: {detail}); check that it "
+                "is up, that HF_ENDPOINT is right and that HF_HUB_OFFLINE is not set"
             )
         metadata_error = next((c for c in chain if isinstance(c, hf.FileMetadataError)), None)
         if metadata_error is not None:
@@ -220,6 +281,63 @@ class HFHubClient:
                 f"({self._redact(str(metadata_error))}); check HF_ENDPOINT"
             )
         return None  # any other HTTP error (400 ...) propagates as huggingface_hub raised it
+
+
+class _AttemptTimedOut(Exception):
+    """An attempt outlived ``attempt_timeout`` (its thread is left to finish on its own)."""
+
+
+def _within(call: Callable[[], T], seconds: float | None) -> T:
+    """``call()``; with a time limit, on a daemon thread that is abandoned once the limit passes."""
+    if seconds is None:
+        return call()
+    outcome: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="hf-hub-call", daemon=True).start()
+    if not finished.wait(seconds):
+        raise _AttemptTimedOut()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Worth another attempt: a reset, a cut or a timeout on the way, or a 408/429/5xx answer."""
+    import httpx2
+
+    if isinstance(exc, _AttemptTimedOut):
+        return True
+    chain = _chain(exc)
+    if any(_retried_by_library(c) for c in chain):
+        return False
+    if any(isinstance(c, httpx2.TransportError) and not isinstance(c, httpx2.UnsupportedProtocol) for c in chain):
+        return True
+    return any(s in _TRANSIENT_STATUSES for s in map(_status, chain))
+
+
+def _retried_by_library(exc: BaseException) -> bool:
+    """huggingface_hub's own schedule already retried this answer: a file's metadata (HEAD) request
+    that got 408/429/5xx, or its body (GET) that got 408/429."""
+    response = getattr(exc, "response", None)
+    try:
+        request = response.request if response is not None else None
+    except RuntimeError:  # a response built without its request
+        return False
+    if request is None or "/resolve/" not in str(request.url):
+        return False
+    status = _status(exc)
+    return (request.method == "HEAD" and status in _TRANSIENT_STATUSES) or (
+        request.method == "GET" and status in (408, 429)
+    )
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

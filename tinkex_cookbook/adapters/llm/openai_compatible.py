@@ -58,6 +58,21 @@ def backoff_delay(attempt: int, backoff: float, cap: float = MAX_BACKOFF) -> flo
     return min(cap, backoff * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
+def _hint(status: int | str, timeout: float) -> str:
+    """What to do about a failure that outlived the retries; nothing for answers we could not use."""
+    if status == 429:
+        return ". Hint: the endpoint is rate limiting: lower the request rate, or raise max_attempts / backoff"
+    if isinstance(status, int) and status >= 500:
+        return ". Hint: the endpoint is failing: retry later, or check TINKEX_LLM_BASE_URL"
+    if isinstance(status, str) and "Timeout" in status:
+        return (f". Hint: no answer within the {timeout:g} s timeout: check that the server is up, "
+                "or raise the adapter's timeout")
+    if isinstance(status, str):
+        return (". Hint: the connection failed or was cut: check that the server is up and "
+                "TINKEX_LLM_BASE_URL is right")
+    return ""
+
+
 def _retry_after_seconds(response: httpx.Response) -> float | None:
     """A numeric ``Retry-After`` (seconds), clamped to ``[0, MAX_RETRY_AFTER]``; else None."""
     raw = response.headers.get("retry-after")
@@ -142,7 +157,7 @@ class OpenAICompatibleHTTP:
     def _fail(self, path: str, status: int | str, attempts: int, detail: str) -> LLMServiceError:
         message = (
             f"POST {path} to {self.base_url} failed after {attempts} attempt(s) "
-            f"(last status: {status}): {detail}"
+            f"(last status: {status}): {detail}{_hint(status, self.timeout)}"
         )
         return LLMServiceError(self._redact(message), path=path, status=status, attempts=attempts)
 

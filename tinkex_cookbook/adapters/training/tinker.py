@@ -142,6 +142,9 @@ def _hint(exc: BaseException, status: int | None) -> str:
         return "the account has a billing problem: check billing in the Tinker console"
     if status == 404:
         return "check the base model name or the tinker:// path"
+    if status == 410:
+        return ("the server no longer holds this request's result (it expired, or the server restarted): "
+                "resume the run from its last checkpoint")
     if status in (400, 409, 422):
         return "the server rejected the request as invalid"
     if status == 429:
@@ -204,9 +207,11 @@ class _Edge:
     def timeout(self, request: str, seconds: float) -> TrainingBackendError:
         self.failed = True
         return TrainingBackendError(
-            f"{request}: no result from {self.base_url} within {seconds:g} s. If the server is only slow "
+            f"{request}: no result from {self.base_url} within {seconds:g} s (meanwhile the SDK retries dropped "
+            "connections, 5xx and 429 answers; its warnings are in the log). If the server is only slow "
             "(queues can be long), raise request_timeout in the manifest options: "
-            "training_client: {adapter: tinker, request_timeout: SECONDS}"
+            "training_client: {adapter: tinker, request_timeout: SECONDS}; if it is failing, resume the run "
+            "from its last checkpoint once it recovers"
         )
 
 
