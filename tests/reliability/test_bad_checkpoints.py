@@ -220,8 +220,6 @@ def test_a_finished_run_with_a_damaged_final_line_is_not_silently_redone(tmp_pat
     assert "'000010' (step 10)" in str(resume_error(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/stages/dpo.py dpo_resume reads last.extra['reference_path'] "
-                   "directly (a bare KeyError); it should call record.require('reference_path', <file>)")
 def test_a_dpo_checkpoint_without_its_reference_path_names_the_file(tmp_path: Path) -> None:
     cfg = {"renderer_name": "role_colon", "batch_size": 4, "test_size": 8, "eval_every": 0, "save_every": 2,
            "log_path": "run"}
@@ -230,6 +228,48 @@ def test_a_dpo_checkpoint_without_its_reference_path_names_the_file(tmp_path: Pa
     lines = path.read_text().splitlines()
     path.write_text("\n".join([*lines[:-1], json.dumps({**json.loads(lines[-1]), "extra": {}})]) + "\n")
     assert "'reference_path'" in str(resume_error(tmp_path, Dpo, cfg))
+
+
+SAMPLER_RECIPES = {
+    "rl_basic": {"env": "digits", "num_steps": 3, "batch_size": 2, "group_size": 2, "max_tokens": 4},
+    "distillation": {"teacher_model": "meta-llama/Llama-3.2-1B", "num_steps": 3, "batch_size": 2, "group_size": 2,
+                     "max_tokens": 4, "eval_every": 0},
+}
+CRASH_IN_STEP_3 = {"rl_basic": 2, "distillation": 3}
+"""The optimizer step that falls in step 3: on `test`, RL's step 2 has no signal (every group is skipped)."""
+
+
+@pytest.mark.parametrize("recipe", sorted(SAMPLER_RECIPES))
+@pytest.mark.parametrize("finished", [False, True])
+def test_a_checkpoint_without_its_sampler_path_names_the_file(tmp_path: Path, recipe: str, finished: bool) -> None:
+    """RL and distillation sample from the weights the record names; without them a resume cannot go on."""
+    cfg = {**SAMPLER_RECIPES[recipe], "renderer_name": "role_colon", "save_every": 2, "log_path": "run"}
+    if finished:
+        Runtime.run(recipe, cfg, manifest="test", ports=blob(tmp_path))
+    else:
+        with pytest.raises(StageError, match="killed"):
+            Runtime.run(recipe, cfg, manifest="test", ports={**blob(tmp_path), "training_client": CrashAfter(
+                CRASH_IN_STEP_3[recipe])})
+    path = tmp_path / "run" / "checkpoints.jsonl"
+    records = [json.loads(row) for row in path.read_text().splitlines()]
+    assert records[-1]["step"] == (3 if finished else 2)
+    records[-1]["extra"] = {k: v for k, v in records[-1]["extra"].items() if k != "sampler_path"}
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    message = str(resume_error(tmp_path, recipe, cfg))
+    assert all(w in message for w in ["'sampler_path'", str(path), f"step {records[-1]['step']}", "Fix:"]), message
+
+
+def test_an_on_policy_rl_checkpoint_resumes_off_policy(tmp_path: Path) -> None:
+    """No ``prefetch_sampler_path`` is legitimate: an on-policy run never prefetches a batch, so switching
+    ``off_policy_steps`` on at resume samples the resumed step from the recorded sampler."""
+    cfg = {**SAMPLER_RECIPES["rl_basic"], "renderer_name": "role_colon", "save_every": 2, "log_path": "run"}
+    with pytest.raises(StageError, match="killed"):
+        Runtime.run("rl_basic", cfg, manifest="test", ports={
+            **blob(tmp_path), "training_client": CrashAfter(CRASH_IN_STEP_3["rl_basic"])})
+    assert "prefetch_sampler_path" not in json.loads(
+        (tmp_path / "run" / "checkpoints.jsonl").read_text().splitlines()[-1])["extra"]
+    resumed = Runtime.run("rl_basic", {**cfg, "off_policy_steps": 1}, manifest="test", ports=blob(tmp_path))
+    assert [m["step"] for m in resumed.metrics if m["event"] == "train.step"] == [3]
 
 
 # --- saved state on the `local` manifest ----------------------------------------------------------

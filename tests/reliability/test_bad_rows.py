@@ -10,9 +10,8 @@ preference shape; for RL, problems without a usable question or answer. The run 
 file, whatever the shuffle) and the field, with the fix where there is one.
 
 Rows longer than ``max_length`` are not errors: they are truncated, as the reference does (see
-``tinkex_cookbook.train.datum``); a test pins that down. Cases marked ``xfail(strict=True)`` are
-known gaps in modules outside this change; each names the fix it needs and starts failing (so the
-mark must go) once it is made.
+``tinkex_cookbook.train.datum``); a test pins that down. A preference pair is the exception: cut
+before either reply, it could only add a constant to the DPO loss, so it is an error naming its row.
 """
 
 from __future__ import annotations
@@ -287,12 +286,10 @@ def test_a_broken_preference_pair_long(
     check_dpo_row(tmp_path_factory.mktemp("dpo"), good, broken, position)
 
 
-@pytest.mark.xfail(strict=True, reason="train/dpo.py pair_datums keeps a pair whose prompt fills max_length: both "
-                   "sides then carry zero weight, the DPO loss is a constant log 2 and the pair teaches nothing")
 def test_a_pair_truncated_to_no_reply_is_an_error(tmp_path: Path) -> None:
     rows = [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(5)]
     rows.append({"prompt": "q" * 300, "chosen": "yes", "rejected": "no"})
-    check(dataset_error(tmp_path, "dpo", rows, max_length=64), ["row 5", "max_length"])
+    check(dataset_error(tmp_path, "dpo", rows, max_length=64), ["row 5", "max_length=64", "Fix: raise max_length"])
 
 
 # --- RL problems and distillation prompts ---------------------------------------------------------
@@ -329,13 +326,16 @@ def test_a_broken_rl_problem_names_its_row(
     check(message, [f"row {index} ", "'question'", "'answer'"])
 
 
-@pytest.mark.xfail(strict=True, reason="train/rl/envs.py load_problems turns any non-null answer into text "
-                   "(str([1]) == '[1]'), so a list, object, boolean or empty answer is a problem no reply can solve")
-@pytest.mark.parametrize("answer", [[1], {"value": 1}, True, ""])
+@pytest.mark.parametrize("answer", [[1], {"value": 1}, True, "", "  ", float("nan"), float("inf")])
 def test_an_rl_answer_that_is_not_a_scalar_is_an_error(tmp_path: Path, answer: Any) -> None:
     rows = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(4)]
     rows.append({"question": "What is 1 + 1?", "answer": answer})
-    check(dataset_error(tmp_path, "math_rl", rows), ["row 4", "'answer'"])
+    check(dataset_error(tmp_path, "math_rl", rows), ["row 4", "'answer'", "Fix:"])
+
+
+def test_an_rl_answer_may_be_a_number(tmp_path: Path) -> None:
+    rows = [{"question": f"What is {i} + 1?", "answer": answer} for i, answer in enumerate([1, 2.5, "3", 4])]
+    assert run_rows(tmp_path, "math_rl", rows).metrics
 
 
 @pytest.mark.parametrize(
@@ -348,8 +348,6 @@ def test_a_distillation_row_without_a_prompt_names_its_row(tmp_path: Path, row: 
     check(dataset_error(tmp_path, "distillation", [*good, row]), words)
 
 
-@pytest.mark.xfail(strict=True, reason="train/distillation.py prompt_of copies messages unchecked: a non-object "
-                   "message raises a bare TypeError and non-text content reaches the renderer")
 @pytest.mark.parametrize("messages", [[5, {"role": "user", "content": "q"}], [{"role": "user", "content": 5}]])
 def test_a_distillation_prompt_with_a_malformed_message_names_its_row(tmp_path: Path, messages: list) -> None:
     good = [{"messages": [{"role": "user", "content": f"q{i}"}]} for i in range(6)]

@@ -18,6 +18,7 @@ import numpy as np
 
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.ports import DatasetStore, ModelInput, SamplingClient
+from tinkex_cookbook.train.datum import check_conversation
 from tinkex_cookbook.train.renderers import Message, Renderer
 from tinkex_cookbook.train.rl.data import TurnSample
 from tinkex_cookbook.train.rl.types import StepResult, StopCondition, TrajectoryGroup
@@ -38,11 +39,15 @@ class PromptEnv:
 
 
 def prompt_of(row: dict[str, Any], index: int) -> list[Message]:
-    """A row's prompt: ``messages`` up to its last user message, or a ``prompt``/``question`` string."""
+    """A row's prompt: ``messages`` up to its last user message, or a ``prompt``/``question`` string.
+
+    ``messages`` get the checks supervised rows get, so a malformed message is a ``DatasetError``
+    naming its row and position rather than a crash (or an unknown role) inside the renderer.
+    """
     messages = row.get("messages")
     if isinstance(messages, list) and messages:
-        last_user = max((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"),
-                        default=None)
+        messages = check_conversation(row, index)
+        last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
         if last_user is not None:
             return [dict(m) for m in messages[: last_user + 1]]
     for key in ("prompt", "question"):

@@ -17,20 +17,43 @@ from typing import Any
 
 import numpy as np
 
+from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.ports import Datum
 from tinkex_cookbook.train.datum import datum_from_model_input_weights
 from tinkex_cookbook.train.renderers import Renderer, TrainOnWhat
 
 
 def pair_datums(prompt: Sequence[Any], chosen: Sequence[Any], rejected: Sequence[Any], renderer: Renderer,
-                max_length: int | None) -> tuple[Datum, Datum]:
-    """The chosen and the rejected conversation, each weighted on its last assistant turn only."""
+                max_length: int | None, index: int | None = None) -> tuple[Datum, Datum]:
+    """The chosen and the rejected conversation, each weighted on its last assistant turn only.
+
+    Unlike a supervised row, a pair cut before its reply is a ``DatasetError`` (naming row
+    ``index`` of the user's file): with no weighted token on a side, the margin is 0, the loss a
+    constant log 2, and the pair only dilutes the batch's gradient.
+    """
     datums = []
-    for continuation in (chosen, rejected):
+    for side, continuation in (("chosen", chosen), ("rejected", rejected)):
         model_input, weights = renderer.build_supervised_example(
             [*prompt, *continuation], TrainOnWhat.LAST_ASSISTANT_TURN)
-        datums.append(datum_from_model_input_weights(model_input, weights, max_length))
+        datum = datum_from_model_input_weights(model_input, weights, max_length)
+        if not datum.loss_fn_inputs["weights"].to_numpy().any():
+            raise _no_reply_left(index, side, weights, max_length)
+        datums.append(datum)
     return datums[0], datums[1]
+
+
+def _no_reply_left(index: int | None, side: str, weights: Sequence[float], max_length: int | None) -> DatasetError:
+    where = "a preference pair" if index is None else f"row {index}"
+    weighted = np.flatnonzero(np.asarray(weights) > 0)
+    if not len(weighted):
+        return DatasetError(f"{where}: no token of its {side!r} reply carries loss weight. Fix: make {side!r} "
+                            "an assistant reply")
+    first = int(weighted[0])
+    return DatasetError(
+        f"{where}: its prompt takes {first} tokens, so max_length={max_length} keeps no token of its {side!r} "
+        f"reply and the pair would teach nothing. Fix: raise max_length to at least {first + 1} (more to keep "
+        "the whole reply), or shorten the prompt, or drop the row"
+    )
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    CHECKPOINTS,
     adam_params,
     advance_step,
     last_checkpoint,
@@ -70,7 +71,7 @@ def distill_resume(ctx: Context, training_client: TrainingService, blob_store: B
     if last is None:
         ctx.resources["sampler"] = save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}")
     else:
-        path = last.extra["sampler_path"]
+        path = last.require("sampler_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
         ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
 
 

@@ -19,6 +19,7 @@ from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    CHECKPOINTS,
     adam_params,
     advance_step,
     last_checkpoint,
@@ -41,16 +42,22 @@ from tinkex_cookbook.train.preference_data import parse_preference_rows
 
 @stage("dpo_load_pairs", ports=("dataset_store",))
 def dpo_load_pairs(ctx: Context, dataset_store: DatasetStore) -> None:
-    """Parse, shuffle with the run's seed, hold out ``test_size`` pairs, render both sides of each."""
+    """Parse, shuffle with the run's seed, hold out ``test_size`` pairs, render both sides of each.
+
+    The seeded shuffle permutes row indices (the same permutation as shuffling the pairs: it
+    depends only on the length), so a pair that fails to render is named by its row in the file.
+    """
     cfg: Any = ctx.config
     pairs = parse_preference_rows(dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list())
-    random.Random(cfg.seed).shuffle(pairs)
+    order = list(range(len(pairs)))
+    random.Random(cfg.seed).shuffle(order)
     if len(pairs) - cfg.test_size < cfg.batch_size:
         raise DatasetError(f"dataset {cfg.dataset!r} has {len(pairs)} pairs: too few for test_size="
                            f"{cfg.test_size} plus one batch of batch_size={cfg.batch_size}")
     renderer = ctx.need("renderer")
-    rendered = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length)
-                for p in ctx.track(pairs, "render pairs")]
+    by_row = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length, index)
+              for index, p in enumerate(ctx.track(pairs, "render pairs"))]
+    rendered = [by_row[index] for index in order]
     ctx.resources["test_pairs"], ctx.resources["train_pairs"] = rendered[: cfg.test_size], rendered[cfg.test_size:]
     per_epoch = len(ctx.resources["train_pairs"]) // cfg.batch_size
     ctx.state["batches_per_epoch"] = per_epoch
@@ -64,7 +71,7 @@ def dpo_resume(ctx: Context, training_client: TrainingService, blob_store: BlobS
     if last is None:
         ctx.resources["reference"] = save_sampler(ctx, training_client, "reference")
     else:
-        path = last.extra["reference_path"]
+        path = last.require("reference_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
         ctx.resources["reference"] = (path, training_client.create_sampling_client(model_path=path))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    CHECKPOINTS,
     adam_params,
     advance_step,
     last_checkpoint,
@@ -75,10 +76,14 @@ def rl_resume(ctx: Context, training_client: TrainingService, blob_store: BlobSt
     if last is None:
         _save_sampler(ctx, training_client)
         return
-    for key, resource in (("sampler_path", "sampler"), ("prefetch_sampler_path", "prefetch_sampler")):
-        if key in last.extra:
-            path = last.extra[key]
-            ctx.resources[resource] = (path, training_client.create_sampling_client(model_path=path))
+    path = last.require("sampler_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
+    ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
+    # Legitimately absent: on-policy runs, and an off-policy run's checkpoint at its last step, have no
+    # prefetched batch; nor does a checkpoint of an on-policy run resumed off-policy. rl_sample then
+    # samples that step from the sampler above.
+    if "prefetch_sampler_path" in last.extra:
+        path = last.extra["prefetch_sampler_path"]
+        ctx.resources["prefetch_sampler"] = (path, training_client.create_sampling_client(model_path=path))
 
 
 def _start(ctx: Context, step: int, sampler: tuple[str, Any]) -> tuple[int, Any, str]:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -144,8 +145,19 @@ def load_problems(store: DatasetStore, name: str, split: str, limit: int | None 
         if not isinstance(question, str) or not question or answer is None:
             raise DatasetError(f"row {index} of dataset {name!r} ({split}) needs a non-empty string 'question' "
                                f"and an 'answer'; got keys {sorted(row)}")
+        if not _is_answer(answer):
+            raise DatasetError(f"row {index} of dataset {name!r} ({split}): field 'answer' must be a non-empty "
+                               f"string or a finite number, got {answer!r:.60}. Fix: write the expected final "
+                               'answer, e.g. "42" or 42, or drop the row')
         problems.append((question, str(answer)))
     return problems
+
+
+def _is_answer(value: Any) -> bool:
+    """Text a grader can compare a reply with: ``str()`` of a list, bool or NaN is no answer any reply gives."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 RL_ENVS = ("problems", "arithmetic", "digits")
