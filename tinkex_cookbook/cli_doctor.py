@@ -25,12 +25,13 @@ def doctor(
     from tinkex_cookbook.runtime.doctor import diagnose, render
     from tinkex_cookbook.runtime.settings import Settings
 
-    settings = Settings()
+    settings = None
     try:
+        settings = Settings()  # a bad TINKEX_PORTS is a one-line error too, not a traceback
         report = diagnose(manifest, settings)
     except CookbookError as exc:
         message = str(exc)
-        for secret in settings.secret_values():
+        for secret in settings.secret_values() if settings is not None else ():
             message = message.replace(secret, "**********")
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None

@@ -13,6 +13,7 @@ Mounted by ``cli.py`` as ``app.add_typer(runs_app, name="runs")``. Errors follow
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -75,6 +76,18 @@ def _lines(lines: list[str], terminal: bool) -> None:
     from rich.text import Text
 
     _print(Text("\n".join(lines)), terminal)
+
+
+def _scrubber() -> Callable[[str], str]:
+    """Hides this environment's secrets (``Settings.secret_values``) in text: a run folder saved with a secret
+    pasted into a manifest option (a URL with a key in it) must not show it again."""
+    from tinkex_cookbook.errors import CookbookError
+    from tinkex_cookbook.runtime.settings import Settings
+
+    try:
+        return Settings().scrub
+    except CookbookError:  # a bad TINKEX_PORTS must not stop browsing
+        return str
 
 
 def _last_loss(run: Run) -> str:
@@ -142,10 +155,11 @@ def runs_show(
         *(f"  {key}: {format_value(value)}" for key, value in sorted(run.config.items())),
         f"checkpoints: {len(run.checkpoints) or 'none'}",
     ]
-    _lines(head, terminal)
+    scrub = _scrubber()
+    _lines([scrub(line) for line in head], terminal)
     if run.checkpoints:
         rows = [[str(c.get("step", "?")), str(c.get("name", "?")), "yes" if c.get("final") else "no",
-                 str(c.get("state_path") or "-")] for c in run.checkpoints]
+                 scrub(str(c.get("state_path") or "-"))] for c in run.checkpoints]
         table = _table(["step", "name", "final", "state path"], rows, terminal, wrap=("state path",))
         _print(Padding(table, (0, 0, 0, 2)), terminal)
     last = run.last_step_row
@@ -155,7 +169,7 @@ def runs_show(
     evals = run.event_rows("train.eval")
     tail.append(f"evals: {len(evals)} row{'s' if len(evals) > 1 else ''}" if evals else "evals: none")
     tail += [f"  {line}" for line in eval_summary(run)]
-    _lines(tail, terminal)
+    _lines([scrub(line) for line in tail], terminal)
 
 
 def _chart(

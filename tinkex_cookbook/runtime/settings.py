@@ -3,22 +3,61 @@
 Secrets are ``SecretStr``: their repr, str and JSON dump are ``**********``, so a
 settings object can be logged or saved without leaking. Nothing is read at
 import time; ``Settings()`` reads the environment when the runtime builds a run.
+
+``secret_values()`` lists every secret in the environment, not only the ones a
+field keeps: the losing alias of a pair (``HUGGING_FACE_HUB_TOKEN`` when
+``HF_TOKEN`` is set too), and the secrets libraries read for themselves (AWS
+credentials for boto3, ``WANDB_API_KEY``, the ``serve`` key). Anything that
+scrubs its output with them hides those too. A bad value is a ``ConfigError``
+naming the variable, and never quotes what a secret variable was given.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from tinkex_cookbook.errors import ConfigError
 
 DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
+SECRET_FIELDS = ("tinker_api_key", "hf_token", "llm_api_key")
+SECRET_VARIABLES = (
+    "TINKER_API_KEY", "TINKEX_SERVE_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TINKEX_LLM_API_KEY",
+    "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
+)
+"""Environment variables whose values are secrets, whether or not a field of ``Settings`` keeps them."""
+MIN_SCRUBBED = 8
+"""Shorter values of ``SECRET_VARIABLES`` no field keeps are placeholders (moto's ``test`` credentials),
+not secrets: scrubbing them would mangle ordinary words in every message."""
+_REDACTED = "**********"
 
 
 class Settings(BaseSettings):
     """Environment variables the cookbook reads, with their names as aliases."""
 
-    model_config = SettingsConfigDict(env_nested_delimiter="__", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_nested_delimiter="__", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
+
+    _environment_secrets: tuple[str, ...] = PrivateAttr(default=())
+
+    def __init__(self, **values: Any) -> None:
+        problem = None
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            problem = _describe_problems(exc)
+        except SettingsError as exc:
+            problem = (f"{exc}: TINKEX_PORTS must be a JSON object such as "
+                       '\'{"blob_store": {"adapter": "local", "root": "runs"}}\', or set one port with '
+                       "TINKEX_PORTS__<PORT>=<adapter> / TINKEX_PORTS__<PORT>__<OPTION>=<value>")
+        if problem is not None:  # raised here, not in the handler, so no error holding an input is chained
+            raise ConfigError(problem)
+        environment = {name.upper(): value for name, value in os.environ.items()}
+        self._environment_secrets = tuple(
+            value for name in SECRET_VARIABLES if len((value := environment.get(name, "")).strip()) >= MIN_SCRUBBED)
 
     @model_validator(mode="before")
     @classmethod
@@ -68,13 +107,44 @@ class Settings(BaseSettings):
     )
 
     def secret_values(self) -> list[str]:
-        """Every secret that is set, so output can be scrubbed of them."""
-        secrets = (self.tinker_api_key, self.hf_token, self.llm_api_key)
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        """Every secret that is set (in a field, or in the environment when these settings were read),
+        longest first, so output can be scrubbed of them (a secret inside another is hidden whole)."""
+        fields = (getattr(self, name) for name in SECRET_FIELDS)
+        values = [s.get_secret_value() for s in fields if s is not None]
+        found = dict.fromkeys(v for v in (*values, *self._environment_secrets) if v.strip())
+        return sorted(found, key=len, reverse=True)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret value replaced: for anything a user may have pasted a key into
+        (a manifest option, a config value) on its way to a file or the terminal."""
+        for secret in self.secret_values():
+            text = text.replace(secret, _REDACTED)
+        return text
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe view for `manifests show` and saved runs: secrets only say whether set."""
         data = self.model_dump(mode="json")
-        for name in ("tinker_api_key", "hf_token", "llm_api_key"):
-            data[name] = "**********" if getattr(self, name) is not None else None
+        for name in SECRET_FIELDS:
+            data[name] = _REDACTED if getattr(self, name) is not None else None
         return data
+
+
+def _secret_aliases() -> set[str]:
+    aliases = set()
+    for name in SECRET_FIELDS:
+        alias = Settings.model_fields[name].validation_alias
+        aliases.update(alias.choices if isinstance(alias, AliasChoices) else [alias])  # type: ignore[arg-type]
+    return {str(a).upper() for a in aliases} | set(SECRET_VARIABLES) | {n.upper() for n in SECRET_FIELDS}
+
+
+def _describe_problems(exc: ValidationError) -> str:
+    """One clause per bad variable, its value quoted unless the variable holds a secret."""
+    secret = _secret_aliases()
+    problems = []
+    for error in exc.errors(include_input=True, include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        head = where.split(".")[0].upper() if where else ""
+        shown = "" if not where or head in secret else f" (got {error['input']!r:.60})"
+        problems.append(f"{where or 'settings'}: {error['msg']}{shown}")
+    return (f"invalid cookbook settings: {'; '.join(problems)}. Fix the environment variables (or arguments) "
+            "named: TINKEX_PORTS takes a JSON object, a secret takes the bare key as a string")
