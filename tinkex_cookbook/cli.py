@@ -195,13 +195,13 @@ def manifests_show(
     from tinkex_cookbook import CookbookError
     from tinkex_cookbook.runtime import ADAPTERS, ManifestLoader, Settings
 
-    settings = Settings()
     try:
+        settings = Settings()
         resolved = ManifestLoader(ADAPTERS).resolve(name, settings.ports)
     except CookbookError as exc:
         _fail(exc)
     shown = {"manifest": resolved.to_dict(), "settings": settings.redacted()}
-    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    typer.echo(settings.scrub(json.dumps(shown, indent=2, sort_keys=True)))
 
 
 def main() -> None:

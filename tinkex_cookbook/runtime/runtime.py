@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -230,7 +230,9 @@ class Runtime:
             scrubbed = _scrub(exc, settings.secret_values())
             if scrubbed is None:
                 raise
-            raise scrubbed from None
+            traceback = exc.__traceback__
+        # raised outside the handler: the original error (secret and all) is not kept as its __context__
+        raise scrubbed.with_traceback(traceback) from None
 
     @classmethod
     def _run_spec(
@@ -243,23 +245,24 @@ class Runtime:
         runner = Runner(STAGES)
         runner.validate(spec)
         if dry_run:
-            plan = describe_plan(spec, resolved)
+            plan = settings.scrub(describe_plan(spec, resolved))
             print(plan, file=out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
         container = build_container(resolved, settings, cls.registry, _split_overrides(ports)[1])
         try:
-            return cls._execute(spec, config, resolved, _ContainerPorts(container), runner, sinks, verbose)
+            return cls._execute(spec, config, resolved, _ContainerPorts(container), runner, sinks, verbose,
+                                settings.scrub)
         finally:
             container.shutdown_resources()
 
     @classmethod
     def _execute(
         cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: _ContainerPorts,
-        runner: Runner, sinks: list[Sink], verbose: bool,
+        runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
     ) -> RunResult:
         prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
         blob_store: BlobStore = ports["blob_store"]  # type: ignore[assignment]
-        artifacts = _write_run_files(blob_store, prefix, spec, manifest)
+        artifacts = _write_run_files(blob_store, prefix, spec, manifest, scrub)
         for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
             if callable(getattr(sink, "configure", None)):
                 sink.configure(spec, blob_store.uri(prefix))  # type: ignore[attr-defined]
@@ -290,12 +293,15 @@ def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
         store.write(f"{prefix}/loss.html", loss_curve_html(rows, title).encode())
 
 
-def _write_run_files(store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest) -> dict[str, str]:
-    """Save the config, the spec (replayable with ``run_spec``) and the resolved manifest beside the run."""
+def _write_run_files(
+    store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest, scrub: Callable[[str], str] = str,
+) -> dict[str, str]:
+    """Save the config, the spec (replayable with ``run_spec``) and the resolved manifest beside the run,
+    scrubbed of secret values a user may have pasted into an option."""
     files = {
-        "config.json": json.dumps(spec.config, indent=2, sort_keys=True).encode(),
-        "spec.json": spec.to_json().encode(),
-        "manifest.json": json.dumps(manifest.to_dict(), indent=2, sort_keys=True).encode(),
+        "config.json": scrub(json.dumps(spec.config, indent=2, sort_keys=True)).encode(),
+        "spec.json": scrub(spec.to_json()).encode(),
+        "manifest.json": scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)).encode(),
     }
     artifacts = {"run": store.uri(prefix)}
     for name, data in files.items():
