@@ -96,3 +96,16 @@ def test_the_terminal_bar_shows_a_task_while_it_runs_and_drops_it_after() -> Non
     sink.handle(Event("task.stop", {"task": "render train rows", "done": 10, "total": 10, "seconds": 0.1}))
     assert sink._progress.tasks == []
     sink.close()
+
+
+def test_a_loop_abandoned_by_a_failing_stage_emits_nothing_when_collected() -> None:
+    import gc
+
+    from tinkex_cookbook.pipeline.context import Context
+
+    memory = MemorySink()
+    ctx = Context(config=None, ports={}, telemetry=Telemetry([memory]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bad row"):
+        [int(row) if row != "x" else int("bad row") for row in ctx.track(["1", "x", "3"], "render")]
+    gc.collect()
+    assert memory.names() == ["task.start"]

@@ -5,7 +5,9 @@ Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
 ``task.start|progress|stop`` for the long loops inside a stage (dataset
 preparation, sampling, evaluation; see ``TaskProgress``). A sink is
 anything with ``handle(event)`` and ``close()``; a sink that raises does not
-stop the run's other sinks from seeing the event, but does fail the run.
+stop the run's other sinks from seeing the event, but does fail the run. A
+sink that buffers may also have ``flush()``: ``Telemetry.flush`` calls it
+before a checkpoint is recorded.
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ class Telemetry:
         if errors:
             raise errors[0]
 
+    def flush(self) -> None:
+        """Write out what every sink buffers. Called just before a checkpoint is recorded: a resume from
+        that checkpoint keeps the metric rows already written and recomputes only later steps, so a row
+        still in memory when the process dies after the record would be lost for good."""
+        errors = []
+        for sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if callable(flush):
+                try:
+                    flush()
+                except Exception as exc:  # noqa: BLE001 - every sink flushes first
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
@@ -88,7 +105,9 @@ class TaskProgress:
             self._reported = now
             self._telemetry.emit("task.progress", task=self.task, done=self.done, total=self.total)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is GeneratorExit:  # a ``track``ed loop abandoned by a failing stage, closed later by the
+            return  # garbage collector, when the run's output streams may already be closed
         self._telemetry.emit("task.stop", task=self.task, done=self.done, total=self.total,
                              seconds=round(time.monotonic() - self._started, 3))
 
@@ -116,9 +135,10 @@ class MemorySink:
 class BlobLinesSink:
     """Text lines kept in one blob, rewritten atomically (the blob store has no append).
 
-    Flushed at most every ``flush_seconds``, on each checkpoint (so the file is
-    never behind a checkpoint) and at close. A crash loses only lines after the
-    last flush, which a resumed run recomputes from its checkpoint.
+    Flushed at most every ``flush_seconds``, before each checkpoint is recorded
+    (``Telemetry.flush``: so the file is never behind a checkpoint), after it and
+    at close. A crash loses only lines after the last flush, which a resumed run
+    recomputes from its checkpoint.
     """
 
     def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:

@@ -65,6 +65,7 @@ def save_checkpoint(
     state_path = ctx.need("training_client").save_state(name).result().path
     record = CheckpointRecord(name, ctx.state["step"], 0, state_path, sampler_path, final,
                               ctx.state.get("tokens_seen", 0), extra)
+    ctx.telemetry.flush()  # metric rows first: once recorded, a resume starts after this step
     append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
     ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
     return record

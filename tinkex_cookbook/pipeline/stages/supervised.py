@@ -109,7 +109,8 @@ def resume(ctx: Context, blob_store: BlobStore) -> None:
     last = records[-1]
     ctx.need("training_client").load_state(last.state_path).result()
     num_batches = ctx.state["num_batches"]
-    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen)
+    # the epoch too: resumed after the last step, no epoch loop runs to set it for the final record
+    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen, epoch=last.epoch)
     ctx.state["start_epoch"], ctx.state["start_batch"] = divmod(last.step, num_batches)
     if last.final:
         ctx.state["start_epoch"] = ctx.config.num_epochs  # type: ignore[attr-defined]
@@ -208,6 +209,7 @@ def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> Checkp
         name, ctx.state["step"], ctx.state.get("epoch", 0), state_path, sampler_path, final,
         ctx.state["tokens_seen"],
     )
+    ctx.telemetry.flush()  # metric rows first: once recorded, a resume starts after this step
     append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
     ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
     return record
