@@ -1,10 +1,12 @@
-"""Shared test helpers for crash-and-resume tests: a dying optimizer, and timing-free metric rows."""
+"""Shared test helpers for crash-and-resume tests: a dying optimizer, a local run folder, timing-free metric rows."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
 from typing import Any
+
+from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 
 TIMING = ("step_seconds", "tokens_per_second")
 
@@ -21,6 +23,22 @@ def crash_on_optim_step(client: Any, crash_at: int) -> Any:
 
     client.optim_step = optim_step
     return client
+
+
+class CrashAfter(NoopTrainingService):
+    """The noop training backend, dying when asked for optimizer step ``crash_at``, like a process killed mid-run."""
+
+    def __init__(self, crash_at: int) -> None:
+        super().__init__()
+        self.crash_at = crash_at
+
+    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
+        return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
+
+
+def local_blobs(root: Any) -> dict[str, Any]:
+    """``ports=`` binding the run's blob store to files under ``root``."""
+    return {"blob_store": {"adapter": "local", "root": str(root)}}
 
 
 def metric_rows(lines: Iterable[str]) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests.faults import crash_on_optim_step, metric_rows  # noqa: E402
-from tinkex_cookbook import Runtime, SlBasic, StageError  # noqa: E402
-from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService  # noqa: E402
+from tests.faults import crash_on_optim_step, local_blobs, metric_rows
+from tinkex_cookbook import Runtime, SlBasic, StageError
+from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
 
 BASE = {
     "model_name": "tiny-llama3", "dataset": "chitchat", "batch_size": 4, "max_length": 96, "lora_rank": 4,
@@ -19,16 +19,12 @@ BASE = {
 }
 
 
-def blob(root: Path) -> dict:
-    return {"blob_store": {"adapter": "local", "root": str(root)}}
-
-
 def rows(root: Path) -> list[dict]:
     return metric_rows((root / "run" / "metrics.jsonl").read_text().splitlines())
 
 
 def test_local_run_trains_and_leaves_an_inspectable_run_folder(tmp_path: Path) -> None:
-    result = Runtime.run(SlBasic, {**BASE, "train_size": 96}, manifest="local", ports=blob(tmp_path))
+    result = Runtime.run(SlBasic, {**BASE, "train_size": 96}, manifest="local", ports=local_blobs(tmp_path))
     losses = [m["train_mean_nll"] for m in result.metrics if m["event"] == "train.step"]
     assert len(losses) == 24
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4 - 0.5
@@ -52,12 +48,12 @@ class CrashingService(LocalTorchTrainingService):
 def test_resume_after_a_crash_gives_the_same_weights_and_metrics(tmp_path: Path) -> None:
     from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 
-    whole = Runtime.run(SlBasic, BASE, manifest="local", ports=blob(tmp_path / "a"))
+    whole = Runtime.run(SlBasic, BASE, manifest="local", ports=local_blobs(tmp_path / "a"))
     crashing = CrashingService(LocalBlobStore(tmp_path / "b"), crash_at=8)
     with pytest.raises(StageError, match="killed"):
-        Runtime.run(SlBasic, BASE, manifest="local", ports={**blob(tmp_path / "b"), "training_client": crashing})
+        Runtime.run(SlBasic, BASE, manifest="local", ports={**local_blobs(tmp_path / "b"), "training_client": crashing})
     crashing.close()
-    resumed = Runtime.run(SlBasic, BASE, manifest="local", ports=blob(tmp_path / "b"))
+    resumed = Runtime.run(SlBasic, BASE, manifest="local", ports=local_blobs(tmp_path / "b"))
     assert next(e.data["step"] for e in resumed.events if e.name == "train.resume") == 6
     assert rows(tmp_path / "b") == rows(tmp_path / "a")
     key = whole.state["final_sampler_path"].removeprefix("local://")

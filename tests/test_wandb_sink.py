@@ -16,9 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.faults import TIMING, crash_on_optim_step
+from tests.faults import TIMING, CrashAfter, local_blobs
 from tinkex_cookbook import ConfigError, Runtime, SlBasic, StageError
-from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.pipeline.wandb_sink import (
     StepGate,
     WandbSink,
@@ -61,21 +60,6 @@ def fresh_wandb() -> Iterator[None]:
     wandb.teardown()
 
 
-class CrashAfter(NoopTrainingService):
-    """Dies when asked for optimizer step ``crash_at``, like a process killed mid-run."""
-
-    def __init__(self, crash_at: int) -> None:
-        super().__init__()
-        self.crash_at = crash_at
-
-    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None):
-        return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
-
-
-def blob(root: Path) -> dict:
-    return {"blob_store": {"adapter": "local", "root": str(root)}}
-
-
 def sink_for(root: Path, **options: Any) -> WandbSink:
     """A sink configured the way the runtime configures it: the run's spec and its log path."""
     sink = WandbSink("cookbook-tests", **{"mode": "offline", "dir": root / "wandb", "settings": QUIET, **options})
@@ -104,7 +88,7 @@ def jsonl_rows(root: Path) -> list[dict[str, Any]]:
 
 
 def test_an_offline_run_holds_what_metrics_jsonl_holds(tmp_path: Path) -> None:
-    result = Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path / "blobs"), sinks=[sink_for(tmp_path)])
+    result = Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(tmp_path / "blobs"), sinks=[sink_for(tmp_path)])
     [run_file] = run_files(tmp_path)
     logged = read_run_file(run_file)
     assert by_step(logged.history) == by_step(jsonl_rows(tmp_path))
@@ -122,9 +106,9 @@ def test_a_crashed_then_resumed_run_logs_each_step_once(tmp_path: Path, capfd: p
     loud = {k: v for k, v in QUIET.items() if k != "console"}
     with pytest.raises(StageError, match="killed"):
         Runtime.run(SlBasic, CFG, manifest="test",
-                    ports={**blob(tmp_path / "blobs"), "training_client": CrashAfter(7)},
+                    ports={**local_blobs(tmp_path / "blobs"), "training_client": CrashAfter(7)},
                     sinks=[sink_for(tmp_path, settings=loud)])
-    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path / "blobs"),
+    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(tmp_path / "blobs"),
                           sinks=[sink_for(tmp_path, settings=loud)])
     first, second = (read_run_file(path) for path in run_files(tmp_path))
     resume_step = next(e.data["step"] for e in resumed.events if e.name == "train.resume")
@@ -146,8 +130,8 @@ def test_a_crashed_then_resumed_run_logs_each_step_once(tmp_path: Path, capfd: p
 def test_resume_after_any_crash_logs_each_step_once(tmp_path: Path, crash_at: int) -> None:
     with pytest.raises(StageError, match="killed"):
         Runtime.run(SlBasic, CFG, manifest="test", sinks=[sink_for(tmp_path)],
-                    ports={**blob(tmp_path / "blobs"), "training_client": CrashAfter(crash_at)})
-    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path / "blobs"), sinks=[sink_for(tmp_path)])
+                    ports={**local_blobs(tmp_path / "blobs"), "training_client": CrashAfter(crash_at)})
+    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(tmp_path / "blobs"), sinks=[sink_for(tmp_path)])
     histories = [read_run_file(path).history for path in run_files(tmp_path)]
     steps = [step for history in histories for step in sorted(by_step(history))]
     assert steps == list(range(1, resumed.state["total_steps"] + 1))
@@ -162,14 +146,14 @@ def test_wandb_mode_comes_from_the_environment_when_not_given(
     monkeypatch.setenv("WANDB_MODE", mode)
     sink = WandbSink("cookbook-tests", dir=tmp_path / "wandb", settings=QUIET)
     sink.configure(Runtime.build_spec(SlBasic, CFG), str(tmp_path / "blobs" / "run"))
-    Runtime.run(SlBasic, {**CFG, "num_epochs": 1}, manifest="test", ports=blob(tmp_path / "blobs"), sinks=[sink])
+    Runtime.run(SlBasic, {**CFG, "num_epochs": 1}, manifest="test", ports=local_blobs(tmp_path / "blobs"), sinks=[sink])
     assert len(list((tmp_path / "wandb").glob("wandb/*run-*"))) == run_dirs
 
 
 def test_the_sink_leaves_the_callers_own_run_alone(tmp_path: Path) -> None:
     own = wandb.init(project="mine", mode="offline", dir=str(tmp_path), settings=wandb.Settings(**QUIET, silent=True))
     try:
-        Runtime.run(SlBasic, {**CFG, "num_epochs": 1}, manifest="test", ports=blob(tmp_path / "blobs"),
+        Runtime.run(SlBasic, {**CFG, "num_epochs": 1}, manifest="test", ports=local_blobs(tmp_path / "blobs"),
                     sinks=[sink_for(tmp_path, quiet=True)])
         assert wandb.run is own
         own.log({"mine": 1.0}, step=1)

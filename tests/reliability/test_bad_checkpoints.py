@@ -28,30 +28,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.faults import crash_on_optim_step, metric_rows
+from tests.faults import CrashAfter, local_blobs, metric_rows
 from tinkex_cookbook import Dpo, Runtime, SlBasic, StageError
-from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError
 
 CFG = {"batch_size": 8, "save_every": 2, "eval_every": 3, "test_size": 16, "num_epochs": 1, "log_path": "run",
        "renderer_name": "role_colon"}
 SHORT = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 LONG = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-class CrashAfter(NoopTrainingService):
-    """Dies when asked for optimizer step ``crash_at``, like a process killed mid-run."""
-
-    def __init__(self, crash_at: int) -> None:
-        super().__init__()
-        self.crash_at = crash_at
-
-    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
-        return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
-
-
-def blob(root: Path) -> dict[str, Any]:
-    return {"blob_store": {"adapter": "local", "root": str(root)}}
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -72,7 +56,7 @@ def resume_error(root: Path, recipe: Any = SlBasic, cfg: dict[str, Any] = CFG, *
     """Start the run again; it must fail in its resume stage with a ``BlobStoreError``, writing nothing."""
     before = snapshot(root)
     with pytest.raises(StageError, match="resume") as caught:
-        Runtime.run(recipe, cfg, manifest=ports.pop("manifest", "test"), ports={**blob(root), **ports})
+        Runtime.run(recipe, cfg, manifest=ports.pop("manifest", "test"), ports={**local_blobs(root), **ports})
     assert isinstance(caught.value.__cause__, BlobStoreError), repr(caught.value.__cause__)
     assert_nothing_damaged(before, snapshot(root))
     return caught.value.__cause__
@@ -142,7 +126,7 @@ def damage(path: Path, kind: str, line: int, detail: Any) -> int | None:
 
 def crashed_run(root: Path, crash_at: int = 7) -> None:
     with pytest.raises(StageError, match="killed"):
-        Runtime.run(SlBasic, CFG, manifest="test", ports={**blob(root), "training_client": CrashAfter(crash_at)})
+        Runtime.run(SlBasic, CFG, manifest="test", ports={**local_blobs(root), "training_client": CrashAfter(crash_at)})
 
 
 def check_damaged_record_file(root: Path, whole: Path, case: tuple[str, int, Any]) -> None:
@@ -163,7 +147,7 @@ def check_damaged_record_file(root: Path, whole: Path, case: tuple[str, int, Any
     else:
         assert "delete it to start the run over" in message
         path.unlink()  # the fix the message gives
-    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=blob(root))
+    resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(root))
     assert metric_rows((root / "run" / "metrics.jsonl").read_text().splitlines()) == metric_rows(
         (whole / "run" / "metrics.jsonl").read_text().splitlines())
     assert resumed.state["final_checkpoint"] == json.loads(
@@ -174,7 +158,7 @@ def check_damaged_record_file(root: Path, whole: Path, case: tuple[str, int, Any
 def whole_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same run, never interrupted: what every repaired run must end as."""
     root = tmp_path_factory.mktemp("whole")
-    Runtime.run(SlBasic, CFG, manifest="test", ports=blob(root))
+    Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(root))
     return root
 
 
@@ -214,7 +198,7 @@ def test_each_damage_reads_clearly(tmp_path: Path, kind: str, detail: Any, words
 
 def test_a_finished_run_with_a_damaged_final_line_is_not_silently_redone(tmp_path: Path) -> None:
     """The last line is the final checkpoint: falling back would retrain the last steps over good files."""
-    Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path))
+    Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(tmp_path))
     path = tmp_path / "run" / "checkpoints.jsonl"
     path.write_bytes(path.read_bytes()[:-30])
     assert "'000010' (step 10)" in str(resume_error(tmp_path))
@@ -223,7 +207,7 @@ def test_a_finished_run_with_a_damaged_final_line_is_not_silently_redone(tmp_pat
 def test_a_dpo_checkpoint_without_its_reference_path_names_the_file(tmp_path: Path) -> None:
     cfg = {"renderer_name": "role_colon", "batch_size": 4, "test_size": 8, "eval_every": 0, "save_every": 2,
            "log_path": "run"}
-    Runtime.run(Dpo, cfg, manifest="test", ports=blob(tmp_path))
+    Runtime.run(Dpo, cfg, manifest="test", ports=local_blobs(tmp_path))
     path = tmp_path / "run" / "checkpoints.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join([*lines[:-1], json.dumps({**json.loads(lines[-1]), "extra": {}})]) + "\n")
@@ -245,10 +229,10 @@ def test_a_checkpoint_without_its_sampler_path_names_the_file(tmp_path: Path, re
     """RL and distillation sample from the weights the record names; without them a resume cannot go on."""
     cfg = {**SAMPLER_RECIPES[recipe], "renderer_name": "role_colon", "save_every": 2, "log_path": "run"}
     if finished:
-        Runtime.run(recipe, cfg, manifest="test", ports=blob(tmp_path))
+        Runtime.run(recipe, cfg, manifest="test", ports=local_blobs(tmp_path))
     else:
         with pytest.raises(StageError, match="killed"):
-            Runtime.run(recipe, cfg, manifest="test", ports={**blob(tmp_path), "training_client": CrashAfter(
+            Runtime.run(recipe, cfg, manifest="test", ports={**local_blobs(tmp_path), "training_client": CrashAfter(
                 CRASH_IN_STEP_3[recipe])})
     path = tmp_path / "run" / "checkpoints.jsonl"
     records = [json.loads(row) for row in path.read_text().splitlines()]
@@ -265,10 +249,10 @@ def test_an_on_policy_rl_checkpoint_resumes_off_policy(tmp_path: Path) -> None:
     cfg = {**SAMPLER_RECIPES["rl_basic"], "renderer_name": "role_colon", "save_every": 2, "log_path": "run"}
     with pytest.raises(StageError, match="killed"):
         Runtime.run("rl_basic", cfg, manifest="test", ports={
-            **blob(tmp_path), "training_client": CrashAfter(CRASH_IN_STEP_3["rl_basic"])})
+            **local_blobs(tmp_path), "training_client": CrashAfter(CRASH_IN_STEP_3["rl_basic"])})
     assert "prefetch_sampler_path" not in json.loads(
         (tmp_path / "run" / "checkpoints.jsonl").read_text().splitlines()[-1])["extra"]
-    resumed = Runtime.run("rl_basic", {**cfg, "off_policy_steps": 1}, manifest="test", ports=blob(tmp_path))
+    resumed = Runtime.run("rl_basic", {**cfg, "off_policy_steps": 1}, manifest="test", ports=local_blobs(tmp_path))
     assert [m["step"] for m in resumed.metrics if m["event"] == "train.step"] == [3]
 
 
@@ -284,7 +268,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished tiny run on the local torch backend: checkpoints at steps 2 and 4, then the final one."""
     pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("local")
-    Runtime.run(SlBasic, LOCAL, manifest="local", ports={**blob(root), **ONE_THREAD})
+    Runtime.run(SlBasic, LOCAL, manifest="local", ports={**local_blobs(root), **ONE_THREAD})
     return root
 
 
@@ -319,7 +303,7 @@ def check_damaged_state(root: Path, corrupt: Any) -> str:
         state.write_bytes(corrupt(state.read_bytes()))
     before = snapshot(root)
     with pytest.raises(StageError, match="resume") as caught:
-        Runtime.run(SlBasic, LOCAL, manifest="local", ports={**blob(root), **ONE_THREAD})
+        Runtime.run(SlBasic, LOCAL, manifest="local", ports={**local_blobs(root), **ONE_THREAD})
     error = caught.value.__cause__
     assert isinstance(error, BlobNotFoundError if corrupt is None else BlobStoreError), repr(error)
     message = str(error)
@@ -372,7 +356,7 @@ def test_following_the_hint_after_a_damaged_state_finishes_with_the_same_weights
     check_damaged_state(root, CORRUPTIONS["half"])
     path = root / "run" / "checkpoints.jsonl"
     path.write_text("".join(line + "\n" for line in path.read_text().splitlines()[:-1]))
-    result = Runtime.run(SlBasic, LOCAL, manifest="local", ports={**blob(root), **ONE_THREAD})
+    result = Runtime.run(SlBasic, LOCAL, manifest="local", ports={**local_blobs(root), **ONE_THREAD})
     first = json.loads((local_run / "run" / "checkpoints.jsonl").read_text().splitlines()[-1])["sampler_path"]
     again = torch.load(root / result.state["final_sampler_path"].removeprefix("local://"), weights_only=True)["lora"]
     original = torch.load(local_run / first.removeprefix("local://"), weights_only=True)["lora"]

@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.faults import local_blobs
 from tinkex_cookbook import ConfigError, Experiment, Runtime
 from tinkex_cookbook.recipes import get_recipe
 from tinkex_cookbook.train.renderers import renderer_names
@@ -123,10 +124,6 @@ def bad_configs(draw: st.DrawFn) -> tuple[str, str, Any, bool]:
     return recipe, key, value, kind != "unknown"
 
 
-def blob(root: Path) -> dict[str, Any]:
-    return {"blob_store": {"adapter": "local", "root": str(root)}}
-
-
 def check_rejected(error: ConfigError, key: str, value: Any, quoted: bool) -> None:
     message = str(error)
     assert f"'{key}'" in message, message
@@ -140,18 +137,18 @@ def check_all_three_ways(root: Path, case: tuple[str, str, Any, bool]) -> None:
     recipe, key, value, quoted = case
     cfg = {**base(recipe), key: value}
     with pytest.raises(ConfigError) as by_dict:
-        Runtime.run(recipe, cfg, manifest="test", ports=blob(root))
+        Runtime.run(recipe, cfg, manifest="test", ports=local_blobs(root))
     check_rejected(by_dict.value, key, value, quoted)
     spec = json.loads(Runtime.build_spec(recipe, base(recipe)).to_json())
     spec["config"][key] = value
     edited = Experiment.model_validate(spec)
     with pytest.raises(ConfigError) as by_spec:
-        Runtime.run_spec(edited, manifest="test", ports=blob(root))
+        Runtime.run_spec(edited, manifest="test", ports=local_blobs(root))
     check_rejected(by_spec.value, key, value, quoted)
     if isinstance(value, str | int | float) and not isinstance(value, bool) and "\n" not in str(value):
         pairs = [f"{k}={v}" for k, v in base(recipe).items()] + [f"{key}={value}"]
         try:
-            Runtime.run(recipe, pairs, manifest="test", ports=blob(root))
+            Runtime.run(recipe, pairs, manifest="test", ports=local_blobs(root))
         except ConfigError as by_cli:
             assert f"'{key}'" in str(by_cli), str(by_cli)
         else:  # from the command line every value is text: only "1.0" for an int key may read fine
@@ -193,7 +190,7 @@ def test_each_recipe_names_the_key_the_value_and_the_fix(
     tmp_path: Path, recipe: str, key: str, value: Any, words: list[str]
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        Runtime.run(recipe, {**base(recipe), key: value}, manifest="test", ports=blob(tmp_path / "root"))
+        Runtime.run(recipe, {**base(recipe), key: value}, manifest="test", ports=local_blobs(tmp_path / "root"))
     message = str(caught.value)
     assert f"config key '{key}' = {value!r}" in message and all(word in message for word in words), message
     assert not (tmp_path / "root").exists()
@@ -202,11 +199,11 @@ def test_each_recipe_names_the_key_the_value_and_the_fix(
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_a_rejected_config_leaves_an_existing_run_folder_byte_for_byte(tmp_path: Path, recipe: str) -> None:
     """A bad value for an existing run (same ``log_path``) fails before the run's files are rewritten."""
-    Runtime.run(recipe, base(recipe), manifest="test", ports=blob(tmp_path))
+    Runtime.run(recipe, base(recipe), manifest="test", ports=local_blobs(tmp_path))
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for bad in ({"learning_rate": -1.0}, {"batch_size": 0}, {"renderer_name": "nope"}, {"nope": 1}):
         with pytest.raises(ConfigError):
-            Runtime.run(recipe, {**base(recipe), **bad}, manifest="test", ports=blob(tmp_path))
+            Runtime.run(recipe, {**base(recipe), **bad}, manifest="test", ports=local_blobs(tmp_path))
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
