@@ -10,6 +10,7 @@ from tinkex_cookbook import errors
 
 EXPECTED_PARENTS = {
     errors.ConfigError: ValueError,
+    errors.RunFolderInUseError: ValueError,
     errors.ManifestError: ValueError,
     errors.UnknownManifestError: LookupError,
     errors.UnknownPortError: LookupError,

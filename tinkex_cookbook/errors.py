@@ -6,6 +6,7 @@ arguments are plain strings) so it crosses process boundaries intact::
 
     CookbookError
     ├── ConfigError (ValueError)            bad recipe config: names the key, value, fix
+    │   └── RunFolderInUseError             another live run holds the log_path folder
     ├── ManifestError (ValueError)          bad or unknown manifest
     │   ├── UnknownManifestError (LookupError)
     │   ├── UnknownPortError (LookupError)
@@ -54,6 +55,10 @@ def validation_problems(exc: Any) -> str:
 
 class ConfigError(CookbookError, ValueError):
     """A recipe config value is missing, unknown or invalid."""
+
+
+class RunFolderInUseError(ConfigError):
+    """Another run holds the run folder (its ``run.lock``); names the folder, the holder and the fix."""
 
 
 class ManifestError(CookbookError, ValueError):

@@ -128,7 +128,8 @@ def test_uri_names_key(store: BlobStore) -> None:
 
 @pytest.mark.parametrize("key", INVALID_KEYS)
 def test_invalid_keys_rejected_everywhere(store: BlobStore, key: str) -> None:
-    for call in (store.read, store.exists, store.delete, store.uri, lambda k: store.write(k, b"x")):
+    for call in (store.read, store.exists, store.delete, store.uri, lambda k: store.write(k, b"x"),
+                 lambda k: store.create(k, b"x")):
         with pytest.raises(InvalidKeyError, match="invalid blob key"):
             call(key)
     assert store.list() == []
@@ -153,6 +154,69 @@ def test_concurrent_writes_all_land(store: BlobStore) -> None:
     assert len(store.list("t")) == 40
     shared = store.read("shared")
     assert len(shared) == 64 and len(set(shared)) == 1
+
+
+# -- create: write only if absent, the one step the run lease needs ----------------------------------------
+
+
+def test_create_when_absent_writes_and_is_readable(store: BlobStore) -> None:
+    assert store.create("run/run.lock", b"mine") is True
+    assert store.read("run/run.lock") == b"mine"
+    assert store.exists("run/run.lock") and store.list("run/") == ["run/run.lock"]
+
+
+def test_create_when_present_leaves_it_unchanged(store: BlobStore) -> None:
+    store.write("a", b"first")
+    assert store.create("a", b"second") is False
+    assert store.create("./a", b"third") is False  # the same key, spelt otherwise
+    assert store.read("a") == b"first"
+    store.delete("a")
+    assert store.create("a", b"again") is True and store.read("a") == b"again"
+
+
+def test_create_rejects_non_bytes(store: BlobStore) -> None:
+    with pytest.raises(TypeError, match="must be bytes"):
+        store.create("a", "text")  # type: ignore[arg-type]
+    assert store.list() == []
+
+
+def test_create_race_has_exactly_one_winner(store: BlobStore) -> None:
+    """Threads released at one instant, each creating the same key with its own bytes, over several keys."""
+    for key in ("race/0", "race/1", "race/2"):
+        barrier, won = threading.Barrier(8), [False] * 8
+
+        def worker(n: int, key: str = key, barrier: threading.Barrier = barrier, won: list[bool] = won) -> None:
+            barrier.wait()
+            won[n] = store.create(key, bytes([n]) * 32)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert won.count(True) == 1, (key, won)
+        assert store.read(key) == bytes([won.index(True)]) * 32  # the winner's bytes, whole
+    assert store.list("race/") == ["race/0", "race/1", "race/2"]
+
+
+@settings(shared_store, max_examples=15)
+@given(ops=st.lists(st.tuples(st.sampled_from(["create", "write", "delete"]), st.sampled_from("ab"),
+                              st.binary(max_size=8)), max_size=8))
+def test_create_agrees_with_a_dict_model(store: BlobStore, ops: list[tuple[str, str, bytes]]) -> None:
+    """Any mix of create, write and delete: create succeeds exactly when the key is free."""
+    base, model = f"model-{next(_examples)}", {}
+    for op, name, data in ops:
+        key = f"{base}/{name}"
+        if op == "create":
+            assert store.create(key, data) is (key not in model)
+            model.setdefault(key, data)
+        elif op == "write":
+            store.write(key, data)
+            model[key] = data
+        else:
+            store.delete(key)
+            model.pop(key, None)
+    assert {key: store.read(key) for key in store.list(f"{base}/")} == model
 
 
 @shared_store
@@ -235,6 +299,21 @@ def test_local_write_is_atomic_when_replace_fails(tmp_path: Path, monkeypatch: p
     monkeypatch.undo()
     assert store.read("ckpt/a") == b"old"
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["a"]
+
+
+def test_local_create_leaves_no_temp_file_win_or_lose(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assert store.create("run/run.lock", b"1") and not store.create("run/run.lock", b"2")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["run.lock"]
+    assert (tmp_path / "run" / "run.lock").stat().st_nlink == 1  # the temp name is gone, not just hidden
+
+
+def test_local_create_over_a_directory_fails_like_write(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("dir/x", b"1")
+    with pytest.raises(BlobStoreError, match="cannot create blob 'dir'"):
+        store.create("dir", b"2")
+    assert store.list() == ["dir/x"] and not list(tmp_path.rglob(".tmp-*"))
 
 
 def test_local_list_skips_temp_files(tmp_path: Path) -> None:

@@ -83,6 +83,40 @@ def test_list_skips_objects_that_are_not_valid_keys(store: S3BlobStore, raw: Any
     assert store.list() == ["a/c"]
 
 
+def test_create_is_refused_by_an_object_another_client_put(store: S3BlobStore, raw: Any) -> None:
+    """The check is the server's (``If-None-Match: *``), so it holds against writers outside this store."""
+    raw.put_object(Bucket=BUCKET, Key=store.prefix + "run/run.lock", Body=b"theirs")
+    assert store.create("run/run.lock", b"mine") is False
+    assert raw.get_object(Bucket=BUCKET, Key=store.prefix + "run/run.lock")["Body"].read() == b"theirs"
+    assert store.create("run/other", b"mine") is True
+    assert raw.get_object(Bucket=BUCKET, Key=store.prefix + "run/other")["Body"].read() == b"mine"
+
+
+class ConflictingClient:
+    """A real client whose first ``conflicts`` PUTs fail as S3 fails a conditional PUT racing a delete."""
+
+    def __init__(self, inner: Any, conflicts: int) -> None:
+        self.inner, self.conflicts, self.puts = inner, conflicts, 0
+
+    def put_object(self, **kwargs: Any) -> Any:
+        self.puts += 1
+        if self.puts <= self.conflicts:
+            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
+                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+        return self.inner.put_object(**kwargs)
+
+
+def test_create_asks_again_after_a_conflict_within_max_attempts(moto_endpoint: str, raw: Any) -> None:
+    prefix = f"conflict{next(_prefixes)}"
+    once = ConflictingClient(raw, conflicts=1)
+    assert S3BlobStore(BUCKET, prefix=prefix, client=once, max_attempts=3).create("a", b"1") is True
+    assert once.puts == 2 and raw.get_object(Bucket=BUCKET, Key=f"{prefix}/a")["Body"].read() == b"1"
+    always = ConflictingClient(raw, conflicts=3)
+    with pytest.raises(BlobStoreError, match=rf"cannot create s3://{BUCKET}/{prefix}/b.*ConditionalRequestConflict"):
+        S3BlobStore(BUCKET, prefix=prefix, client=always, max_attempts=3).create("b", b"1")
+    assert always.puts == 3
+
+
 def test_uri(moto_endpoint: str) -> None:
     assert S3BlobStore(BUCKET, prefix="runs/exp1").uri("./a/b.bin") == f"s3://{BUCKET}/runs/exp1/a/b.bin"
     assert S3BlobStore(BUCKET, prefix="/runs/exp1/").uri("a") == f"s3://{BUCKET}/runs/exp1/a"
@@ -125,6 +159,7 @@ def test_missing_bucket_error_text(moto_endpoint: str, aws_env: None) -> None:
         store.exists,
         store.delete,
         lambda k: store.write(k, b"x"),
+        lambda k: store.create(k, b"x"),
         lambda k: store.list(k),
     ):
         with pytest.raises(BlobStoreError) as info:

@@ -78,8 +78,8 @@ def die(where: str) -> None:
 
 
 class KillingBlobStore:
-    """Passes everything to ``inner``; at write number ``kill_at`` (counting only keys that contain
-    ``kill_key``, if given) the process dies as ``mode`` says."""
+    """Passes everything to ``inner``; at write number ``kill_at`` (counting ``write`` and ``create`` calls,
+    only of keys that contain ``kill_key``, if given) the process dies as ``mode`` says."""
 
     def __init__(self, inner: Any, kill_at: int | None = None, mode: str = "before", kill_key: str = "") -> None:
         self.inner, self.kill_at, self.mode, self.kill_key = inner, kill_at, mode, kill_key
@@ -101,14 +101,20 @@ class KillingBlobStore:
         return self.inner.uri(key)
 
     def write(self, key: str, data: bytes) -> None:
+        self._write(key, data, self.inner.write)
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Counted and killed like a write (the run lease's lock is created through it)."""
+        return bool(self._write(key, data, self.inner.create))
+
+    def _write(self, key: str, data: bytes, inner_write: Any) -> Any:
         self.writes += 1
         self.counted += self.kill_key in key
         note(f"write {self.writes} {key}")
         if self.kill_key not in key or self.counted != self.kill_at:
-            self.inner.write(key, data)
-            return
+            return inner_write(key, data)
         if self.mode == "after":
-            self.inner.write(key, data)
+            inner_write(key, data)
         elif self.mode in ("partial", "unrenamed"):
             self._torn_write(key, bytes(data), whole=self.mode == "unrenamed")
         die(f"write={self.counted} mode={self.mode} key={key}")

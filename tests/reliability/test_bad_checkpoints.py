@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.faults import CrashAfter, local_blobs, metric_rows
-from tinkex_cookbook import Dpo, Runtime, SlBasic, StageError
+from tinkex_cookbook import ConfigError, Dpo, Runtime, SlBasic, StageError
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError
 
 CFG = {"batch_size": 8, "save_every": 2, "eval_every": 3, "test_size": 16, "num_epochs": 1, "log_path": "run",
@@ -243,17 +243,19 @@ def test_a_checkpoint_without_its_sampler_path_names_the_file(tmp_path: Path, re
     assert all(w in message for w in ["'sampler_path'", str(path), f"step {records[-1]['step']}", "Fix:"]), message
 
 
-def test_an_on_policy_rl_checkpoint_resumes_off_policy(tmp_path: Path) -> None:
-    """No ``prefetch_sampler_path`` is legitimate: an on-policy run never prefetches a batch, so switching
-    ``off_policy_steps`` on at resume samples the resumed step from the recorded sampler."""
+def test_an_on_policy_rl_checkpoint_is_not_resumed_off_policy(tmp_path: Path) -> None:
+    """An on-policy run records no ``prefetch_sampler_path`` (it never prefetches); switching ``off_policy_steps``
+    on at resume is a changed config, refused before anything in the folder is touched."""
     cfg = {**SAMPLER_RECIPES["rl_basic"], "renderer_name": "role_colon", "save_every": 2, "log_path": "run"}
     with pytest.raises(StageError, match="killed"):
         Runtime.run("rl_basic", cfg, manifest="test", ports={
             **local_blobs(tmp_path), "training_client": CrashAfter(CRASH_IN_STEP_3["rl_basic"])})
     assert "prefetch_sampler_path" not in json.loads(
         (tmp_path / "run" / "checkpoints.jsonl").read_text().splitlines()[-1])["extra"]
-    resumed = Runtime.run("rl_basic", {**cfg, "off_policy_steps": 1}, manifest="test", ports=local_blobs(tmp_path))
-    assert [m["step"] for m in resumed.metrics if m["event"] == "train.step"] == [3]
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="off_policy_steps: saved 0, now 1"):
+        Runtime.run("rl_basic", {**cfg, "off_policy_steps": 1}, manifest="test", ports=local_blobs(tmp_path))
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
 
 
 # --- saved state on the `local` manifest ----------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Keys are relative, ``/``-separated paths. ``write`` is atomic: a reader sees
 the old bytes or the new bytes, never a prefix of them, even if the writer
-dies mid-write. Implementations are safe to call from several threads.
+dies mid-write. ``create`` writes only if the key is free, as one atomic step,
+so of several writers racing for one key exactly one wins: the run lease
+(``runtime/lease.py``) is built on it. Implementations are safe to call from
+several threads.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ class BlobStore(Protocol):
         ...
 
     def write(self, key: str, data: bytes) -> None: ...
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``data`` only if nothing is stored under ``key``, atomically (check and write are one step).
+
+        True if this call wrote it; False if something was already there, which is left unchanged.
+        """
+        ...
 
     def exists(self, key: str) -> bool: ...
 

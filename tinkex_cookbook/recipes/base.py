@@ -119,7 +119,12 @@ def step_loop(name: str, body: list[Node], save_every: int, checkpoint: str) -> 
 
 
 def timestamped(recipe: str, log_path: str | None) -> str:
-    return log_path or f"{recipe}/{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    """``log_path``, else ``recipe/<UTC time to the millisecond>``: two runs started in the same second get
+    folders of their own (a run folder holds one run at a time)."""
+    if log_path:
+        return log_path
+    now = datetime.now(UTC)
+    return f"{recipe}/{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}"
 
 
 def describe_recipe(name: str) -> str:

@@ -3,6 +3,7 @@
 ``Runtime.run`` builds the recipe's spec, resolves the manifest (named, from
 ``TINKEX_MANIFEST``, else ``default``), checks every bound adapter can be
 built (names, options, extras, secrets) before any work, wires the container,
+takes the run folder's lease (``lease.py``: one run per ``log_path`` at a time),
 and hands the spec to the runner. It is the only place that knows the
 container, the settings and the registries all at once.
 """
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from tinkex_cookbook.errors import CookbookError, UnknownPortError, choices
+from tinkex_cookbook.errors import ConfigError, CookbookError, UnknownPortError, choices
 from tinkex_cookbook.pipeline import (
     STAGES,
     ConsoleSink,
@@ -36,6 +37,7 @@ from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
+from tinkex_cookbook.runtime.lease import HeartbeatSink, RunLease
 from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
@@ -262,24 +264,27 @@ class Runtime:
     ) -> RunResult:
         prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
         blob_store: BlobStore = ports["blob_store"]  # type: ignore[assignment]
-        artifacts = _write_run_files(blob_store, prefix, spec, manifest, scrub)
-        for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
-            if callable(getattr(sink, "configure", None)):
-                sink.configure(spec, blob_store.uri(prefix))  # type: ignore[attr-defined]
-        memory = MemorySink()
-        metrics_key = f"{prefix}/metrics.jsonl"
-        all_sinks: list[Sink] = [
-            memory, JsonlMetricsSink(blob_store, metrics_key), LogFileSink(blob_store, f"{prefix}/run.log"), *sinks,
-        ]
-        if verbose:
-            all_sinks.append(ConsoleSink())
-        telemetry = Telemetry(all_sinks)
-        ctx = Context(config=config, ports=ports, telemetry=telemetry, run_prefix=prefix)
-        try:
-            completed = runner.run(spec, ctx)
-        finally:
-            telemetry.close()
-            _write_loss_curve(blob_store, prefix, spec.name)
+        with RunLease(blob_store, prefix) as lease:  # one run per folder, before anything in it is read or written
+            _refuse_changed_config(blob_store, prefix, spec, scrub)
+            artifacts = _write_run_files(blob_store, prefix, spec, manifest, scrub)
+            for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
+                if callable(getattr(sink, "configure", None)):
+                    sink.configure(spec, blob_store.uri(prefix))  # type: ignore[attr-defined]
+            memory = MemorySink()
+            metrics_key = f"{prefix}/metrics.jsonl"
+            all_sinks: list[Sink] = [
+                memory, HeartbeatSink(lease), JsonlMetricsSink(blob_store, metrics_key),
+                LogFileSink(blob_store, f"{prefix}/run.log"), *sinks,
+            ]
+            if verbose:
+                all_sinks.append(ConsoleSink())
+            telemetry = Telemetry(all_sinks)
+            ctx = Context(config=config, ports=ports, telemetry=telemetry, run_prefix=prefix)
+            try:
+                completed = runner.run(spec, ctx)
+            finally:
+                telemetry.close()
+                _write_loss_curve(blob_store, prefix, spec.name)
         for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html"):
             if blob_store.exists(f"{prefix}/{name}"):
                 artifacts[name] = blob_store.uri(f"{prefix}/{name}")
@@ -293,13 +298,44 @@ def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
         store.write(f"{prefix}/loss.html", loss_curve_html(rows, title).encode())
 
 
+def _config_json(spec: Experiment, scrub: Callable[[str], str]) -> str:
+    return scrub(json.dumps(spec.config, indent=2, sort_keys=True))
+
+
+def _refuse_changed_config(store: BlobStore, prefix: str, spec: Experiment, scrub: Callable[[str], str]) -> None:
+    """A folder with checkpoints belongs to the config that made them: resuming it under another config
+    would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones."""
+    saved_key = f"{prefix}/config.json"
+    if not store.exists(f"{prefix}/checkpoints.jsonl") or not store.exists(saved_key):
+        return
+    try:
+        saved = json.loads(store.read(saved_key))
+    except ValueError as exc:
+        raise ConfigError(f"log_path {prefix!r} holds checkpoints, but its saved config {store.uri(saved_key)} is "
+                          f"not valid JSON ({exc}); restore it, or pick a new log_path") from None
+    new = json.loads(_config_json(spec, scrub))
+    if not isinstance(saved, dict) or saved == new:
+        return
+    absent = object()
+    changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, absent) != new.get(k, absent))
+    shown = "; ".join(f"{k}: saved {_json_value(saved, k)}, now {_json_value(new, k)}" for k in changed)
+    raise ConfigError(
+        f"log_path {prefix!r} holds checkpoints of a run with another config ({store.uri(saved_key)}): {shown}; "
+        "rerun with the saved values, or pick a new log_path"
+    )
+
+
+def _json_value(config: Mapping[str, Any], key: str) -> str:
+    return json.dumps(config[key]) if key in config else "(absent)"
+
+
 def _write_run_files(
     store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest, scrub: Callable[[str], str] = str,
 ) -> dict[str, str]:
     """Save the config, the spec (replayable with ``run_spec``) and the resolved manifest beside the run,
     scrubbed of secret values a user may have pasted into an option."""
     files = {
-        "config.json": scrub(json.dumps(spec.config, indent=2, sort_keys=True)).encode(),
+        "config.json": _config_json(spec, scrub).encode(),
         "spec.json": scrub(spec.to_json()).encode(),
         "manifest.json": scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)).encode(),
     }

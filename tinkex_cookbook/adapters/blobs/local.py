@@ -1,7 +1,9 @@
 """Local-filesystem blob store: one file per key under a root directory.
 
 Writes go to a temp file beside the target and are ``os.replace``d into place,
-so a reader (or a resumed run) never sees a half-written checkpoint.
+so a reader (or a resumed run) never sees a half-written checkpoint. ``create``
+``os.link``s its temp file into place instead: a hard link fails if the target
+exists, so checking and writing are one step even across processes.
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ class LocalBlobStore:
             path = self._path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
             _atomic_write(path, payload)
+
+    def create(self, key: str, data: bytes) -> bool:
+        payload = as_bytes(key, data)
+        with self._translate("create", key):
+            path = self._path(key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _atomic_write(path, payload, exclusive=True)
+            except FileExistsError:
+                if path.is_file():
+                    return False
+                raise  # a directory of other keys: as ``write`` does, a failure
+            return True
 
     def exists(self, key: str) -> bool:
         with self._translate("check", key):
@@ -87,18 +102,24 @@ class LocalBlobStore:
             raise BlobStoreError(f"cannot {action} blob {key!r} in {self!r}: {exc}") from exc
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a sibling temp file, fsync it, then rename it over ``path``."""
+def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
+    """Write to a sibling temp file, fsync it, then rename it over ``path``; or, if ``exclusive``,
+    hard-link it to ``path`` (``FileExistsError`` if ``path`` exists) and drop the temp name."""
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if exclusive:
+        Path(tmp).unlink()
 
 
 def _walk_keys(root: Path) -> Iterator[str]:

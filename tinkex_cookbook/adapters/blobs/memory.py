@@ -34,6 +34,15 @@ class MemoryBlobStore:
         with self._lock:
             self._blobs[key] = frozen
 
+    def create(self, key: str, data: bytes) -> bool:
+        key = normalize_key(key)
+        frozen = as_bytes(key, data)
+        with self._lock:
+            if key in self._blobs:
+                return False
+            self._blobs[key] = frozen
+            return True
+
     def exists(self, key: str) -> bool:
         key = normalize_key(key)
         with self._lock:

@@ -5,7 +5,9 @@ Works against AWS S3 and S3-compatible servers (MinIO, moto, R2, ...) through
 so importing the cookbook never needs the ``s3`` extra.
 
 * Atomicity: S3 PUTs (single and multipart) are atomic per object; a reader sees
-  the old object or the new one, never part of an upload.
+  the old object or the new one, never part of an upload. ``create`` is one PUT with
+  ``If-None-Match: *``, which S3 refuses (412) when the object exists (AWS since 2024;
+  MinIO, R2 and moto too; a server that ignores the header would let it overwrite).
 * Credentials come only from boto3's own chain (``AWS_ACCESS_KEY_ID`` /
   ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, shared config, instance roles);
   they are never parameters and never appear in messages or ``repr``.
@@ -146,6 +148,32 @@ class S3BlobStore:
         with self._translate("write", key):
             client = self._s3()
             client.upload_fileobj(io.BytesIO(payload), self._bucket, name, Config=self._transfer())
+
+    def create(self, key: str, data: bytes) -> bool:
+        """A single conditional PUT (fine for small blobs such as locks; S3 takes up to 5 GB in one).
+
+        A 409 (a delete of the key raced this PUT) is asked again, as S3 advises. A PUT that botocore
+        retried after its response was lost may find its own first attempt there and return False:
+        callers that must know (the run lease) read the blob back.
+        """
+        name = self._object_key(key)
+        payload = as_bytes(key, data)
+        with self._translate("create", key):
+            client = self._s3()
+            for attempt in range(1, self._max_attempts + 1):
+                try:
+                    client.put_object(Bucket=self._bucket, Key=name, Body=payload, IfNoneMatch="*")
+                    return True
+                except Exception as exc:
+                    if _error_code(exc) == "PreconditionFailed" or _http_status(exc) == 412:
+                        return False
+                    if _error_code(exc) != "ConditionalRequestConflict" or attempt == self._max_attempts:
+                        raise
+                    delay = min(_BODY_RETRY_CAP, _BODY_RETRY_BASE * 2 ** (attempt - 1))
+                    logger.warning("creating %s: a conflicting request (attempt %d/%d); asking again in %.2f s",
+                                   self.uri(key), attempt, self._max_attempts, delay)
+                    time.sleep(delay)
+            raise AssertionError("unreachable")  # pragma: no cover
 
     def exists(self, key: str) -> bool:
         name = self._object_key(key)

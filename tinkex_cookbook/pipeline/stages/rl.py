@@ -79,8 +79,7 @@ def rl_resume(ctx: Context, training_client: TrainingService, blob_store: BlobSt
     path = last.require("sampler_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
     ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
     # Legitimately absent: on-policy runs, and an off-policy run's checkpoint at its last step, have no
-    # prefetched batch; nor does a checkpoint of an on-policy run resumed off-policy. rl_sample then
-    # samples that step from the sampler above.
+    # prefetched batch (a resume with another off_policy_steps is refused as a changed config).
     if "prefetch_sampler_path" in last.extra:
         path = last.extra["prefetch_sampler_path"]
         ctx.resources["prefetch_sampler"] = (path, training_client.create_sampling_client(model_path=path))

@@ -1,0 +1,211 @@
+"""One run at a time in a run folder: a lease held as ``{log_path}/run.lock``.
+
+Two runs writing into one folder would each rewrite ``checkpoints.jsonl`` and
+``metrics.jsonl`` from their own reads, repeating, losing and reordering
+records. So a run first ``create``s the lock (write-if-absent, one atomic step
+in every blob store), refreshes its heartbeat while it runs, and deletes it
+when it ends. A lock whose run is gone is taken over, so a killed run resumes
+with no manual step: on the same host (and pid namespace) when its pid is dead,
+anywhere when its heartbeat is older than ``STALE_AFTER``. (Taking over is
+delete-then-create: the port has no compare-and-delete, so two runs taking over
+one dead lock within the same instant could both win; a run re-reads the lock
+just before deleting it, which leaves a window of one store round trip.)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Self
+
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, RunFolderInUseError
+from tinkex_cookbook.pipeline import Event
+from tinkex_cookbook.ports import BlobStore
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = "run.lock"
+STALE_AFTER = 15 * 60.0
+"""Seconds without a heartbeat after which a lock's run counts as dead, wherever it ran."""
+HEARTBEAT_EVERY = 60.0
+"""Seconds between heartbeats on ordinary events; every checkpoint also beats."""
+
+_HELD: set[str] = set()
+"""Owner ids of the leases this process holds: a lock naming this pid but none of these was left by an
+earlier process that had the same pid (a restarted container's pid 1, say)."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What a lock says about the run holding it."""
+
+    owner: str
+    host: str
+    pid: int
+    started: float
+    heartbeat: float
+    pid_space: str = ""
+    """Linux's pid namespace: containers sharing a host name (host networking) do not share pids."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def parse(cls, data: bytes | None) -> Holder | None:
+        """The holder, or None for no lock or one that is not ours to read (damaged, written by hand)."""
+        try:
+            fields = json.loads(data or b"")
+            holder = cls(str(fields["owner"]), str(fields["host"]), int(fields["pid"]),
+                         float(fields["started"]), float(fields["heartbeat"]), str(fields.get("pid_space", "")))
+        except (ValueError, TypeError, KeyError):
+            return None
+        return holder if holder.pid > 0 else None
+
+    def describe(self, now: float) -> str:
+        started = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return f"host {self.host}, pid {self.pid}, started {started}, last heartbeat {now - self.heartbeat:.0f} s ago"
+
+
+def stale_reason(holder: Holder, now: float, stale_after: float = STALE_AFTER) -> str | None:
+    """Why ``holder``'s run is surely gone, or None if it may still be running."""
+    if now - holder.heartbeat > stale_after:
+        return f"no heartbeat for {now - holder.heartbeat:.0f} s"
+    if holder.host != socket.gethostname() or holder.pid_space != current_pid_space():
+        return None
+    if holder.pid == os.getpid():
+        return None if holder.owner in _HELD else f"left by an earlier process that had pid {holder.pid}"
+    return None if _pid_alive(holder.pid) else f"its process {holder.pid} is gone"
+
+
+def current_pid_space() -> str:
+    """This process's pid namespace on Linux (``pid:[4026531836]``), else empty."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process: leave it to the heartbeat
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+class RunLease:
+    """``with RunLease(store, prefix) as lease:`` holds the folder for the block or raises
+    ``RunFolderInUseError`` naming the run that holds it."""
+
+    def __init__(
+        self, store: BlobStore, prefix: str, stale_after: float = STALE_AFTER,
+        heartbeat_every: float = HEARTBEAT_EVERY, clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.key = f"{prefix}/{LOCK_NAME}"
+        self._store, self._folder = store, store.uri(prefix)
+        self._stale_after, self._heartbeat_every, self._clock = stale_after, heartbeat_every, clock
+        now = clock()
+        self._me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now, current_pid_space())
+        self._beat_at = now
+
+    def __enter__(self) -> Self:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        if self._create():
+            return
+        data = self._read()
+        holder = Holder.parse(data)
+        if holder is not None and holder.owner == self._me.owner:  # an S3 PUT retried after a lost response
+            _HELD.add(self._me.owner)
+            return
+        if data is not None:  # a lock (else it went between our create and read): taken over only if stale
+            if holder is None or (reason := stale_reason(holder, self._clock(), self._stale_after)) is None:
+                raise self._in_use(holder)
+            logger.info("taking over %s (%s): %s", self._store.uri(self.key), holder.describe(self._clock()),
+                        reason)
+            if self._read() == data:  # not replaced meanwhile by another run taking it over
+                self._store.delete(self.key)
+        if not self._create():
+            raise self._in_use(Holder.parse(self._read()))
+
+    def heartbeat(self, force: bool = True) -> None:
+        """Rewrite the lock with the time now (at most every ``heartbeat_every`` s unless ``force``),
+        after checking it is still ours: a run whose lease was taken over must stop writing."""
+        now = self._clock()
+        if not force and now - self._beat_at < self._heartbeat_every:
+            return
+        data = self._read()
+        holder = Holder.parse(data)
+        if holder is None or holder.owner != self._me.owner:
+            what = "was deleted" if data is None else f"now names another run ({_describe(holder, now)})"
+            raise RunFolderInUseError(
+                f"run folder {self._folder} is no longer this run's: its lock {self._store.uri(self.key)} {what}; "
+                "this run stops so that two runs do not write into one folder: let the other run finish, "
+                "then rerun to resume, or pick another log_path"
+            )
+        self._me, self._beat_at = replace(self._me, heartbeat=now), now
+        self._store.write(self.key, self._me.to_bytes())
+
+    def release(self) -> None:
+        """Delete the lock if it is still ours; a failure only warns (a later run takes a dead lock over)."""
+        _HELD.discard(self._me.owner)
+        try:
+            holder = Holder.parse(self._read())
+            if holder is not None and holder.owner == self._me.owner:
+                self._store.delete(self.key)
+        except BlobStoreError as exc:
+            logger.warning("could not release %s: %s", self._store.uri(self.key), exc)
+
+    def _create(self) -> bool:
+        created = self._store.create(self.key, self._me.to_bytes())
+        if created:
+            _HELD.add(self._me.owner)
+        return created
+
+    def _read(self) -> bytes | None:
+        try:
+            return self._store.read(self.key)
+        except BlobNotFoundError:
+            return None
+
+    def _in_use(self, holder: Holder | None) -> RunFolderInUseError:
+        return RunFolderInUseError(
+            f"run folder {self._folder} is in use by another run ({_describe(holder, self._clock())}): "
+            f"wait for it, pick another log_path, or delete {self._store.uri(self.key)} if that run is dead"
+        )
+
+
+def _describe(holder: Holder | None, now: float) -> str:
+    return holder.describe(now) if holder is not None else "its lock is unreadable"
+
+
+class HeartbeatSink:
+    """Keeps a lease fresh from the run's own telemetry, so stages never see it: a beat on every
+    ``train.checkpoint``, and on other events (steps, evaluation progress) at most every
+    ``heartbeat_every`` seconds."""
+
+    def __init__(self, lease: RunLease) -> None:
+        self._lease = lease
+
+    def handle(self, event: Event) -> None:
+        self._lease.heartbeat(force=event.name == "train.checkpoint")
+
+    def close(self) -> None:
+        pass
+
