@@ -259,16 +259,12 @@ def test_a_silent_server_is_cut_off_at_the_timeout(tmp_path: Path, monkeypatch: 
 
 
 def test_s3_probe_against_a_real_s3_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, raw_s3_client, start_moto_server
+    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, moto_server, raw_s3_client
 
     for name, value in FAKE_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    server, endpoint = start_moto_server()
-    try:
+    with moto_server() as endpoint:
         raw = raw_s3_client(endpoint)
-        raw.create_bucket(Bucket=BUCKET)
         binding = {"adapter": "s3", "endpoint_url": endpoint, "prefix": "team", "max_attempts": 1}
         good = diagnose(write_manifest(tmp_path, {"blob_store": {**binding, "bucket": BUCKET}}))
         assert good["blob_store"].status == OK
@@ -278,5 +274,3 @@ def test_s3_probe_against_a_real_s3_api(tmp_path: Path, monkeypatch: pytest.Monk
         bad = diagnose(write_manifest(tmp_path, {"blob_store": {**binding, "bucket": "no-such-bucket"}}))
         assert bad["blob_store"].status == FAIL
         assert "no-such-bucket" in bad["blob_store"].hint
-    finally:
-        server.stop()

@@ -122,3 +122,14 @@ class TrainingBackendError(CookbookError, RuntimeError):
 
 class StageError(CookbookError, RuntimeError):
     """A pipeline stage raised; the message names the stage, the cause is chained."""
+
+
+def error_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors behind it (causes, else contexts), outermost first, each once: libraries wrap
+    the error that says what happened (a reset, a 503) in ones that do not."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen

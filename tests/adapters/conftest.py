@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -30,19 +31,28 @@ def raw_s3_client(endpoint: str) -> Any:
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name="us-east-1")
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
+@contextmanager
+def moto_server(bucket: str | None = BUCKET, credentials: Mapping[str, str] = FAKE_CREDENTIALS) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 for the block, with ``bucket`` created (signed with ``credentials``;
+    the environment is restored once it exists). Skips the test when boto3 or moto is missing."""
     pytest.importorskip("boto3")
     pytest.importorskip("moto.server")
     server, endpoint = start_moto_server()
     try:
-        with pytest.MonkeyPatch.context() as mp:  # env restored when the bucket exists
-            for name, value in FAKE_CREDENTIALS.items():
-                mp.setenv(name, value)
-            raw_s3_client(endpoint).create_bucket(Bucket=BUCKET)
+        if bucket is not None:
+            with pytest.MonkeyPatch.context() as mp:
+                for name, value in credentials.items():
+                    mp.setenv(name, value)
+                raw_s3_client(endpoint).create_bucket(Bucket=bucket)
         yield endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -288,19 +288,10 @@ def test_two_processes_on_one_local_root_match_their_solo_runs(tmp_path: Path, e
 
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, raw_s3_client, start_moto_server
+    from tests.adapters.conftest import moto_server
 
-    server, endpoint = start_moto_server()
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            for name, value in FAKE_CREDENTIALS.items():
-                patch.setenv(name, value)
-            raw_s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    with moto_server() as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 def s3_folder(endpoint: str, prefix: str, log_path: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 from tests.faults import metric_rows
 from tests.reliability.fault_proxy import FOREVER, KINDS, FaultPlan, FaultProxy, ProxyFault, ProxyFaultKind
-from tinkex_cookbook.errors import BlobStoreError, CookbookError, TrainingBackendError
+from tinkex_cookbook.errors import BlobStoreError, CookbookError, TrainingBackendError, error_chain
 
 LONG = pytest.mark.long
 
@@ -76,20 +76,13 @@ class Expect:
     secrets: tuple[str, ...]
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 def _judge_error(exc: BaseException, expect: Expect) -> str:
     """Why ``exc`` is not the typed error ``expect`` describes; empty when it is."""
     if not isinstance(exc, CookbookError | ConnectionError):
         return f"untyped {type(exc).__module__}.{type(exc).__name__}: {exc}"
-    if not any(isinstance(e, expect.errors) for e in _chain(exc)):
+    if not any(isinstance(e, expect.errors) for e in error_chain(exc)):
         return f"{type(exc).__name__} is not (and is not caused by) one of {expect.errors}: {exc}"
     text = f"{exc} {exc!r}"
     missing = [name for name in expect.names if name not in text]
@@ -97,7 +90,7 @@ def _judge_error(exc: BaseException, expect: Expect) -> str:
         return f"the message does not name {missing}: {exc}"
     if not any(hint in text for hint in expect.hints):
         return f"the message has no hint (one of {expect.hints}): {exc}"
-    leaked = [s for s in expect.secrets if any(s in f"{e} {e!r}" for e in _chain(exc))]
+    leaked = [s for s in expect.secrets if any(s in f"{e} {e!r}" for e in error_chain(exc))]
     return f"a secret shows in the error: {leaked}" if leaked else ""
 
 
@@ -299,19 +292,10 @@ _prefixes = iter(range(10**6))
 
 @pytest.fixture(scope="module")
 def moto() -> Iterator[str]:
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    from tests.adapters.conftest import raw_s3_client, start_moto_server
+    from tests.adapters.conftest import moto_server
 
-    server, endpoint = start_moto_server()
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for name, value in AWS_ENV.items():
-                mp.setenv(name, value)
-            raw_s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    with moto_server(BUCKET, AWS_ENV) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -208,15 +208,11 @@ def test_dry_run_touches_no_lock(tmp_path: Path) -> None:
 
 def test_the_lease_holds_on_s3_too(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same refusal and release through the S3 store (a moto server on 127.0.0.1)."""
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, raw_s3_client, start_moto_server
+    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, moto_server
 
-    server, endpoint = start_moto_server()
-    try:
-        for name, value in FAKE_CREDENTIALS.items():
-            monkeypatch.setenv(name, value)
-        raw_s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with moto_server() as endpoint:
         prefix = f"lease-{time.monotonic_ns()}"
         ports = {"blob_store": {"adapter": "s3", "bucket": BUCKET, "prefix": prefix, "endpoint_url": endpoint}}
         cfg = {**CFG, "save_every": 5, "eval_every": 0}  # fewer requests to moto
@@ -230,8 +226,6 @@ def test_the_lease_holds_on_s3_too(monkeypatch: pytest.MonkeyPatch) -> None:
                 assert store.list() == ["run/run.lock"]
             Runtime.run(SlBasic, cfg, manifest="test", ports=ports)
             assert "run/checkpoints.jsonl" in store.list() and "run/run.lock" not in store.list()
-    finally:
-        server.stop()
 
 
 # -- the heartbeat, and a lease lost while running -----------------------------------------------------------

@@ -468,15 +468,10 @@ def echoing_llm() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def moto_s3() -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 (it accepts any credentials, so the AWS markers sign every request)."""
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    from tests.adapters.conftest import start_moto_server
+    from tests.adapters.conftest import moto_server
 
-    server, endpoint = start_moto_server()
-    try:
+    with moto_server(bucket=None) as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 def s3_client(endpoint: str) -> Any:

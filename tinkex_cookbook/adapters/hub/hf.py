@@ -53,7 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tinkex_cookbook.errors import ConfigError, UnknownNameError
+from tinkex_cookbook.errors import ConfigError, UnknownNameError, error_chain
 from tinkex_cookbook.ports.hub import RepoInfo
 
 __all__ = ["DEFAULT_ENDPOINT", "HFHubClient"]
@@ -241,7 +241,7 @@ class HFHubClient:
                 "check that it is up and HF_ENDPOINT is right, or raise the hub client's attempt_timeout"
             )
         token_hint = _TOKEN_HINT.format(verb="write to" if write else "read")
-        chain = _chain(exc)
+        chain = error_chain(exc)
 
         if isinstance(exc, hf.HFValidationError):
             return ConfigError(f"{failed}: not a valid repository id or revision: {self._redact(str(exc))}")
@@ -316,7 +316,7 @@ def _is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, _AttemptTimedOut):
         return True
-    chain = _chain(exc)
+    chain = error_chain(exc)
     if any(_retried_by_library(c) for c in chain):
         return False
     if any(isinstance(c, httpx2.TransportError) and not isinstance(c, httpx2.UnsupportedProtocol) for c in chain):
@@ -340,14 +340,6 @@ def _retried_by_library(exc: BaseException) -> bool:
     )
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and its causes/contexts, outermost first."""
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and all(current is not s for s in seen):
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
 
 
 def _status(exc: BaseException) -> int | None:
