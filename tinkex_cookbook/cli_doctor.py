@@ -30,9 +30,7 @@ def doctor(
         settings = Settings()  # a bad TINKEX_PORTS is a one-line error too, not a traceback
         report = diagnose(manifest, settings)
     except CookbookError as exc:
-        message = str(exc)
-        for secret in settings.secret_values() if settings is not None else ():
-            message = message.replace(secret, "**********")
+        message = settings.scrub(str(exc)) if settings is not None else str(exc)
         typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from None
     render(report, Console())

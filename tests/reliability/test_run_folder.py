@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults import crash_on_optim_step
+from tests.faults import CrashAfter
 from tinkex_cookbook import Runtime, SlBasic, StageError
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
-from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.errors import ConfigError, RunFolderInUseError
 from tinkex_cookbook.pipeline import Event
 from tinkex_cookbook.runtime import Settings
@@ -187,12 +186,8 @@ def test_staleness_rules() -> None:
 
 
 def test_a_failing_run_releases_its_folder(tmp_path: Path) -> None:
-    class CrashAt5(NoopTrainingService):
-        def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
-            return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), 5)
-
     with pytest.raises(StageError, match="killed"):
-        Runtime.run(SlBasic, CFG, manifest="test", ports={**blob(tmp_path), "training_client": CrashAt5()})
+        Runtime.run(SlBasic, CFG, manifest="test", ports={**blob(tmp_path), "training_client": CrashAfter(5)})
     assert not (tmp_path / "run" / "run.lock").exists()
     resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path))
     assert next(e for e in resumed.events if e.name == "train.resume").data["step"] == 4
@@ -256,14 +251,17 @@ def test_heartbeat_beats_at_most_every_interval_unless_forced(tmp_path: Path) ->
 
 
 def test_a_lease_taken_from_a_run_stops_it_and_is_left_to_its_new_holder(tmp_path: Path) -> None:
-    """Another run took the lock over (this one looked dead): this run fails at its next checkpoint
-    rather than keep writing, and does not delete the other's lock when it ends."""
+    """Another run took the lock over (this one looked dead): this run fails at its next checkpoint, before
+    recording it, rather than keep writing, and leaves the other's lock and files alone when it ends."""
     theirs = {"owner": "other", "host": "another-host", "pid": 1, "started": time.time(), "heartbeat": time.time()}
+
+    taken: dict[str, bytes] = {}
 
     class TakeOver:
         def handle(self, event: Event) -> None:
             if event.name == "train.checkpoint" and event.data["step"] == 4:
                 (tmp_path / "run" / "run.lock").write_text(json.dumps(theirs))
+                taken.update(snapshot(tmp_path))
 
         def close(self) -> None:
             pass
@@ -273,7 +271,8 @@ def test_a_lease_taken_from_a_run_stops_it_and_is_left_to_its_new_holder(tmp_pat
         Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path), sinks=[TakeOver()])
     assert json.loads((tmp_path / "run" / "run.lock").read_text()) == theirs
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "checkpoints.jsonl").read_text().splitlines()]
-    assert steps == [2, 4, 6]  # taken after step 4's beat; step 6's beat found it, and no step ran after
+    assert steps == [2, 4]  # taken after step 4's record; found before step 6's record was written
+    assert snapshot(tmp_path) == taken  # no metric row, log line or loss curve written after the takeover
 
 
 def test_a_deleted_lock_stops_the_run_too(tmp_path: Path) -> None:
@@ -291,12 +290,8 @@ def test_a_deleted_lock_stops_the_run_too(tmp_path: Path) -> None:
 
 
 def test_a_folder_with_checkpoints_refuses_another_config_and_changes_nothing(tmp_path: Path) -> None:
-    class CrashAt7(NoopTrainingService):
-        def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
-            return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), 7)
-
     with pytest.raises(StageError):
-        Runtime.run(SlBasic, CFG, manifest="test", ports={**blob(tmp_path), "training_client": CrashAt7()})
+        Runtime.run(SlBasic, CFG, manifest="test", ports={**blob(tmp_path), "training_client": CrashAfter(7)})
     before = snapshot(tmp_path)
     changed = {**CFG, "batch_size": 4, "learning_rate": 3e-4}
     with pytest.raises(ConfigError) as info:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Self, TextIO
 
@@ -45,12 +45,19 @@ class Sink(Protocol):
 
 
 class Telemetry:
-    """Fans each event out to every sink, in order."""
+    """Fans each event out to every sink, in order.
 
-    def __init__(self, sinks: Iterable[Sink] = ()) -> None:
+    ``guard(force)`` runs before any sink sees an event and, forced, before a flush (just before a
+    checkpoint is recorded): the run's lease check, so a run that lost its folder stops before writing.
+    """
+
+    def __init__(self, sinks: Iterable[Sink] = (), guard: Callable[[bool], None] | None = None) -> None:
         self.sinks = list(sinks)
+        self._guard = guard
 
     def emit(self, name: str, /, **data: Any) -> None:
+        if self._guard is not None:
+            self._guard(False)
         event = Event(name, data)
         errors = []
         for sink in self.sinks:
@@ -65,6 +72,8 @@ class Telemetry:
         """Write out what every sink buffers. Called just before a checkpoint is recorded: a resume from
         that checkpoint keeps the metric rows already written and recomputes only later steps, so a row
         still in memory when the process dies after the record would be lost for good."""
+        if self._guard is not None:
+            self._guard(True)
         errors = []
         for sink in self.sinks:
             flush = getattr(sink, "flush", None)
@@ -148,6 +157,15 @@ class BlobLinesSink:
         self._lines: list[str] = []
         self._flushed_at = float("-inf")
         self._dirty = False
+        self._detached = False
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
+
+    def detach(self) -> None:
+        """Write nothing more: the run folder belongs to another run now."""
+        self._detached = True
 
     def line_for(self, event: Event) -> str | None:
         raise NotImplementedError
@@ -167,7 +185,7 @@ class BlobLinesSink:
             return []
 
     def flush(self) -> None:
-        if self._dirty:
+        if self._dirty and not self._detached:
             self._store.write(self._key, "".join(line + "\n" for line in self._lines).encode())
             self._dirty = False
         self._flushed_at = time.monotonic()

@@ -41,7 +41,6 @@ DEFAULT_TIMEOUT = 5.0
 wait on a server is cut off at twice this (``_within``), however its adapter retries."""
 PROBE_PREFIX = ".doctor"
 PROBE_DATA = b"tinkex-cookbook doctor probe\n"
-_REDACTED = "**********"
 
 
 @dataclass(frozen=True)
@@ -120,11 +119,10 @@ def diagnose(
     for port in _dependency_order(ports):
         if ports[port].check is None:
             ports[port].check = _build_and_check(ports[port], ports, skeleton, registry, settings, timeout)
-    secrets = settings.secret_values()
     checks = []
     for state in ports.values():
         assert state.check is not None
-        checks.append(PortCheck(state.port, state.adapter, state.check.status, _scrub(state.check.hint, secrets)))
+        checks.append(PortCheck(state.port, state.adapter, state.check.status, settings.scrub(state.check.hint)))
     return DoctorReport(name, tuple(sources), tuple(checks))
 
 
@@ -233,12 +231,6 @@ def _within(seconds: float, call: Callable[[], tuple[str, str]], adapter: object
 
 def _describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, CookbookError) else f"{type(exc).__name__}: {exc}"
-
-
-def _scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, _REDACTED)
-    return text
 
 
 # -- checks ----------------------------------------------------------------------------------------

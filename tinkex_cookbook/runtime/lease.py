@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Self
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, RunFolderInUseError
-from tinkex_cookbook.pipeline import Event
 from tinkex_cookbook.ports import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,8 @@ LOCK_NAME = "run.lock"
 STALE_AFTER = 15 * 60.0
 """Seconds without a heartbeat after which a lock's run counts as dead, wherever it ran."""
 HEARTBEAT_EVERY = 60.0
-"""Seconds between heartbeats on ordinary events; every checkpoint also beats."""
+"""Seconds between heartbeats (a background thread, whatever the run is waiting on); every checkpoint
+also checks and beats before it is recorded."""
 
 _HELD: set[str] = set()
 """Owner ids of the leases this process holds: a lock naming this pid but none of these was left by an
@@ -118,6 +119,11 @@ class RunLease:
         now = clock()
         self._me = Holder(uuid.uuid4().hex, socket.gethostname(), os.getpid(), now, now, current_pid_space())
         self._beat_at = now
+        self._beat_lock = threading.Lock()
+        self.lost: RunFolderInUseError | None = None
+        """Set once the lock is found deleted or naming another run: from then on nothing may be written."""
+        self._stop = threading.Event()
+        self._beater: threading.Thread | None = None
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -127,6 +133,29 @@ class RunLease:
         self.release()
 
     def acquire(self) -> None:
+        self._take()
+        self._beater = threading.Thread(target=self._beat_in_background, name="run-lease", daemon=True)
+        self._beater.start()
+
+    def _beat_in_background(self) -> None:
+        """Keeps the lock fresh while the run waits on one long call (a 15-minute Tinker request sends no
+        telemetry); a lost lease is kept for ``check`` to raise on the run's own thread."""
+        while not self._stop.wait(self._heartbeat_every):
+            try:
+                self.heartbeat()
+            except RunFolderInUseError:
+                return
+            except BlobStoreError as exc:  # the store is down: the run's own writes will say so
+                logger.warning("could not refresh %s: %s", self._store.uri(self.key), exc)
+
+    def check(self, force: bool = False) -> None:
+        """Raise if the lease is lost; with ``force`` (before a checkpoint is recorded) read the lock now.
+        Telemetry calls it before any sink sees an event, so a run that lost its folder writes nothing more."""
+        if self.lost is not None:
+            raise self.lost
+        self.heartbeat(force=force)
+
+    def _take(self) -> None:
         if self._create():
             return
         data = self._read()
@@ -147,6 +176,10 @@ class RunLease:
     def heartbeat(self, force: bool = True) -> None:
         """Rewrite the lock with the time now (at most every ``heartbeat_every`` s unless ``force``),
         after checking it is still ours: a run whose lease was taken over must stop writing."""
+        with self._beat_lock:
+            self._heartbeat(force)
+
+    def _heartbeat(self, force: bool) -> None:
         now = self._clock()
         if not force and now - self._beat_at < self._heartbeat_every:
             return
@@ -154,16 +187,20 @@ class RunLease:
         holder = Holder.parse(data)
         if holder is None or holder.owner != self._me.owner:
             what = "was deleted" if data is None else f"now names another run ({_describe(holder, now)})"
-            raise RunFolderInUseError(
+            self.lost = RunFolderInUseError(
                 f"run folder {self._folder} is no longer this run's: its lock {self._store.uri(self.key)} {what}; "
                 "this run stops so that two runs do not write into one folder: let the other run finish, "
                 "then rerun to resume, or pick another log_path"
             )
+            raise self.lost
         self._me, self._beat_at = replace(self._me, heartbeat=now), now
         self._store.write(self.key, self._me.to_bytes())
 
     def release(self) -> None:
         """Delete the lock if it is still ours; a failure only warns (a later run takes a dead lock over)."""
+        self._stop.set()
+        if self._beater is not None:
+            self._beater.join()
         _HELD.discard(self._me.owner)
         try:
             holder = Holder.parse(self._read())
@@ -193,19 +230,3 @@ class RunLease:
 
 def _describe(holder: Holder | None, now: float) -> str:
     return holder.describe(now) if holder is not None else "its lock is unreadable"
-
-
-class HeartbeatSink:
-    """Keeps a lease fresh from the run's own telemetry, so stages never see it: a beat on every
-    ``train.checkpoint``, and on other events (steps, evaluation progress) at most every
-    ``heartbeat_every`` seconds."""
-
-    def __init__(self, lease: RunLease) -> None:
-        self._lease = lease
-
-    def handle(self, event: Event) -> None:
-        self._lease.heartbeat(force=event.name == "train.checkpoint")
-
-    def close(self) -> None:
-        pass
-

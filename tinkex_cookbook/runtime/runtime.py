@@ -19,9 +19,10 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from tinkex_cookbook.errors import ConfigError, CookbookError, UnknownPortError, choices
+from tinkex_cookbook.errors import ConfigError, CookbookError, RunFolderInUseError, UnknownPortError, choices
 from tinkex_cookbook.pipeline import (
     STAGES,
+    BlobLinesSink,
     ConsoleSink,
     Context,
     Event,
@@ -37,7 +38,7 @@ from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
-from tinkex_cookbook.runtime.lease import HeartbeatSink, RunLease
+from tinkex_cookbook.runtime.lease import RunLease
 from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
@@ -98,15 +99,13 @@ def _check_instances(instances: Mapping[str, Any]) -> None:
             raise TypeError(f"ports={{{port!r}: ...}} got {type(adapter).__name__}, not a {protocol.__name__}")
 
 
-def _scrub(exc: BaseException, secrets: Iterable[str]) -> BaseException | None:
+def _scrub(exc: BaseException, scrub: Callable[[str], str]) -> BaseException | None:
     """A copy of a cookbook error with secret values replaced, or None if it held none."""
     text = str(exc)
-    leaked = [s for s in secrets if s and s in text]
-    if not leaked or not isinstance(exc, CookbookError):
+    clean = scrub(text)
+    if clean == text or not isinstance(exc, CookbookError):
         return None
-    for secret in leaked:
-        text = text.replace(secret, "**********")
-    return type(exc)(text)
+    return type(exc)(clean)
 
 
 def describe_plan(spec: Experiment, manifest: Manifest) -> str:
@@ -229,7 +228,7 @@ class Runtime:
         try:
             return cls._run_spec(spec, manifest, ports, dry_run, verbose, settings, list(sinks), out)
         except CookbookError as exc:
-            scrubbed = _scrub(exc, settings.secret_values())
+            scrubbed = _scrub(exc, settings.scrub)
             if scrubbed is None:
                 raise
             traceback = exc.__traceback__
@@ -267,28 +266,45 @@ class Runtime:
         with RunLease(blob_store, prefix) as lease:  # one run per folder, before anything in it is read or written
             _refuse_changed_config(blob_store, prefix, spec, scrub)
             artifacts = _write_run_files(blob_store, prefix, spec, manifest, scrub)
+            shown = Experiment.from_json(scrub(spec.to_json()))  # what sinks may upload: no pasted secret
             for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
                 if callable(getattr(sink, "configure", None)):
-                    sink.configure(spec, blob_store.uri(prefix))  # type: ignore[attr-defined]
+                    sink.configure(shown, blob_store.uri(prefix))  # type: ignore[attr-defined]
             memory = MemorySink()
-            metrics_key = f"{prefix}/metrics.jsonl"
-            all_sinks: list[Sink] = [
-                memory, HeartbeatSink(lease), JsonlMetricsSink(blob_store, metrics_key),
-                LogFileSink(blob_store, f"{prefix}/run.log"), *sinks,
-            ]
+            folder_sinks = [JsonlMetricsSink(blob_store, f"{prefix}/metrics.jsonl"),
+                            LogFileSink(blob_store, f"{prefix}/run.log")]
+            all_sinks: list[Sink] = [memory, *folder_sinks, *sinks]
             if verbose:
                 all_sinks.append(ConsoleSink())
-            telemetry = Telemetry(all_sinks)
+            telemetry = Telemetry(all_sinks, guard=_lease_guard(lease, folder_sinks))
             ctx = Context(config=config, ports=ports, telemetry=telemetry, run_prefix=prefix)
             try:
                 completed = runner.run(spec, ctx)
             finally:
                 telemetry.close()
-                _write_loss_curve(blob_store, prefix, spec.name)
+                if lease.lost is None:
+                    _write_loss_curve(blob_store, prefix, spec.name)
         for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html"):
             if blob_store.exists(f"{prefix}/{name}"):
                 artifacts[name] = blob_store.uri(f"{prefix}/{name}")
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+
+
+def _lease_guard(lease: RunLease, folder_sinks: Sequence[BlobLinesSink]) -> Callable[[bool], None]:
+    """Telemetry's check before each event and flush: the first time the lease is found lost, detach the
+    sinks that write the folder and raise (the run stops); later events (the failure itself) reach the
+    other sinks, and the folder is left to the run that holds it."""
+    def guard(force: bool) -> None:
+        if lease.lost is not None and all(sink.detached for sink in folder_sinks):
+            return
+        try:
+            lease.check(force)
+        except RunFolderInUseError:
+            for sink in folder_sinks:
+                sink.detach()
+            raise
+
+    return guard
 
 
 def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
