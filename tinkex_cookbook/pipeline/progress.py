@@ -89,7 +89,6 @@ class PlainProgressSink:
         self._stream = stream
         self._lines = lines
         self._task_seconds = task_seconds
-        self._task_started: dict[str, float] = {}
         self._task_printed: dict[str, float] = {}
 
     def handle(self, event: Event) -> None:
@@ -106,14 +105,14 @@ class PlainProgressSink:
     def _task(self, event: Event) -> None:
         task, data = event.data["task"], event.data
         if event.name == "task.start":
-            self._task_started[task] = self._task_printed[task] = event.time
+            self._task_printed[task] = event.time
         elif event.name == "task.progress":
             if event.time - self._task_printed.get(task, event.time) >= self._task_seconds:
                 self._task_printed[task] = event.time
                 self._print(f"{task}: {data['done']}/{data['total']}")
         else:
             self._task_printed.pop(task, None)
-            if event.time - self._task_started.pop(task, event.time) >= self._task_seconds:
+            if data["seconds"] >= self._task_seconds:
                 self._print(f"{task}: {data['done']}/{data['total']} done in {data['seconds']:.1f} s")
 
     def _print(self, line: str) -> None:
