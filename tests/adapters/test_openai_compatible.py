@@ -15,12 +15,11 @@ httpx = pytest.importorskip("httpx")  # the optional `llm` extra
 
 from tinkex_cookbook.adapters.embeddings.openai_compatible import OpenAICompatibleEmbeddingClient
 from tinkex_cookbook.adapters.llm.openai_compatible import (
-    MAX_BACKOFF,
     MAX_RETRY_AFTER,
     LLMServiceError,
     OpenAICompatibleLLMClient,
-    backoff_delay,
 )
+from tinkex_cookbook.adapters.retry import MAX_BACKOFF, backoff_delay
 from tinkex_cookbook.errors import ConfigError, CookbookError
 from tinkex_cookbook.ports.llm import Completion, EmbeddingClient, LLMClient
 

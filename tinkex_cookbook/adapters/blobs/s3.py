@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
+from tinkex_cookbook.adapters.retry import backoff_delay
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class S3BlobStore:
                 except Exception as exc:
                     if attempt == self._max_attempts or type(exc).__name__ not in _BROKEN_BODY:
                         raise
-                    delay = min(_BODY_RETRY_CAP, _BODY_RETRY_BASE * 2 ** (attempt - 1))
+                    delay = backoff_delay(attempt, _BODY_RETRY_BASE, _BODY_RETRY_CAP)
                     logger.warning("reading %s: the body broke off (%s, attempt %d/%d); asking again in %.2f s",
                                    self.uri(key), type(exc).__name__, attempt, self._max_attempts, delay)
                     time.sleep(delay)
@@ -169,7 +170,7 @@ class S3BlobStore:
                         return False
                     if _error_code(exc) != "ConditionalRequestConflict" or attempt == self._max_attempts:
                         raise
-                    delay = min(_BODY_RETRY_CAP, _BODY_RETRY_BASE * 2 ** (attempt - 1))
+                    delay = backoff_delay(attempt, _BODY_RETRY_BASE, _BODY_RETRY_CAP)
                     logger.warning("creating %s: a conflicting request (attempt %d/%d); asking again in %.2f s",
                                    self.uri(key), attempt, self._max_attempts, delay)
                     time.sleep(delay)

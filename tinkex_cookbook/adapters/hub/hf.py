@@ -53,6 +53,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tinkex_cookbook.adapters.retry import backoff_delay
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, error_chain
 from tinkex_cookbook.ports.hub import RepoInfo
 
@@ -65,8 +66,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 LIBRARY_NAME = "tinkex-cookbook"
 _TOKEN_HINT = "set HF_TOKEN to a token that can {verb} it (tokens: https://huggingface.co/settings/tokens)"
 _METADATA_FIELDS = ("pipeline_tag", "library_name", "author", "private", "gated", "tags")
-MAX_BACKOFF = 30.0
-"""Upper bound (seconds) of one sleep between attempts."""
 _TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -210,7 +209,7 @@ class HFHubClient:
                 return _within(call, limit)
             except Exception as exc:  # noqa: BLE001 - classified and translated below
                 failure = exc
-            delay = min(MAX_BACKOFF, self._backoff * 2 ** (attempt - 1))
+            delay = backoff_delay(attempt, self._backoff)
             if attempt == attempts or not _is_transient(failure):
                 error = self._hub_error(failure, task, repo, filename, revision, write, attempt)
                 if error is None:

@@ -20,15 +20,14 @@ from typing import Any, Self
 
 import httpx
 
+from tinkex_cookbook.adapters.retry import backoff_delay
 from tinkex_cookbook.errors import ConfigError, CookbookError
 from tinkex_cookbook.ports.llm import ChatMessage, Completion
 
-__all__ = ["LLMServiceError", "OpenAICompatibleHTTP", "OpenAICompatibleLLMClient", "backoff_delay"]
+__all__ = ["LLMServiceError", "OpenAICompatibleHTTP", "OpenAICompatibleLLMClient"]
 
 logger = logging.getLogger(__name__)
 
-MAX_BACKOFF = 30.0
-"""Upper bound (seconds) of one exponential-backoff sleep."""
 MAX_RETRY_AFTER = 60.0
 """Upper bound (seconds) on a server's ``Retry-After`` we are willing to honour."""
 _RETRYABLE_TRANSPORT_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -49,13 +48,6 @@ class LLMServiceError(CookbookError, RuntimeError):
         self.path = path
         self.status = status
         self.attempts = attempts
-
-
-def backoff_delay(attempt: int, backoff: float, cap: float = MAX_BACKOFF) -> float:
-    """Sleep after failed attempt ``attempt`` (1-based): ``backoff * 2**(attempt-1)``, capped."""
-    if backoff <= 0:
-        return 0.0
-    return min(cap, backoff * 2.0 ** min(max(attempt - 1, 0), 64))
 
 
 def _hint(status: int | str, timeout: float) -> str:

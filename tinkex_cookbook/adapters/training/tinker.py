@@ -33,6 +33,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import tinker
 
+from tinkex_cookbook.adapters.retry import backoff_delay
 from tinkex_cookbook.adapters.training.tinker_types import (
     from_tinker_forward_backward,
     from_tinker_logprobs,
@@ -76,8 +77,6 @@ API_KEY_PREFIXES = ("tml-", "eyJ")
 """What the SDK accepts: a Tinker API key (``tml-...``) or a Tinker-issued JWT (``eyJ...``)."""
 CLOSE_TIMEOUT = 10.0
 """Seconds ``close()`` waits for the server to mark the session finished."""
-MAX_BACKOFF = 30.0
-"""Upper bound (seconds) of one sleep between connection attempts."""
 _DETAIL_CHARS = 400
 _KEY_FIX = "export TINKER_API_KEY=tml-... (create a key in the Tinker console)"
 _MISSING = object()
@@ -349,7 +348,7 @@ class TinkerTrainingService:
                 raise self._edge.timeout(request, self.request_timeout)
             if _is_auth_failure(failure) or not _is_transient(failure) or attempt >= self.connect_attempts:
                 raise self._edge.error(failure, request, attempts=attempt)
-            delay = min(MAX_BACKOFF, self.backoff * 2 ** (attempt - 1))
+            delay = backoff_delay(attempt, self.backoff)
             logger.warning("%s failed at %s (attempt %d of %d): %s; retrying in %.1f s", request,
                            self.base_url, attempt, self.connect_attempts,
                            self._edge.redact(f"{type(failure).__name__}: {failure}")[:_DETAIL_CHARS], delay)
