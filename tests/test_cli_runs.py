@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def test_incomplete_runs(root: Path) -> None:
     rows = {row.split()[0]: row.split() for row in invoke("list", "--root", root)[1].splitlines()[1:]}
     assert rows[SL_CUT][3:5] == ["incomplete", "4/4"]
     assert rows[PARTIAL][1:6] == ["-", "-", "incomplete", "2/10", "dpo_loss=0.5"]
+
+
+def test_a_folder_held_by_a_live_run_is_running_and_one_left_by_a_dead_run_is_not(tmp_path: Path) -> None:
+    import socket
+
+    from tinkex_cookbook.runtime.lease import Holder, current_pid_space
+
+    def lock(pid: int) -> bytes:
+        return Holder("x", socket.gethostname(), pid, time.time(), time.time(), current_pid_space()).to_bytes()
+
+    for name, pid in (("live", os.getppid()), ("dead", 2**22 + 12345)):
+        Runtime.run(SlBasic, {"log_path": name, "save_every": 2}, manifest="test",
+                    ports={"blob_store": {"adapter": "local", "root": str(tmp_path)}})
+        checkpoints = tmp_path / name / "checkpoints.jsonl"  # stopped before its final checkpoint
+        checkpoints.write_text("".join(line + "\n" for line in checkpoints.read_text().splitlines()[:-1]))
+        (tmp_path / name / "run.lock").write_bytes(lock(pid))
+    rows = {row.split()[0]: row.split() for row in invoke("list", "--root", tmp_path)[1].splitlines()[1:]}
+    assert rows["live"][3] == "running" and rows["dead"][3] == "incomplete"
 
 
 def test_list_root_defaults_to_tinkex_log_dir(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

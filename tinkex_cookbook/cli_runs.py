@@ -99,8 +99,8 @@ def _last_loss(run: Run) -> str:
 def runs_list(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False)) -> None:
     """Every run folder under the root, newest first: recipe, manifest, status, steps and last loss.
 
-    Status is 'finished' when checkpoints.jsonl holds a final checkpoint, else
-    'incomplete' (still running, stopped or crashed).
+    Status is 'finished' when checkpoints.jsonl holds a final checkpoint, 'running' while a live run
+    holds the folder's run.lock, else 'incomplete' (stopped or crashed: rerun with its log_path to resume).
     """
     from tinkex_cookbook.runs import RunsError, default_root, find_runs, relative_label
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,24 @@ class Run:
         return any(record.get("final") for record in self.checkpoints)
 
     @property
+    def running(self) -> bool:
+        """The folder's ``run.lock`` names a run that may still be going (not one surely dead)."""
+        lock = self.path / "run.lock"
+        if not lock.is_file():
+            return False
+        from tinkex_cookbook.runtime.lease import Holder, stale_reason  # only for folders with a lock
+
+        try:
+            holder = Holder.parse(lock.read_bytes())
+        except OSError:
+            return False
+        return holder is not None and stale_reason(holder, time.time()) is None
+
+    @property
     def status(self) -> str:
-        return "finished" if self.finished else "incomplete"
+        if self.finished:
+            return "finished"
+        return "running" if self.running else "incomplete"
 
     def event_rows(self, event: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if row.get("event") == event]
