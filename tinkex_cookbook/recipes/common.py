@@ -10,7 +10,6 @@ everywhere; a recipe subclasses it and adds (or re-defaults) its own fields.
 
 from __future__ import annotations
 
-import difflib
 import typing
 from typing import Annotated, Any
 
@@ -25,8 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from tinkex_cookbook.errors import choices
-from tinkex_cookbook.train.renderers import renderer_names
+from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
 from tinkex_cookbook.train.schedules import LRSchedule
 
 MaxLength = Annotated[int, Field(ge=2)]
@@ -59,12 +57,9 @@ def check_log_path(value: str | None) -> str | None:
 
 
 def check_renderer(name: str) -> str:
-    """A registered renderer name; else the valid ones, and the closest when it looks like a typo."""
-    valid = renderer_names()
-    if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else " (add your own with register_renderer())"
-        raise ValueError(f"unknown renderer {name!r}; valid renderers: {choices(valid)}{hint}")
+    """A registered renderer name; else the message ``get_renderer`` would fail with, at config time."""
+    if name not in renderer_names():
+        raise ValueError(unknown_renderer(name))
     return name
 
 

@@ -7,6 +7,7 @@ nothing until it is used.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -56,14 +57,19 @@ def register_renderer(name: str, factory: RendererFactory) -> None:
     _CUSTOM[name] = factory
 
 
+def unknown_renderer(name: str) -> str:
+    """Why ``name`` is no renderer: the valid ones, and the closest when it looks like a typo."""
+    valid = renderer_names()
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "add your own with register_renderer()"
+    return f"unknown renderer {name!r}; valid renderers: {choices(valid)} ({hint})"
+
+
 def get_renderer(name: str, tokenizer: Tokenizer) -> Renderer:
     if name in _CUSTOM:
         return _CUSTOM[name](tokenizer)
     if name not in _BUILTIN:
-        raise UnknownNameError(
-            f"unknown renderer {name!r}; valid renderers: {choices(renderer_names())} "
-            "(add your own with register_renderer())"
-        )
+        raise UnknownNameError(unknown_renderer(name))
     module, cls, kwargs = _BUILTIN[name]
     renderer_cls = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
     return renderer_cls(tokenizer, **kwargs)
