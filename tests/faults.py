@@ -1,8 +1,11 @@
-"""Shared test helpers for crash-and-resume tests: a dying optimizer, a local run folder, timing-free metric rows."""
+"""Shared test helpers for crash-and-resume tests: a dying optimizer, a local run folder, timing-free metric rows,
+a dead pid."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +37,13 @@ class CrashAfter(NoopTrainingService):
 
     def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
         return crash_on_optim_step(super().create_lora_training_client(base_model, rank, seed), self.crash_at)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
 
 
 def local_blobs(root: Any) -> dict[str, Any]:

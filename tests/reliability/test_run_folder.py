@@ -13,15 +13,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.faults import CrashAfter
+from tests.faults import CrashAfter, dead_pid
 from tinkex_cookbook import Runtime, SlBasic, StageError
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.errors import ConfigError, RunFolderInUseError
@@ -40,13 +38,6 @@ def blob(root: Path) -> dict[str, Any]:
 def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` (temp files included) with its bytes."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def dead_pid() -> int:
-    """The pid of a process that has exited and been reaped."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
 
 
 def lock(root: Path, **fields: Any) -> bytes:

@@ -28,6 +28,7 @@ from typing import Self
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, RunFolderInUseError
 from tinkex_cookbook.ports import BlobStore
+from tinkex_cookbook.processes import current_pid_space, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -82,27 +83,7 @@ def stale_reason(holder: Holder, now: float, stale_after: float = STALE_AFTER) -
         return None
     if holder.pid == os.getpid():
         return None if holder.owner in _HELD else f"left by an earlier process that had pid {holder.pid}"
-    return None if _pid_alive(holder.pid) else f"its process {holder.pid} is gone"
-
-
-def current_pid_space() -> str:
-    """This process's pid namespace on Linux (``pid:[4026531836]``), else empty."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    if os.name != "posix":  # elsewhere os.kill(pid, 0) would end the process: leave it to the heartbeat
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
+    return None if pid_alive(holder.pid) else f"its process {holder.pid} is gone"
 
 
 class RunLease:
