@@ -5,7 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.adapters.conftest import BUCKET
+from tests.faults import dead_pid
 from tinkex_cookbook.adapters.blobs.keys import normalize_key
-from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+from tinkex_cookbook.adapters.blobs.local import ABANDONED_AFTER, LocalBlobStore, temp_prefix
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
 from tinkex_cookbook.ports.blobs import BlobStore
@@ -321,6 +324,61 @@ def test_local_list_skips_temp_files(tmp_path: Path) -> None:
     store.write("a/b", b"1")
     (tmp_path / "a" / ".tmp-abc123").write_bytes(b"partial")
     assert store.list() == ["a/b"]
+
+
+def test_local_temp_files_are_named_for_their_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    renamed: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(src).name), real_replace(src, dst)))
+    LocalBlobStore(tmp_path).write("a/b", b"1")
+    assert len(renamed) == 1 and renamed[0].startswith(temp_prefix())
+    assert temp_prefix().startswith(f".tmp-{os.getpid()}@")
+
+
+def test_local_first_write_under_a_top_folder_removes_temps_killed_writers_left(tmp_path: Path) -> None:
+    """Gone writer on this host: removed at once. Live writer, or one elsewhere: kept until an hour old.
+    The killed writer's folder need not be the one written: a resumed run saves into a new session's."""
+    folder = tmp_path / "ckpt" / "killed-session"
+    folder.mkdir(parents=True)
+    here = temp_prefix().split("@")[1]  # "<host tag>-"
+    names = {
+        "killed": f".tmp-{dead_pid()}@{here}x1",
+        "live": f"{temp_prefix()}x2",
+        "elsewhere": f".tmp-{dead_pid()}@00000000-x3",
+        "unnamed, old": ".tmp-x4",
+        "unnamed, recent": ".tmp-x5",
+    }
+    for name in names.values():
+        (folder / name).write_bytes(b"half a checkpoint")
+    hour_ago = time.time() - ABANDONED_AFTER - 60
+    os.utime(folder / names["unnamed, old"], (hour_ago, hour_ago))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / names["killed"]).write_bytes(b"")  # another top folder: not this write's
+    store = LocalBlobStore(tmp_path)
+    store.write("ckpt/new-session/state.pt", b"whole")
+    left = {p.name for p in folder.iterdir()}
+    assert left == {names["live"], names["elsewhere"], names["unnamed, recent"]}
+    assert (tmp_path / "other" / names["killed"]).exists()
+    assert store.list() == ["ckpt/new-session/state.pt"]
+
+
+def test_local_temps_it_cannot_remove_do_not_fail_the_write(tmp_path: Path) -> None:
+    odd = tmp_path / "a" / f".tmp-{dead_pid()}@{temp_prefix().split('@')[1]}dir"
+    odd.mkdir(parents=True)  # a directory: unlink fails
+    store = LocalBlobStore(tmp_path)
+    store.create("a/b", b"1")
+    assert store.read("a/b") == b"1" and odd.is_dir()
+
+
+def test_local_writes_fsync_the_folder_that_holds_the_new_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[bool] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real_fsync(fd)))
+    store = LocalBlobStore(tmp_path)
+    store.write("a/b", b"1")
+    assert synced == [False, True]  # the file, then its folder
+    store.create("a/c", b"1")
+    assert synced[2:] == [False, True]
 
 
 @pytest.mark.parametrize("key", ["../x", "/abs", "a/../../b"])

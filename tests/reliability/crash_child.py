@@ -125,11 +125,11 @@ class KillingBlobStore:
         if hasattr(self.inner, "bucket"):
             _short_upload(self.inner, key, data)
             return
-        from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX
+        from tinkex_cookbook.adapters.blobs.local import temp_prefix
 
         target = Path(self.inner.uri(key))
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, _tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+        fd, _tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=target.parent)
         os.write(fd, data if whole else data[: len(data) // 2])
         os.fsync(fd)
 

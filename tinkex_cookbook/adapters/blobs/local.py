@@ -3,21 +3,34 @@
 Writes go to a temp file beside the target and are ``os.replace``d into place,
 so a reader (or a resumed run) never sees a half-written checkpoint. ``create``
 ``os.link``s its temp file into place instead: a hard link fails if the target
-exists, so checking and writing are one step even across processes.
+exists, so checking and writing are one step even across processes. After
+either, the directory is fsynced so the new name survives a power cut.
+
+A temp file's name carries its writer's pid and ``host_tag()``. The first write
+under a top-level folder removes the temp files killed writers left anywhere in
+it: those whose writer was on this host and is gone, and any older than
+``ABANDONED_AFTER``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, normalize_key
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
+from tinkex_cookbook.processes import host_tag, pid_alive
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+ABANDONED_AFTER = 3600.0
+"""Seconds after which any temp file is a killed write's, whoever wrote it: no single write takes an hour."""
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)@([0-9a-f]{8})-")
 
 
 class LocalBlobStore:
@@ -25,6 +38,8 @@ class LocalBlobStore:
 
     def __init__(self, root: str | Path) -> None:
         self._root = Path(root).expanduser().absolute()
+        self._swept: set[Path] = set()
+        self._sweep_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -41,14 +56,14 @@ class LocalBlobStore:
         payload = as_bytes(key, data)
         with self._translate("write", key):
             path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._prepare(path)
             _atomic_write(path, payload)
 
     def create(self, key: str, data: bytes) -> bool:
         payload = as_bytes(key, data)
         with self._translate("create", key):
             path = self._path(key)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._prepare(path)
             try:
                 _atomic_write(path, payload, exclusive=True)
             except FileExistsError:
@@ -72,6 +87,21 @@ class LocalBlobStore:
     def uri(self, key: str) -> str:
         with self._translate("locate", key):
             return str(self._path(key))
+
+    def _prepare(self, path: Path) -> None:
+        """Create ``path``'s folder. The first time this store writes under a top-level folder, clear
+        abandoned temp files from all of it: a killed run's checkpoint folder is one no resume writes to."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        parts = path.relative_to(self._root).parts
+        top = self._root / parts[0] if len(parts) > 1 else self._root
+        with self._sweep_lock:
+            if top in self._swept:
+                return
+            self._swept.add(top)
+        folders = [str(top)] if top == self._root else [folder for folder, _dirs, _files in os.walk(top)]
+        now = time.time()
+        for folder in folders:
+            _remove_abandoned_temps(Path(folder), now)
 
     def _path(self, key: str) -> Path:
         """The file for ``key``, refusing keys that reach outside the root through symlinks."""
@@ -105,7 +135,7 @@ class LocalBlobStore:
 def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Write to a sibling temp file, fsync it, then rename it over ``path``; or, if ``exclusive``,
     hard-link it to ``path`` (``FileExistsError`` if ``path`` exists) and drop the temp name."""
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -120,6 +150,46 @@ def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
         raise
     if exclusive:
         Path(tmp).unlink()
+    _fsync_directory(path.parent)
+
+
+def temp_prefix() -> str:
+    """How this process's temp files start: ``.tmp-<pid>@<host tag>-``."""
+    return f"{TEMP_PREFIX}{os.getpid()}@{host_tag()}-"
+
+
+def _remove_abandoned_temps(folder: Path, now: float) -> None:
+    """Best effort: a temp file that cannot be judged or removed is left for a later write."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            if _abandoned(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
+                os.unlink(entry.path)
+        except OSError:
+            continue
+
+
+def _abandoned(name: str, mtime: float, now: float) -> bool:
+    if now - mtime > ABANDONED_AFTER:
+        return True
+    writer = _TEMP_NAME.match(name)
+    return writer is not None and writer[2] == host_tag() and not pid_alive(int(writer[1]))
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename or link durable; directories cannot be opened for this outside POSIX."""
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _walk_keys(root: Path) -> Iterator[str]:
