@@ -27,13 +27,44 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.local_server import LocalServer
 
 __all__ = ["FakeHub", "git_blob_oid"]
 
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+
+
+def isolate_huggingface_hub(monkeypatch: Any, home: Path) -> list[float]:
+    """Keep huggingface_hub's files under ``home``, telemetry off, offline mode off, and its retry sleeps
+    recorded instead of slept. Returns the list the sleeps go to."""
+    import huggingface_hub.utils._http as hf_http
+    from huggingface_hub import constants, file_download
+
+    settings = {
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_XET_CACHE": str(home / "xet"),
+        "HF_TOKEN_PATH": str(home / "token"),
+        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+    }
+    for name, value in {**settings, "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
+        monkeypatch.setenv(name, value)
+    # the library reads its environment once, at import: set what it already read too
+    for name, value in settings.items():
+        monkeypatch.setattr(constants, name, value)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    sleeps: list[float] = []
+    fast = SimpleNamespace(sleep=sleeps.append)
+    monkeypatch.setattr(hf_http, "time", fast)
+    monkeypatch.setattr(file_download, "time", fast)
+    return sleeps
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -81,8 +112,7 @@ class FakeHub:
         self.requests: list[tuple[str, str]] = []
         self.authorizations: list[str | None] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
         self.reset()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -91,8 +121,7 @@ class FakeHub:
     def endpoint(self) -> str:
         if self._server is None:
             raise RuntimeError("the fake Hub is not running: call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def start(self) -> str:
         hub = self
@@ -100,20 +129,13 @@ class FakeHub:
         class Handler(_Handler):
             fake = hub
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hf-hub", daemon=True)
-        self._thread.start()
+        self._server = LocalServer(Handler, "fake-hf-hub").start()
         return self.endpoint
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> Self:
         self.start()

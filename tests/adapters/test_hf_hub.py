@@ -14,14 +14,13 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("huggingface_hub")
 tokenizers = pytest.importorskip("tokenizers")
 
-from tests.adapters.hub_server import FakeHub
+from tests.adapters.hub_server import FakeHub, isolate_huggingface_hub
 from tinkex_cookbook.adapters.hub.hf import HFHubClient
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.ports.hub import HubClient
@@ -69,30 +68,8 @@ def hub() -> Iterator[FakeHub]:
 @pytest.fixture(autouse=True)
 def isolated(hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Fresh fake Hub state, HF dirs in tmp, no telemetry, fast retries, loopback only. Yields the sleeps."""
-    import huggingface_hub.utils._http as hf_http
-    from huggingface_hub import constants, file_download
-
     hub.reset()
-    home = tmp_path / "hf-home"
-    settings = {
-        "HF_HOME": str(home),
-        "HF_HUB_CACHE": str(home / "hub"),
-        "HF_XET_CACHE": str(home / "xet"),
-        "HF_TOKEN_PATH": str(home / "token"),
-        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
-    }
-    for name, value in {**settings, "HF_HUB_DISABLE_TELEMETRY": "1"}.items():
-        monkeypatch.setenv(name, value)
-    # the library reads its environment once, at import: set what it already read too
-    for name, value in settings.items():
-        monkeypatch.setattr(constants, name, value)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-
-    sleeps: list[float] = []
-    fast = SimpleNamespace(sleep=sleeps.append)
-    monkeypatch.setattr(hf_http, "time", fast)
-    monkeypatch.setattr(file_download, "time", fast)
+    sleeps = isolate_huggingface_hub(monkeypatch, tmp_path / "hf-home")
 
     outside: list[object] = []
     real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo

@@ -37,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
+from tests.local_server import LocalServer
+
 ProxyFaultKind = Literal["status", "throttle", "reset", "reset_body", "truncate", "delay", "hang"]
 KINDS: tuple[ProxyFaultKind, ...] = ("status", "throttle", "reset", "reset_body", "truncate", "delay", "hang")
 FOREVER = 10**9
@@ -234,33 +236,25 @@ class FaultProxy:
         self.upstream_timeout = upstream_timeout
         self.requests: list[tuple[str, str]] = []
         self.stopping = threading.Event()
-        self._server: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LocalServer | None = None
 
     @property
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the fault proxy is not running: call start()")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def start(self) -> Self:
-        self._server = _ProxyServer(("127.0.0.1", 0), _Handler)
-        self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fault-proxy",
-                                        daemon=True)
-        self._thread.start()
+        self._server = LocalServer(_Handler, "fault-proxy", server_class=_ProxyServer, poll_interval=0.05)
+        self._server.server.proxy = self  # type: ignore[attr-defined]
+        self._server.start()
         return self
 
     def stop(self) -> None:
         self.stopping.set()
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.stop()
             self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def __enter__(self) -> Self:
         return self.start()

@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Self
@@ -42,6 +42,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.faults import metric_rows
+from tests.local_server import LocalServer
 from tests.reliability.fault_proxy import FOREVER, KINDS, FaultPlan, FaultProxy, ProxyFault, ProxyFaultKind
 from tinkex_cookbook.errors import BlobStoreError, CookbookError, TrainingBackendError, error_chain
 
@@ -208,20 +209,18 @@ class _Upstream:
             do_GET = do_POST = _serve
 
         self.handler = handler
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = LocalServer(Handler, "edge-upstream", poll_interval=0.05)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def __enter__(self) -> Self:
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="edge-upstream", daemon=True).start()
+        self._server.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
 
 # -- the proxy itself ----------------------------------------------------------------------------
@@ -528,22 +527,12 @@ def fake_hub() -> Iterator[Any]:
 def hub(fake_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     """A fresh proxy per test (abandoned attempts end when it stops), HF state in tmp, the library's
     retry sleeps recorded instead of slept, its body read timeout short."""
-    import huggingface_hub.utils._http as hf_http
-    from huggingface_hub import constants, file_download
+    from huggingface_hub import constants
 
-    home = tmp_path / "hf-home"
-    for name, value in {"HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"), "HF_TOKEN_PATH": str(home / "t"),
-                        "HF_STORED_TOKENS_PATH": str(home / "st"), "HF_XET_CACHE": str(home / "xet")}.items():
-        monkeypatch.setenv(name, value)
-        monkeypatch.setattr(constants, name, value)
-    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    from tests.adapters.hub_server import isolate_huggingface_hub
+
+    sleeps = isolate_huggingface_hub(monkeypatch, tmp_path / "hf-home")
     monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", HUB_READ_TIMEOUT)
-    sleeps: list[float] = []
-    fast = SimpleNamespace(sleep=sleeps.append)
-    monkeypatch.setattr(hf_http, "time", fast)
-    monkeypatch.setattr(file_download, "time", fast)
     with FaultProxy(fake_hub.endpoint) as proxy:
         yield SimpleNamespace(proxy=proxy, sleeps=sleeps, cache=tmp_path / "cache")
     for thread in threading.enumerate():  # attempts abandoned past attempt_timeout: let them end here

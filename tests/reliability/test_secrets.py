@@ -19,17 +19,17 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.local_server import LocalServer
 from tinkex_cookbook import CookbookError, Runtime, StageError
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.cli import app
@@ -453,16 +453,8 @@ class EchoingEndpoint(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def echoing_llm() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingEndpoint)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with LocalServer(EchoingEndpoint, "echoing-llm") as server:
+        yield f"{server.url}/v1"
 
 
 @pytest.fixture(scope="module")
