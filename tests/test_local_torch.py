@@ -6,7 +6,9 @@ Batches are a few short sentences, so each step takes milliseconds.
 
 from __future__ import annotations
 
+import inspect
 import shutil
+import warnings
 from copy import deepcopy
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.training.local_models import (
     TINY_MODELS,
+    cache_keyword,
     decoder_states,
     resolve_model,
     token_logprobs,
@@ -413,6 +416,28 @@ def test_greedy_sample_logprobs_match_compute_logprobs(service: LocalTorchTraini
     scored = sampler.compute_logprobs(ModelInput.from_ints([*prompt, *first.tokens])).result()
     assert scored[0] is None and len(scored) == len(prompt) + 5
     np.testing.assert_allclose(scored[len(prompt):], first.logprobs, atol=1e-4)
+
+
+def test_kv_cache_path_is_warning_free_and_equals_a_full_forward() -> None:
+    """The cache keyword follows the installed transformers (``cache`` from 5.25, ``past_key_values``
+    before); decoding through it gives the hidden states of a full forward, and neither sampling nor a
+    training step raises a deprecation warning on any supported release."""
+    model, tokenizer = resolve_model(MODEL)
+    tokens = tokenizer.encode(TEXTS[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full, no_cache = decoder_states(model, torch.tensor([tokens]))
+        prefix, cache = decoder_states(model, torch.tensor([tokens[:-2]]), use_cache=True)
+        step, cache = decoder_states(model, torch.tensor([[tokens[-2]]]), cache)
+        last, _ = decoder_states(model, torch.tensor([[tokens[-1]]]), cache)
+        with LocalTorchTrainingService(MemoryBlobStore(), seed=0) as service:
+            client = service.create_lora_training_client(MODEL, rank=4)
+            train(client, batch(client), 1)
+            sampler = client.save_weights_and_get_sampling_client("w")
+            sampler.sample(ModelInput.from_ints(tokens), 2, SamplingParams(max_tokens=4, seed=1)).result()
+    assert no_cache is None and cache is not None
+    assert cache_keyword(type(model.base_model)) in inspect.signature(model.base_model.forward).parameters
+    torch.testing.assert_close(torch.cat([prefix, step, last], 1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_stop_tokens_and_stop_strings(service: LocalTorchTrainingService) -> None:

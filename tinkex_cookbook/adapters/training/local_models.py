@@ -10,6 +10,8 @@ pass. transformers is imported only when a model is resolved.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -159,11 +161,23 @@ def decoder_states(
     """Final hidden states (and the KV cache when asked); the lm_head is left to ``token_logprobs``.
 
     No attention mask: batches are right-padded and attention is causal, so no
-    real position ever sees a pad.
+    real position ever sees a pad. The cache travels under the name the installed
+    transformers declares, and is passed only when there is one, so no release
+    sees a keyword it has deprecated.
     """
+    decoder = model.base_model
+    name = cache_keyword(type(decoder))
     use_cache = use_cache or cache is not None
-    out = model.base_model(input_ids=input_ids, past_key_values=cache, use_cache=use_cache)
-    return out.last_hidden_state, out.past_key_values
+    kwargs = {name: cache} if cache is not None else {}
+    out = decoder(input_ids=input_ids, use_cache=use_cache, **kwargs)
+    return out.last_hidden_state, (getattr(out, name) if use_cache else None)
+
+
+@functools.cache
+def cache_keyword(decoder: type[nn.Module]) -> str:
+    """``cache`` (transformers 5.25 and newer) or ``past_key_values`` (older): the decoder's KV-cache argument."""
+    parameters = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def token_logprobs(
