@@ -5,8 +5,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 import tinkex_cookbook
 
@@ -54,3 +59,41 @@ def test_domain_code_never_imports_the_outer_layers() -> None:
 def test_only_the_container_imports_dependency_injector() -> None:
     users = [p.name for p in (ROOT / "tinkex_cookbook").rglob("*.py") if "dependency_injector" in p.read_text()]
     assert users == ["container.py"]
+
+
+def _lock_pins() -> dict[str, Version]:
+    pins = {}
+    for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = Version(version)
+    return pins
+
+
+def _declared_requirements() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in project["optional-dependencies"].values():
+        declared += extra
+    return [Requirement(text) for text in declared]
+
+
+def test_every_declared_dependency_is_locked_within_its_range() -> None:
+    """CI installs through the lock: a dependency missing from it would float to the newest release."""
+    pins = _lock_pins()
+    for requirement in _declared_requirements():
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} is declared in pyproject.toml but not pinned in .ci/constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f".ci/constraints.txt pins {name}=={pins[name]}, outside pyproject.toml's {requirement}"
+        )
+
+
+def test_the_build_backend_is_locked() -> None:
+    """A locked install builds the project without isolation, with the locked hatchling."""
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pins = _lock_pins()
+    for requirement in map(Requirement, backend):
+        assert requirement.specifier.contains(pins[canonicalize_name(requirement.name)])
+    assert {"pip", "editables", "setuptools"} <= set(pins)
