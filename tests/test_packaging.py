@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -62,13 +63,12 @@ def test_only_the_container_imports_dependency_injector() -> None:
 
 
 def _lock_pins() -> dict[str, Version]:
-    pins = {}
-    for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[canonicalize_name(name)] = Version(version)
-    return pins
+    """The lock as ``.ci/lockdiff.py`` (what CI checks installs against) reads it."""
+    spec = importlib.util.spec_from_file_location("lockdiff", ROOT / ".ci" / "lockdiff.py")
+    assert spec is not None and spec.loader is not None
+    lockdiff = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lockdiff)
+    return {name: Version(v) for name, v in lockdiff.read_lock(ROOT / ".ci" / "constraints.txt").items()}
 
 
 def _declared_requirements() -> list[Requirement]:
