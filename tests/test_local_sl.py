@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from tests.faults import crash_on_optim_step, local_blobs, metric_rows
 from tinkex_cookbook import Runtime, SlBasic, StageError
+from tinkex_cookbook.adapters.training.local_checkpoints import decode_checkpoint
 from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
 
 BASE = {
@@ -57,9 +58,9 @@ def test_resume_after_a_crash_gives_the_same_weights_and_metrics(tmp_path: Path)
     assert next(e.data["step"] for e in resumed.events if e.name == "train.resume") == 6
     assert rows(tmp_path / "b") == rows(tmp_path / "a")
     key = whole.state["final_sampler_path"].removeprefix("local://")
-    final_a = torch.load(tmp_path / "a" / key, weights_only=False)
-    final_b = torch.load(tmp_path / "b" / resumed.state["final_sampler_path"].removeprefix("local://"),
-                         weights_only=False)
+    final_a = decode_checkpoint((tmp_path / "a" / key).read_bytes())
+    final_b = decode_checkpoint((tmp_path / "b" / resumed.state["final_sampler_path"].removeprefix("local://"))
+                                .read_bytes())
     weights_a, weights_b = final_a["lora"], final_b["lora"]
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)

@@ -18,10 +18,10 @@ import torch
 
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.training.local_models import (
-    TINY_MODELS,
     cache_keyword,
     decoder_states,
     resolve_model,
+    tiny_models,
     token_logprobs,
 )
 from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
@@ -66,7 +66,7 @@ CHATS = (
 
 
 def llama_tokenizer():
-    return get_tokenizer(TINY_MODELS[MODEL].tokenizer_model)
+    return get_tokenizer(tiny_models()[MODEL].tokenizer)
 
 
 @pytest.fixture
@@ -145,18 +145,19 @@ def test_service_options() -> None:
 
 
 def test_tiny_models_use_real_vocabularies() -> None:
-    for name in TINY_MODELS:
+    for name in tiny_models():
         model, tokenizer = resolve_model(name, seed=0)
         assert model.config.vocab_size == tokenizer.vocab_size > (260 if name == "tiny-bytes" else 128_000)
         assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
-def test_unknown_model_names_tiny_models_and_where_to_put_a_folder(tmp_path: Path) -> None:
+def test_unknown_model_says_where_to_put_a_folder_and_what_ships(tmp_path: Path) -> None:
     service = LocalTorchTrainingService(MemoryBlobStore(), models_dir=str(tmp_path))
     with pytest.raises(UnknownNameError) as caught:
         service.create_lora_training_client("acme/llm-7b")
     message = str(caught.value)
-    assert "'acme/llm-7b'" in message and "tiny-llama3" in message and "tiny-qwen3" in message
+    assert "'acme/llm-7b'" in message and "not in the model catalog" in message
+    assert "SmolLM2-135M-Instruct" in message and "hub_client" in message
     assert "acme--llm-7b" in message and str(tmp_path) in message
 
 
@@ -358,7 +359,7 @@ def test_save_and_load_state_resume_exactly(service: LocalTorchTrainingService) 
     data = batch(client)
     train(client, data, 2)
     path = client.save_state("step2").result().path
-    assert path == f"local://local_torch/{client.get_info().model_id}/step2/state.pt"
+    assert path == f"local://local_torch/{client.get_info().model_id}/step2/state.safetensors"
     assert service.blob_store.exists(path.removeprefix("local://"))
     saved = logprobs_of(client, data)
     train(client, data, 2)
@@ -375,11 +376,11 @@ def test_save_and_load_state_resume_exactly(service: LocalTorchTrainingService) 
 
 def test_missing_or_corrupt_checkpoints_name_the_path(service: LocalTorchTrainingService) -> None:
     client = service.create_lora_training_client(MODEL, rank=4)
-    with pytest.raises(BlobNotFoundError, match="local://local_torch/nowhere/state.pt"):
-        client.load_state("local://local_torch/nowhere/state.pt").result()
-    service.blob_store.write("local_torch/bad/state.pt", b"not a checkpoint")
-    with pytest.raises(BlobStoreError, match="'local://local_torch/bad/state.pt' is corrupt"):
-        client.load_state("local://local_torch/bad/state.pt").result()
+    with pytest.raises(BlobNotFoundError, match="local://local_torch/nowhere/state.safetensors"):
+        client.load_state("local://local_torch/nowhere/state.safetensors").result()
+    service.blob_store.write("local_torch/bad/state.safetensors", b"not a checkpoint")
+    with pytest.raises(BlobStoreError, match="'local://local_torch/bad/state.safetensors' is corrupt"):
+        client.load_state("local://local_torch/bad/state.safetensors").result()
     with pytest.raises(ValueError, match="not a local_torch checkpoint path"):
         client.load_state("tinker://elsewhere").result()
     sampler_path = client.save_weights_for_sampler("s").result().path
@@ -403,7 +404,8 @@ def test_sampling_is_deterministic_per_seed_and_reloads(service: LocalTorchTrain
     assert first == sampler.sample(prompt, 3, params).result()
     assert first != sampler.sample(prompt, 3, SamplingParams(max_tokens=6, seed=12)).result()
     assert all(len(s.tokens) == 6 and s.stop_reason == "length" for s in first.sequences)
-    reloaded = service.create_sampling_client(model_path=f"local://local_torch/{client.get_info().model_id}/w/sampler.pt")
+    reloaded = service.create_sampling_client(
+        model_path=f"local://local_torch/{client.get_info().model_id}/w/sampler.safetensors")
     assert reloaded.sample(prompt, 3, params).result() == first
 
 
@@ -482,3 +484,31 @@ def test_loads_a_local_hugging_face_folder(tmp_path: Path) -> None:
         expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(tokens[1:])[:, None]).squeeze(1)
         np.testing.assert_allclose(ours, expected.numpy(), atol=1e-4)
         train(client, [sl_datum(tokens)], 1)
+
+
+def test_queued_prompts_decode_together_and_match_each_alone(service: LocalTorchTrainingService) -> None:
+    """Prompts of different lengths sampled in one batch (left-padded) give what each gives alone."""
+    sampler = service.create_sampling_client(base_model=MODEL)
+    tokenizer = llama_tokenizer()
+    prompts = [ModelInput.from_ints(tokenizer.encode(text)) for text in (TEXTS[0], "Hi", TEXTS[2])]
+    greedy = [SamplingParams(max_tokens=n, temperature=0) for n in (6, 3, 5)]
+    alone = [sampler.sample(p, 2, g).result() for p, g in zip(prompts, greedy, strict=True)]
+    futures = [sampler.sample(p, 2, g) for p, g in zip(prompts, greedy, strict=True)]
+    together = [f.result() for f in futures]
+    for one, batched, params in zip(alone, together, greedy, strict=True):
+        assert [s.tokens for s in batched.sequences] == [s.tokens for s in one.sequences]
+        assert all(len(s.tokens) == params.max_tokens and s.stop_reason == "length" for s in batched.sequences)
+        for a, b in zip(one.sequences, batched.sequences, strict=True):
+            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_batches_are_fixed_by_call_order_so_samples_repeat(service: LocalTorchTrainingService) -> None:
+    sampler = service.create_sampling_client(base_model=MODEL)
+    prompts = [ModelInput.from_ints(llama_tokenizer().encode(t)) for t in TEXTS]
+
+    def burst() -> list[tuple[tuple[int, ...], ...]]:
+        futures = [sampler.sample(p, 3, SamplingParams(max_tokens=4, temperature=1.0, seed=i))
+                   for i, p in enumerate(prompts)]
+        return [tuple(s.tokens for s in f.result().sequences) for f in futures]
+
+    assert burst() == burst()

@@ -71,7 +71,7 @@ def test_loss_reflects_the_data_it_was_given() -> None:
     for rows in (short, long):
         store = MemoryDatasetStore({"no_robots": rows})
         result = Runtime.run(SlBasic, SMALL, manifest="test", ports={"dataset_store": store})
-        losses.append(result.metrics[0]["train_mean_nll"])
+        losses.append(next(row["train_mean_nll"] for row in result.metrics if row["event"] == "train.step"))
     assert losses[0] != losses[1]
 
 
@@ -203,7 +203,8 @@ def test_run_folder_holds_spec_manifest_metrics_checkpoints(tmp_path: Path) -> N
     result = Runtime.run(SlBasic, cfg, manifest="test", ports={"blob_store": {"adapter": "local", "root": str(tmp_path)}})
     run_dir = tmp_path / "exp1"
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "checkpoints.jsonl", "config.json", "loss.html", "manifest.json", "metrics.jsonl", "run.log", "spec.json",
+        "checkpoints.jsonl", "config.json", "loss.html", "manifest.json", "metrics.jsonl", "run.log", "samples.jsonl",
+        "spec.json", "summary.json",
     ]
     assert json.loads((run_dir / "config.json").read_text()) == result.experiment.config
     assert "<svg" in (run_dir / "loss.html").read_text() and "train.checkpoint" in (run_dir / "run.log").read_text()

@@ -104,8 +104,9 @@ def test_a_registered_renderer_is_usable_by_name_in_a_recipe() -> None:
 
 
 @pytest.mark.parametrize("name", ["role_colon", "llama3", "qwen3", "qwen3_disable_thinking", "deepseekv3",
-                                  "gpt_oss", "kimi_k2"])
+                                  "gpt_oss", "kimi_k2", "chatml"])
 def test_every_builtin_renderer_trains_end_to_end_on_the_test_manifest(name: str) -> None:
     result = Runtime.run(SlBasic, {"renderer_name": name, "batch_size": 8}, manifest="test")
     assert result.completed_stages[-1] == "save_final"
-    assert 0 < result.metrics[0]["train_mean_nll"] < 10
+    steps = [row for row in result.metrics if row["event"] == "train.step"]
+    assert 0 < steps[0]["train_mean_nll"] < 10

@@ -92,7 +92,7 @@ def test_an_offline_run_holds_what_metrics_jsonl_holds(tmp_path: Path) -> None:
     [run_file] = run_files(tmp_path)
     logged = read_run_file(run_file)
     assert by_step(logged.history) == by_step(jsonl_rows(tmp_path))
-    assert sorted(by_step(logged.history)) == list(range(1, result.state["total_steps"] + 1))
+    assert sorted(by_step(logged.history)) == list(range(0, result.state["total_steps"] + 1))  # step 0: the base model's eval
     assert logged.run_id == run_id_for(str(tmp_path / "blobs" / "run"))
     assert (logged.name, logged.job_type) == (result.experiment.name, "sl_basic")
     assert logged.config == result.experiment.config
@@ -118,7 +118,7 @@ def test_a_crashed_then_resumed_run_logs_each_step_once(tmp_path: Path, capfd: p
     assert (second.exit_code, second.run_id, second.summary["resumed_from_step"]) == (0, first.run_id, resume_step)
     second_steps = sorted(by_step(second.history))
     assert second_steps[0] == first_steps[-1] + 1
-    assert first_steps + second_steps == list(range(1, resumed.state["total_steps"] + 1))
+    assert first_steps + second_steps == list(range(0, resumed.state["total_steps"] + 1))
     assert by_step([*first.history, *second.history], drop=TIMING) == by_step(jsonl_rows(tmp_path), drop=TIMING)
     out, err = capfd.readouterr()
     assert "wandb: Tracking run" in err, "W&B's console lines were on"
@@ -134,7 +134,7 @@ def test_resume_after_any_crash_logs_each_step_once(tmp_path: Path, crash_at: in
     resumed = Runtime.run(SlBasic, CFG, manifest="test", ports=local_blobs(tmp_path / "blobs"), sinks=[sink_for(tmp_path)])
     histories = [read_run_file(path).history for path in run_files(tmp_path)]
     steps = [step for history in histories for step in sorted(by_step(history))]
-    assert steps == list(range(1, resumed.state["total_steps"] + 1))
+    assert steps == list(range(0, resumed.state["total_steps"] + 1))
     merged = [row for history in histories for row in history]
     assert by_step(merged, drop=TIMING) == by_step(jsonl_rows(tmp_path), drop=TIMING)
 

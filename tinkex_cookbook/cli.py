@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from tinkex_cookbook.cli_doctor import doctor
+from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -27,6 +28,9 @@ recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe 
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(runs_app, name="runs")
 app.command()(doctor)
+app.command()(chat)
+app.command()(sample)
+app.command()(export)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 
@@ -63,6 +67,10 @@ def _summary(result: Any) -> str:
     if last:
         shown = {k: last[k] for k in ("step", "total_steps", "train_mean_nll") if k in last}
         lines.append("last step: " + json.dumps(shown))
+    summary = result.state.get("summary") or {}
+    base, final = (summary.get(k, {}).get("test_mean_nll") for k in ("base", "final"))
+    if base is not None and final is not None:
+        lines.append(f"held-out NLL: base {base:.4f} -> final {final:.4f} ({final - base:+.4f})")
     lines.extend(f"{name}: {uri}" for name, uri in result.artifacts.items())
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ Enough of the Hub for ``hf_hub_download``, ``snapshot_download``, ``HfApi.model_
     GET      /api/models/{repo}/tree/{revision}[/{path}]?recursive=  [{"type", "oid", "size", "path"}]
     POST     /api/models/{repo}/preupload/{revision}  {"files": [{"path", "uploadMode": "regular", ...}]}
     POST     /api/models/{repo}/commit/{revision}     ndjson header + base64 files -> a new commit
+    POST     /api/validate-yaml                       {} (every model card's YAML header is accepted)
 
 Errors carry the headers ``huggingface_hub.utils.hf_raise_for_status`` classifies by:
 ``X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound`` on 404, and
@@ -205,6 +206,8 @@ class FakeHub:
                     revision, _, sub = tail.partition("/")
                     return self._api(method, verb, unquote(repo), unquote(revision), unquote(sub), query, body)
             return self._api(method, "info", unquote(rest), "main", "", query, body)
+        if path == "/api/validate-yaml" and method == "POST":  # a README's model-card header, before upload
+            return 200, {"Content-Type": "application/json"}, b"{}"
         if "/resolve/" in path and method in ("GET", "HEAD"):
             repo, _, tail = path.lstrip("/").partition("/resolve/")
             revision, _, filename = tail.partition("/")

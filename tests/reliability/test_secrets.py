@@ -315,7 +315,7 @@ def test_recipes_on_local_in_process(
     result = run_in_process(recipe, {**LOCAL_CONFIGS[recipe], "log_path": recipe},
                             disk_manifest(tmp_path, "local"), sweep, terminal=True)
     assert result.state["final_checkpoint"].startswith("local://")
-    assert any(p.suffix == ".pt" for p in (tmp_path / "runs").rglob("*"))  # binary checkpoints are searched too
+    assert any(p.suffix == ".safetensors" for p in (tmp_path / "runs").rglob("*"))  # binary checkpoints are searched
     sweep.tree("runs", tmp_path / "runs")
     finish(sweep, logs, capfd, at_least=10)
 

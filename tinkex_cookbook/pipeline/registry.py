@@ -23,7 +23,7 @@ class StageEntry:
     ports: tuple[str, ...] = ()
 
 
-BUILTIN_STAGE_MODULES = tuple(f"tinkex_cookbook.pipeline.stages.{m}" for m in ("supervised", "rl", "dpo", "distillation"))
+BUILTIN_STAGE_MODULES = tuple(f"tinkex_cookbook.pipeline.stages.{m}" for m in ("supervised", "replies", "rl", "dpo", "distillation"))
 """Imported on first lookup of a stage they define, so a run imports only its recipe's stages."""
 
 

@@ -26,8 +26,35 @@ def _polyline(points: list[tuple[float, float]], bounds: tuple[float, float, flo
     return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>'
 
 
-def loss_curve_html(rows: Sequence[dict[str, Any]], title: str) -> str:
-    """Train and test NLL (SL) or mean reward (RL) against step, axis ranges printed; empty runs get a note."""
+def samples_html(samples: Sequence[dict[str, Any]]) -> str:
+    """Held-out prompts with the base model's reply beside the final model's (and the data's own)."""
+    if not samples:
+        return ""
+    cell = "style='border:1px solid #ccc;padding:4px;vertical-align:top;white-space:pre-wrap'"
+    rows = []
+    for sample in samples:
+        last = (sample.get("messages") or [{}])[-1]
+        prompt = last.get("content") if isinstance(last.get("content"), str) else json.dumps(last.get("content"))
+        texts = (prompt, sample.get("base"), sample.get("final"), sample.get("reference"))
+        rows.append("<tr>" + "".join(f"<td {cell}>{html.escape(str(t or ''))}</td>" for t in texts) + "</tr>")
+    head = "".join(f"<th {cell}>{name}</th>" for name in ("prompt", "base model", "final model", "reference"))
+    return f"<h3>Replies before and after</h3><table style='border-collapse:collapse'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def summary_html(summary: dict[str, Any]) -> str:
+    base = summary.get("base", {}).get("test_mean_nll")
+    final = summary.get("final", {}).get("test_mean_nll")
+    if base is None or final is None:
+        return ""
+    return f"<p><b>held-out NLL</b>: base model {base:.4f} &rarr; final model {final:.4f}</p>"
+
+
+def loss_curve_html(
+    rows: Sequence[dict[str, Any]], title: str, samples: Sequence[dict[str, Any]] = (),
+    summary: dict[str, Any] | None = None,
+) -> str:
+    """Train and test NLL (SL) or mean reward (RL) against step, axis ranges printed; empty runs get a note.
+    An SL run adds its held-out NLL before and after, and the replies of both models."""
     series = [(key, _points(rows, key, event), color) for key, event, color in SERIES]
     everything = [p for _, points, _ in series for p in points]
     if not everything:
@@ -44,6 +71,7 @@ def loss_curve_html(rows: Sequence[dict[str, Any]], title: str) -> str:
     data = html.escape(json.dumps(list(rows)))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h3>{html.escape(title)}</h3>{body}<script type='application/json' id='metrics'>{data}"
+        f"<body><h3>{html.escape(title)}</h3>{summary_html(summary or {})}{body}{samples_html(samples)}"
+        f"<script type='application/json' id='metrics'>{data}"
         "</script></body></html>"
     )

@@ -22,8 +22,10 @@ from pydantic import (
     PositiveInt,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -56,11 +58,15 @@ def check_log_path(value: str | None) -> str | None:
     return value
 
 
-def check_renderer(name: str) -> str:
-    """A registered renderer name; else the message ``get_renderer`` would fail with, at config time."""
-    if name not in renderer_names():
+def check_renderer(name: str | None) -> str | None:
+    """A registered renderer name (or ``None``: the model's own); else the message ``get_renderer`` would
+    fail with, at config time."""
+    if name is not None and name not in renderer_names():
         raise ValueError(unknown_renderer(name))
     return name
+
+
+RENDERER_HELP = "chat template that turns messages into tokens (default: the model catalog's for model_name)"
 
 
 def _accepts_bool(annotation: Any) -> bool:
@@ -86,6 +92,14 @@ class RecipeConfig(BaseModel):
     def _log_path_in_store(cls, value: str | None) -> str | None:
         return check_log_path(value)
 
+    @model_validator(mode="after")
+    def _model_renderer(self) -> RecipeConfig:
+        """An unset ``renderer_name`` becomes the model's recommended one, written into the config, so the
+        saved spec says which template trained the run."""
+        if "renderer_name" in type(self).model_fields and getattr(self, "renderer_name", "") is None:
+            self.renderer_name = recommended_renderer(getattr(self, "model_name", ""))
+        return self
+
 
 def _kind(annotation: Any) -> str:
     text = str(annotation)
@@ -94,7 +108,7 @@ def _kind(annotation: Any) -> str:
 
 class StepRecipeConfig(RecipeConfig):
     model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to train")
-    renderer_name: str = Field("llama3", description="chat template for prompts and for parsing replies")
+    renderer_name: str | None = Field(None, description=RENDERER_HELP)
     learning_rate: PositiveFloat = Field(1e-5, description="peak Adam learning rate")
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
     warmup_steps: NonNegativeInt = Field(0, description="steps of linear warmup")
@@ -108,5 +122,5 @@ class StepRecipeConfig(RecipeConfig):
 
     @field_validator("renderer_name")
     @classmethod
-    def _known_renderer(cls, name: str) -> str:
+    def _known_renderer(cls, name: str | None) -> str | None:
         return check_renderer(name)

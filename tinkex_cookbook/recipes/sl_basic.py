@@ -3,7 +3,9 @@
 The spec reads: load the dataset, open a training session, render the
 conversations into weighted datums, then for each epoch and batch submit
 forward_backward, take an optimizer step and log; checkpoint every
-``save_every`` steps, evaluate every ``eval_every``, and save the final weights.
+``save_every`` steps, evaluate every ``eval_every``, and save the final weights. The
+held-out NLL is measured before the first step and after the last, and the base and final
+models answer the same held-out prompts (``samples.jsonl``), so a run shows what it changed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
 from tinkex_cookbook.recipes.base import register_recipe, timestamped
-from tinkex_cookbook.recipes.common import MaxLength, Name, RecipeConfig, check_renderer
+from tinkex_cookbook.recipes.common import RENDERER_HELP, MaxLength, Name, RecipeConfig, check_renderer
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 from tinkex_cookbook.train.renderers import TrainOnWhat
 from tinkex_cookbook.train.schedules import LRSchedule
@@ -29,7 +31,7 @@ class SlBasicConfig(RecipeConfig):
     dataset_split: Name = Field("train", description="split to train on")
     test_size: NonNegativeInt = Field(32, description="rows held out for evaluation")
     train_size: PositiveInt | None = Field(None, description="use at most this many training rows (default: all)")
-    renderer_name: str = Field("llama3", description="chat template that turns messages into tokens")
+    renderer_name: str | None = Field(None, description=RENDERER_HELP)
     train_on_what: TrainOnWhat = Field(
         TrainOnWhat.ALL_ASSISTANT_MESSAGES, description="which tokens carry loss weight"
     )
@@ -52,13 +54,19 @@ class SlBasicConfig(RecipeConfig):
     adam_eps: PositiveFloat = 1e-8
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(20, description="checkpoint every N steps (0: only final)")
-    eval_every: NonNegativeInt = Field(8, description="evaluate every N steps (0: never)")
+    eval_every: NonNegativeInt = Field(
+        8, description="evaluate every N steps (0: only before the first step and after the last)"
+    )
+    sample_prompts: NonNegativeInt = Field(
+        4, description="held-out prompts the base and the final model answer, side by side in samples.jsonl"
+    )
+    sample_max_tokens: PositiveInt = Field(64, description="longest reply, in tokens, for those samples")
     seed: int = Field(0, description="shuffling and sampling seed")
     log_path: str | None = Field(None, description="run folder in the blob store (default: timestamped)")
 
     @field_validator("renderer_name")
     @classmethod
-    def _known_renderer(cls, name: str) -> str:
+    def _known_renderer(cls, name: str | None) -> str | None:
         return check_renderer(name)
 
 
@@ -108,4 +116,7 @@ class SlBasic:
             name="epochs", var="epoch", count=cfg.num_epochs, start_key="start_epoch",
             body=[StageSpec(name="set_epoch"), batches],
         )
-        return [*(StageSpec(name=n) for n in cls.SETUP_STAGES), epochs, StageSpec(name="save_final")]
+        return [
+            *(StageSpec(name=n) for n in cls.SETUP_STAGES), StageSpec(name="evaluate_base"), epochs,
+            StageSpec(name="evaluate_final"), StageSpec(name="save_final"),
+        ]

@@ -7,8 +7,9 @@ manifest that names them fails with a clear message instead of an ImportError.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -59,19 +60,53 @@ def _noop_training(options: NoopTrainingOptions, settings: Settings) -> object:
 
 class LocalTorchOptions(Options):
     models_dir: str | None = None
+    """Hugging Face model folders, as ``<org>--<name>`` or ``<name>`` (else TINKEX_MODELS_DIR)."""
+    models_cache: str | None = None
+    """Where packaged models are dequantised once and hub models kept (else TINKEX_MODELS_CACHE)."""
     seed: int = 0
     threads: PositiveInt | None = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Compute dtype of the frozen base; LoRA weights and the optimizer are float32 either way."""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or mps; one this machine lacks is an error before the run starts."""
+    lora_alpha: PositiveFloat = 32.0
+    lora_targets: list[str] | None = None
+    """Leaf names of the linears to adapt (q_proj, v_proj, ..., lm_head); unset: every linear and the head."""
+    micro_batch_tokens: PositiveInt | None = 4096
+    """Padded tokens per forward pass; a longer batch runs in parts with its gradients summed (null: one pass)."""
 
 
-def _local_torch(options: LocalTorchOptions, settings: Settings, blob_store: object) -> object:
-    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
+def _model_sources(models_dir: str | None, models_cache: str | None, settings: Settings,
+                   hub_client: Callable[[], object] | None) -> object:
+    from tinkex_cookbook.adapters.training.model_files import ModelSources
+
+    hub_cache = settings.hf_hub_cache or (f"{settings.hf_home}/hub" if settings.hf_home else None)
+    return ModelSources.of(models_dir or settings.models_dir, models_cache or settings.models_cache, hub_cache,
+                           hub_client)  # type: ignore[arg-type]
+
+
+def _local_torch(
+    options: LocalTorchOptions, settings: Settings, blob_store: object, hub_client: Callable[[], object] | None = None,
+) -> object:
+    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService, LocalTrainerOptions
 
     models_dir = options.models_dir or settings.models_dir
-    return LocalTorchTrainingService(blob_store, models_dir, options.seed, options.threads)
+    trainer = LocalTrainerOptions(
+        options.dtype, options.device, options.lora_alpha,
+        None if options.lora_targets is None else tuple(options.lora_targets), options.micro_batch_tokens,
+    )
+    return LocalTorchTrainingService(
+        blob_store, models_dir, options.seed, options.threads,  # type: ignore[arg-type]
+        sources=_model_sources(models_dir, options.models_cache, settings, hub_client),  # type: ignore[arg-type]
+        options=trainer,
+    )
 
 
 class TinkerOptions(Options):
     base_url: str | None = None
+    models_dir: str | None = None
+    """Folders holding tokenizer files, as for local_torch (else TINKEX_MODELS_DIR)."""
+    models_cache: str | None = None
     request_timeout: PositiveFloat = 900.0
     """Seconds a future waits for its result before failing with TrainingBackendError."""
     connect_attempts: PositiveInt = 3
@@ -79,7 +114,7 @@ class TinkerOptions(Options):
     backoff: NonNegativeFloat = 1.0
 
 
-def _tinker(options: TinkerOptions, settings: Settings) -> object:
+def _tinker(options: TinkerOptions, settings: Settings, hub_client: Callable[[], object] | None = None) -> object:
     """Endpoint from the manifest, else TINKER_BASE_URL; the key only ever from TINKER_API_KEY."""
     from tinkex_cookbook.adapters.training.tinker import TinkerTrainingService
 
@@ -87,6 +122,7 @@ def _tinker(options: TinkerOptions, settings: Settings) -> object:
     return TinkerTrainingService(
         key, options.base_url or settings.tinker_base_url, request_timeout=options.request_timeout,
         connect_attempts=options.connect_attempts, backoff=options.backoff,
+        model_sources=_model_sources(options.models_dir, options.models_cache, settings, hub_client),
     )
 
 
@@ -239,10 +275,11 @@ BUILTIN_ADAPTERS: tuple[AdapterEntry, ...] = (
     AdapterEntry("training_client", "noop", _noop_training, NoopTrainingOptions,
                  "deterministic in-memory fake; trains nothing"),
     AdapterEntry("training_client", "tinker", _tinker, TinkerOptions, "the Tinker training API",
-                 extra="tinker", modules=("tinker",), secrets=TINKER_KEY),
+                 extra="tinker", modules=("tinker",), secrets=TINKER_KEY, lazy_needs=("hub_client",)),
     AdapterEntry("training_client", "local_torch", _local_torch, LocalTorchOptions,
-                 "LoRA training with torch on this machine (tiny models or local HF folders)",
-                 extra="local", modules=("torch", "transformers"), needs=("blob_store",)),
+                 "LoRA training with torch on this machine (catalog models, HF folders, tiny test models)",
+                 extra="local", modules=("torch", "transformers"), needs=("blob_store",),
+                 lazy_needs=("hub_client",)),
     AdapterEntry("dataset_store", "noop", _noop_datasets, NoopDatasetOptions,
                  "synthetic chat conversations for any dataset name"),
     AdapterEntry("dataset_store", "local", _local_datasets, LocalDatasetOptions,

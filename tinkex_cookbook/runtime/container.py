@@ -6,12 +6,13 @@ most once per run, and closed (its ``close()`` called, if it has one) by
 ``shutdown_resources()`` at run end. Objects passed in ``instances`` are the
 caller's: they are served as they are and never closed here. An adapter that
 ``needs`` another port (a training backend checkpointing through the blob
-store) gets that port's adapter, built on demand, as a keyword argument.
+store) gets that port's adapter, built on demand, as a keyword argument; one it only ``lazy_needs``
+gets a callable that builds it the first time it is called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from dependency_injector import containers, providers
@@ -34,6 +35,10 @@ def _adapter_resource(
             close()
 
 
+def _lazy_port(container: containers.DynamicContainer, name: str) -> Callable[[], object]:
+    return lambda: getattr(container, name)()
+
+
 def _port_selector(
     port: str, manifest: Manifest, registry: AdapterRegistry, settings: Settings,
     container: containers.DynamicContainer,
@@ -46,6 +51,7 @@ def _port_selector(
             binding.options if entry.name == binding.adapter else providers.Callable(entry.options),
             settings,
             **{needed: providers.Callable(lambda name: getattr(container, name)(), needed) for needed in entry.needs},
+            **{needed: providers.Object(_lazy_port(container, needed)) for needed in entry.lazy_needs},
         )
         for entry in registry.port_entries(port)
     }

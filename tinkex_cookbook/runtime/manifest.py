@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tinkex_cookbook.errors import (
+    ConfigError,
     ManifestError,
     UnknownManifestError,
     UnknownPortError,
@@ -51,6 +52,8 @@ class ManifestFile(BaseModel):
     description: str = ""
     ports: dict[str, Any] = {}
     """Port -> adapter name or ``{adapter: NAME, option: value}``; checked by ``normalise_layer``."""
+    models: dict[str, dict[str, Any]] = {}
+    """Model name -> ``{weights: PATH | hub:REPO, renderer: NAME, context_length: N}``: catalog entries."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +73,17 @@ class Manifest:
     description: str
     sources: tuple[str, ...]
     ports: dict[str, PortBinding] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Model catalog entries the manifest adds (or replaces), by name; later files win."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "name": self.name,
             "description": self.description,
             "sources": list(self.sources),
             "ports": {port: binding.to_dict() for port, binding in self.ports.items()},
         }
+        return {**data, "models": self.models} if self.models else data
 
 
 def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
@@ -220,6 +226,7 @@ class ManifestLoader:
 
     def __init__(self, registry: AdapterRegistry) -> None:
         self._registry = registry
+        self._chain: list[tuple[str, ManifestFile]] = []
 
     def defaults(self) -> Layer:
         return {port: {"adapter": "noop"} for port in self._registry.ports()}
@@ -229,7 +236,7 @@ class ManifestLoader:
         overrides: Mapping[str, Any] | None = None,
     ) -> tuple[list[Layer], list[str], str]:
         ports = self._registry.ports()
-        chain = load_chain(ref)
+        chain = self._chain = load_chain(ref)
         layers = [self.defaults()]
         layers += [normalise_layer(f.ports, ports, label) for label, f in chain]
         sources = [label for label, _ in chain]
@@ -250,7 +257,7 @@ class ManifestLoader:
         labels = [LAYER_LABELS.get(source, source) for source in ["defaults", *sources]]
         named = list(zip(labels, layers, strict=True))
         bindings = {port: self._bind(port, merged[port], named) for port in self._registry.ports()}
-        return Manifest(Path(ref).stem, description, tuple(sources), bindings)
+        return Manifest(Path(ref).stem, description, tuple(sources), bindings, catalog_models(self._chain))
 
     def _bind(self, port: str, merged: Mapping[str, Any], named: Sequence[tuple[str, Layer]]) -> PortBinding:
         """The port's binding; an unknown adapter or bad option names the layers that set it."""
@@ -265,6 +272,21 @@ class ManifestLoader:
         except ManifestError as exc:
             origin = [label for label, layer in named if entry.name in layer.get(port, {}).get("options", {})]
             raise type(exc)(f"{_labels(origin)}: {exc}") from None
+
+
+def catalog_models(chain: Sequence[tuple[str, ManifestFile]]) -> dict[str, dict[str, Any]]:
+    """The ``models:`` entries of a manifest chain, later files replacing earlier ones, each checked."""
+    from tinkex_cookbook.train.models import entry_from_mapping
+
+    models: dict[str, dict[str, Any]] = {}
+    for label, manifest_file in chain:
+        for name, data in manifest_file.models.items():
+            try:
+                entry_from_mapping(name, data)
+            except (ConfigError, TypeError, ValueError) as exc:
+                raise ManifestError(f"{label}: {exc}") from None
+            models[name] = dict(data)
+    return models
 
 
 def _labels(layers: Sequence[str]) -> str:

@@ -54,6 +54,9 @@ class AdapterEntry:
     needs: tuple[str, ...] = ()
     """Other ports this adapter is built on (e.g. a training backend that checkpoints through
     the blob store); the container passes them to the factory as keyword arguments."""
+    lazy_needs: tuple[str, ...] = ()
+    """Other ports this adapter may use now and then (a backend fetching a model it lacks through the
+    hub client): passed as zero-argument callables, so the port is built only if it is called."""
 
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
         """Validate manifest options; the error names port, adapter, field and valid fields."""

@@ -157,6 +157,7 @@ class Runtime:
             entry.check_secrets(settings)
         for entry in entries:
             entry.check_available()
+        register_manifest_models(resolved)
         return resolved
 
     @classmethod
@@ -200,6 +201,8 @@ class Runtime:
         sinks: Iterable[Sink] = (),
         out: TextIO | None = None,
     ) -> RunResult:
+        settings = settings or Settings()
+        _preload_models(manifest or settings.manifest or "default")
         spec = cls.build_spec(recipe, cfg)
         return cls.run_spec(spec, manifest, ports, dry_run, verbose, settings, sinks, out)
 
@@ -284,10 +287,31 @@ class Runtime:
                 telemetry.close()
                 if lease.lost is None:
                     _write_loss_curve(blob_store, prefix, spec.name)
-        for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html"):
+        for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html", "samples.jsonl", "summary.json"):
             if blob_store.exists(f"{prefix}/{name}"):
                 artifacts[name] = blob_store.uri(f"{prefix}/{name}")
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+
+
+def _preload_models(ref: str) -> None:
+    """The manifest's ``models:`` entries, registered before the config is parsed (a model's renderer is the
+    config's default); a manifest that does not load is reported later, after the config's own errors."""
+    from tinkex_cookbook.runtime.manifest import catalog_models, load_chain
+
+    try:
+        models = catalog_models(load_chain(ref))
+    except CookbookError:
+        return
+    register_manifest_models(models)
+
+
+def register_manifest_models(manifest: Manifest | Mapping[str, Any]) -> None:
+    """Put the manifest's ``models:`` entries in the model catalog, replacing any of the same name."""
+    from tinkex_cookbook.train.models import entry_from_mapping, register_model
+
+    models = manifest.models if isinstance(manifest, Manifest) else manifest
+    for name, data in models.items():
+        register_model(entry_from_mapping(name, data), replace=True)
 
 
 def _lease_guard(lease: RunLease, folder_sinks: Sequence[BlobLinesSink]) -> Callable[[bool], None]:
@@ -310,8 +334,14 @@ def _lease_guard(lease: RunLease, folder_sinks: Sequence[BlobLinesSink]) -> Call
 def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
     key = f"{prefix}/metrics.jsonl"
     if store.exists(key):
-        rows = [json.loads(line) for line in store.read(key).decode().splitlines() if line.strip()]
-        store.write(f"{prefix}/loss.html", loss_curve_html(rows, title).encode())
+        rows = _jsonl(store, key)
+        samples = _jsonl(store, f"{prefix}/samples.jsonl") if store.exists(f"{prefix}/samples.jsonl") else []
+        summary = json.loads(store.read(f"{prefix}/summary.json")) if store.exists(f"{prefix}/summary.json") else {}
+        store.write(f"{prefix}/loss.html", loss_curve_html(rows, title, samples, summary).encode())
+
+
+def _jsonl(store: BlobStore, key: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in store.read(key).decode().splitlines() if line.strip()]
 
 
 def _config_json(spec: Experiment, scrub: Callable[[str], str]) -> str:

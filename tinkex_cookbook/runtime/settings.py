@@ -84,6 +84,15 @@ class Settings(BaseSettings):
     log_dir: str | None = Field(None, validation_alias="TINKEX_LOG_DIR")
     data_dir: str | None = Field(None, validation_alias="TINKEX_DATA_DIR")
     models_dir: str | None = Field(None, validation_alias="TINKEX_MODELS_DIR")
+    models_cache: str | None = Field(
+        None, validation_alias="TINKEX_MODELS_CACHE",
+        description="Where packaged models are dequantised once (default: ~/.cache/tinkex-cookbook/models).",
+    )
+    hf_hub_cache: str | None = Field(
+        None, validation_alias=AliasChoices("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"),
+        description="The Hugging Face cache to read model snapshots from (default: $HF_HOME/hub).",
+    )
+    hf_home: str | None = Field(None, validation_alias="HF_HOME")
 
     tinker_api_key: SecretStr | None = Field(None, validation_alias="TINKER_API_KEY")
     tinker_base_url: str = Field(DEFAULT_TINKER_BASE_URL, validation_alias="TINKER_BASE_URL")

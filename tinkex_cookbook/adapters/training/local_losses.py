@@ -114,20 +114,53 @@ def _loss_input(datum: Datum, index: int, key: str, loss: TokenLoss, dtype: str)
     return array
 
 
-def build_batch(data: Sequence[Datum], loss: TokenLoss, vocab_size: int) -> Batch:
+def build_batch(
+    data: Sequence[Datum], loss: TokenLoss, vocab_size: int, indices: Sequence[int] | None = None
+) -> Batch:
+    """Right-padded input ids and the loss inputs of ``data``; errors name each datum by ``indices``
+    (its place in the caller's whole batch), else by its place in ``data``."""
     if not data:
         raise ValueError("forward/forward_backward needs at least one datum")
+    numbered = list(zip(indices if indices is not None else range(len(data)), data, strict=True))
     rows = [torch.tensor(d.model_input.to_ints(), dtype=torch.long) for d in data]
     if any(len(row) == 0 for row in rows):
         raise ValueError("every datum needs at least one input token")
-    targets = np.concatenate([_loss_input(d, i, "target_tokens", loss, "int64") for i, d in enumerate(data)])
+    targets = np.concatenate([_loss_input(d, i, "target_tokens", loss, "int64") for i, d in numbered])
     inputs = {key: torch.from_numpy(np.concatenate([_loss_input(d, i, key, loss, "float32")
-                                                    for i, d in enumerate(data)])) for key in loss.inputs}
+                                                    for i, d in numbered])) for key in loss.inputs}
     input_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)
     lengths = torch.tensor([len(row) for row in rows])
     _check_token_range(input_ids, targets, vocab_size)
     mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
     return Batch(input_ids, mask, tuple(lengths.tolist()), torch.from_numpy(targets), inputs)
+
+
+def check_data(data: Sequence[Datum], loss: TokenLoss) -> None:
+    """Every datum has the inputs ``loss`` reads, checked in order, so the first bad datum is the one named
+    even when micro-batches take the data in another order."""
+    if not data:
+        raise ValueError("forward/forward_backward needs at least one datum")
+    for index, datum in enumerate(data):
+        for key in ("target_tokens", *loss.inputs):
+            _loss_input(datum, index, key, loss, "float32")
+
+
+def plan_micro_batches(lengths: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Datum indices grouped so each group's padded size (rows x longest) stays within ``budget`` tokens.
+
+    Longest first, so each group holds sequences of similar length and little padding; a sequence
+    longer than the budget runs alone. ``None`` keeps the whole batch as one group, in order.
+    """
+    if budget is None:
+        return [list(range(len(lengths)))]
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        group = groups[-1] if groups else None
+        if group is not None and (len(group) + 1) * lengths[group[0]] <= budget:
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def _check_token_range(input_ids: Tensor, targets: np.ndarray, vocab_size: int) -> None:

@@ -1,11 +1,12 @@
 """Which torch model serves a base-model name on the local backend, and how to read logprobs off it.
 
-Tiny models are built here from a config, with a fixed-seed random init and a
-real tokenizer vocabulary, so recipes run end to end offline in seconds. Any
-other name must be a Hugging Face model folder under ``models_dir``. The 128k
-vocabulary dominates a tiny model's cost, so ``token_logprobs`` never holds
-more than one chunk of logits and gets the hidden-state gradient in the same
-pass. transformers is imported only when a model is resolved.
+The model catalog (``train/models.py``) says where a name's weights are: tiny models are
+built here from a config, with a fixed-seed random init and a real tokenizer vocabulary, so
+recipes run end to end offline in seconds; every other model is a Hugging Face folder that
+``model_files`` finds or makes (a packaged GGUF dequantised once, a folder, the HF cache, the
+hub). A large vocabulary dominates a small model's cost, so ``token_logprobs`` never holds
+more than one chunk of logits and gets the hidden-state gradient in the same pass.
+transformers is imported only when a model is resolved.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from tinkex_cookbook.adapters.training.lora import LoRAHead
-from tinkex_cookbook.errors import ConfigError, UnknownNameError
-from tinkex_cookbook.train.tokenizer_sources import get_tokenizer
+from tinkex_cookbook.adapters.training.model_files import ModelSources, ensure_model_folder, resolve_tokenizer
+from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.train.models import ModelEntry, TinyRandom, catalog, find_model
+from tinkex_cookbook.train.tokenizer_sources import get_tokenizer, load_tokenizer_folder
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 CHUNK_LOGITS = 1 << 23
@@ -36,58 +38,42 @@ LogprobGrad = Callable[[Tensor, slice], Tensor]
 Head = nn.Linear | LoRAHead
 """An output head ``token_logprobs`` reads: the base lm_head, or it with its LoRA adapter."""
 
-
-@dataclass(frozen=True)
-class TinyModel:
-    """A Llama-architecture model small enough to train on CPU, over a real tokenizer's vocabulary."""
-
-    tokenizer_model: str
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 128
-
-
-TINY_MODELS: dict[str, TinyModel] = {
-    "tiny-llama3": TinyModel("meta-llama/Llama-3.2-1B"),
-    "tiny-qwen3": TinyModel("Qwen/Qwen3-8B"),
-    "tiny-bytes": TinyModel("tinkex/bytes"),
-}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Compute dtypes of the frozen base; LoRA weights and the optimizer stay float32 either way."""
 
 _INIT_LOCK = threading.Lock()
 
 
+def tiny_models() -> dict[str, ModelEntry]:
+    """The catalog's tiny random models, by name: what runs with no weights anywhere."""
+    return {entry.name: entry for entry in catalog() if isinstance(entry.weights, TinyRandom)}
+
+
 def resolve_model(
-    name: str, models_dir: str | Path | None = None, seed: int = 0
+    name: str, sources: ModelSources | None = None, seed: int = 0, dtype: str = "float32",
 ) -> tuple[nn.Module, HFTokenizer]:
-    """The frozen base model and tokenizer for ``name``: a tiny model, or a folder under ``models_dir``."""
-    if name in TINY_MODELS:
-        return build_tiny_model(TINY_MODELS[name], seed)
-    folder = find_model_folder(name, models_dir)
-    if folder is None:
-        raise UnknownNameError(unknown_model_message(name, models_dir))
-    return load_model_folder(name, folder)
+    """The frozen base model and tokenizer for ``name``: a tiny model, or a model folder found or made."""
+    entry = find_model(name)
+    if entry is not None and isinstance(entry.weights, TinyRandom):
+        model, tokenizer = build_tiny_model(entry, seed)
+    else:
+        sources = sources or ModelSources.of()
+        folder = ensure_model_folder(name, sources)
+        model, tokenizer = load_model_folder(name, folder, sources)
+    return in_dtype(model, dtype), tokenizer
 
 
-def find_model_folder(name: str, models_dir: str | Path | None) -> Path | None:
-    """``models_dir/<name>`` or ``models_dir/<org>--<model>``, whichever holds a config.json."""
-    if models_dir is None:
-        return None
-    for candidate in (Path(models_dir) / name, Path(models_dir) / name.replace("/", "--")):
-        if (candidate / "config.json").is_file():
-            return candidate
-    return None
-
-
-def unknown_model_message(name: str, models_dir: str | Path | None) -> str:
-    where = f"models_dir {str(models_dir)!r}" if models_dir is not None else "models_dir (not set)"
-    return (
-        f"unknown model {name!r} for the local_torch backend. Tiny models: "
-        f"{', '.join(sorted(TINY_MODELS))}. For any other model, put a Hugging Face model folder "
-        f"(config.json, weights, tokenizer.json) at <models_dir>/{name} or "
-        f"<models_dir>/{name.replace('/', '--')} and set the adapter's models_dir option; looked in {where}"
-    )
+def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    """The decoder in ``dtype``; the output head stays float32 (untied if need be), as logprobs need."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype {dtype!r} is not supported by the local_torch backend; use one of {sorted(DTYPES)}")
+    if DTYPES[dtype] is torch.float32:
+        return model
+    head = model.get_output_embeddings()
+    head_weight = head.weight.detach().float().clone()
+    model.to(DTYPES[dtype])
+    head.weight = nn.Parameter(head_weight, requires_grad=False)
+    return model
 
 
 @contextmanager
@@ -98,17 +84,19 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def build_tiny_model(spec: TinyModel, seed: int) -> tuple[nn.Module, HFTokenizer]:
+def build_tiny_model(entry: ModelEntry, seed: int) -> tuple[nn.Module, HFTokenizer]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = get_tokenizer(spec.tokenizer_model)
+    shape = entry.weights
+    assert isinstance(shape, TinyRandom)
+    tokenizer = get_tokenizer(entry.tokenizer or entry.name)
     config = LlamaConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        intermediate_size=spec.intermediate_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        intermediate_size=shape.intermediate_size,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -118,13 +106,17 @@ def build_tiny_model(spec: TinyModel, seed: int) -> tuple[nn.Module, HFTokenizer
     return frozen(model), tokenizer
 
 
-def load_model_folder(name: str, folder: Path) -> tuple[nn.Module, HFTokenizer]:
-    """A local Hugging Face folder, in float32 (CPU training); its own tokenizer if it ships one."""
+def load_model_folder(
+    name: str, folder: Path, sources: ModelSources | None = None
+) -> tuple[nn.Module, HFTokenizer]:
+    """A local Hugging Face folder, in float32; its own tokenizer if it ships one, else the catalog's."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
-    has_tokenizer = (folder / "tokenizer.json").is_file()
-    tokenizer = get_tokenizer(name, path=folder) if has_tokenizer else get_tokenizer(name)
+    if (folder / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer_folder(folder, name)
+    else:
+        tokenizer = resolve_tokenizer(name, sources or ModelSources.of())
     return frozen(model), tokenizer
 
 
@@ -156,19 +148,23 @@ def base_linear(head: Head) -> nn.Linear:
 
 
 def decoder_states(
-    model: nn.Module, input_ids: Tensor, cache: Any = None, use_cache: bool = False
+    model: nn.Module, input_ids: Tensor, cache: Any = None, use_cache: bool = False,
+    attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
 ) -> tuple[Tensor, Any]:
     """Final hidden states (and the KV cache when asked); the lm_head is left to ``token_logprobs``.
 
-    No attention mask: batches are right-padded and attention is causal, so no
-    real position ever sees a pad. The cache travels under the name the installed
+    Training batches need no attention mask: they are right-padded and attention is
+    causal, so no real position ever sees a pad. Left-padded sampling batches pass
+    ``attention_mask`` and ``position_ids``. The cache travels under the name the installed
     transformers declares, and is passed only when there is one, so no release
     sees a keyword it has deprecated.
     """
     decoder = model.base_model
     name = cache_keyword(type(decoder))
     use_cache = use_cache or cache is not None
-    kwargs = {name: cache} if cache is not None else {}
+    kwargs: dict[str, Any] = {name: cache} if cache is not None else {}
+    if attention_mask is not None:
+        kwargs.update(attention_mask=attention_mask, position_ids=position_ids)
     out = decoder(input_ids=input_ids, use_cache=use_cache, **kwargs)
     return out.last_hidden_state, (getattr(out, name) if use_cache else None)
 

@@ -1,14 +1,20 @@
-"""Sampling for the local backend: temperature, top-k/top-p, stop rules, seeded generators."""
+"""Sampling for the local backend: the sampling client, temperature, top-k/top-p, stop rules, seeded generators.
+
+The batched decoding itself is ``local_generation``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from tinkex_cookbook.adapters.training.local_generation import Request, generate
 from tinkex_cookbook.adapters.training.local_models import (
     decoder_states,
     output_head,
@@ -16,14 +22,16 @@ from tinkex_cookbook.adapters.training.local_models import (
 )
 from tinkex_cookbook.ports import (
     ModelInput,
-    SampledSequence,
     SampleResponse,
     SamplingParams,
     ThreadFuture,
 )
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
-DEFAULT_MAX_TOKENS = 128
+if TYPE_CHECKING:
+    from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -76,17 +84,43 @@ def pick_tokens(logits: Tensor, params: SamplingParams, generator: torch.Generat
     return chosen, logprobs.gather(1, chosen[:, None]).squeeze(1)
 
 
+class _Deferred(Generic[T]):
+    """A sampling future that hands its batch to the torch thread the first time anyone looks at it."""
+
+    def __init__(self, future: Future[T], flush: Callable[[], None]) -> None:
+        self._future = future
+        self._flush = flush
+
+    def result(self, timeout: float | None = None) -> T:
+        self._flush()
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        self._flush()
+        return self._future.done()
+
+
 class LocalTorchSamplingClient:
-    """Samples from fixed weights on the service's sampling worker; calls queue up in order."""
+    """Samples from fixed weights on the service's torch thread.
+
+    ``sample`` queues its request; the queue goes to the torch thread as one batch the first
+    time any of its futures is awaited (or polled). A caller that submits several prompts and
+    then waits (an RL step, a set of held-out prompts) gets them decoded together, and which
+    requests share a batch depends only on the order of its calls, never on timing, so the same
+    calls give the same samples.
+    """
 
     def __init__(
-        self, model: nn.Module, tokenizer: HFTokenizer, executor: ThreadPoolExecutor, seed: int
+        self, model: nn.Module, tokenizer: HFTokenizer, service: LocalTorchTrainingService, seed: int
     ) -> None:
         self._model = model
         self._head = output_head(model)
         self._tokenizer = tokenizer
-        self._executor = executor
+        self._service = service
+        self._device = service.device
         self._generator = torch.Generator().manual_seed(seed)
+        self._queue: list[Request] = []
+        self._lock = threading.Lock()
 
     @property
     def model(self) -> nn.Module:
@@ -94,42 +128,45 @@ class LocalTorchSamplingClient:
 
     def sample(
         self, prompt: ModelInput, num_samples: int, sampling_params: SamplingParams
-    ) -> ThreadFuture[SampleResponse]:
+    ) -> _Deferred[SampleResponse]:
         tokens = prompt.to_ints()
         if not tokens or num_samples < 1:
             raise ValueError(f"sample needs a non-empty prompt and num_samples >= 1 (got {num_samples})")
-        return ThreadFuture(self._executor.submit(self._sample, tokens, num_samples, sampling_params))
+        seed = sampling_params.seed
+        generator = self._generator if seed is None else torch.Generator().manual_seed(seed)
+        request = Request(tokens, num_samples, sampling_params, generator, StopRule.from_param(sampling_params.stop))
+        with self._lock:
+            self._queue.append(request)
+        return _Deferred(request.future, self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        if batch:
+            self._service.submit(self._run_batch, batch)
+
+    @torch.inference_mode()
+    def _run_batch(self, batch: list[Request]) -> None:
+        try:
+            responses = generate(self._model, self._head, self._tokenizer, batch, self._device, pick_tokens)
+        except BaseException as exc:  # every request of the batch learns why
+            for request in batch:
+                request.future.set_exception(exc)
+            return
+        for request, response in zip(batch, responses, strict=True):
+            request.future.set_result(response)
 
     def compute_logprobs(self, prompt: ModelInput) -> ThreadFuture[list[float | None]]:
-        return ThreadFuture(self._executor.submit(self._compute_logprobs, prompt.to_ints()))
+        return ThreadFuture(self._service.submit(self._compute_logprobs, prompt.to_ints()))
+
+    def get_tokenizer(self) -> HFTokenizer:
+        return self._tokenizer
 
     @torch.no_grad()
     def _compute_logprobs(self, tokens: list[int]) -> list[float | None]:
         if not tokens:
             return []
-        ids = torch.tensor([tokens])
+        ids = torch.tensor([tokens], device=self._device)
         hidden = decoder_states(self._model, ids)[0][0, :-1]
-        logprobs, _ = token_logprobs(self._head, hidden, ids[0, 1:])
+        logprobs, _ = token_logprobs(self._head, hidden.float(), ids[0, 1:])
         return [None, *logprobs.tolist()]
-
-    @torch.no_grad()
-    def _sample(self, prompt: list[int], count: int, params: SamplingParams) -> SampleResponse:
-        generator = self._generator if params.seed is None else torch.Generator().manual_seed(params.seed)
-        stop = StopRule.from_param(params.stop)
-        tokens: list[list[int]] = [[] for _ in range(count)]
-        logprobs: list[list[float]] = [[] for _ in range(count)]
-        stopped = [False] * count
-        hidden, cache = decoder_states(self._model, torch.tensor([prompt] * count), use_cache=True)
-        for _ in range(DEFAULT_MAX_TOKENS if params.max_tokens is None else params.max_tokens):
-            chosen, chosen_logprobs = pick_tokens(self._head(hidden[:, -1]), params, generator)
-            for row in (r for r in range(count) if not stopped[r]):
-                tokens[row].append(int(chosen[row]))
-                logprobs[row].append(float(chosen_logprobs[row]))
-                stopped[row] = stop.hit(tokens[row], self._tokenizer)
-            if all(stopped):
-                break
-            hidden, cache = decoder_states(self._model, chosen[:, None], cache)
-        return SampleResponse(tuple(
-            SampledSequence("stop" if done else "length", tuple(t), tuple(lp))
-            for t, lp, done in zip(tokens, logprobs, stopped, strict=True)
-        ))

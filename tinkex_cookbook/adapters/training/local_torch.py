@@ -1,10 +1,12 @@
-"""Local torch training backend: LoRA on CPU with Tinker's semantics.
+"""Local torch training backend: LoRA on this machine's CPU (or GPU) with Tinker's semantics.
 
-``LocalTorchTrainingService`` serves the ``training_client`` port. Each client
-owns one worker thread, so calls run in submission order while the caller
-submits step N+1 before awaiting step N, as it would against Tinker.
-Checkpoints go through the run's blob store at
-``local_torch/<model_id>/<name>/{state,sampler}.pt`` and are addressed as
+``LocalTorchTrainingService`` serves the ``training_client`` port. All torch work of a
+service (loading, copying, LoRA set-up, training, sampling) runs on its one worker thread,
+in submission order: once torch ops run on a second thread, two OpenMP thread teams share
+the cores and every later op in the process slows down. Callers still submit step N+1
+before awaiting step N, as they would against Tinker. Clients share the frozen base weights
+(only their adapters are their own). Checkpoints go through the run's blob store at
+``local_torch/<model_id>/<name>/{state,sampler}.safetensors`` and are addressed as
 ``local://<key>``. Same seed and same calls give bit-identical weights.
 """
 
@@ -14,8 +16,9 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
+from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import torch
@@ -23,11 +26,19 @@ from torch import Tensor, nn
 
 from tinkex_cookbook.adapters.training.local_checkpoints import (
     CHECKPOINT_PREFIX,
+    SUFFIX,
     read_checkpoint,
     write_checkpoint,
 )
-from tinkex_cookbook.adapters.training.local_losses import TokenLoss, build_batch, get_loss
+from tinkex_cookbook.adapters.training.local_losses import (
+    TokenLoss,
+    build_batch,
+    check_data,
+    get_loss,
+    plan_micro_batches,
+)
 from tinkex_cookbook.adapters.training.local_models import (
+    DTYPES,
     base_linear,
     decoder_states,
     output_head,
@@ -36,11 +47,14 @@ from tinkex_cookbook.adapters.training.local_models import (
 )
 from tinkex_cookbook.adapters.training.local_sampling import LocalTorchSamplingClient
 from tinkex_cookbook.adapters.training.lora import (
+    DEFAULT_ALPHA,
     apply_lora,
     load_lora_state_dict,
     lora_named_parameters,
     lora_state_dict,
 )
+from tinkex_cookbook.adapters.training.model_files import ModelSources
+from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.ports import (
     AdamParams,
     BlobStore,
@@ -56,6 +70,48 @@ from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 T = TypeVar("T")
 
+DEFAULT_MICRO_BATCH_TOKENS = 4096
+"""Padded tokens per forward pass: long batches run in several, shortest padding first, gradients summed."""
+
+
+@dataclass(frozen=True)
+class LocalTrainerOptions:
+    """What a user tunes on a local trainer: precision, device, the adapter's shape, memory per pass."""
+
+    dtype: str = "float32"
+    device: str = "cpu"
+    lora_alpha: float = DEFAULT_ALPHA
+    lora_targets: tuple[str, ...] | None = None
+    micro_batch_tokens: int | None = DEFAULT_MICRO_BATCH_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"local_torch dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
+        check_device(self.device)
+        if self.lora_alpha <= 0:
+            raise ConfigError(f"local_torch lora_alpha must be positive, got {self.lora_alpha}")
+
+
+def check_device(device: str) -> torch.device:
+    """``device`` as torch knows it; a device this machine lacks is a ``ConfigError`` saying so."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"local_torch device {device!r} is not a device name (use cpu, cuda, cuda:N or mps): "
+                          f"{exc}") from None
+    present = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (parsed.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(parsed.type, False)
+    if not present:
+        raise ConfigError(
+            f"local_torch device {device!r} is not available on this machine (torch {torch.__version__} "
+            f"sees {torch.cuda.device_count()} CUDA device(s), MPS {'on' if torch.backends.mps.is_available() else 'off'}); "
+            "set the adapter option device: cpu"
+        )
+    return parsed
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
@@ -66,49 +122,67 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A module tree of its own over the same frozen tensors: LoRA can rewrap its linears, and the
+    base's weights exist once in memory however many clients train on them."""
+    memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return deepcopy(model, memo)
+
+
 class LocalTorchTrainingService:
-    """Opens LoRA training clients and sampling clients on this machine's CPU."""
+    """Opens LoRA training clients and sampling clients on this machine."""
 
     def __init__(
-        self, blob_store: BlobStore, models_dir: str | None = None, seed: int = 0, threads: int | None = None
+        self, blob_store: BlobStore, models_dir: str | None = None, seed: int = 0, threads: int | None = None,
+        *, sources: ModelSources | None = None, options: LocalTrainerOptions | None = None,
     ) -> None:
         self.blob_store = blob_store
         self.models_dir = models_dir
         self.seed = seed
         self.threads = threads
+        self.sources = sources or ModelSources.of(models_dir)
+        self.options = options or LocalTrainerOptions()
+        self.device = check_device(self.options.device)
         self._bases: dict[tuple[str, int], tuple[nn.Module, HFTokenizer]] = {}
-        self._executors: list[ThreadPoolExecutor] = []
-        self._sampling_executor: ThreadPoolExecutor | None = None
+        self._worker = ThreadPoolExecutor(1, "local-torch", _init_worker, (threads,))
+        self._worker_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         _init_worker(threads)
 
     def __repr__(self) -> str:
-        return f"LocalTorchTrainingService(models_dir={self.models_dir!r}, seed={self.seed})"
+        return (f"LocalTorchTrainingService(models_dir={self.models_dir!r}, seed={self.seed}, "
+                f"dtype={self.options.dtype!r}, device={self.options.device!r})")
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Queue ``fn(*args)`` on the torch thread; calls run one at a time, in submission order."""
+        return self._worker.submit(self._on_worker, fn, *args)
+
+    def _on_worker(self, fn: Callable[..., T], *args: Any) -> T:
+        self._worker_thread = threading.current_thread()
+        return fn(*args)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the torch thread, waited for (run at once when already on it)."""
+        if threading.current_thread() is self._worker_thread:
+            return fn(*args)
+        return self.submit(fn, *args).result()
 
     def base_model(self, name: str, seed: int) -> tuple[nn.Module, HFTokenizer]:
-        """A private copy of the frozen base model: built once per (name, seed), copied per client."""
-        with self._lock:
-            if (name, seed) not in self._bases:
-                self._bases[name, seed] = resolve_model(name, self.models_dir, seed)
-            model, tokenizer = self._bases[name, seed]
-            return deepcopy(model), tokenizer
+        """A module tree of the frozen base model of its own, over weights loaded once per (name, seed)."""
+        return self.call(self._base_model, name, seed)
 
-    def _new_executor(self, name: str) -> ThreadPoolExecutor:
-        executor = ThreadPoolExecutor(1, f"local-torch-{name}", _init_worker, (self.threads,))
-        self._executors.append(executor)
-        return executor
+    def _base_model(self, name: str, seed: int) -> tuple[nn.Module, HFTokenizer]:
+        if (name, seed) not in self._bases:
+            model, tokenizer = resolve_model(name, self.sources, seed, self.options.dtype)
+            self._bases[name, seed] = (model.to(self.device), tokenizer)
+        model, tokenizer = self._bases[name, seed]
+        return shared_copy(model), tokenizer
 
-    def executor(self, name: str) -> ThreadPoolExecutor:
-        """One worker thread: the calls given to it run one at a time, in submission order."""
-        with self._lock:
-            return self._new_executor(name)
+    def tokenizer_for(self, base_model: str) -> HFTokenizer:
+        return self.base_model(base_model, self.seed)[1]
 
-    def sampling_executor(self) -> ThreadPoolExecutor:
-        """The one worker every sampling client shares, so an RL loop's many samplers add no threads."""
-        with self._lock:
-            if self._sampling_executor is None:
-                self._sampling_executor = self._new_executor("sampling")
-            return self._sampling_executor
+    def model_names(self) -> list[str]:
+        return sorted({name for name, _ in self._bases})
 
     def _new_model_id(self, base_model: str, seed: int) -> str:
         """``<base slug>-seed<seed>-<session>``: unique per training session, as Tinker's model ids are,
@@ -119,32 +193,46 @@ class LocalTorchTrainingService:
         self, base_model: str, rank: int = 32, seed: int | None = None
     ) -> LocalTorchTrainingClient:
         lora_seed = self.seed if seed is None else seed
-        model, tokenizer = self.base_model(base_model, self.seed)
-        apply_lora(model, rank, lora_seed)
+        return self.call(self._create_training_client, base_model, rank, lora_seed)
+
+    def _create_training_client(self, base_model: str, rank: int, lora_seed: int) -> LocalTorchTrainingClient:
+        model, tokenizer = self._base_model(base_model, self.seed)
+        self._apply_lora(model, rank, lora_seed, self.options.lora_alpha, self.options.lora_targets)
         info = ModelInfo(self._new_model_id(base_model, lora_seed), base_model, rank, tokenizer.name_or_path)
         return LocalTorchTrainingClient(self, model, tokenizer, info, lora_seed)
+
+    @staticmethod
+    def _apply_lora(
+        model: nn.Module, rank: int, seed: int, alpha: float, targets: Sequence[str] | None
+    ) -> None:
+        try:
+            apply_lora(model, rank, seed, alpha, targets)
+        except ValueError as exc:
+            raise ConfigError(f"local_torch lora_targets: {exc}") from None
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None
     ) -> LocalTorchSamplingClient:
         """From saved sampler weights (``model_path``) or the bare base model."""
-        if model_path is not None:
-            payload = read_checkpoint(self.blob_store, model_path)
-            model, tokenizer = self.base_model(payload["base_model"], payload["base_seed"])
-            apply_lora(model, payload["rank"], payload["lora_seed"])
-            load_lora_state_dict(model, payload["lora"])
-        elif base_model is not None:
-            model, tokenizer = self.base_model(base_model, self.seed)
-        else:
+        if model_path is None and base_model is None:
             raise ValueError("create_sampling_client needs model_path or base_model")
-        return LocalTorchSamplingClient(model, tokenizer, self.sampling_executor(), self.seed)
+        model, tokenizer = self.call(self._sampling_model, model_path, base_model)
+        return LocalTorchSamplingClient(model, tokenizer, self, self.seed)
+
+    def _sampling_model(self, model_path: str | None, base_model: str | None) -> tuple[nn.Module, HFTokenizer]:
+        if model_path is None:
+            assert base_model is not None
+            return self._base_model(base_model, self.seed)
+        payload = read_checkpoint(self.blob_store, model_path)
+        model, tokenizer = self._base_model(payload["base_model"], payload["base_seed"])
+        alpha, targets = payload.get("alpha", DEFAULT_ALPHA), payload.get("targets")
+        self._apply_lora(model, payload["rank"], payload["lora_seed"], alpha, targets)
+        load_lora_state_dict(model, payload["lora"])
+        return model, tokenizer
 
     def close(self) -> None:
-        """Finish queued calls and stop every worker thread."""
-        with self._lock:
-            executors, self._executors, self._sampling_executor = self._executors, [], None
-        for executor in executors:
-            executor.shutdown(wait=True)
+        """Finish queued calls and stop the worker thread."""
+        self._worker.shutdown(wait=True)
 
     def __enter__(self) -> Self:
         return self
@@ -154,7 +242,7 @@ class LocalTorchTrainingService:
 
 
 class LocalTorchTrainingClient:
-    """One LoRA model in training; every call runs on this client's worker thread, in order."""
+    """One LoRA model in training; every call runs on the service's torch thread, in order."""
 
     def __init__(
         self, service: LocalTorchTrainingService, model: nn.Module, tokenizer: HFTokenizer,
@@ -169,7 +257,6 @@ class LocalTorchTrainingClient:
         self._params = [parameter for _, parameter in lora_named_parameters(model)]
         self._optimizer = torch.optim.AdamW(self._params, lr=AdamParams().learning_rate)
         self._optim_steps = 0
-        self._executor = service.executor(info.model_id)
 
     @property
     def model(self) -> nn.Module:
@@ -177,7 +264,7 @@ class LocalTorchTrainingClient:
         return self._model
 
     def _submit(self, fn: Callable[..., T], *args: Any) -> ThreadFuture[T]:
-        return ThreadFuture(self._executor.submit(fn, *args))
+        return ThreadFuture(self._service.submit(fn, *args))
 
     def forward_backward(
         self, data: Sequence[Datum], loss_fn: str, loss_fn_config: Mapping[str, float] | None = None
@@ -196,16 +283,32 @@ class LocalTorchTrainingClient:
     def _run(
         self, data: Sequence[Datum], name: str, loss: TokenLoss, config: dict[str, float], backward: bool
     ) -> ForwardBackwardOutput:
-        """Logprobs and loss of a batch; with ``backward``, also add its gradient to the LoRA weights."""
-        batch = build_batch(data, loss, base_linear(self._head).out_features)
+        """Logprobs and loss of a batch, one micro-batch at a time; with ``backward``, also add its
+        gradient to the LoRA weights (the losses are sums over tokens, so the parts add up exactly)."""
+        check_data(data, loss)
+        vocab = base_linear(self._head).out_features
+        budget = self._service.options.micro_batch_tokens
+        groups = plan_micro_batches([d.model_input.length for d in data], budget)
+        outputs: list[dict[str, Any]] = [{} for _ in data]
+        total = 0.0
+        for group in groups:
+            batch = build_batch([data[i] for i in group], loss, vocab, indices=group)
+            logprobs, part = self._micro_batch(batch, loss, config, backward)
+            total += part
+            for index, output in zip(group, batch.split(logprobs), strict=True):
+                outputs[index] = output
+        return ForwardBackwardOutput(name, tuple(outputs), {"loss:sum": total})
+
+    def _micro_batch(self, batch: Any, loss: TokenLoss, config: dict[str, float], backward: bool) -> tuple[Tensor, float]:
+        device = self._service.device
         with torch.set_grad_enabled(backward):
-            hidden = decoder_states(self._model, batch.input_ids)[0][batch.mask]
-        grad_fn = _logprob_grad(loss, batch.inputs, config) if backward else None
-        logprobs, grad = token_logprobs(self._head, hidden.detach(), batch.targets, grad_fn)
+            hidden = decoder_states(self._model, batch.input_ids.to(device))[0][batch.mask.to(device)]
+        inputs = {k: v.to(device) for k, v in batch.inputs.items()}
+        grad_fn = _logprob_grad(loss, inputs, config) if backward else None
+        logprobs, grad = token_logprobs(self._head, hidden.detach().float(), batch.targets.to(device), grad_fn)
         if grad is not None:
-            hidden.backward(grad)
-        total = float(loss.fn(logprobs, batch.inputs, config).sum())
-        return ForwardBackwardOutput(name, batch.split(logprobs), {"loss:sum": total})
+            hidden.backward(grad.to(hidden.dtype))
+        return logprobs.cpu(), float(loss.fn(logprobs, inputs, config).sum())
 
     def optim_step(self, adam_params: AdamParams) -> ThreadFuture[OptimStepResponse]:
         return self._submit(self._optim_step, adam_params)
@@ -225,17 +328,19 @@ class LocalTorchTrainingClient:
                                   "optim_steps": float(self._optim_steps)})
 
     def _payload(self, with_optimizer: bool) -> dict[str, Any]:
+        options = self._service.options
         payload: dict[str, Any] = {
             "base_model": self._info.base_model, "rank": self._info.lora_rank,
             "base_seed": self._service.seed, "lora_seed": self._lora_seed,
-            "lora": lora_state_dict(self._model),
+            "alpha": options.lora_alpha, "targets": None if options.lora_targets is None else list(options.lora_targets),
+            "lora": {name: value.cpu() for name, value in lora_state_dict(self._model).items()},
         }
         if with_optimizer:
             payload |= {"optimizer": self._optimizer.state_dict(), "optim_steps": self._optim_steps}
         return payload
 
     def _save(self, name: str, kind: str) -> SaveStateResponse:
-        key = f"{CHECKPOINT_PREFIX}/{self._info.model_id}/{name}/{kind}.pt"
+        key = f"{CHECKPOINT_PREFIX}/{self._info.model_id}/{name}/{kind}{SUFFIX}"
         path = write_checkpoint(self._service.blob_store, key, self._payload(with_optimizer=kind == "state"))
         return SaveStateResponse(path)
 
@@ -258,10 +363,19 @@ class LocalTorchTrainingClient:
         if saved != (self._info.base_model, self._info.lora_rank, self._service.seed):
             raise ValueError(f"checkpoint {path!r} is for (base model, rank, base seed) {saved}, not "
                              f"{(self._info.base_model, self._info.lora_rank, self._service.seed)}")
+        self._check_adapter_shape(path, payload)
         load_lora_state_dict(self._model, payload["lora"])
         self._optimizer.load_state_dict(payload["optimizer"])
         self._optim_steps = int(payload["optim_steps"])
         return LoadStateResponse(path)
+
+    def _check_adapter_shape(self, path: str, payload: dict[str, Any]) -> None:
+        options = self._service.options
+        targets = None if options.lora_targets is None else list(options.lora_targets)
+        saved = (payload.get("alpha", DEFAULT_ALPHA), payload.get("targets"))
+        if saved != (options.lora_alpha, targets):
+            raise ValueError(f"checkpoint {path!r} was trained with (lora_alpha, lora_targets) {saved}, not "
+                             f"{(options.lora_alpha, targets)}; set the local_torch options it was trained with")
 
     def save_weights_and_get_sampling_client(self, name: str) -> LocalTorchSamplingClient:
         path = self.save_weights_for_sampler(name).result().path

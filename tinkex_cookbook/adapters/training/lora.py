@@ -1,21 +1,27 @@
 """LoRA for the local backend: low-rank adapters over a frozen base model.
 
-Every ``nn.Linear`` inside the decoder layers becomes ``base(x) + (alpha/rank) * B(A(x))``
-with A drawn from a seeded generator and B zero, so a fresh adapter leaves the
-model's outputs unchanged, only A and B train, and the same seed always gives
-the same adapter. The output head gets an adapter too (``LoRAHead``, drawn after
-the decoder's), as Tinker's LoRA trains the unembedding by default; the input
-embedding, even when tied to the head, stays as it is.
+Every ``nn.Linear`` inside the decoder layers (or those whose names ``targets`` lists)
+becomes ``base(x) + (alpha/rank) * B(A(x))`` with A drawn from a seeded generator and B
+zero, so a fresh adapter leaves the model's outputs unchanged, only A and B train, and the
+same seed always gives the same adapter. The output head gets an adapter too (``LoRAHead``,
+drawn after the decoder's), as Tinker's LoRA trains the unembedding by default; the input
+embedding, even when tied to the head, stays as it is. A and B are float32 whatever the
+base's dtype, so a bfloat16 base still trains and steps its adapters in full precision.
+The layout is PEFT's (``lora_A``/``lora_B`` per linear, ``lora_alpha / r`` scaling), which
+is what lets ``export`` write an adapter PEFT loads as it is.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 DEFAULT_ALPHA = 32.0
+HEAD = "lm_head"
+"""The name ``targets`` uses for the output head, as PEFT's ``target_modules`` does."""
 
 
 class LoRALinear(nn.Module):
@@ -25,13 +31,15 @@ class LoRALinear(nn.Module):
         super().__init__()
         self.base = base
         self.scale = alpha / rank
-        like = {"dtype": base.weight.dtype, "device": base.weight.device}
-        self.lora_a = nn.Parameter(torch.empty(rank, base.in_features, **like))
-        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, **like))
-        nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5), generator=generator)
+        self.alpha = alpha
+        lora_a = torch.empty(rank, base.in_features)  # drawn on the CPU generator, whatever the device
+        nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5), generator=generator)
+        self.lora_a = nn.Parameter(lora_a.to(base.weight.device))
+        self.lora_b = nn.Parameter(torch.zeros(base.out_features, rank, device=base.weight.device))
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.base(x) + nn.functional.linear(nn.functional.linear(x, self.lora_a), self.lora_b) * self.scale
+        update = nn.functional.linear(nn.functional.linear(x.to(self.lora_a.dtype), self.lora_a), self.lora_b)
+        return self.base(x) + (update * self.scale).to(x.dtype)
 
 
 class LoRAHead(LoRALinear):
@@ -47,11 +55,12 @@ class LoRAHead(LoRALinear):
 
     def features(self, hidden: Tensor) -> Tensor:
         """``cat([h, scale * h @ A^T])``, built with autograd so A's gradient flows through it."""
+        hidden = hidden.to(self.lora_a.dtype)
         return torch.cat([hidden, nn.functional.linear(hidden, self.lora_a) * self.scale], -1)
 
     def fused_weight(self) -> Tensor:
-        """``cat([W, B], dim=1)``: [vocab, hidden + rank], detached."""
-        return torch.cat([self.base.weight.detach(), self.lora_b.detach()], 1)
+        """``cat([W, B], dim=1)``: [vocab, hidden + rank], detached, in the adapters' float32."""
+        return torch.cat([self.base.weight.detach().to(self.lora_b.dtype), self.lora_b.detach()], 1)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -62,26 +71,43 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def apply_lora(model: nn.Module, rank: int, seed: int, alpha: float = DEFAULT_ALPHA) -> list[nn.Parameter]:
+def linear_names(model: nn.Module) -> list[str]:
+    """The leaf names LoRA can target in ``model`` (``q_proj``, ``down_proj``, ...), plus ``lm_head``."""
+    layers = decoder_layers(model)
+    names = {name.rpartition(".")[2] for name, m in layers.named_modules() if isinstance(m, nn.Linear)}
+    return [*sorted(names), HEAD]
+
+
+def apply_lora(
+    model: nn.Module, rank: int, seed: int, alpha: float = DEFAULT_ALPHA, targets: Sequence[str] | None = None,
+) -> list[nn.Parameter]:
     """Freeze ``model``, wrap its decoder linears and output head in place, return the trainable parameters.
 
+    ``targets`` names the linears by their leaf name (``q_proj``, ``lm_head``, ...); ``None`` means all.
     The generator draws the decoder adapters' A in module order, then the head's.
     """
     if rank < 1:
         raise ValueError(f"LoRA rank must be at least 1, got {rank}")
     if lora_modules(model):
         raise ValueError("this model already has LoRA adapters")
+    wanted = set(linear_names(model) if targets is None else targets)
+    unknown = sorted(wanted - set(linear_names(model)))
+    if unknown or not wanted:
+        raise ValueError(f"LoRA targets {sorted(wanted)} do not fit {type(model).__name__}: unknown {unknown}; "
+                         f"it has {linear_names(model)}")
     model.requires_grad_(False)
     generator = torch.Generator().manual_seed(seed)
     layers = decoder_layers(model)
-    targets = [(name, m) for name, m in layers.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in targets:
+    chosen = [(name, m) for name, m in layers.named_modules()
+              if isinstance(m, nn.Linear) and name.rpartition(".")[2] in wanted]
+    for name, linear in chosen:
         parent_name, _, attribute = name.rpartition(".")
         setattr(layers.get_submodule(parent_name), attribute, LoRALinear(linear, rank, alpha, generator))
-    head = model.get_output_embeddings()
-    if not isinstance(head, nn.Linear):
-        raise TypeError(f"cannot put LoRA on the output head of {type(model).__name__}: not an nn.Linear")
-    model.set_output_embeddings(LoRAHead(head, rank, alpha, generator))
+    if HEAD in wanted:
+        head = model.get_output_embeddings()
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"cannot put LoRA on the output head of {type(model).__name__}: not an nn.Linear")
+        model.set_output_embeddings(LoRAHead(head, rank, alpha, generator))
     return [parameter for _, parameter in lora_named_parameters(model)]
 
 

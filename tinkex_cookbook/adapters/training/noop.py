@@ -161,6 +161,9 @@ class NoopSamplingClient:
         self._sharpness = sharpness
         self._seed = seed
 
+    def get_tokenizer(self) -> ByteTokenizer:
+        return ByteTokenizer()
+
     def _tokens(self, prompt: ModelInput, seed: int, index: int, count: int) -> tuple[int, ...]:
         digest = hashlib.sha256(f"{prompt.to_ints()}|{seed}|{index}".encode()).digest()
         return tuple(32 + digest[i % len(digest)] % 95 for i in range(count))

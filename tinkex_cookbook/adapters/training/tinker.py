@@ -14,9 +14,10 @@ Why it is shaped this way:
 * The API key only ever goes to ``tinker.ServiceClient``. It is never in a ``repr``, an
   error message or a log line, and an SDK exception whose text contains it is not
   chained to ours.
-* Tokenizers come from the cookbook's packaged tokenizer sources
-  (``tinkex_cookbook.train.tokenizer_sources``), never from the SDK, which downloads
-  them from the Hugging Face hub.
+* Tokenizers come from the cookbook's model catalog, as the local backend's do: a
+  packaged tokenizer, a folder on this machine (``models_dir``, the models cache, the HF
+  cache), the packaged GGUF's, or the bound hub client; never from the SDK, which
+  downloads them from the Hugging Face hub itself.
 
 The SDK retries transient HTTP failures itself (for up to five minutes per request);
 ``connect_attempts`` adds retries around session and model creation only, after those.
@@ -34,6 +35,7 @@ from typing import Any, Generic, Self, TypeVar
 import tinker
 
 from tinkex_cookbook.adapters.retry import backoff_delay
+from tinkex_cookbook.adapters.training.model_files import ModelSources, resolve_tokenizer
 from tinkex_cookbook.adapters.training.tinker_types import (
     from_tinker_forward_backward,
     from_tinker_logprobs,
@@ -56,7 +58,6 @@ from tinkex_cookbook.ports import (
     SamplingParams,
     SaveStateResponse,
 )
-from tinkex_cookbook.train.tokenizer_sources import get_tokenizer
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 __all__ = [
@@ -303,6 +304,7 @@ class TinkerTrainingService:
         backoff: float = 1.0,
         service_client: object | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        model_sources: ModelSources | None = None,
     ) -> None:
         check_api_key(api_key)
         if not base_url or not base_url.strip():
@@ -317,6 +319,7 @@ class TinkerTrainingService:
         self.request_timeout = float(request_timeout)
         self.connect_attempts = int(connect_attempts)
         self.backoff = float(backoff)
+        self.model_sources = model_sources or ModelSources.of()
         self._sleep = sleep
         self._edge = _Edge(api_key, self.base_url, self.request_timeout)
         self._client: Any = (
@@ -364,6 +367,10 @@ class TinkerTrainingService:
             lambda: self._client.create_lora_training_client(base_model=base_model, rank=rank, seed=seed),
         )
         return TinkerTrainingClient(self, sdk_client, base_model, rank)
+
+    def tokenizer_for(self, base_model: str) -> HFTokenizer:
+        """``base_model``'s tokenizer through the model catalog, for prompts sent to its samplers."""
+        return find_tokenizer([base_model, base_model.split(":")[0]], self.model_sources)
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None
@@ -482,11 +489,12 @@ class TinkerTrainingClient:
         return self._service.create_sampling_client(model_path=path)
 
     def get_tokenizer(self) -> HFTokenizer:
-        """The model's tokenizer from the packaged sources (never a hub download): by the server's
-        tokenizer id, else by the base model's name."""
+        """The model's tokenizer through the model catalog (never the SDK's own hub download): by the
+        server's tokenizer id, else by the base model's name."""
         if self._tokenizer is None:
             base = self._info.base_model
-            self._tokenizer = _find_tokenizer([self._info.tokenizer_id, base, base.split(":")[0]])
+            names = [self._info.tokenizer_id, base, base.split(":")[0]]
+            self._tokenizer = find_tokenizer(names, self._service.model_sources)
         return self._tokenizer
 
     def get_info(self) -> ModelInfo:
@@ -498,13 +506,14 @@ def _config(loss_fn_config: Mapping[str, float] | None) -> dict[str, float] | No
     return dict(loss_fn_config) if loss_fn_config is not None else None
 
 
-def _find_tokenizer(names: Sequence[str]) -> HFTokenizer:
+def find_tokenizer(names: Sequence[str], sources: ModelSources) -> HFTokenizer:
+    """The first of ``names`` the catalog finds a tokenizer for; else the error about the first."""
     error: UnknownNameError | None = None
     for name in dict.fromkeys(n for n in names if n):
         try:
-            return get_tokenizer(name)
+            return resolve_tokenizer(name, sources)
         except UnknownNameError as exc:
-            error = exc
+            error = error or exc
     assert error is not None, "ModelInfo always has a base model name"
     raise error
 

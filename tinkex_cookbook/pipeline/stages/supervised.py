@@ -185,17 +185,25 @@ def log_step_metrics(ctx: Context) -> None:
     drain(ctx, keep=ctx.config.pipeline_depth)  # type: ignore[attr-defined]
 
 
-@stage("evaluate")
-def evaluate(ctx: Context) -> None:
+def held_out_nll(ctx: Context) -> float | None:
+    """Mean NLL of the held-out datums under the current weights (``None`` with no held-out rows)."""
     drain(ctx)
     data = ctx.need("test_datums")
     if not data:
-        return
+        return None
     with ctx.task("evaluate", len(data)) as task:
         result = ctx.need("training_client").forward(data, "cross_entropy").result()
         task.advance(len(data))
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
-    metrics = {"step": ctx.state["step"], "test_mean_nll": nll_sum / max(weight_sum, 1e-9)}
+    return nll_sum / max(weight_sum, 1e-9)
+
+
+@stage("evaluate")
+def evaluate(ctx: Context) -> None:
+    nll = held_out_nll(ctx)
+    if nll is None:
+        return
+    metrics = {"step": ctx.state["step"], "test_mean_nll": nll}
     ctx.state["last_eval"] = metrics
     ctx.emit("train.eval", **metrics)
 

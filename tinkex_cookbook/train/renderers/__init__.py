@@ -12,7 +12,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from tinkex_cookbook.errors import DatasetError, UnknownNameError, choices
+from tinkex_cookbook.errors import DatasetError, RendererError, UnknownNameError, choices
 from tinkex_cookbook.ports import Tokenizer
 from tinkex_cookbook.train.renderers.base import (
     Message,
@@ -44,6 +44,7 @@ _BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
     ),
     "gpt_oss_high_reasoning": ("gpt_oss", "GptOssRenderer", {"use_system_prompt": True, "reasoning_effort": "high"}),
     "kimi_k2": ("kimi_k2", "KimiK2Renderer", {}),
+    "chatml": ("chatml", "ChatMLRenderer", {}),
 }
 _CUSTOM: dict[str, RendererFactory] = {}
 
@@ -66,13 +67,30 @@ def unknown_renderer(name: str) -> str:
 
 
 def get_renderer(name: str, tokenizer: Tokenizer) -> Renderer:
+    """Renderer ``name`` over ``tokenizer``; one whose special tokens the tokenizer lacks is refused, since
+    it would train the model on its template spelled out as ordinary text."""
     if name in _CUSTOM:
-        return _CUSTOM[name](tokenizer)
-    if name not in _BUILTIN:
+        renderer = _CUSTOM[name](tokenizer)
+    elif name in _BUILTIN:
+        module, cls, kwargs = _BUILTIN[name]
+        renderer = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(tokenizer, **kwargs)
+    else:
         raise UnknownNameError(unknown_renderer(name))
-    module, cls, kwargs = _BUILTIN[name]
-    renderer_cls = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
-    return renderer_cls(tokenizer, **kwargs)
+    missing = renderer.missing_special_tokens()
+    if missing:
+        raise RendererError(mismatch_message(name, tokenizer, missing))
+    return renderer
+
+
+def mismatch_message(name: str, tokenizer: Tokenizer, missing: list[str]) -> str:
+    from tinkex_cookbook.train.models import recommended_renderer
+
+    model = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    return (
+        f"renderer {name!r} writes special tokens {', '.join(missing)} that the tokenizer of {model!r} does "
+        f"not have, so its chat template would become plain text; use this model's own renderer "
+        f"(renderer_name={recommended_renderer(model)!r}, the default when renderer_name is unset)"
+    )
 
 
 def validate_conversation(row: Any, index: int) -> list[Message]:

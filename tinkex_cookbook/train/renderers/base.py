@@ -10,9 +10,10 @@ tests hold us to that.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -211,6 +212,21 @@ def parse_think_blocks(content: str) -> list[ContentPart] | None:
     return parts
 
 
+def literal_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
+    """Encode message content so special-token text in it stays text, as the template's output does.
+
+    Uses a private copy of the ``tokenizers`` backend with ``encode_special_tokens``
+    set once, so the shared tokenizer is never mutated (concurrent encodes would
+    race on that flag). Tokenizers without such a backend encode content as usual.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_backend", None)
+    if backend is None or not hasattr(backend, "encode_special_tokens"):
+        return lambda text: tokenizer.encode(text, add_special_tokens=False)
+    literal = copy.deepcopy(backend)
+    literal.encode_special_tokens = True
+    return lambda text: literal.encode(text, add_special_tokens=False).ids
+
+
 @dataclass
 class RenderedMessage:
     """One message as header + output chunks (+ ``stop_overlap``, used only by role_colon)."""
@@ -261,9 +277,15 @@ class Renderer:
     """
 
     disables_thinking: bool = False
+    special_tokens: tuple[str, ...] = ()
+    """Special tokens the template writes; a tokenizer that lacks one would spell it out as plain text."""
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
+
+    def missing_special_tokens(self) -> list[str]:
+        """The template's special tokens this tokenizer does not encode as one token each."""
+        return [t for t in self.special_tokens if len(self.tokenizer.encode(t, add_special_tokens=False)) != 1]
 
     @property
     def has_extension_property(self) -> bool:

@@ -118,6 +118,7 @@ def _with_header_suffix(rendered: RenderedMessage, tokens: list[int]) -> Rendere
 
 
 class _DeepSeekV3BaseRenderer(Renderer):
+    special_tokens = ("<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>")
     """Shared DeepSeek V3 rendering; use the thinking or disable-thinking subclass.
 
     ``strip_thinking_from_history`` (default, as Hugging Face does) drops old

@@ -239,6 +239,7 @@ def _detect_dangling_tool_block(
 
 
 class GptOssRenderer(Renderer):
+    special_tokens = ("<|start|>", "<|message|>", "<|end|>", "<|channel|>", "<|return|>", "<|call|>")
     """Harmony format; optionally prepends OpenAI's system prompt (date + reasoning effort)."""
 
     def __init__(

@@ -155,6 +155,7 @@ def _parse_content(message: Message, content: str) -> None:
 
 
 class KimiK2Renderer(Renderer):
+    special_tokens = ("<|im_system|>", "<|im_user|>", "<|im_assistant|>", "<|im_middle|>", "<|im_end|>")
     DEFAULT_SYSTEM_PROMPT = "You are Kimi, an AI assistant created by Moonshot AI."
 
     def __init__(self, tokenizer: Tokenizer, strip_thinking_from_history: bool = True) -> None:

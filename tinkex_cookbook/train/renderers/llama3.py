@@ -17,6 +17,8 @@ from tinkex_cookbook.train.renderers.base import (
 
 
 class Llama3Renderer(Renderer):
+    special_tokens = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
     @property
     def has_extension_property(self) -> bool:
         return True

@@ -12,9 +12,8 @@ unless ``strip_thinking_from_history=False``.
 
 from __future__ import annotations
 
-import copy
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
@@ -30,6 +29,7 @@ from tinkex_cookbook.train.renderers.base import (
     as_tool_call,
     detect_unterminated_tool_block,
     has_thinking,
+    literal_encoder,
     parse_content_blocks,
     parse_response_for_stop_token,
     remove_thinking,
@@ -84,21 +84,6 @@ def _render_tool_calls(calls: Sequence[ToolCall | Mapping[str, Any]]) -> str:
     return "\n".join(f"<tool_call>\n{json.dumps(_tool_call_payload(call))}\n</tool_call>" for call in calls)
 
 
-def _literal_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
-    """Encode message content so special-token text in it stays text, as the template's output does.
-
-    Uses a private copy of the ``tokenizers`` backend with ``encode_special_tokens``
-    set once, so the shared tokenizer is never mutated (concurrent encodes would
-    race on that flag). Tokenizers without such a backend encode content as usual.
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_backend", None)
-    if backend is None or not hasattr(backend, "encode_special_tokens"):
-        return lambda text: tokenizer.encode(text, add_special_tokens=False)
-    literal = copy.deepcopy(backend)
-    literal.encode_special_tokens = True
-    return lambda text: literal.encode(text, add_special_tokens=False).ids
-
-
 def _render_parts(parts: list[ContentPart], frames: bool) -> str:
     """Structured content in order; text after a framed block loses the newlines the block supplies."""
     rendered: list[str] = []
@@ -118,11 +103,12 @@ class Qwen3Renderer(Renderer):
     """Qwen3 with thinking enabled (the template's default)."""
 
     frames_thinking = True
+    special_tokens = ("<|im_start|>", "<|im_end|>")
 
     def __init__(self, tokenizer: Tokenizer, strip_thinking_from_history: bool = True) -> None:
         super().__init__(tokenizer)
         self.strip_thinking_from_history = strip_thinking_from_history
-        self._encode_content = _literal_encoder(tokenizer)
+        self._encode_content = literal_encoder(tokenizer)
 
     @property
     def has_extension_property(self) -> bool:

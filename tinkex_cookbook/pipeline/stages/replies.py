@@ -1,0 +1,107 @@
+"""Before and after: held-out NLL of the base model and of the trained one, and their replies side by side.
+
+``evaluate_base`` runs before the first step: the held-out NLL (the adapter starts as the
+identity, so this is the base model's) and greedy replies of the base model to a few
+held-out prompts, kept in the run folder's ``summary.json`` so a resumed run still has them.
+``evaluate_final`` runs after the last step: the same NLL and the same prompts on the final
+weights, ``samples.jsonl`` with both replies per prompt, and a ``train.summary`` event.
+The base NLL is also a ``train.eval`` row at step 0, so it starts the run's loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.registry import stage
+from tinkex_cookbook.pipeline.stages.supervised import evaluate, held_out_nll
+from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
+from tinkex_cookbook.train.replies import Prompt, held_out_prompt, replies, sampling_params
+
+SUMMARY = "summary.json"
+SAMPLES = "samples.jsonl"
+
+
+def _prompts(ctx: Context) -> list[tuple[int, Prompt]]:
+    """Up to ``sample_prompts`` held-out rows with an assistant reply, by dataset index."""
+    chosen: list[tuple[int, Prompt]] = []
+    for row, index in zip(ctx.need("test_rows"), ctx.need("test_indices"), strict=True):
+        if len(chosen) >= ctx.config.sample_prompts:  # type: ignore[attr-defined]
+            break
+        prompt = held_out_prompt(row, index)
+        if prompt is not None:
+            chosen.append((index, prompt))
+    return chosen
+
+
+def _replies(ctx: Context, sampler: SamplingClient, prompts: list[tuple[int, Prompt]], label: str) -> list[str]:
+    if not prompts:
+        return []
+    renderer = ctx.need("renderer")
+    params = sampling_params(renderer, ctx.config.sample_max_tokens)  # type: ignore[attr-defined]
+    with ctx.task(f"sample {label} replies", len(prompts)) as task:
+        texts = replies(sampler, renderer, [p for _, p in prompts], params)
+        task.advance(len(prompts))
+    return texts
+
+
+def _read_summary(blob_store: BlobStore, key: str) -> dict[str, Any]:
+    return json.loads(blob_store.read(key)) if blob_store.exists(key) else {}
+
+
+@stage("evaluate_base", ports=("blob_store", "training_client"))
+def evaluate_base(ctx: Context, blob_store: BlobStore, training_client: TrainingService) -> None:
+    """The base model's held-out NLL and replies, measured by every attempt that starts at step 0; a run
+    resumed from a checkpoint reads them back (they were written before its first checkpoint)."""
+    key = ctx.artifact_key(SUMMARY)
+    if ctx.state["step"] > 0:
+        ctx.state["summary"] = _read_summary(blob_store, key)
+        return
+    prompts = _prompts(ctx)
+    evaluate(ctx)
+    nll = ctx.state.get("last_eval", {}).get("test_mean_nll")
+    sampler = training_client.create_sampling_client(base_model=ctx.config.model_name)  # type: ignore[attr-defined]
+    summary = {"base": {"step": 0, "test_mean_nll": nll, "replies": _replies(ctx, sampler, prompts, "base")}}
+    blob_store.write(key, json.dumps(summary, indent=2).encode())
+    ctx.state["summary"] = summary
+
+
+@stage("evaluate_final", ports=("blob_store",))
+def evaluate_final(ctx: Context, blob_store: BlobStore) -> None:
+    """The final weights' held-out NLL and replies beside the base model's (``samples.jsonl``).
+
+    It runs before ``save_final`` records the final checkpoint, so once the record exists its
+    files are whole and a resumed finished run only reads them back. Its NLL goes to
+    ``summary.json`` and a ``train.summary`` event, not to a ``metrics.jsonl`` row: an attempt
+    killed before the final record measures it again, and a row could then appear twice.
+    """
+    key = ctx.artifact_key(SUMMARY)
+    if "final_checkpoint" in ctx.state:
+        ctx.state["summary"] = _read_summary(blob_store, key)
+        return
+    prompts = _prompts(ctx)
+    nll = held_out_nll(ctx)
+    sampler = ctx.need("training_client").save_weights_and_get_sampling_client("final")
+    final = _replies(ctx, sampler, prompts, "final")
+    summary = {**(ctx.state.get("summary") or {}),
+               "final": {"step": ctx.state["step"], "test_mean_nll": nll, "replies": final}}
+    _write_samples(ctx, blob_store, prompts, summary)
+    blob_store.write(key, json.dumps(summary, indent=2).encode())
+    ctx.state["summary"] = summary
+    base = summary.get("base", {}).get("test_mean_nll")
+    if base is not None and nll is not None:
+        ctx.emit("train.summary", step=ctx.state["step"], base_test_mean_nll=base, final_test_mean_nll=nll)
+
+
+def _write_samples(
+    ctx: Context, blob_store: BlobStore, prompts: list[tuple[int, Prompt]], summary: dict[str, Any]
+) -> None:
+    base = summary.get("base", {}).get("replies") or [None] * len(prompts)
+    final = summary["final"]["replies"]
+    lines = [
+        json.dumps({"index": index, "messages": prompt.messages, "reference": prompt.reference,
+                    "base": before, "final": after})
+        for (index, prompt), before, after in zip(prompts, base, final, strict=False)
+    ]
+    blob_store.write(ctx.artifact_key(SAMPLES), "".join(line + "\n" for line in lines).encode())

@@ -1,0 +1,116 @@
+"""Export a run's checkpoint so other tools use it: a PEFT adapter or a merged model, with a model card.
+
+The weights are read through the manifest's ``training_client`` (the local backend, which
+holds them on this machine); the folder is written by the local backend's exporter and, with
+``push``, uploaded file by file through the ``hub_client`` port.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.ports import HubClient
+from tinkex_cookbook.runtime.targets import Target, open_target_sampler
+
+FORMATS = ("peft", "merged")
+CARD_CONFIG_KEYS = ("dataset", "dataset_split", "train_size", "test_size", "num_epochs", "batch_size",
+                    "learning_rate", "lr_schedule", "lora_rank", "max_length", "renderer_name", "train_on_what")
+
+
+def export_target(target: Target, out: Path, fmt: str, manifest: str | None = None,
+                  push: str | None = None) -> list[str]:
+    """Write ``target``'s weights to ``out`` in ``fmt``; returns a line per upload when pushed."""
+    from tinkex_cookbook.runtime.runtime import Runtime
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"export --format {fmt!r} is not a format; use one of {', '.join(FORMATS)}")
+    if target.weights_path is None:
+        raise ConfigError(f"{target.model_name!r} names a base model; export needs trained weights: pass a run "
+                          "folder (or RUN_FOLDER/CHECKPOINT_NAME)")
+    names = ["training_client", "hub_client"] if push else ["training_client"]
+    ref, recorded = target.deployment(manifest)
+    if recorded is not None and push:
+        recorded.pop("hub_client", None)  # where to push is this deployment's choice, not the run's
+    with Runtime.open_ports(names, ref, recorded) as ports:
+        sampler = open_target_sampler(ports["training_client"], target)  # type: ignore[arg-type]
+        model = getattr(sampler, "model", None)
+        if model is None:
+            raise ConfigError(
+                f"export reads the weights of a local_torch checkpoint; {target.label} is served by "
+                f"{type(ports['training_client']).__name__}. Download Tinker weights with Tinker's own tools")
+        _write(model, sampler.get_tokenizer(), target, out, fmt)  # type: ignore[attr-defined]
+        if push:
+            hub = ports["hub_client"]
+            lines = _push(hub, out, push)  # type: ignore[arg-type]
+            if type(hub).__name__ == "NoopHubClient":
+                lines.append("note: the bound hub_client is noop, so nothing left this machine; pass --manifest "
+                             "with hub_client: hf (and HF_TOKEN) to push to a hub")
+            return lines
+    return []
+
+
+def _write(model: Any, tokenizer: Any, target: Target, out: Path, fmt: str) -> None:
+    from tinkex_cookbook.adapters.training.export import export_merged, export_peft
+
+    card = model_card(target, fmt)
+    if fmt == "peft":
+        export_peft(model, out, base_model=target.model_name, card=card)
+        return
+    with tempfile.TemporaryDirectory(prefix="tinkex-tokenizer-") as folder:
+        tokenizer.save(Path(folder))
+        export_merged(model, out, Path(folder), card=card)
+
+
+def _push(hub: HubClient, folder: Path, repo: str) -> list[str]:
+    return [f"uploaded {path.name}: {hub.upload(path, repo, path.name)}" for path in sorted(folder.iterdir())]
+
+
+def model_card(target: Target, fmt: str) -> str:
+    """A README for the exported folder: base model, data, config and final metrics of the run."""
+    config = target.run.config if target.run is not None else {}
+    kind = "a LoRA adapter (PEFT)" if fmt == "peft" else "a full model with the LoRA adapter merged in"
+    lines = [
+        "---", f"base_model: {target.model_name}", "library_name: " + ("peft" if fmt == "peft" else "transformers"),
+        "tags: [tinkex-cookbook, lora]", "---", "",
+        f"# {target.model_name}, fine-tuned", "",
+        f"This folder is {kind}, trained with tinkex-cookbook from `{target.model_name}`.", "",
+        f"- checkpoint: `{target.checkpoint.get('name', target.weights_path)}` (step {target.checkpoint.get('step', '?')})",
+        f"- chat template: `{target.renderer_name}`",
+    ]
+    if config:
+        lines += [f"- data: `{config.get('dataset', '?')}` (split `{config.get('dataset_split', 'train')}`)", "",
+                  "## Training config", "", "```json",
+                  json.dumps({k: config[k] for k in CARD_CONFIG_KEYS if k in config}, indent=2), "```"]
+    lines += ["", "## Metrics", "", *_metric_lines(target)]
+    usage = ("from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(PATH)"
+             if fmt == "peft" else
+             "from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(PATH)")
+    return "\n".join([*lines, "", "## Use", "", "```python", usage, "```", ""])
+
+
+def _metric_lines(target: Target) -> list[str]:
+    if target.run is None:
+        return ["No run metrics (exported from a checkpoint path)."]
+    lines = []
+    summary = _summary(target.run.path)
+    for label in ("base", "final"):
+        nll = summary.get(label, {}).get("test_mean_nll")
+        if nll is not None:
+            lines.append(f"- held-out NLL, {label} model: {nll:.4f}")
+    last = target.run.last_step_row
+    if "train_mean_nll" in last:
+        lines.append(f"- last training NLL: {last['train_mean_nll']:.4f} (step {last.get('step')})")
+    return lines or ["No metrics recorded."]
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    path = folder / "summary.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

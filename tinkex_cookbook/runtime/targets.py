@@ -1,0 +1,149 @@
+"""What ``chat``, ``sample`` and ``export`` act on: a run's checkpoint, a checkpoint path, or a base model.
+
+``resolve_target`` reads a run folder (its config names the model and renderer, its
+manifest the deployment, its ``checkpoints.jsonl`` the weights) or takes a model name as
+it is. ``open_sampler`` opens a sampling client on the target through the manifest's
+``training_client`` port, so the same command talks to a local checkpoint or a Tinker one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
+from tinkex_cookbook.ports import SamplingClient, Tokenizer, TrainingService
+from tinkex_cookbook.runs import Run, RunsError, is_run_folder
+from tinkex_cookbook.train.models import recommended_renderer
+from tinkex_cookbook.train.renderers import Renderer, get_renderer
+
+CHECKPOINT_SCHEMES = ("local://", "tinker://")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model to sample from: its base name, renderer, and (for trained weights) where they are."""
+
+    model_name: str
+    renderer_name: str
+    weights_path: str | None = None
+    """A sampler or state checkpoint path; ``None`` for the base model."""
+    manifest: str | None = None
+    """The manifest the run was trained on, when the target is a run's checkpoint."""
+    run: Run | None = None
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+    def deployment(self, manifest: str | None) -> tuple[str | None, dict[str, Any] | None]:
+        """The manifest and port overrides to open the backend with: ``manifest`` as given; else the run's
+        own bindings as recorded in its ``manifest.json`` (blob root, backend options), so a checkpoint
+        is found where the run wrote it even when the run overrode ports."""
+        if manifest is not None or self.run is None or not self.run.manifest.get("ports"):
+            return manifest, None
+        from tinkex_cookbook.runtime.manifest import shipped_manifest_names
+
+        recorded = self.manifest if self.manifest in shipped_manifest_names() else "default"
+        return recorded, dict(self.run.manifest["ports"])
+
+    @property
+    def label(self) -> str:
+        if self.run is None:
+            return self.weights_path or self.model_name
+        return f"{self.run.path} @ {self.checkpoint.get('name', '?')}"
+
+
+def resolve_target(arg: str, checkpoint: str | None = None, model: str | None = None,
+                   renderer: str | None = None, root: Path | None = None) -> Target:
+    """A run folder (``--checkpoint NAME`` picks one of its checkpoints; the final one, else the last, by
+    default), ``RUN_FOLDER/CHECKPOINT_NAME``, a ``local://`` or ``tinker://`` checkpoint path (with
+    ``model``), or a model name."""
+    if arg.startswith(CHECKPOINT_SCHEMES):
+        if not model:
+            raise ConfigError(f"{arg!r} is a checkpoint path; say which base model it was trained from with --model")
+        return Target(model, renderer or recommended_renderer(model), weights_path=arg)
+    folder = _run_folder(Path(arg), root)
+    if folder is None and checkpoint is None and _run_folder(Path(arg).parent, root) is not None:
+        folder, checkpoint = _run_folder(Path(arg).parent, root), Path(arg).name
+    if folder is None:
+        name = model or arg
+        return Target(name, renderer or recommended_renderer(name))
+    return _run_target(Run.load(folder), checkpoint, renderer)
+
+
+def _run_folder(path: Path, root: Path | None) -> Path | None:
+    for candidate in (path, (root / path) if root is not None and not path.is_absolute() else None):
+        if candidate is not None and candidate.is_dir() and is_run_folder(candidate):
+            return candidate
+    return None
+
+
+def _run_target(run: Run, checkpoint: str | None, renderer: str | None) -> Target:
+    model = run.config.get("model_name")
+    if not model:
+        raise RunsError(f"run {run.path} has no config.json naming its model_name")
+    record = pick_checkpoint(run, checkpoint)
+    path = record.get("sampler_path") or record.get("state_path")
+    chosen = renderer or run.config.get("renderer_name") or recommended_renderer(model)
+    return Target(model, chosen, path, run.manifest_name if run.manifest else None, run, record)
+
+
+def pick_checkpoint(run: Run, name: str | None) -> dict[str, Any]:
+    """The named checkpoint, else the final one, else the newest; a run with none is an error."""
+    records = run.checkpoints
+    if not records:
+        raise RunsError(f"run {run.path} has no checkpoints yet (checkpoints.jsonl is empty or missing); "
+                        "chat with the base model by passing its name instead")
+    if name is not None:
+        found = [r for r in records if r.get("name") == name]
+        if not found:
+            raise UnknownNameError(f"run {run.path} has no checkpoint {name!r}; its checkpoints: "
+                                   f"{choices(str(r.get('name')) for r in records)}")
+        return found[-1]
+    finals = [r for r in records if r.get("final")]
+    return (finals or records)[-1]
+
+
+def target_tokenizer(service: TrainingService, sampler: SamplingClient, model_name: str) -> Tokenizer:
+    """The target's tokenizer, from the sampling client or its backend (never a hub download of the SDK's)."""
+    from_sampler = getattr(sampler, "get_tokenizer", None)
+    if callable(from_sampler):
+        return from_sampler()  # type: ignore[no-any-return]
+    from_service = getattr(service, "tokenizer_for", None)
+    if callable(from_service):
+        return from_service(model_name)  # type: ignore[no-any-return]
+    raise ConfigError(f"the bound training backend {type(service).__name__} cannot say which tokenizer "
+                      f"{model_name!r} uses; it needs get_tokenizer() on its sampling clients or "
+                      "tokenizer_for(model_name) on the service")
+
+
+def open_target_sampler(service: TrainingService, target: Target) -> SamplingClient:
+    """A sampling client on the target's weights: a sampler path directly; a state checkpoint through a
+    training client that loads it (Tinker samples only from sampler weights); the base model by name."""
+    path = target.weights_path
+    if path is None:
+        return service.create_sampling_client(base_model=target.model_name)
+    if target.checkpoint.get("sampler_path") or path.startswith("local://") or not target.checkpoint:
+        return service.create_sampling_client(model_path=path)
+    rank = int((target.run.config if target.run else {}).get("lora_rank", 32))
+    client = service.create_lora_training_client(target.model_name, rank=rank)
+    client.load_state(path).result()
+    return client.save_weights_and_get_sampling_client(f"chat-{target.checkpoint.get('name', 'checkpoint')}")
+
+
+@contextmanager
+def open_sampler(
+    target: Target, manifest: str | None = None, ports: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[SamplingClient, Renderer, TrainingService]]:
+    """The target's sampling client and renderer, on ``manifest`` (else the run's own, else the default)."""
+    from tinkex_cookbook.runtime.runtime import Runtime, register_manifest_models
+
+    ref, recorded = target.deployment(manifest)
+    if target.run is not None:
+        register_manifest_models(target.run.manifest.get("models") or {})
+    with Runtime.open_ports(["training_client"], ref, {**(recorded or {}), **(ports or {})}) as opened:
+        service: TrainingService = opened["training_client"]  # type: ignore[assignment]
+        sampler = open_target_sampler(service, target)
+        renderer = get_renderer(target.renderer_name, target_tokenizer(service, sampler, target.model_name))
+        yield sampler, renderer, service

