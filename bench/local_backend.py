@@ -3,7 +3,8 @@
 Training: a step of ours (``forward_backward`` + ``optim_step``) against the same step written
 with transformers + peft + AdamW: same model (float32), same batch of chitchat conversations
 rendered with ``chatml``, LoRA rank 8 with alpha 32 on the same modules (every decoder linear and
-the head), same threads. Also ours in bfloat16 (LoRA and Adam stay float32). Sampling: ours
+the head), same threads; with ``--bf16`` also ours in bfloat16 (LoRA and Adam stay float32; fast
+only where the CPU has bf16 instructions, slower than float32 elsewhere). Sampling: ours
 against ``model.generate``, greedy with the KV cache, the same number of new tokens (no early
 stop), identical tokens checked; once for one prompt x 8 samples, once for 8 different prompts.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 RANK, ALPHA, LR = 8, 32.0, 5e-4
-TRAIN_CHILDREN = ("train:ours", "train:ours-bf16", "train:peft")
+TRAIN_CHILDREN = ("train:ours", "train:peft")
 SAMPLE_CHILDREN = ("sample:ours", "sample:generate")
 
 
@@ -189,10 +190,11 @@ def run_child(kind: str, args: argparse.Namespace, data: Path, case: str = "") -
 
 
 def measure(args: argparse.Namespace, data: Path) -> tuple[dict[str, list[dict]], dict[str, dict[str, list[dict]]]]:
-    train: dict[str, list[dict]] = {kind: [] for kind in TRAIN_CHILDREN}
+    kinds = (*TRAIN_CHILDREN, "train:ours-bf16") if args.bf16 else TRAIN_CHILDREN
+    train: dict[str, list[dict]] = {kind: [] for kind in kinds}
     sample: dict[str, dict[str, list[dict]]] = {case: {kind: [] for kind in SAMPLE_CHILDREN} for case in ("one", "many")}
     for _ in range(args.rounds):
-        for kind in TRAIN_CHILDREN:
+        for kind in kinds:
             train[kind].append(run_child(kind, args, data))
         for case in ("one", "many"):
             for kind in SAMPLE_CHILDREN:
@@ -207,7 +209,7 @@ def report(args: argparse.Namespace, batch: list[dict], train: dict, sample: dic
     print(f"training step: {len(batch)} chitchat conversations, {real} real tokens ({padded} padded), "
           f"median of {args.steps} steps per child x {args.rounds} rounds")
     peft = {k: statistics.median(r[k] for r in train["train:peft"]) for k in ("seconds", "rss_mb")}
-    for kind in TRAIN_CHILDREN:
+    for kind in train:
         seconds = statistics.median(r["seconds"] for r in train[kind])
         rss = statistics.median(r["rss_mb"] for r in train[kind])
         print(f"  {kind:<16} {seconds:6.2f} s/step  peak RSS {rss:6.0f} MB   time {seconds / peft['seconds']:.2f}x "
@@ -228,6 +230,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--bf16", action="store_true",
+                        help="also ours in bfloat16 (fast only on CPUs with bf16 instructions, e.g. AVX512-BF16/AMX)")
     parser.add_argument("--child", default=None)
     parser.add_argument("--data", default=None)
     parser.add_argument("--case", default="one")

