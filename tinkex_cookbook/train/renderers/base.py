@@ -14,6 +14,7 @@ import copy
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -227,6 +228,14 @@ def literal_encoder(tokenizer: Tokenizer) -> Callable[[str], list[int]]:
     return lambda text: literal.encode(text, add_special_tokens=False).ids
 
 
+SHORT_TEXT = 48
+"""Strings up to this many characters are encoded once per renderer and kept."""
+SHORT_TEXTS_KEPT = 4096
+
+_RENDER_MEMO: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("render_memo", default=None)
+"""Rendered messages by (message, place) while one supervised example is being built."""
+
+
 @dataclass
 class RenderedMessage:
     """One message as header + output chunks (+ ``stop_overlap``, used only by role_colon)."""
@@ -277,6 +286,9 @@ class Renderer:
     """
 
     disables_thinking: bool = False
+    renders_by_position: bool = False
+    """``render_message`` reads only the message and its index: a message rendered once is the same in
+    the example and in its generation prompt (llama3, chatml, role_colon)."""
     special_tokens: tuple[str, ...] = ()
     """Special tokens the template writes; a tokenizer that lacks one would spell it out as plain text."""
 
@@ -297,7 +309,31 @@ class Renderer:
         return []
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        """``text``'s tokens; short strings (role headers, special tokens, stock phrases) are kept, as a
+        renderer encodes the same few of them for every message."""
+        if len(text) > SHORT_TEXT:
+            return self.tokenizer.encode(text, add_special_tokens=False)
+        known = self.__dict__.setdefault("_short_encodings", {})
+        tokens = known.get(text)
+        if tokens is None:
+            if len(known) >= SHORT_TEXTS_KEPT:
+                known.clear()
+            tokens = known[text] = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        return list(tokens)
+
+    def _render(self, message: Message, ctx: RenderContext) -> RenderedMessage:
+        """``render_message``, reused within one ``build_supervised_example``: its generation-prompt check
+        renders the same messages in the same places again."""
+        memo = _RENDER_MEMO.get()
+        if memo is None:
+            return self.render_message(message, ctx)
+        key: tuple[Any, ...] = (id(message), ctx.idx) if self.renders_by_position else (
+            id(message), ctx.idx, ctx.is_last, id(ctx.prev_message), id(ctx.next_message),
+            ctx.last_user_index, ctx.in_last_assistant_turn)
+        rendered = memo.get(key)
+        if rendered is None:
+            rendered = memo[key] = self.render_message(message, ctx)
+        return rendered
 
     def chunk(self, text: str) -> EncodedTextChunk:
         return EncodedTextChunk(tuple(self.encode(text)))
@@ -312,8 +348,16 @@ class Renderer:
         raise NotImplementedError
 
     def _get_generation_suffix(self, role: str, ctx: RenderContext) -> list[int]:
+        if self.renders_by_position:  # the same few headers, over and over: keep them
+            kept = self.__dict__.setdefault("_suffixes", {})
+            if (role, ctx.idx) not in kept and len(kept) < SHORT_TEXTS_KEPT:
+                kept[role, ctx.idx] = self._header_of_empty(role, ctx)
+            return list(kept.get((role, ctx.idx)) or self._header_of_empty(role, ctx))
+        return list(self._header_of_empty(role, ctx))
+
+    def _header_of_empty(self, role: str, ctx: RenderContext) -> tuple[int, ...]:
         rendered = self.render_message({"role": role, "content": ""}, ctx)
-        return list(rendered.header.tokens) if rendered.header else []
+        return rendered.header.tokens if rendered.header else ()
 
     def _contexts(self, messages: Sequence[Message], turn_start: int) -> list[RenderContext]:
         last_user = last_user_index(messages)
@@ -334,7 +378,7 @@ class Renderer:
         chunks = [EncodedTextChunk(tuple(self._bos_tokens))] if self._bos_tokens else []
         turn_start = self._last_assistant_turn_start_index(messages)
         for message, ctx in zip(messages, self._contexts(messages, turn_start), strict=True):
-            rendered = self.render_message(message, ctx)
+            rendered = self._render(message, ctx)
             if rendered.header and rendered.header.tokens:
                 chunks.append(rendered.header)
             chunks.extend(chunk for chunk in rendered.output if chunk.tokens)
@@ -375,6 +419,17 @@ class Renderer:
         self, messages: Sequence[Message], train_on_what: TrainOnWhat = TrainOnWhat.LAST_ASSISTANT_MESSAGE
     ) -> tuple[ModelInput, list[float]]:
         """Tokens of the whole conversation and a 0/1 weight per token."""
+        if _RENDER_MEMO.get() is not None:
+            return self._build_supervised_example(messages, train_on_what)
+        token = _RENDER_MEMO.set({})
+        try:
+            return self._build_supervised_example(messages, train_on_what)
+        finally:
+            _RENDER_MEMO.reset(token)
+
+    def _build_supervised_example(
+        self, messages: Sequence[Message], train_on_what: TrainOnWhat
+    ) -> tuple[ModelInput, list[float]]:
         mode = TrainOnWhat(train_on_what)
         pieces: list[tuple[EncodedTextChunk, float]] = []
         if self._bos_tokens:
@@ -382,7 +437,7 @@ class Renderer:
         turn_start = self._last_assistant_turn_start_index(messages[:-1])
         for message, ctx in zip(messages, self._contexts(messages, turn_start), strict=True):
             _check_trainable_field(message, ctx.idx, mode)
-            rendered = self.render_message(message, ctx)
+            rendered = self._render(message, ctx)
             if rendered.header:
                 pieces.append((rendered.header, float(mode is TrainOnWhat.ALL_TOKENS)))
             trained = float(self._output_is_trained(message, ctx, mode))

@@ -106,6 +106,7 @@ class ChatMLRenderer(Renderer):
     """
 
     special_tokens = ("<|im_start|>", "<|im_end|>")
+    renders_by_position = True
 
     def __init__(self, tokenizer: Tokenizer, system_prompt: str | None = None) -> None:
         super().__init__(tokenizer)
@@ -113,6 +114,9 @@ class ChatMLRenderer(Renderer):
         self.system_prompt = default_system_prompt(template) if system_prompt is None else system_prompt
         self._literal: Callable[[str], list[int]] = literal_encoder(tokenizer)
         self._control = _splitter(_control_tokens(tokenizer))
+        self._headers: dict[str, tuple[int, ...]] = {}
+        end = self.encode("<|im_end|>")
+        self._end_message_token = end[0] if len(end) == 1 else -1  # -1: get_renderer refuses such a tokenizer
 
     @property
     def has_extension_property(self) -> bool:
@@ -148,7 +152,7 @@ class ChatMLRenderer(Renderer):
         Role and content are one string, because the BPE merges the header's ``\\n`` with
         content that opens with whitespace (``"\\n "`` and ``"\\n\\n"`` are single tokens).
         """
-        if self._control is None:
+        if self._control is None or not self._control.search(text):
             return self.encode(text)
         ids: list[int] = []
         for index, piece in enumerate(self._control.split(text)):
@@ -157,7 +161,16 @@ class ChatMLRenderer(Renderer):
         return ids
 
     def _header_length(self, tokens: Sequence[int], header: str) -> int:
-        """How many leading tokens lie wholly inside ``header``; one straddling into the content is output."""
+        """How many leading tokens lie wholly inside ``header``; one straddling into the content is output.
+
+        Usually the header's own tokens lead unchanged; only a merge with the content needs decoding.
+        """
+        alone = self._headers.get(header)
+        if alone is None:
+            encoded = self.encode(header)
+            alone = self._headers[header] = tuple(encoded) if self.tokenizer.decode(encoded) == header else ()
+        if alone and tuple(tokens[: len(alone)]) == alone:
+            return len(alone)
         count = 0
         while count < len(tokens) and header.startswith(self.tokenizer.decode(tokens[: count + 1])):
             count += 1
@@ -172,11 +185,6 @@ class ChatMLRenderer(Renderer):
             header=EncodedTextChunk((*opening, *tokens[:split])),
             output=[EncodedTextChunk(tuple(tokens[split:])), EncodedTextChunk((self._end_message_token,))],
         )
-
-    @property
-    def _end_message_token(self) -> int:
-        (token,) = self.encode("<|im_end|>")
-        return token
 
     def get_stop_sequences(self) -> list[int]:
         return [self._end_message_token]

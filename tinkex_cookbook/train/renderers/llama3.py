@@ -17,6 +17,7 @@ from tinkex_cookbook.train.renderers.base import (
 
 
 class Llama3Renderer(Renderer):
+    renders_by_position = True
     special_tokens = ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
 
     @property

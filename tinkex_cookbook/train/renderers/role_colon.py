@@ -20,6 +20,8 @@ PREFIX, SUFFIX, STOP = " ", "\n\n", "\n\nUser:"
 
 
 class RoleColonRenderer(Renderer):
+    renders_by_position = True
+
     @property
     def has_extension_property(self) -> bool:
         return True
