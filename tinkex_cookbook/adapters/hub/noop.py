@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +20,16 @@ class NoopHubClient:
     _cache: Path | None = field(default=None, repr=False)
 
     def _cache_dir(self) -> Path:
+        """A temporary folder for downloads, removed when the client is closed or collected."""
         if self._cache is None:
             self._cache = Path(tempfile.mkdtemp(prefix="tinkex-noop-hub-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, self._cache, True)
         return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cleanup()
+            self._cache = None
 
     def _files(self, repo: str) -> dict[str, bytes]:
         if repo not in self.repos:
