@@ -161,3 +161,23 @@ def test_export_push_uploads_through_the_hub_client(
     assert set(files) == {"adapter_model.safetensors", "adapter_config.json", "README.md"}
     assert files["adapter_config.json"] == (tmp_path / "adapter" / "adapter_config.json").read_bytes()
     assert out.count("uploaded ") == 3
+
+
+def test_chat_talks_to_an_exported_model_folder_by_its_path(tmp_path: Path) -> None:
+    cli("export", "runs/sl", "--format", "merged", "--out", str(tmp_path / "mine"))
+    out = cli("chat", str(tmp_path / "mine"), "--prompt", "Hi", "--max-tokens", "3")
+    assert out.strip()
+
+
+def test_chat_on_what_is_not_a_run_or_a_model_says_so_in_one_line(workdir: Path, tmp_path: Path) -> None:
+    from tinkex_cookbook.runs import Run
+
+    result = CliRunner().invoke(app, ["chat", "runs", "--prompt", "Hi"])
+    assert result.exit_code == 2 and "neither a run folder" in result.output and "runs/sl" in result.output
+    failed = tmp_path / "failed"
+    with pytest.raises(Exception, match="no weights"):
+        Runtime.run(SlBasic, {**CFG, "model_name": "acme/missing", "renderer_name": "role_colon", "log_path": "f"},
+                    manifest="local", ports={"blob_store": {"adapter": "local", "root": str(failed)}})
+    result = CliRunner().invoke(app, ["chat", str(failed / "f"), "--prompt", "Hi"])
+    assert result.exit_code == 2 and "no checkpoints yet" in result.output and "Traceback" not in result.output
+    assert Run.load(failed / "f").status == "failed"

@@ -28,7 +28,7 @@ def local(root: Path) -> dict:
 def test_metric_rows_are_exactly_the_metric_events() -> None:
     result = Runtime.run(SlBasic, SMALL, manifest="test")
     events = [{"event": e.name, **e.data} for e in result.events if e.name in ("train.step", "train.eval")]
-    assert result.metrics == events and len(events) == 10 + 4  # evals before the first step and every 3 steps
+    assert result.metrics == events and len(events) == 10 + 5  # evals before the first step, every 3 steps and after the last
 
 
 def test_every_stage_start_is_closed_by_its_own_stop() -> None:
@@ -44,7 +44,7 @@ def test_step_eval_and_checkpoint_steps_follow_the_config() -> None:
     steps = {name: [e.data["step"] for e in result.events if e.name == name]
              for name in ("train.step", "train.eval", "train.checkpoint")}
     assert steps["train.step"] == list(range(1, 11))
-    assert steps["train.eval"] == [0, 3, 6, 9]  # the base model, then every eval_every steps
+    assert steps["train.eval"] == [0, 3, 6, 9, 10]  # the base model, every eval_every steps, the last step
     assert [e.data["step"] for e in result.events if e.name == "train.summary"] == [10]
     assert steps["train.checkpoint"] == [2, 4, 6, 8, 10, 10]  # the last one is the final save
     assert "/final" in result.state["final_checkpoint"]

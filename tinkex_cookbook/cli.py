@@ -65,7 +65,8 @@ def _summary(result: Any) -> str:
     lines = [f"completed {len(result.completed_stages)} stages: {', '.join(result.completed_stages)}"]
     last = result.state.get("last_metrics")
     if last:
-        shown = {k: last[k] for k in ("step", "total_steps", "train_mean_nll") if k in last}
+        shown = {k: round(last[k], 4) if isinstance(last[k], float) else last[k]
+                 for k in ("step", "total_steps", "train_mean_nll") if k in last}
         lines.append("last step: " + json.dumps(shown))
     summary = result.state.get("summary") or {}
     base, final = (summary.get(k, {}).get("test_mean_nll") for k in ("base", "final"))

@@ -47,6 +47,7 @@ def chat(
 ) -> None:
     """Talk to a trained checkpoint or a base model: interactive at a terminal, or --prompt once."""
     from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError
     from tinkex_cookbook.runtime.targets import open_sampler
     from tinkex_cookbook.train.replies import sampling_params
 
@@ -59,7 +60,7 @@ def chat(
                 _answer(sampler, chat_renderer, [*messages, {"role": "user", "content": prompt}], params)
                 return
             _repl(sampler, chat_renderer, messages, params, resolved.label)
-    except CookbookError as exc:
+    except (CookbookError, RunsError) as exc:
         _fail(exc)
 
 
@@ -132,6 +133,7 @@ def sample(
 ) -> None:
     """Answer every prompt of a JSONL file; one JSON line per prompt with its reply."""
     from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError
     from tinkex_cookbook.runtime.targets import open_sampler
     from tinkex_cookbook.train.replies import replies, sampling_params
 
@@ -141,7 +143,7 @@ def sample(
         with open_sampler(resolved, manifest) as (sampler, sample_renderer, _):
             params = sampling_params(sample_renderer, max_tokens, temperature, seed)
             texts = replies(sampler, sample_renderer, items, params)
-    except CookbookError as exc:
+    except (CookbookError, RunsError) as exc:
         _fail(exc)
     lines = [json.dumps({"messages": p.messages, "reference": p.reference, "reply": t}) for p, t in zip(items, texts)]
     text = "".join(line + "\n" for line in lines)
@@ -183,12 +185,13 @@ def export(
 ) -> None:
     """Write a checkpoint as a PEFT adapter or a merged Hugging Face model, with a model card."""
     from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError
     from tinkex_cookbook.runtime.export import export_target
 
     try:
         resolved = _target(target, checkpoint, model, None)
         written = export_target(resolved, out, fmt, manifest, push)
-    except CookbookError as exc:
+    except (CookbookError, RunsError) as exc:
         _fail(exc)
     typer.echo(f"wrote {fmt} export of {resolved.label} to {out}")
     for line in written:

@@ -100,7 +100,8 @@ def runs_list(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, s
     """Every run folder under the root, newest first: recipe, manifest, status, steps and last loss.
 
     Status is 'finished' when checkpoints.jsonl holds a final checkpoint, 'running' while a live run
-    holds the folder's run.lock, else 'incomplete' (stopped or crashed: rerun with its log_path to resume).
+    holds the folder's run.lock, 'failed' when its last attempt raised (run.log says why), else
+    'incomplete' (stopped or killed). Rerun with its log_path to resume either.
     """
     from tinkex_cookbook.runs import RunsError, default_root, find_runs, relative_label
 

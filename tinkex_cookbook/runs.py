@@ -134,10 +134,23 @@ class Run:
         return holder is not None and stale_reason(holder, time.time()) is None
 
     @property
+    def failed(self) -> bool:
+        """Its last attempt ended in an error (``run.log``'s last workflow line is the exception)."""
+        try:
+            lines = (self.path / "run.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return False
+        events = [line.split(" ", 2)[1] for line in lines if " workflow." in line and len(line.split(" ", 2)) > 1]
+        return bool(events) and events[-1] == "workflow.exception"
+
+    @property
     def status(self) -> str:
+        """finished, running, failed (the last attempt raised; see run.log), or incomplete (stopped or killed)."""
         if self.finished:
             return "finished"
-        return "running" if self.running else "incomplete"
+        if self.running:
+            return "running"
+        return "failed" if self.failed else "incomplete"
 
     def event_rows(self, event: str) -> list[dict[str, Any]]:
         return [row for row in self.rows if row.get("event") == event]

@@ -105,6 +105,8 @@ class SlBasic:
             StageSpec(name="optim_step"),
             StageSpec(name="log_step_metrics"),
         ]
+        if cfg.test_size:
+            step.append(StageSpec(name="evaluate_at_end"))
         if cfg.eval_every and cfg.test_size:
             step.append(StageSpec(name="evaluate", every=cfg.eval_every))
         if cfg.save_every:

@@ -31,6 +31,9 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
     if target.weights_path is None:
         raise ConfigError(f"{target.model_name!r} names a base model; export needs trained weights: pass a run "
                           "folder (or RUN_FOLDER/CHECKPOINT_NAME)")
+    from tinkex_cookbook.adapters.training.export import refuse_non_empty
+
+    refuse_non_empty(out)  # before the model loads, not after
     names = ["training_client", "hub_client"] if push else ["training_client"]
     ref, recorded = target.deployment(manifest)
     if recorded is not None and push:
@@ -42,7 +45,8 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
             raise ConfigError(
                 f"export reads the weights of a local_torch checkpoint; {target.label} is served by "
                 f"{type(ports['training_client']).__name__}. Download Tinker weights with Tinker's own tools")
-        _write(model, sampler.get_tokenizer(), target, out, fmt)  # type: ignore[attr-defined]
+        _write(model, sampler.get_tokenizer(), target, out, fmt,  # type: ignore[attr-defined]
+               _base_folder(ports["training_client"], target.model_name))
         if push:
             hub = ports["hub_client"]
             lines = _push(hub, out, push)  # type: ignore[arg-type]
@@ -53,10 +57,18 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
     return []
 
 
-def _write(model: Any, tokenizer: Any, target: Target, out: Path, fmt: str) -> None:
+def _base_folder(service: Any, model_name: str) -> Path | None:
+    """Where the base model's Hugging Face folder is on this machine, if it has one (not a tiny model)."""
+    from tinkex_cookbook.adapters.training.model_files import find_model_folder
+
+    sources = getattr(service, "sources", None)
+    return find_model_folder(model_name, sources) if sources is not None else None
+
+
+def _write(model: Any, tokenizer: Any, target: Target, out: Path, fmt: str, base: Path | None) -> None:
     from tinkex_cookbook.adapters.training.export import export_merged, export_peft
 
-    card = model_card(target, fmt)
+    card = model_card(target, fmt, base)
     if fmt == "peft":
         export_peft(model, out, base_model=target.model_name, card=card)
         return
@@ -69,8 +81,9 @@ def _push(hub: HubClient, folder: Path, repo: str) -> list[str]:
     return [f"uploaded {path.name}: {hub.upload(path, repo, path.name)}" for path in sorted(folder.iterdir())]
 
 
-def model_card(target: Target, fmt: str) -> str:
-    """A README for the exported folder: base model, data, config and final metrics of the run."""
+def model_card(target: Target, fmt: str, base: Path | None = None) -> str:
+    """A README for the exported folder: base model, data, config and final metrics of the run, and how to
+    load it (over the base model's local folder when there is one, so it works offline)."""
     config = target.run.config if target.run is not None else {}
     kind = "a LoRA adapter (PEFT)" if fmt == "peft" else "a full model with the LoRA adapter merged in"
     lines = [
@@ -86,10 +99,17 @@ def model_card(target: Target, fmt: str) -> str:
                   "## Training config", "", "```json",
                   json.dumps({k: config[k] for k in CARD_CONFIG_KEYS if k in config}, indent=2), "```"]
     lines += ["", "## Metrics", "", *_metric_lines(target)]
-    usage = ("from peft import AutoPeftModelForCausalLM\nmodel = AutoPeftModelForCausalLM.from_pretrained(PATH)"
+    base_ref = repr(str(base)) if base is not None else repr(target.model_name)
+    usage = (f"from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n\n"
+             f"base = AutoModelForCausalLM.from_pretrained({base_ref})\n"
+             "model = PeftModel.from_pretrained(base, PATH)  # PATH: this folder"
              if fmt == "peft" else
-             "from transformers import AutoModelForCausalLM\nmodel = AutoModelForCausalLM.from_pretrained(PATH)")
-    return "\n".join([*lines, "", "## Use", "", "```python", usage, "```", ""])
+             "from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+             "model = AutoModelForCausalLM.from_pretrained(PATH)  # PATH: this folder\n"
+             "tokenizer = AutoTokenizer.from_pretrained(PATH)")
+    where = ([f"The base weights: `{target.model_name}` on the Hugging Face Hub, or `{base}` on the machine "
+              "that exported this."] if fmt == "peft" and base is not None else [])
+    return "\n".join([*lines, "", "## Use", "", *where, "", "```python", usage, "```", ""])
 
 
 def _metric_lines(target: Target) -> list[str]:

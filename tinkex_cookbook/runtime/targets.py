@@ -8,6 +8,7 @@ it is. ``open_sampler`` opens a sampling client on the target through the manife
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
 from tinkex_cookbook.ports import SamplingClient, Tokenizer, TrainingService
-from tinkex_cookbook.runs import Run, RunsError, is_run_folder
+from tinkex_cookbook.runs import Run, RunsError, find_run_folders, is_run_folder
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 
@@ -41,7 +42,7 @@ class Target:
         own bindings as recorded in its ``manifest.json`` (blob root, backend options), so a checkpoint
         is found where the run wrote it even when the run overrode ports."""
         if manifest is not None or self.run is None or not self.run.manifest.get("ports"):
-            return manifest, None
+            return manifest or self.manifest, None
         from tinkex_cookbook.runtime.manifest import shipped_manifest_names
 
         recorded = self.manifest if self.manifest in shipped_manifest_names() else "default"
@@ -58,7 +59,7 @@ def resolve_target(arg: str, checkpoint: str | None = None, model: str | None = 
                    renderer: str | None = None, root: Path | None = None) -> Target:
     """A run folder (``--checkpoint NAME`` picks one of its checkpoints; the final one, else the last, by
     default), ``RUN_FOLDER/CHECKPOINT_NAME``, a ``local://`` or ``tinker://`` checkpoint path (with
-    ``model``), or a model name."""
+    ``model``), a Hugging Face model folder (an export, a download), or a model name."""
     if arg.startswith(CHECKPOINT_SCHEMES):
         if not model:
             raise ConfigError(f"{arg!r} is a checkpoint path; say which base model it was trained from with --model")
@@ -66,10 +67,41 @@ def resolve_target(arg: str, checkpoint: str | None = None, model: str | None = 
     folder = _run_folder(Path(arg), root)
     if folder is None and checkpoint is None and _run_folder(Path(arg).parent, root) is not None:
         folder, checkpoint = _run_folder(Path(arg).parent, root), Path(arg).name
-    if folder is None:
-        name = model or arg
-        return Target(name, renderer or recommended_renderer(name))
-    return _run_target(Run.load(folder), checkpoint, renderer)
+    if folder is not None:
+        return _run_target(Run.load(folder), checkpoint, renderer)
+    if Path(arg).is_dir():
+        return _folder_target(Path(arg), renderer)
+    name = model or arg
+    return Target(name, renderer or recommended_renderer(name))
+
+
+def _folder_target(path: Path, renderer: str | None) -> Target:
+    """A Hugging Face model folder, added to the model catalog under its path for this process; the local
+    backend serves it (``local`` unless ``--manifest`` says otherwise)."""
+    from tinkex_cookbook.train.models import ModelEntry, ModelFolder, register_model
+
+    if not (path / "config.json").is_file():
+        inside = find_run_folders(path) if path.is_dir() else []
+        hint = f"; it holds run folders such as {inside[0]}" if inside else ""
+        raise RunsError(f"{path} is neither a run folder (spec.json, checkpoints.jsonl) nor a model folder "
+                        f"(config.json){hint}")
+    name = str(path.resolve())
+    chosen = renderer or folder_renderer(path)
+    register_model(ModelEntry(name, chosen, ModelFolder(name)), replace=True)
+    return Target(name, chosen, manifest="local")
+
+
+def folder_renderer(path: Path) -> str:
+    """The renderer a folder's own chat template asks for (its special tokens tell), else by its name."""
+    template_file = path / "chat_template.jinja"
+    template = template_file.read_text() if template_file.is_file() else ""
+    config_file = path / "tokenizer_config.json"
+    if not template and config_file.is_file():
+        template = str(json.loads(config_file.read_text()).get("chat_template") or "")
+    for marker, name in (("<think>", "qwen3"), ("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3")):
+        if marker in template:
+            return name
+    return recommended_renderer(path.name)
 
 
 def _run_folder(path: Path, root: Path | None) -> Path | None:
@@ -84,6 +116,8 @@ def _run_target(run: Run, checkpoint: str | None, renderer: str | None) -> Targe
     if not model:
         raise RunsError(f"run {run.path} has no config.json naming its model_name")
     record = pick_checkpoint(run, checkpoint)
+    if not (record.get("sampler_path") or record.get("state_path")):
+        raise RunsError(f"checkpoint {record.get('name')!r} of run {run.path} names no weights")
     path = record.get("sampler_path") or record.get("state_path")
     chosen = renderer or run.config.get("renderer_name") or recommended_renderer(model)
     return Target(model, chosen, path, run.manifest_name if run.manifest else None, run, record)
@@ -93,8 +127,9 @@ def pick_checkpoint(run: Run, name: str | None) -> dict[str, Any]:
     """The named checkpoint, else the final one, else the newest; a run with none is an error."""
     records = run.checkpoints
     if not records:
-        raise RunsError(f"run {run.path} has no checkpoints yet (checkpoints.jsonl is empty or missing); "
-                        "chat with the base model by passing its name instead")
+        raise RunsError(f"run {run.path} has no checkpoints yet (checkpoints.jsonl is empty or missing: it "
+                        f"stopped before its first save, see its run.log); pass the base model's name, "
+                        f"{run.config.get('model_name', 'MODEL')!r}, for the untrained model")
     if name is not None:
         found = [r for r in records if r.get("name") == name]
         if not found:

@@ -23,7 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from tinkex_cookbook.adapters.training.lora import LoRAHead
-from tinkex_cookbook.adapters.training.model_files import ModelSources, ensure_model_folder, resolve_tokenizer
+from tinkex_cookbook.adapters.training.model_files import (
+    ModelSources,
+    ensure_model_folder,
+    quiet_progress,
+    resolve_tokenizer,
+)
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.train.models import ModelEntry, TinyRandom, catalog, find_model
 from tinkex_cookbook.train.tokenizer_sources import get_tokenizer, load_tokenizer_folder
@@ -112,7 +117,8 @@ def load_model_folder(
     """A local Hugging Face folder, in float32; its own tokenizer if it ships one, else the catalog's."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    with quiet_progress():
+        model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     if (folder / "tokenizer.json").is_file():
         tokenizer = load_tokenizer_folder(folder, name)
     else:

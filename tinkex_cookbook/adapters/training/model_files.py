@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import difflib
 import shutil
+import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from tinkex_cookbook.train.models import (
     ModelEntry,
     ModelFolder,
     PackagedGGUF,
+    catalog,
     find_model,
     tokenizer_name,
 )
@@ -75,6 +79,22 @@ class ModelSources:
     def tokenizer_cache_folder(self, name: str) -> Path:
         """Where a tokenizer alone is converted, apart from the model folder it would otherwise claim."""
         return (self.models_cache or default_models_cache()) / "tokenizers" / folder_name(name)
+
+
+@contextmanager
+def quiet_progress() -> Iterator[None]:
+    """transformers' own progress bars (loading weights, dequantising a GGUF) only at a terminal: piped into
+    a log they are one long line of carriage returns between the cookbook's plain lines."""
+    from transformers.utils import logging as hf_logging
+
+    if sys.stderr.isatty() or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def folder_name(name: str) -> str:
@@ -145,7 +165,7 @@ def resolve_tokenizer(name: str, sources: ModelSources) -> HFTokenizer:
             folder = download_from_hub(sources.hub_client(), repo, sources.tokenizer_cache_folder(repo),
                                        TOKENIZER_FILES)
         except UnknownNameError as exc:
-            raise UnknownNameError(f"{missing_tokenizer_message(name, sources)}. The hub client tried too: {exc}") \
+            raise UnknownNameError(f"{missing_tokenizer_message(name, sources)}. The bound hub client could not supply it: {exc}") \
                 from None
         return load_tokenizer_folder(folder, name)
     raise UnknownNameError(missing_tokenizer_message(name, sources))
@@ -174,7 +194,7 @@ def ensure_model_folder(name: str, sources: ModelSources) -> Path:
         try:
             return download_from_hub(sources.hub_client(), repo, sources.cache_folder(repo), HUB_FILES, weights=True)
         except UnknownNameError as exc:
-            raise UnknownNameError(f"{missing_model_message(name, entry, sources)}. The hub client tried too: {exc}") \
+            raise UnknownNameError(f"{missing_model_message(name, entry, sources)}. The bound hub client could not supply it: {exc}") \
                 from None
     raise UnknownNameError(missing_model_message(name, entry, sources))
 
@@ -182,6 +202,9 @@ def ensure_model_folder(name: str, sources: ModelSources) -> Path:
 def missing_model_message(name: str, entry: ModelEntry | None, sources: ModelSources) -> str:
     looked = ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
     known = "it is in the model catalog" if entry is not None else "it is not in the model catalog"
+    close = difflib.get_close_matches(name, [n for e in catalog() for n in (e.name, *e.aliases)], n=1, cutoff=0.8)
+    if entry is None and close:
+        known += f"; did you mean {close[0]!r}?"
     return (
         f"no weights for model {name!r} ({known}). Put a Hugging Face model folder (config.json, "
         f"*.safetensors, tokenizer.json) at <models_dir>/{folder_name(name)} and set TINKEX_MODELS_DIR "
@@ -225,14 +248,16 @@ def dequantise_gguf(gguf: Path, target: Path) -> Path:
     staging = _staging(target)
     staging.mkdir()
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with quiet_progress():
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         state = {k: v.contiguous() for k, v in model.state_dict().items()
                  if not (tied and k == "lm_head.weight")}
         save_file(state, str(staging / "model.safetensors"), metadata={"format": "pt"})
         config = model.config.to_dict()
-        config.pop("quantization_config", None)
+        for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):  # the GGUF's own labels
+            config.pop(key, None)
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         model.generation_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -248,7 +273,8 @@ def convert_gguf_tokenizer(gguf: Path, target: Path) -> Path:
 
     staging = _staging(target)
     try:
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+        with quiet_progress():
+            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

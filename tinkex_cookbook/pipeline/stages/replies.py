@@ -5,7 +5,8 @@ identity, so this is the base model's) and greedy replies of the base model to a
 held-out prompts, kept in the run folder's ``summary.json`` so a resumed run still has them.
 ``evaluate_final`` runs after the last step: the same NLL and the same prompts on the final
 weights, ``samples.jsonl`` with both replies per prompt, and a ``train.summary`` event.
-The base NLL is also a ``train.eval`` row at step 0, so it starts the run's loss curve.
+Both NLLs are also ``train.eval`` rows (step 0, and the last step's), so they bound the run's
+loss curve.
 """
 
 from __future__ import annotations
@@ -72,16 +73,17 @@ def evaluate_final(ctx: Context, blob_store: BlobStore) -> None:
     """The final weights' held-out NLL and replies beside the base model's (``samples.jsonl``).
 
     It runs before ``save_final`` records the final checkpoint, so once the record exists its
-    files are whole and a resumed finished run only reads them back. Its NLL goes to
-    ``summary.json`` and a ``train.summary`` event, not to a ``metrics.jsonl`` row: an attempt
-    killed before the final record measures it again, and a row could then appear twice.
+    files are whole and a resumed finished run only reads them back. Its NLL is the one
+    ``evaluate_at_end`` wrote as the last step's metrics row; a run resumed after that row was
+    recorded measures it again without writing the row twice.
     """
     key = ctx.artifact_key(SUMMARY)
     if "final_checkpoint" in ctx.state:
         ctx.state["summary"] = _read_summary(blob_store, key)
         return
     prompts = _prompts(ctx)
-    nll = held_out_nll(ctx)
+    last = ctx.state.get("last_eval", {})
+    nll = last["test_mean_nll"] if last.get("step") == ctx.state["step"] else held_out_nll(ctx)
     sampler = ctx.need("training_client").save_weights_and_get_sampling_client("final")
     final = _replies(ctx, sampler, prompts, "final")
     summary = {**(ctx.state.get("summary") or {}),

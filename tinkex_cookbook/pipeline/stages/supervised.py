@@ -198,8 +198,20 @@ def held_out_nll(ctx: Context) -> float | None:
     return nll_sum / max(weight_sum, 1e-9)
 
 
+@stage("evaluate_at_end")
+def evaluate_at_end(ctx: Context) -> None:
+    """``evaluate`` after the last step: the final NLL is a metrics row recorded before that step's
+    checkpoint, like every other evaluation."""
+    if ctx.state["step"] == ctx.state["total_steps"]:
+        evaluate(ctx)
+
+
 @stage("evaluate")
 def evaluate(ctx: Context) -> None:
+    """The held-out NLL as a ``train.eval`` row; once per step (a step due by ``eval_every`` that
+    ``evaluate_at_end`` already measured is not measured again)."""
+    if ctx.state.get("last_eval", {}).get("step") == ctx.state["step"]:
+        return
     nll = held_out_nll(ctx)
     if nll is None:
         return
