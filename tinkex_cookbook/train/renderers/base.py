@@ -287,8 +287,10 @@ class Renderer:
 
     disables_thinking: bool = False
     renders_by_position: bool = False
-    """``render_message`` reads only the message and its index: a message rendered once is the same in
-    the example and in its generation prompt (llama3, chatml, role_colon)."""
+    """``render_message`` reads only the message and its index, and the generation prompt of ``messages[:k]``
+    is the example's tokens through message ``k - 1`` plus the generation suffix (llama3, chatml,
+    role_colon): the example's own pieces then answer the generation-prompt check. A subclass that
+    adds to its prompt (a prefill) must leave this ``False``."""
     special_tokens: tuple[str, ...] = ()
     """Special tokens the template writes; a tokenizer that lacks one would spell it out as plain text."""
 
@@ -435,6 +437,7 @@ class Renderer:
         if self._bos_tokens:
             pieces.append((EncodedTextChunk(tuple(self._bos_tokens)), 0.0))
         turn_start = self._last_assistant_turn_start_index(messages[:-1])
+        ends: list[int] = []
         for message, ctx in zip(messages, self._contexts(messages, turn_start), strict=True):
             _check_trainable_field(message, ctx.idx, mode)
             rendered = self._render(message, ctx)
@@ -442,11 +445,31 @@ class Renderer:
                 pieces.append((rendered.header, float(mode is TrainOnWhat.ALL_TOKENS)))
             trained = float(self._output_is_trained(message, ctx, mode))
             pieces.extend((chunk, trained) for chunk in rendered.output if chunk.tokens)
+            ends.append(len(pieces))
             if ctx.is_last and rendered.stop_overlap:
                 pieces.append((rendered.stop_overlap, trained))
-        weights = [w for chunk, w in pieces for _ in range(chunk.length)]
+        weights: list[float] = []
+        for chunk, weight in pieces:
+            weights += [weight] * chunk.length
         model_input = ModelInput(tuple(chunk for chunk, _ in pieces))
+        boundary = self._first_trained_message_index(messages, mode)
+        if boundary is not None and boundary > 0 and self.renders_by_position:
+            before = sum(chunk.length for chunk, _ in pieces[: ends[boundary - 1]])
+            prompt = [*model_input.to_ints()[:before], *self._generation_suffix_after(messages[:boundary])]
+            return self._zero_the_prompt(model_input, weights, prompt)
         return model_input, self._train_after_the_generation_prompt(messages, mode, model_input, weights)
+
+    def _generation_suffix_after(self, messages: Sequence[Message]) -> list[int]:
+        ctx = RenderContext(idx=len(messages), is_last=True, prev_message=messages[-1],
+                            last_user_index=last_user_index(messages), in_last_assistant_turn=True)
+        return self._get_generation_suffix("assistant", ctx)
+
+    def _zero_the_prompt(
+        self, model_input: ModelInput, weights: list[float], prompt: list[int]
+    ) -> tuple[ModelInput, list[float]]:
+        if model_input.to_ints()[: len(prompt)] != prompt:
+            return model_input, weights
+        return model_input, [0.0] * len(prompt) + weights[len(prompt) :]
 
     def _train_after_the_generation_prompt(
         self, messages: Sequence[Message], mode: TrainOnWhat, model_input: ModelInput, weights: list[float]
