@@ -512,3 +512,26 @@ def test_batches_are_fixed_by_call_order_so_samples_repeat(service: LocalTorchTr
         return [tuple(s.tokens for s in f.result().sequences) for f in futures]
 
     assert burst() == burst()
+
+
+def test_ports_built_for_a_script_keep_working_after_their_container_is_collected() -> None:
+    """``Runtime.build_ports`` hands out adapters whose container is then collected; the local backend
+    must still answer (it once deadlocked: close() from the collector against a held lock)."""
+    import gc
+    import threading
+
+    from tinkex_cookbook import Runtime
+
+    answers: list[object] = []
+
+    def script() -> None:
+        ports = Runtime.build_ports(manifest="local", overrides={"blob_store": "noop"})
+        gc.collect()
+        sampler = ports.training_client.create_sampling_client(base_model=MODEL)
+        answers.append(sampler.sample(ModelInput.from_ints([1, 2, 3]), 1, SamplingParams(max_tokens=2)).result())
+
+    worker = threading.Thread(target=script, daemon=True)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive(), "the local backend hung after its container was collected"
+    assert len(answers) == 1
