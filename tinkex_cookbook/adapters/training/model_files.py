@@ -13,9 +13,9 @@ looks complete.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
-import difflib
 import shutil
 import sys
 import uuid

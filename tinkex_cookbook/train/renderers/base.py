@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import accumulate
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -437,7 +438,7 @@ class Renderer:
         if self._bos_tokens:
             pieces.append((EncodedTextChunk(tuple(self._bos_tokens)), 0.0))
         turn_start = self._last_assistant_turn_start_index(messages[:-1])
-        ends: list[int] = []
+        ends: list[int] = []  # pieces through each message
         for message, ctx in zip(messages, self._contexts(messages, turn_start), strict=True):
             _check_trainable_field(message, ctx.idx, mode)
             rendered = self._render(message, ctx)
@@ -452,34 +453,30 @@ class Renderer:
         for chunk, weight in pieces:
             weights += [weight] * chunk.length
         model_input = ModelInput(tuple(chunk for chunk, _ in pieces))
-        boundary = self._first_trained_message_index(messages, mode)
-        if boundary is not None and boundary > 0 and self.renders_by_position:
-            before = sum(chunk.length for chunk, _ in pieces[: ends[boundary - 1]])
-            prompt = [*model_input.to_ints()[:before], *self._generation_suffix_after(messages[:boundary])]
-            return self._zero_the_prompt(model_input, weights, prompt)
-        return model_input, self._train_after_the_generation_prompt(messages, mode, model_input, weights)
+        offsets = [0, *accumulate(chunk.length for chunk, _ in pieces)]
+        token_ends = [offsets[end] for end in ends]
+        return model_input, self._train_after_the_generation_prompt(messages, mode, model_input, weights, token_ends)
 
-    def _generation_suffix_after(self, messages: Sequence[Message]) -> list[int]:
+    def _prompt_tokens(self, messages: Sequence[Message], tokens: list[int], ends: Sequence[int]) -> list[int]:
+        """The generation prompt for ``messages``: read off the example (``tokens``; ``ends``: the tokens
+        through each message) when the renderer renders by position, else built."""
+        if not (self.renders_by_position and messages):
+            return self.build_generation_prompt(messages).to_ints()
         ctx = RenderContext(idx=len(messages), is_last=True, prev_message=messages[-1],
                             last_user_index=last_user_index(messages), in_last_assistant_turn=True)
-        return self._get_generation_suffix("assistant", ctx)
-
-    def _zero_the_prompt(
-        self, model_input: ModelInput, weights: list[float], prompt: list[int]
-    ) -> tuple[ModelInput, list[float]]:
-        if model_input.to_ints()[: len(prompt)] != prompt:
-            return model_input, weights
-        return model_input, [0.0] * len(prompt) + weights[len(prompt) :]
+        return [*tokens[: ends[len(messages) - 1]], *self._get_generation_suffix("assistant", ctx)]
 
     def _train_after_the_generation_prompt(
-        self, messages: Sequence[Message], mode: TrainOnWhat, model_input: ModelInput, weights: list[float]
+        self, messages: Sequence[Message], mode: TrainOnWhat, model_input: ModelInput, weights: list[float],
+        ends: Sequence[int],
     ) -> list[float]:
         """Zero the weights of whatever the generation prompt would have supplied (e.g. a prefilled ``<think>``)."""
         boundary = self._first_trained_message_index(messages, mode)
         if boundary is None:
             return weights
-        prompt = self.build_generation_prompt(messages[:boundary]).to_ints()
-        if model_input.to_ints()[: len(prompt)] != prompt:
+        tokens = model_input.to_ints()
+        prompt = self._prompt_tokens(messages[:boundary], tokens, ends)
+        if tokens[: len(prompt)] != prompt:
             if self.disables_thinking:
                 raise RendererError(
                     f"{type(self).__name__} has thinking turned off, but this turn contains "
