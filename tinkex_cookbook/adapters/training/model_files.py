@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from tinkex_cookbook.errors import UnknownNameError
@@ -105,10 +106,15 @@ def has_weights(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any((folder / f).is_file() for f in WEIGHT_FILES)
 
 
+def is_complete(folder: Path, weights: bool) -> bool:
+    """A model folder (with ``weights``) or a tokenizer folder that holds what it is for."""
+    return has_weights(folder) if weights else (folder / "tokenizer.json").is_file()
+
+
 def candidate_folders(name: str, sources: ModelSources) -> list[Path]:
     """Every folder that may hold ``name``'s files, in the order they are preferred."""
     entry = find_model(name)
-    names = dict.fromkeys([name, *( [entry.name] if entry else [])])
+    names = dict.fromkeys([name, entry.name] if entry else [name])
     folders: list[Path] = []
     if entry is not None and isinstance(entry.weights, ModelFolder):
         folders.append(Path(entry.weights.path).expanduser())
@@ -136,12 +142,12 @@ def hf_cache_snapshot(repo_id: str, hub_cache: Path | None) -> Path | None:
 
 def find_model_folder(name: str, sources: ModelSources) -> Path | None:
     """The first candidate folder holding weights, or ``None``."""
-    return next((f for f in candidate_folders(name, sources) if has_weights(f)), None)
+    return next((f for f in candidate_folders(name, sources) if is_complete(f, weights=True)), None)
 
 
 def find_tokenizer_folder(name: str, sources: ModelSources) -> Path | None:
     folders = [*candidate_folders(name, sources), sources.tokenizer_cache_folder(name)]
-    return next((f for f in folders if (f / "tokenizer.json").is_file()), None)
+    return next((f for f in folders if is_complete(f, weights=False)), None)
 
 
 def resolve_tokenizer(name: str, sources: ModelSources) -> HFTokenizer:
@@ -159,20 +165,37 @@ def resolve_tokenizer(name: str, sources: ModelSources) -> HFTokenizer:
     if entry is not None and isinstance(entry.weights, PackagedGGUF):
         target = sources.tokenizer_cache_folder(entry.name)
         return load_tokenizer_folder(convert_gguf_tokenizer(packaged_file(entry.weights), target), name)
-    repo = entry.weights.repo_id if entry is not None and isinstance(entry.weights, HubRepo) else name
-    if sources.hub_client is not None and "/" in repo:
-        try:
-            folder = download_from_hub(sources.hub_client(), repo, sources.tokenizer_cache_folder(repo),
-                                       TOKENIZER_FILES)
-        except UnknownNameError as exc:
-            raise UnknownNameError(f"{missing_tokenizer_message(name, sources)}. The bound hub client could not supply it: {exc}") \
-                from None
-        return load_tokenizer_folder(folder, name)
-    raise UnknownNameError(missing_tokenizer_message(name, sources))
+    repo = hub_repo(name, entry)
+    missing = partial(missing_tokenizer_message, name, sources)  # built only on failure
+    folder = fetch_from_hub(sources, repo, sources.tokenizer_cache_folder(repo), TOKENIZER_FILES, False, missing)
+    return load_tokenizer_folder(folder, name)
+
+
+def hub_repo(name: str, entry: ModelEntry | None) -> str:
+    """The hub repository a name's files would come from: the catalog's, else the name itself."""
+    return entry.weights.repo_id if entry is not None and isinstance(entry.weights, HubRepo) else name
+
+
+def fetch_from_hub(
+    sources: ModelSources, repo: str, target: Path, files: tuple[str, ...], weights: bool,
+    missing: Callable[[], str],
+) -> Path:
+    """``repo``'s files through the bound hub client; with none bound, or none it can supply, the error
+    ``missing()`` says where else to put them."""
+    if sources.hub_client is None or "/" not in repo:
+        raise UnknownNameError(missing())
+    try:
+        return download_from_hub(sources.hub_client(), repo, target, files, weights)
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{missing()}. The bound hub client could not supply it: {exc}") from None
+
+
+def _looked_in(name: str, sources: ModelSources) -> str:
+    return ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
 
 
 def missing_tokenizer_message(name: str, sources: ModelSources) -> str:
-    looked = ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
+    looked = _looked_in(name, sources)
     return (
         f"no tokenizer for model {name!r}: put tokenizer.json (and tokenizer_config.json) in a folder at "
         f"<models_dir>/{folder_name(name)} and set TINKEX_MODELS_DIR (or the adapter's models_dir option), "
@@ -189,18 +212,13 @@ def ensure_model_folder(name: str, sources: ModelSources) -> Path:
     entry = find_model(name)
     if entry is not None and isinstance(entry.weights, PackagedGGUF):
         return dequantise_gguf(packaged_file(entry.weights), sources.cache_folder(entry.name))
-    repo = entry.weights.repo_id if entry is not None and isinstance(entry.weights, HubRepo) else name
-    if sources.hub_client is not None and "/" in repo:
-        try:
-            return download_from_hub(sources.hub_client(), repo, sources.cache_folder(repo), HUB_FILES, weights=True)
-        except UnknownNameError as exc:
-            raise UnknownNameError(f"{missing_model_message(name, entry, sources)}. The bound hub client could not supply it: {exc}") \
-                from None
-    raise UnknownNameError(missing_model_message(name, entry, sources))
+    repo = hub_repo(name, entry)
+    missing = partial(missing_model_message, name, entry, sources)  # built only on failure
+    return fetch_from_hub(sources, repo, sources.cache_folder(repo), HUB_FILES, True, missing)
 
 
 def missing_model_message(name: str, entry: ModelEntry | None, sources: ModelSources) -> str:
-    looked = ", ".join(str(f) for f in candidate_folders(name, sources)) or "nowhere"
+    looked = _looked_in(name, sources)
     known = "it is in the model catalog" if entry is not None else "it is not in the model catalog"
     close = difflib.get_close_matches(name, [n for e in catalog() for n in (e.name, *e.aliases)], n=1, cutoff=0.8)
     if entry is None and close:
@@ -229,7 +247,7 @@ def _publish(staging: Path, target: Path, weights: bool = True) -> Path:
         staging.rename(target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
-        if not (has_weights(target) if weights else (target / "tokenizer.json").is_file()):
+        if not is_complete(target, weights):
             raise
     return target
 
@@ -297,9 +315,9 @@ def download_from_hub(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    complete = has_weights(staging) if weights else (staging / "tokenizer.json").is_file()
-    if not complete:
+    if not is_complete(staging, weights):
         shutil.rmtree(staging, ignore_errors=True)
         wanted = "config.json and model.safetensors to train on" if weights else "tokenizer.json"
-        raise UnknownNameError(f"hub repository {repo!r} has no {wanted} (bound hub client: {type(hub_client).__name__})")
+        raise UnknownNameError(
+            f"hub repository {repo!r} has no {wanted} (bound hub client: {type(hub_client).__name__})")
     return _publish(staging, target, weights)
