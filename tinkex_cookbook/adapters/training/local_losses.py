@@ -114,35 +114,38 @@ def _loss_input(datum: Datum, index: int, key: str, loss: TokenLoss, dtype: str)
     return array
 
 
-def build_batch(
-    data: Sequence[Datum], loss: TokenLoss, vocab_size: int, indices: Sequence[int] | None = None
-) -> Batch:
-    """Right-padded input ids and the loss inputs of ``data``; errors name each datum by ``indices``
-    (its place in the caller's whole batch), else by its place in ``data``."""
+@dataclass(frozen=True)
+class Row:
+    """One datum's input ids and the loss inputs it carries, checked."""
+
+    input_ids: Tensor
+    targets: np.ndarray
+    inputs: dict[str, np.ndarray]
+
+
+def prepare_rows(data: Sequence[Datum], loss: TokenLoss) -> list[Row]:
+    """Every datum as a ``Row``, in order, so an error names the first bad datum by its place in ``data``
+    whatever order the micro-batches take them in."""
     if not data:
         raise ValueError("forward/forward_backward needs at least one datum")
-    numbered = list(zip(indices if indices is not None else range(len(data)), data, strict=True))
-    rows = [torch.tensor(d.model_input.to_ints(), dtype=torch.long) for d in data]
-    if any(len(row) == 0 for row in rows):
+    if any(d.model_input.length == 0 for d in data):
         raise ValueError("every datum needs at least one input token")
-    targets = np.concatenate([_loss_input(d, i, "target_tokens", loss, "int64") for i, d in numbered])
-    inputs = {key: torch.from_numpy(np.concatenate([_loss_input(d, i, key, loss, "float32")
-                                                    for i, d in numbered])) for key in loss.inputs}
-    input_ids = nn.utils.rnn.pad_sequence(rows, batch_first=True)
-    lengths = torch.tensor([len(row) for row in rows])
+    return [
+        Row(torch.tensor(d.model_input.to_ints(), dtype=torch.long), _loss_input(d, i, "target_tokens", loss, "int64"),
+            {key: _loss_input(d, i, key, loss, "float32") for key in loss.inputs})
+        for i, d in enumerate(data)
+    ]
+
+
+def build_batch(rows: Sequence[Row], loss: TokenLoss, vocab_size: int) -> Batch:
+    """Right-padded input ids of ``rows`` and their loss inputs, concatenated row after row."""
+    targets = np.concatenate([row.targets for row in rows])
+    inputs = {key: torch.from_numpy(np.concatenate([row.inputs[key] for row in rows])) for key in loss.inputs}
+    input_ids = nn.utils.rnn.pad_sequence([row.input_ids for row in rows], batch_first=True)
+    lengths = torch.tensor([len(row.input_ids) for row in rows])
     _check_token_range(input_ids, targets, vocab_size)
     mask = torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]
     return Batch(input_ids, mask, tuple(lengths.tolist()), torch.from_numpy(targets), inputs)
-
-
-def check_data(data: Sequence[Datum], loss: TokenLoss) -> None:
-    """Every datum has the inputs ``loss`` reads, checked in order, so the first bad datum is the one named
-    even when micro-batches take the data in another order."""
-    if not data:
-        raise ValueError("forward/forward_backward needs at least one datum")
-    for index, datum in enumerate(data):
-        for key in ("target_tokens", *loss.inputs):
-            _loss_input(datum, index, key, loss, "float32")
 
 
 def plan_micro_batches(lengths: Sequence[int], budget: int | None) -> list[list[int]]:

@@ -33,9 +33,9 @@ from tinkex_cookbook.adapters.training.local_checkpoints import (
 from tinkex_cookbook.adapters.training.local_losses import (
     TokenLoss,
     build_batch,
-    check_data,
     get_loss,
     plan_micro_batches,
+    prepare_rows,
 )
 from tinkex_cookbook.adapters.training.local_models import (
     DTYPES,
@@ -287,14 +287,14 @@ class LocalTorchTrainingClient:
     ) -> ForwardBackwardOutput:
         """Logprobs and loss of a batch, one micro-batch at a time; with ``backward``, also add its
         gradient to the LoRA weights (the losses are sums over tokens, so the parts add up exactly)."""
-        check_data(data, loss)
+        rows = prepare_rows(data, loss)
         vocab = base_linear(self._head).out_features
         budget = self._service.options.micro_batch_tokens
-        groups = plan_micro_batches([d.model_input.length for d in data], budget)
+        groups = plan_micro_batches([len(row.input_ids) for row in rows], budget)
         outputs: list[dict[str, Any]] = [{} for _ in data]
         total = 0.0
         for group in groups:
-            batch = build_batch([data[i] for i in group], loss, vocab, indices=group)
+            batch = build_batch([rows[i] for i in group], loss, vocab)
             logprobs, part = self._micro_batch(batch, loss, config, backward)
             total += part
             for index, output in zip(group, batch.split(logprobs), strict=True):
