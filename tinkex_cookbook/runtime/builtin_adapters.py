@@ -93,7 +93,7 @@ def _local_torch(
     models_dir = options.models_dir or settings.models_dir
     trainer = LocalTrainerOptions(
         options.dtype, options.device, options.lora_alpha,
-        None if options.lora_targets is None else tuple(options.lora_targets), options.micro_batch_tokens,
+        options.lora_targets, options.micro_batch_tokens,  # type: ignore[arg-type]
     )
     return LocalTorchTrainingService(
         blob_store, models_dir, options.seed, options.threads,  # type: ignore[arg-type]

@@ -87,11 +87,22 @@ class LocalTrainerOptions:
     micro_batch_tokens: int | None = DEFAULT_MICRO_BATCH_TOKENS
 
     def __post_init__(self) -> None:
+        if self.lora_targets is not None:  # a list from a manifest is the same choice
+            object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         if self.dtype not in DTYPES:
             raise ConfigError(f"local_torch dtype {self.dtype!r} is not supported; use one of {sorted(DTYPES)}")
         check_device(self.device)
         if self.lora_alpha <= 0:
             raise ConfigError(f"local_torch lora_alpha must be positive, got {self.lora_alpha}")
+
+    def adapter_shape(self) -> tuple[float, list[str] | None]:
+        """(alpha, targets) as a checkpoint records them."""
+        return self.lora_alpha, None if self.lora_targets is None else list(self.lora_targets)
+
+
+def saved_adapter_shape(payload: dict[str, Any]) -> tuple[float, list[str] | None]:
+    """(alpha, targets) a checkpoint was trained with; one written before they were recorded had the defaults."""
+    return payload.get("alpha", DEFAULT_ALPHA), payload.get("targets")
 
 
 def check_device(device: str) -> torch.device:
@@ -227,7 +238,7 @@ class LocalTorchTrainingService:
             return self._base_model(base_model, self.seed)
         payload = read_checkpoint(self.blob_store, model_path)
         model, tokenizer = self._base_model(payload["base_model"], payload["base_seed"])
-        alpha, targets = payload.get("alpha", DEFAULT_ALPHA), payload.get("targets")
+        alpha, targets = saved_adapter_shape(payload)
         self._apply_lora(model, payload["rank"], payload["lora_seed"], alpha, targets)
         load_lora_state_dict(model, payload["lora"])
         return model, tokenizer
@@ -330,11 +341,11 @@ class LocalTorchTrainingClient:
                                   "optim_steps": float(self._optim_steps)})
 
     def _payload(self, with_optimizer: bool) -> dict[str, Any]:
-        options = self._service.options
+        alpha, targets = self._service.options.adapter_shape()
         payload: dict[str, Any] = {
             "base_model": self._info.base_model, "rank": self._info.lora_rank,
             "base_seed": self._service.seed, "lora_seed": self._lora_seed,
-            "alpha": options.lora_alpha, "targets": None if options.lora_targets is None else list(options.lora_targets),
+            "alpha": alpha, "targets": targets,
             "lora": {name: value.cpu() for name, value in lora_state_dict(self._model).items()},
         }
         if with_optimizer:
@@ -372,12 +383,10 @@ class LocalTorchTrainingClient:
         return LoadStateResponse(path)
 
     def _check_adapter_shape(self, path: str, payload: dict[str, Any]) -> None:
-        options = self._service.options
-        targets = None if options.lora_targets is None else list(options.lora_targets)
-        saved = (payload.get("alpha", DEFAULT_ALPHA), payload.get("targets"))
-        if saved != (options.lora_alpha, targets):
+        saved, wanted = saved_adapter_shape(payload), self._service.options.adapter_shape()
+        if saved != wanted:
             raise ValueError(f"checkpoint {path!r} was trained with (lora_alpha, lora_targets) {saved}, not "
-                             f"{(options.lora_alpha, targets)}; set the local_torch options it was trained with")
+                             f"{wanted}; set the local_torch options it was trained with")
 
     def save_weights_and_get_sampling_client(self, name: str) -> LocalTorchSamplingClient:
         path = self.save_weights_for_sampler(name).result().path
