@@ -226,7 +226,6 @@ class ManifestLoader:
 
     def __init__(self, registry: AdapterRegistry) -> None:
         self._registry = registry
-        self._chain: list[tuple[str, ManifestFile]] = []
 
     def defaults(self) -> Layer:
         return {port: {"adapter": "noop"} for port in self._registry.ports()}
@@ -235,8 +234,13 @@ class ManifestLoader:
         self, ref: str, env_ports: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> tuple[list[Layer], list[str], str]:
+        return self._layers(load_chain(ref), env_ports, overrides)
+
+    def _layers(
+        self, chain: Sequence[tuple[str, ManifestFile]], env_ports: Mapping[str, Any] | None,
+        overrides: Mapping[str, Any] | None,
+    ) -> tuple[list[Layer], list[str], str]:
         ports = self._registry.ports()
-        chain = self._chain = load_chain(ref)
         layers = [self.defaults()]
         layers += [normalise_layer(f.ports, ports, label) for label, f in chain]
         sources = [label for label, _ in chain]
@@ -252,12 +256,13 @@ class ManifestLoader:
         self, ref: str, env_ports: Mapping[str, Any] | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> Manifest:
-        layers, sources, description = self.layers(ref, env_ports, overrides)
+        chain = load_chain(ref)
+        layers, sources, description = self._layers(chain, env_ports, overrides)
         merged = merge_layers(layers)
         labels = [LAYER_LABELS.get(source, source) for source in ["defaults", *sources]]
         named = list(zip(labels, layers, strict=True))
         bindings = {port: self._bind(port, merged[port], named) for port in self._registry.ports()}
-        return Manifest(Path(ref).stem, description, tuple(sources), bindings, catalog_models(self._chain))
+        return Manifest(Path(ref).stem, description, tuple(sources), bindings, catalog_models(chain))
 
     def _bind(self, port: str, merged: Mapping[str, Any], named: Sequence[tuple[str, Layer]]) -> PortBinding:
         """The port's binding; an unknown adapter or bad option names the layers that set it."""
