@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,26 @@ def _target(target: str, checkpoint: str | None, model: str | None, renderer: st
     return resolve_target(target, checkpoint, model, renderer, default_root())
 
 
+@contextmanager
+def _sampling(
+    target: str, checkpoint: str | None, model: str | None, renderer: str | None, manifest: str | None,
+    max_tokens: int, temperature: float, seed: int | None,
+) -> Iterator[tuple[Any, Any, Any, Any]]:
+    """The target, its sampling client and renderer, and the sampling parameters `chat` and `sample` use;
+    a cookbook error (or a path that is no run) ends the command with one line."""
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError
+    from tinkex_cookbook.runtime.targets import open_sampler
+    from tinkex_cookbook.train.replies import sampling_params
+
+    try:
+        resolved = _target(target, checkpoint, model, renderer)
+        with open_sampler(resolved, manifest) as (sampler, opened_renderer, _):
+            yield resolved, sampler, opened_renderer, sampling_params(opened_renderer, max_tokens, temperature, seed)
+    except (CookbookError, RunsError) as exc:
+        _fail(exc)
+
+
 def chat(
     target: str = typer.Argument(..., help=TARGET_HELP),
     prompt: str | None = typer.Option(None, "--prompt", "-p", help="Answer this once and exit."),
@@ -46,22 +68,13 @@ def chat(
     seed: int | None = typer.Option(None, "--seed"),
 ) -> None:
     """Talk to a trained checkpoint or a base model: interactive at a terminal, or --prompt once."""
-    from tinkex_cookbook import CookbookError
-    from tinkex_cookbook.runs import RunsError
-    from tinkex_cookbook.runtime.targets import open_sampler
-    from tinkex_cookbook.train.replies import sampling_params
-
-    try:
-        resolved = _target(target, checkpoint, model, renderer)
-        with open_sampler(resolved, manifest) as (sampler, chat_renderer, _):
-            params = sampling_params(chat_renderer, max_tokens, temperature, seed)
-            messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-            if prompt is not None:
-                _answer(sampler, chat_renderer, [*messages, {"role": "user", "content": prompt}], params)
-                return
+    opened = _sampling(target, checkpoint, model, renderer, manifest, max_tokens, temperature, seed)
+    with opened as (resolved, sampler, chat_renderer, params):
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+        if prompt is not None:
+            _answer(sampler, chat_renderer, [*messages, {"role": "user", "content": prompt}], params)
+        else:
             _repl(sampler, chat_renderer, messages, params, resolved.label)
-    except (CookbookError, RunsError) as exc:
-        _fail(exc)
 
 
 def _answer(sampler: Any, renderer: Any, messages: list[dict[str, Any]], params: Any) -> str:
@@ -132,19 +145,16 @@ def sample(
     seed: int | None = typer.Option(None, "--seed"),
 ) -> None:
     """Answer every prompt of a JSONL file; one JSON line per prompt with its reply."""
-    from tinkex_cookbook import CookbookError
-    from tinkex_cookbook.runs import RunsError
-    from tinkex_cookbook.runtime.targets import open_sampler
-    from tinkex_cookbook.train.replies import replies, sampling_params
+    from tinkex_cookbook.errors import DatasetError
+    from tinkex_cookbook.train.replies import replies
 
     try:
         items = _read_prompts(prompts)
-        resolved = _target(target, checkpoint, model, renderer)
-        with open_sampler(resolved, manifest) as (sampler, sample_renderer, _):
-            params = sampling_params(sample_renderer, max_tokens, temperature, seed)
-            texts = replies(sampler, sample_renderer, items, params)
-    except (CookbookError, RunsError) as exc:
+    except DatasetError as exc:
         _fail(exc)
+    opened = _sampling(target, checkpoint, model, renderer, manifest, max_tokens, temperature, seed)
+    with opened as (_, sampler, sample_renderer, params):
+        texts = replies(sampler, sample_renderer, items, params)
     lines = [json.dumps({"messages": p.messages, "reference": p.reference, "reply": t}) for p, t in zip(items, texts)]
     text = "".join(line + "\n" for line in lines)
     if out is None:

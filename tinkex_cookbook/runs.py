@@ -89,6 +89,8 @@ class Run:
     manifest: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    """``summary.json``: held-out NLL and replies of the base and the final model (SL runs)."""
     updated: float = 0.0
 
     @classmethod
@@ -104,6 +106,7 @@ class Run:
             manifest=_read_json(path / "manifest.json"),
             rows=_read_jsonl(path / "metrics.jsonl"),
             checkpoints=_read_jsonl(path / "checkpoints.jsonl"),
+            summary=_read_json(path / "summary.json"),
             updated=max(mtimes, default=0.0),
         )
 

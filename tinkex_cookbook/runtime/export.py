@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tinkex_cookbook.adapters.hub.noop import NoopHubClient
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.ports import HubClient
 from tinkex_cookbook.runtime.targets import Target, open_target_sampler
@@ -50,7 +51,7 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
         if push:
             hub = ports["hub_client"]
             lines = _push(hub, out, push)  # type: ignore[arg-type]
-            if type(hub).__name__ == "NoopHubClient":
+            if isinstance(hub, NoopHubClient):
                 lines.append("note: the bound hub_client is noop, so nothing left this machine; pass --manifest "
                              "with hub_client: hf (and HF_TOKEN) to push to a hub")
             return lines
@@ -116,7 +117,7 @@ def _metric_lines(target: Target) -> list[str]:
     if target.run is None:
         return ["No run metrics (exported from a checkpoint path)."]
     lines = []
-    summary = _summary(target.run.path)
+    summary = target.run.summary
     for label in ("base", "final"):
         nll = summary.get(label, {}).get("test_mean_nll")
         if nll is not None:
@@ -125,12 +126,3 @@ def _metric_lines(target: Target) -> list[str]:
     if "train_mean_nll" in last:
         lines.append(f"- last training NLL: {last['train_mean_nll']:.4f} (step {last.get('step')})")
     return lines or ["No metrics recorded."]
-
-
-def _summary(folder: Path) -> dict[str, Any]:
-    path = folder / "summary.json"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
