@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
@@ -31,12 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from tinkex_cookbook.adapters.training.lora import LoRALinear, lora_modules
+from tinkex_cookbook.adapters.training.model_files import TOKENIZER_FILES, staging_path
 from tinkex_cookbook.errors import ConfigError
-
-TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-)
-"""The tokenizer files ``export_merged`` copies from ``tokenizer_folder``, whichever exist there."""
 
 PEFT_PREFIX = "base_model.model."
 """What ``PeftModel`` puts before a module path in its state-dict keys (``LoraModel`` over the model)."""
@@ -243,8 +238,7 @@ def staged_folder(out_dir: str | Path) -> Iterator[Path]:
     removed when it fails, so ``out_dir`` only ever appears complete."""
     target = Path(out_dir)
     refuse_non_empty(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
+    staging = staging_path(target)
     staging.mkdir()
     try:
         yield staging

@@ -236,20 +236,30 @@ def packaged_file(source: PackagedGGUF) -> Path:
     return package_folder(source.package, source.distribution, f"the model file {source.file!r}") / source.file
 
 
-def _staging(target: Path) -> Path:
+def staging_path(target: Path) -> Path:
+    """A fresh hidden name beside ``target`` to write into before renaming: a folder that appears under
+    ``target`` is always whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.partial")
 
 
-def _publish(staging: Path, target: Path, weights: bool = True) -> Path:
-    """Rename the finished staging folder into place; if another process won the race, keep theirs."""
+@contextmanager
+def staged(target: Path, weights: bool) -> Iterator[Path]:
+    """A staging folder, renamed to ``target`` when the block succeeds and removed when it fails; if another
+    process published ``target`` first, theirs is kept (when it is complete)."""
+    staging = staging_path(target)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     try:
         staging.rename(target)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not is_complete(target, weights):
             raise
-    return target
 
 
 def dequantise_gguf(gguf: Path, target: Path) -> Path:
@@ -263,9 +273,7 @@ def dequantise_gguf(gguf: Path, target: Path) -> Path:
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    staging = _staging(target)
-    staging.mkdir()
-    try:
+    with staged(target, weights=True) as staging:
         with quiet_progress():
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -279,24 +287,16 @@ def dequantise_gguf(gguf: Path, target: Path) -> Path:
         (staging / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
         model.generation_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return _publish(staging, target)
+    return target
 
 
 def convert_gguf_tokenizer(gguf: Path, target: Path) -> Path:
     """The GGUF's tokenizer alone, as tokenizer.json + config + chat template (about a second)."""
     from transformers import AutoTokenizer
 
-    staging = _staging(target)
-    try:
-        with quiet_progress():
-            AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return _publish(staging, target, weights=False)
+    with staged(target, weights=False) as staging, quiet_progress():
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(staging)
+    return target
 
 
 def download_from_hub(
@@ -304,20 +304,14 @@ def download_from_hub(
 ) -> Path:
     """The repository's ``files`` that exist, fetched one by one into ``target``; with ``weights``, a
     repository without config.json and model.safetensors is an error, and otherwise one without tokenizer.json."""
-    staging = _staging(target)
-    staging.mkdir()
-    try:
+    with staged(target, weights) as staging:
         for filename in files:
             try:
                 shutil.copyfile(hub_client.download(repo, filename), staging / filename)
             except LookupError:
                 continue
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not is_complete(staging, weights):
-        shutil.rmtree(staging, ignore_errors=True)
-        wanted = "config.json and model.safetensors to train on" if weights else "tokenizer.json"
-        raise UnknownNameError(
-            f"hub repository {repo!r} has no {wanted} (bound hub client: {type(hub_client).__name__})")
-    return _publish(staging, target, weights)
+        if not is_complete(staging, weights):
+            wanted = "config.json and model.safetensors to train on" if weights else "tokenizer.json"
+            raise UnknownNameError(
+                f"hub repository {repo!r} has no {wanted} (bound hub client: {type(hub_client).__name__})")
+    return target
