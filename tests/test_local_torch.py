@@ -514,24 +514,30 @@ def test_batches_are_fixed_by_call_order_so_samples_repeat(service: LocalTorchTr
     assert burst() == burst()
 
 
-def test_ports_built_for_a_script_keep_working_after_their_container_is_collected() -> None:
-    """``Runtime.build_ports`` hands out adapters whose container is then collected; the local backend
-    must still answer (it once deadlocked: close() from the collector against a held lock)."""
+def test_ports_opened_by_a_script_keep_working_through_a_garbage_collection() -> None:
+    """Ports handed to a script once lived on while the runtime's container was collected: the collector
+    then closed the local backend while its model-loading lock was held, and the script hung forever.
+    ``Runtime.open`` keeps the container alive for its block; reading a port after it is a clear error."""
     import gc
     import threading
 
-    from tinkex_cookbook import Runtime
+    from tinkex_cookbook import ConfigError, Runtime
 
     answers: list[object] = []
 
     def script() -> None:
-        ports = Runtime.build_ports(manifest="local", overrides={"blob_store": "noop"})
-        gc.collect()
-        sampler = ports.training_client.create_sampling_client(base_model=MODEL)
-        answers.append(sampler.sample(ModelInput.from_ints([1, 2, 3]), 1, SamplingParams(max_tokens=2)).result())
+        with Runtime.open(manifest="local", ports={"blob_store": "noop"}) as ports:
+            service = ports.training_client
+            gc.collect()
+            sampler = service.create_sampling_client(base_model=MODEL)
+            gc.collect()
+            answers.append(sampler.sample(ModelInput.from_ints([1, 2, 3]), 1, SamplingParams(max_tokens=2)).result())
+        with pytest.raises(ConfigError, match="inside the `with Runtime.open"):
+            ports.training_client
+        answers.append("closed")
 
     worker = threading.Thread(target=script, daemon=True)
     worker.start()
     worker.join(120)
-    assert not worker.is_alive(), "the local backend hung after its container was collected"
-    assert len(answers) == 1
+    assert not worker.is_alive(), "the local backend hung while its ports were open"
+    assert len(answers) == 2 and answers[-1] == "closed"

@@ -130,9 +130,10 @@ def test_manifest_options_reach_the_trainer(tmp_path: Path) -> None:
     ports = {"blob_store": "noop", "training_client": {
         "adapter": "local_torch", "lora_alpha": 16, "lora_targets": ["o_proj"], "micro_batch_tokens": 64,
         "models_cache": str(tmp_path)}}
-    built = Runtime.build_ports("local", ports).training_client
-    assert built.options == LocalTrainerOptions(lora_alpha=16.0, lora_targets=("o_proj",), micro_batch_tokens=64)
-    assert built.sources.models_cache == tmp_path
-    built.close()
-    with pytest.raises(Exception, match="dtype"):
-        Runtime.build_ports("local", {"training_client": {"adapter": "local_torch", "dtype": "float8"}})
+    with Runtime.open("local", ports) as opened:
+        built = opened.training_client
+        assert built.options == LocalTrainerOptions(lora_alpha=16.0, lora_targets=("o_proj",), micro_batch_tokens=64)
+        assert built.sources.models_cache == tmp_path
+    with pytest.raises(Exception, match="dtype"), Runtime.open(
+            "local", {"training_client": {"adapter": "local_torch", "dtype": "float8"}}):
+        pass  # options are checked when the ports are opened, before any adapter is built

@@ -59,11 +59,11 @@ def test_local_adapters_fall_back_to_the_settings_directories(tmp_path: Path) ->
 
 
 def test_ports_bundle_gets_each_port_by_name() -> None:
-    ports = Runtime.build_ports("test")
-    assert [type(ports.get(name)).__name__ for name in PORT_NAMES] == [
-        "NoopTrainingService", "SyntheticChatDatasetStore", "MemoryBlobStore", "NoopHubClient",
-        "NoopLLMClient", "NoopEmbeddingClient", "MemoryVectorStore",
-    ]
+    with Runtime.open("test") as ports:
+        assert [type(ports.get(name)).__name__ for name in PORT_NAMES] == [
+            "NoopTrainingService", "SyntheticChatDatasetStore", "MemoryBlobStore", "NoopHubClient",
+            "NoopLLMClient", "NoopEmbeddingClient", "MemoryVectorStore",
+        ]
 
 
 # --- noop training --------------------------------------------------------------------------

@@ -186,10 +186,71 @@ def test_instance_override_must_satisfy_the_port() -> None:
         Runtime.run(SlBasic, {}, manifest="test", ports={"dataset_store": object()})
 
 
-def test_build_ports_gives_every_adapter() -> None:
-    ports = Runtime.build_ports("test")
-    for port, protocol in PORT_PROTOCOLS.items():
-        assert isinstance(ports.get(port), protocol)
+def test_open_gives_every_port_as_its_protocol() -> None:
+    with Runtime.open("test") as ports:
+        for port, protocol in PORT_PROTOCOLS.items():
+            assert isinstance(getattr(ports, port), protocol) and ports[port] is getattr(ports, port)
+        with pytest.raises(UnknownPortError, match="'blob_store'"):
+            ports["nope"]
+
+
+def test_open_builds_only_the_ports_read_once_and_closes_them_on_exit(counting: Counting) -> None:
+    with Runtime.open("test", {"blob_store": "counting", "vector_store": "counting"}) as ports:
+        assert counting.built == {}
+        assert ports.blob_store is ports.blob_store
+        assert counting.built == {"blob_store": 1} and counting.closed == {}
+    assert counting.closed == {"blob_store": 1}
+
+
+def test_an_adapter_stays_open_for_its_block_through_a_garbage_collection(counting: Counting) -> None:
+    """The adapter, not the ports, is what a script keeps; the container must not be collected (and the
+    adapter closed under the script: a deadlock once) until the block ends."""
+    import gc
+
+    with Runtime.open("test", {"blob_store": "counting"}) as ports:
+        store = ports.blob_store
+        del ports
+        gc.collect()
+        assert counting.closed == {}
+        store.write("a", b"1")
+    assert counting.closed == {"blob_store": 1}
+
+
+def test_open_closes_its_adapters_when_the_block_raises(counting: Counting) -> None:
+    with pytest.raises(ZeroDivisionError), Runtime.open("test", {"blob_store": "counting"}) as ports:
+        ports.blob_store.write("a", b"1")
+        1 / 0  # noqa: B018
+    assert counting.closed == {"blob_store": 1}
+
+
+def test_a_port_read_after_its_block_is_a_clear_error() -> None:
+    with Runtime.open("test") as ports:
+        pass
+    with pytest.raises(ConfigError, match=r"'training_client'.*inside the `with Runtime.open"):
+        ports.training_client
+
+
+def test_open_checks_secrets_of_the_ports_read_and_those_they_are_built_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Runtime.open("default") as ports:  # binds tinker, which needs TINKER_API_KEY
+        assert ports.blob_store.uri("x").endswith("runs/x")  # reading runs needs no key
+        with pytest.raises(MissingSecretError, match="TINKER_API_KEY"):
+            ports.training_client
+    registry = builtin_registry()
+    registry.register(AdapterEntry("blob_store", "keyed", lambda options, settings: MemoryBlobStore(),
+                                   secrets=(("TINKER_API_KEY", "tinker_api_key"),)))
+    registry.register(AdapterEntry("training_client", "needy", lambda options, settings, blob_store: None,
+                                   needs=("blob_store",)))
+    monkeypatch.setattr(Runtime, "registry", registry)
+    with Runtime.open("test", {"training_client": "needy", "blob_store": "keyed"}) as ports:
+        with pytest.raises(MissingSecretError, match="'keyed'"):
+            ports.training_client
+
+
+def test_open_serves_and_never_closes_adapters_passed_in() -> None:
+    store = MemoryDatasetStore({})
+    store.close = lambda: pytest.fail("the runtime closed an adapter it did not build")
+    with Runtime.open("test", {"dataset_store": store}) as ports:
+        assert ports.dataset_store is store
 
 
 def test_eval_runs_setup_and_one_evaluation() -> None:

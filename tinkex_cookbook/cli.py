@@ -136,17 +136,17 @@ def serve(
     Clients must send the key in $TINKEX_SERVE_API_KEY (else $TINKER_API_KEY);
     point them at it with TINKER_BASE_URL=http://HOST:PORT.
     """
-    import os
-
-    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook import CookbookError, Settings
     from tinkex_cookbook.serve import serve_manifest
 
-    key = os.environ.get("TINKEX_SERVE_API_KEY") or os.environ.get("TINKER_API_KEY")
-    if not key or not key.startswith("tml-"):
-        _fail(ValueError("set TINKEX_SERVE_API_KEY (or TINKER_API_KEY) to the key clients must send; "
-                         "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
     try:
-        serve_manifest(manifest, host, port, key, announce=typer.echo)
+        settings = Settings()
+        secret = settings.serve_api_key or settings.tinker_api_key
+        key = secret.get_secret_value() if secret else ""
+        if not key.startswith("tml-"):
+            _fail(ValueError("set TINKEX_SERVE_API_KEY (or TINKER_API_KEY) to the key clients must send; "
+                             "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
+        serve_manifest(manifest, host, port, key, announce=typer.echo, settings=settings)
     except CookbookError as exc:
         _fail(exc)
 

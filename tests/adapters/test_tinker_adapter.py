@@ -589,34 +589,37 @@ def test_the_sdk_methods_this_adapter_calls_exist_and_are_not_deprecated() -> No
 # -- the registry ---------------------------------------------------------------------------------------
 
 
-def test_binding_tinker_without_the_key_fails_before_any_work() -> None:
-    with pytest.raises(MissingSecretError, match="TINKER_API_KEY"):
-        Runtime.build_ports("test", {"training_client": "tinker"}, Settings())
+def test_binding_tinker_without_the_key_fails_before_the_backend_is_built() -> None:
+    with Runtime.open("test", {"training_client": "tinker"}, Settings()) as ports:
+        assert ports.blob_store is not None  # the other ports need no key
+        with pytest.raises(MissingSecretError, match="TINKER_API_KEY"):
+            ports.training_client
 
 
 def test_the_factory_builds_the_service_without_contacting_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TINKER_TELEMETRY", "0")
-    ports = Runtime.build_ports("test", {"training_client": "tinker"}, Settings(tinker_api_key=KEY))
-    service = ports.training_client
-    assert isinstance(service, TinkerTrainingService) and isinstance(service._client, tinker.ServiceClient)
-    assert service.base_url == Settings().tinker_base_url and KEY not in repr(ports)
-    assert (service.request_timeout, service.connect_attempts, service.backoff) == (900.0, 3, 1.0)
-    service.close()  # no session was ever opened: returns at once
+    with Runtime.open("test", {"training_client": "tinker"}, Settings(tinker_api_key=KEY)) as ports:
+        service = ports.training_client
+        assert isinstance(service, TinkerTrainingService) and isinstance(service._client, tinker.ServiceClient)
+        assert service.base_url == Settings().tinker_base_url and KEY not in repr(ports)
+        assert (service.request_timeout, service.connect_attempts, service.backoff) == (900.0, 3, 1.0)
+    # closed on exit; no session was ever opened, so that returned at once
     options = {"adapter": "tinker", "base_url": "http://127.0.0.1:9/", "request_timeout": 5, "connect_attempts": 1}
     settings = Settings(tinker_api_key=KEY, tinker_base_url="http://ignored.test")
-    service = Runtime.build_ports("test", {"training_client": options}, settings).training_client
-    assert repr(service) == "TinkerTrainingService(base_url='http://127.0.0.1:9')"
-    assert (service.request_timeout, service.connect_attempts) == (5.0, 1)
-    service.close()
+    with Runtime.open("test", {"training_client": options}, settings) as ports:
+        service = ports.training_client
+        assert repr(service) == "TinkerTrainingService(base_url='http://127.0.0.1:9')"
+        assert (service.request_timeout, service.connect_attempts) == (5.0, 1)
 
 
 def test_the_factory_rejects_a_malformed_key_and_bad_options_without_showing_the_key(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TINKER_TELEMETRY", "0")
-    with pytest.raises(ConfigError, match="TINKER_API_KEY") as caught:
-        Runtime.build_ports("test", {"training_client": "tinker"}, Settings(tinker_api_key="sk-SECRET-42"))
+    with (pytest.raises(ConfigError, match="TINKER_API_KEY") as caught,
+          Runtime.open("test", {"training_client": "tinker"}, Settings(tinker_api_key="sk-SECRET-42")) as ports):
+        ports.training_client
     assert "sk-SECRET-42" not in str(caught.value)
-    with pytest.raises(ManifestError, match="request_timeout"):
-        Runtime.build_ports("test", {"training_client": {"adapter": "tinker", "request_timeout": 0}},
-                            Settings(tinker_api_key=KEY))
+    with pytest.raises(ManifestError, match="request_timeout"), Runtime.open(
+            "test", {"training_client": {"adapter": "tinker", "request_timeout": 0}}, Settings(tinker_api_key=KEY)):
+        pass

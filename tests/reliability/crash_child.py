@@ -162,8 +162,8 @@ def killing_store(
     """The store the manifest option builds (through the runtime, as a run builds it), wrapped."""
     from tinkex_cookbook import Runtime
 
-    with Runtime.open_ports(("blob_store",), "local", {"blob_store": option}) as ports:
-        yield KillingBlobStore(ports["blob_store"], kill_at, mode, kill_key)
+    with Runtime.open("local", {"blob_store": option}) as ports:
+        yield KillingBlobStore(ports.blob_store, kill_at, mode, kill_key)
 
 
 def run(recipe: str, store: Any) -> dict[str, Any]:

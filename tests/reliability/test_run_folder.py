@@ -202,8 +202,8 @@ def test_the_lease_holds_on_s3_too(monkeypatch: pytest.MonkeyPatch) -> None:
         prefix = f"lease-{time.monotonic_ns()}"
         ports = {"blob_store": {"adapter": "s3", "bucket": BUCKET, "prefix": prefix, "endpoint_url": endpoint}}
         cfg = {**CFG, "save_every": 5, "eval_every": 0}  # fewer requests to moto
-        with Runtime.open_ports(("blob_store",), "test", ports) as opened:
-            store: Any = opened["blob_store"]
+        with Runtime.open("test", ports) as opened:
+            store: Any = opened.blob_store
             with RunLease(store, "run"):
                 with pytest.raises(RunFolderInUseError, match=(
                         rf"^run folder s3://{BUCKET}/{prefix}/run is in use by another run \(host .*\): wait for it, "

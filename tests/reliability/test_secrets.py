@@ -265,15 +265,11 @@ def test_settings_adapters_and_containers_show_no_secret(
     })
     resolved = Runtime.resolve_manifest(real, settings=settings)
     container = build_container(resolved, settings, ADAPTERS)
-    ports = Runtime.build_ports(real, settings=settings)  # nothing is contacted to build them
-    adapters = [getattr(ports, name) for name in ("training_client", "dataset_store", "blob_store", "hub_client",
-                                                   "llm_client", "embedding_client", "vector_store")]
-    sweep.objects("runtime", resolved, resolved.to_dict(), container, dict(container.providers), ports, *adapters)
+    with Runtime.open(real, settings=settings) as ports:  # nothing is contacted to build them
+        adapters = [getattr(ports, name) for name in ("training_client", "dataset_store", "blob_store", "hub_client",
+                                                       "llm_client", "embedding_client", "vector_store")]
+        sweep.objects("runtime", resolved, resolved.to_dict(), container, dict(container.providers), ports, *adapters)
     sweep.objects("dry run", Runtime.run("sl_basic", {}, manifest=real, dry_run=True, out=io.StringIO()))
-    for adapter in adapters:
-        close = getattr(adapter, "close", None)
-        if close is not None:
-            close()
     sweep.assert_clean(at_least=20)
 
 
@@ -575,20 +571,20 @@ def test_a_rejected_llm_key_and_hub_token_show_neither(
     with FakeHub({"org/tiny": {"config.json": b"{}"}}, token="hf_only_the_server_knows") as hub:
         hub_manifest = disk_manifest(tmp_path, hub_client={"adapter": "hf", "endpoint": hub.endpoint,
                                                            "cache_dir": str(tmp_path / "hub-cache")})
-        ports = Runtime.build_ports(hub_manifest, overrides={"llm_client": llm, "embedding_client": llm})
-        calls = {
-            "llm complete": lambda: ports.llm_client.complete([ChatMessage(role="user", content="hi")]),
-            "embed": lambda: ports.embedding_client.embed(["hi"]),
-            "hub download": lambda: ports.hub_client.download("org/tiny", "config.json"),
-            "hub model_info": lambda: ports.hub_client.model_info("org/tiny"),
-        }
-        for label, call in calls.items():
-            with pytest.raises(Exception) as failed:
-                call()
-            assert isinstance(failed.value, CookbookError | ConnectionError), (label, failed.value)
-            sweep.error(label, failed.value)
-        assert any(MARKERS["HF_TOKEN"] in (auth or "") for auth in hub.authorizations)  # the token was sent
-    sweep.objects("ports", ports, ports.llm_client, ports.embedding_client, ports.hub_client)
+        with Runtime.open(hub_manifest, {"llm_client": llm, "embedding_client": llm}) as ports:
+            calls = {
+                "llm complete": lambda: ports.llm_client.complete([ChatMessage(role="user", content="hi")]),
+                "embed": lambda: ports.embedding_client.embed(["hi"]),
+                "hub download": lambda: ports.hub_client.download("org/tiny", "config.json"),
+                "hub model_info": lambda: ports.hub_client.model_info("org/tiny"),
+            }
+            for label, call in calls.items():
+                with pytest.raises(Exception) as failed:
+                    call()
+                assert isinstance(failed.value, CookbookError | ConnectionError), (label, failed.value)
+                sweep.error(label, failed.value)
+            assert any(MARKERS["HF_TOKEN"] in (auth or "") for auth in hub.authorizations)  # the token was sent
+            sweep.objects("ports", ports, ports.llm_client, ports.embedding_client, ports.hub_client)
     sweep.tree("runs", tmp_path / "runs")
     sweep.tree("hub cache", tmp_path / "hub-cache")
     finish(sweep, logs, capfd, at_least=10)

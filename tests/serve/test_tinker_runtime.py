@@ -72,8 +72,8 @@ def test_sl_through_tinker_matches_local_and_samples(
 
     sampler_path = result.state["final_sampler_path"]
     assert sampler_path.startswith("tinker://")
-    with Runtime.open_ports(("training_client",), tinker_manifest(tmp_path, server)) as ports:
-        sampler = ports["training_client"].create_sampling_client(model_path=sampler_path)  # type: ignore[attr-defined]
+    with Runtime.open(tinker_manifest(tmp_path, server)) as ports:
+        sampler = ports.training_client.create_sampling_client(model_path=sampler_path)
         prompt = ModelInput.from_ints([128000, 9906, 11, 1268])
         response = sampler.sample(prompt, 2, SamplingParams(max_tokens=5, seed=7)).result()
         logprobs = sampler.compute_logprobs(prompt).result()

@@ -261,7 +261,7 @@ def _hf_hub(options: HFHubOptions, settings: Settings) -> object:
     from tinkex_cookbook.adapters.hub.hf import HFHubClient
 
     token = settings.hf_token.get_secret_value() if settings.hf_token else None
-    return HFHubClient(options.endpoint, token, options.cache_dir, options.timeout, options.max_attempts,
+    return HFHubClient(options.endpoint or settings.hf_endpoint, token, options.cache_dir, options.timeout, options.max_attempts,
                        options.backoff, options.attempt_timeout)
 
 

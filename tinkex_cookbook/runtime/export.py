@@ -35,22 +35,21 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
     from tinkex_cookbook.adapters.training.export import refuse_non_empty
 
     refuse_non_empty(out)  # before the model loads, not after
-    names = ["training_client", "hub_client"] if push else ["training_client"]
     ref, recorded = target.deployment(manifest)
     if recorded is not None and push:
         recorded.pop("hub_client", None)  # where to push is this deployment's choice, not the run's
-    with Runtime.open_ports(names, ref, recorded) as ports:
-        sampler = open_target_sampler(ports["training_client"], target)  # type: ignore[arg-type]
+    with Runtime.open(ref, recorded) as ports:
+        sampler = open_target_sampler(ports.training_client, target)
         model = getattr(sampler, "model", None)
         if model is None:
             raise ConfigError(
                 f"export reads the weights of a local_torch checkpoint; {target.label} is served by "
-                f"{type(ports['training_client']).__name__}. Download Tinker weights with Tinker's own tools")
+                f"{type(ports.training_client).__name__}. Download Tinker weights with Tinker's own tools")
         _write(model, sampler.get_tokenizer(), target, out, fmt,  # type: ignore[attr-defined]
-               _base_folder(ports["training_client"], target.model_name))
+               _base_folder(ports.training_client, target.model_name))
         if push:
-            hub = ports["hub_client"]
-            lines = _push(hub, out, push)  # type: ignore[arg-type]
+            hub = ports.hub_client
+            lines = _push(hub, out, push)
             if isinstance(hub, NoopHubClient):
                 lines.append("note: the bound hub_client is noop, so nothing left this machine; pass --manifest "
                              "with hub_client: hf (and HF_TOKEN) to push to a hub")

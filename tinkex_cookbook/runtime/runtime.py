@@ -4,18 +4,20 @@
 ``TINKEX_MANIFEST``, else ``default``), checks every bound adapter can be
 built (names, options, extras, secrets) before any work, wires the container,
 takes the run folder's lease (``lease.py``: one run per ``log_path`` at a time),
-and hands the spec to the runner. It is the only place that knows the
-container, the settings and the registries all at once.
+and hands the spec to the runner. ``Runtime.open`` gives scripts and commands
+the same adapters as typed ``Ports``, built on first read and closed when the
+``with`` block ends. It is the only place that knows the container, the
+settings and the registries all at once.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Unpack
 
 from pydantic import BaseModel
 
@@ -40,12 +42,12 @@ from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
 from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
+from tinkex_cookbook.runtime.options import PortsInput, RunFields, RunOptions
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
 
 ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | None
-PortsInput = Mapping[str, Any] | None
 
 
 @dataclass
@@ -67,15 +69,23 @@ class RunResult:
         return [event.name for event in self.events]
 
 
-class _ContainerPorts:
-    """Port lookup for the runner: builds an adapter the first time a stage asks for it."""
+class _ContainerAdapters:
+    """What ``Ports`` reads through: the container's adapter for a port, after checking (once) that the
+    adapter and those it is built on have their secrets and extras; nothing after the ports are closed."""
 
-    def __init__(self, container: Any) -> None:
+    def __init__(self, container: Any, check: Callable[[str], None]) -> None:
         self._container = container
+        self._check = check
+        self._checked: set[str] = set()
+        self.closed = False
 
-    def __getitem__(self, port: str) -> object:
-        if port not in PORT_PROTOCOLS:
-            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(PORT_PROTOCOLS)}")
+    def __call__(self, port: str) -> object:
+        if self.closed:
+            raise ConfigError(f"port {port!r} was read after its ports were closed: read ports inside the "
+                              "`with Runtime.open(...) as ports:` block that opened them")
+        if port not in self._checked:
+            self._check(port)
+            self._checked.add(port)
         return getattr(self._container, port)()
 
 
@@ -147,64 +157,76 @@ class Runtime:
     ) -> Manifest:
         """The merged, validated manifest, after checking each bound adapter can be built here."""
         settings = settings or Settings()
+        resolved, instances = cls._resolve(manifest, ports, settings)
+        cls._check_buildable(resolved, [port for port in resolved.ports if port not in instances], settings)
+        return resolved
+
+    @classmethod
+    def _resolve(
+        cls, manifest: str | None, ports: PortsInput, settings: Settings
+    ) -> tuple[Manifest, dict[str, Any]]:
+        """The merged manifest (names and options checked, its models registered) and the ready-made adapters."""
         layer, instances = _split_overrides(ports)
         _check_instances(instances)
         resolved = ManifestLoader(cls.registry).resolve(
             manifest or settings.manifest or "default", settings.ports, layer
         )
-        entries = [cls.registry.get(p, b.adapter) for p, b in resolved.ports.items() if p not in instances]
+        register_manifest_models(resolved)
+        return resolved, instances
+
+    @classmethod
+    def _check_buildable(cls, manifest: Manifest, ports: Sequence[str], settings: Settings) -> None:
+        """Every secret of the ports' adapters first, then their extras: a missing key is named even
+        on a machine that also lacks the extra."""
+        entries = [cls.registry.get(port, manifest.ports[port].adapter) for port in ports]
         for entry in entries:
             entry.check_secrets(settings)
         for entry in entries:
             entry.check_available()
-        register_manifest_models(resolved)
-        return resolved
-
-    @classmethod
-    def build_ports(
-        cls, manifest: str | None = None, overrides: PortsInput = None, settings: Settings | None = None
-    ) -> Ports:
-        """Every port's adapter, built now: for scripts and tests that want the adapters themselves."""
-        settings = settings or Settings()
-        resolved = cls.resolve_manifest(manifest, overrides, settings)
-        container = build_container(resolved, settings, cls.registry, _split_overrides(overrides)[1])
-        return Ports(**{port: getattr(container, port)() for port in PORT_PROTOCOLS})
 
     @classmethod
     @contextmanager
-    def open_ports(
-        cls, names: Sequence[str], manifest: str | None = None, overrides: PortsInput = None,
-        settings: Settings | None = None,
-    ) -> Iterator[dict[str, object]]:
-        """Only the named ports' adapters, closed on exit: for long-lived services such as ``serve``."""
-        unknown = [name for name in names if name not in PORT_PROTOCOLS]
-        if unknown:
-            raise UnknownPortError(f"unknown port {unknown[0]!r}; ports are {choices(PORT_PROTOCOLS)}")
+    def open(
+        cls, manifest: str | None = None, ports: PortsInput = None, settings: Settings | None = None
+    ) -> Iterator[Ports]:
+        """The manifest's adapters as typed ``Ports``, closed when the block ends::
+
+            with Runtime.open("local") as ports:
+                sampler = ports.training_client.create_sampling_client(base_model=...)
+
+        Names and options of every binding are checked now; an adapter is built (its secrets and
+        extras checked) the first time its port is read, so reading ``blob_store`` from ``prod``
+        needs no Tinker key. Adapters passed in ``ports`` are the caller's and are not closed.
+        """
         settings = settings or Settings()
-        resolved = cls.resolve_manifest(manifest, overrides, settings)
-        container = build_container(resolved, settings, cls.registry, _split_overrides(overrides)[1])
+        resolved, instances = cls._resolve(manifest, ports, settings)
+        with cls._open(resolved, settings, instances) as opened:
+            yield opened
+
+    @classmethod
+    @contextmanager
+    def _open(cls, manifest: Manifest, settings: Settings, instances: Mapping[str, Any]) -> Iterator[Ports]:
+        def check(port: str) -> None:
+            cls._check_buildable(manifest, [p for p in _built_on(cls.registry, manifest, port) if p not in instances],
+                                 settings)
+
+        container = build_container(manifest, settings, cls.registry, instances)
+        adapters = _ContainerAdapters(container, check)
         try:
-            yield {name: getattr(container, name)() for name in names}
+            yield Ports(adapters)
         finally:
+            adapters.closed = True
             container.shutdown_resources()
 
     @classmethod
     def run(
-        cls,
-        recipe: str | type[Recipe],
-        cfg: ConfigInput = None,
-        manifest: str | None = None,
-        ports: PortsInput = None,
-        dry_run: bool = False,
-        verbose: bool = False,
-        settings: Settings | None = None,
-        sinks: Iterable[Sink] = (),
-        out: TextIO | None = None,
+        cls, recipe: str | type[Recipe], cfg: ConfigInput = None, *, options: RunOptions | None = None,
+        **fields: Unpack[RunFields],
     ) -> RunResult:
-        settings = settings or Settings()
-        _preload_models(manifest or settings.manifest or "default")
-        spec = cls.build_spec(recipe, cfg)
-        return cls.run_spec(spec, manifest, ports, dry_run, verbose, settings, sinks, out)
+        """Build ``recipe``'s spec from ``cfg`` and run it; keywords are ``RunOptions``' fields."""
+        chosen = RunOptions.of(options, **fields)
+        _preload_models(chosen.manifest or chosen.settings.manifest or "default")
+        return cls.run_spec(cls.build_spec(recipe, cfg), options=chosen)
 
     train = run
 
@@ -216,22 +238,13 @@ class Runtime:
         return cls.run_spec(spec, **options)
 
     @classmethod
-    def run_spec(
-        cls,
-        spec: Experiment,
-        manifest: str | None = None,
-        ports: PortsInput = None,
-        dry_run: bool = False,
-        verbose: bool = False,
-        settings: Settings | None = None,
-        sinks: Iterable[Sink] = (),
-        out: TextIO | None = None,
-    ) -> RunResult:
-        settings = settings or Settings()
+    def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
+        """Run a built (or saved, ``Experiment.from_json``) spec; keywords are ``RunOptions``' fields."""
+        chosen = RunOptions.of(options, **fields)
         try:
-            return cls._run_spec(spec, manifest, ports, dry_run, verbose, settings, list(sinks), out)
+            return cls._run_spec(spec, chosen)
         except CookbookError as exc:
-            scrubbed = _scrub(exc, settings.scrub)
+            scrubbed = _scrub(exc, chosen.settings.scrub)
             if scrubbed is None:
                 raise
             traceback = exc.__traceback__
@@ -239,29 +252,24 @@ class Runtime:
         raise scrubbed.with_traceback(traceback) from None
 
     @classmethod
-    def _run_spec(
-        cls, spec: Experiment, manifest: str | None, ports: PortsInput, dry_run: bool,
-        verbose: bool, settings: Settings, sinks: list[Sink], out: TextIO | None,
-    ) -> RunResult:
+    def _run_spec(cls, spec: Experiment, options: RunOptions) -> RunResult:
+        settings = options.settings
         recipe_cls = get_recipe(spec.recipe)
         config = parse_config(recipe_cls.Config, spec.config)
-        resolved = cls.resolve_manifest(manifest, ports, settings)
+        resolved = cls.resolve_manifest(options.manifest, options.ports, settings)
         runner = Runner(STAGES)
         runner.validate(spec)
-        if dry_run:
+        if options.dry_run:
             plan = settings.scrub(describe_plan(spec, resolved))
-            print(plan, file=out or sys.stdout)
+            print(plan, file=options.out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
-        container = build_container(resolved, settings, cls.registry, _split_overrides(ports)[1])
-        try:
-            return cls._execute(spec, config, resolved, _ContainerPorts(container), runner, sinks, verbose,
+        with cls._open(resolved, settings, _split_overrides(options.ports)[1]) as ports:
+            return cls._execute(spec, config, resolved, ports, runner, list(options.sinks), options.verbose,
                                 settings.scrub)
-        finally:
-            container.shutdown_resources()
 
     @classmethod
     def _execute(
-        cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: _ContainerPorts,
+        cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: Ports,
         runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
     ) -> RunResult:
         prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
@@ -291,6 +299,16 @@ class Runtime:
             if blob_store.exists(f"{prefix}/{name}"):
                 artifacts[name] = blob_store.uri(f"{prefix}/{name}")
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+
+
+def _built_on(registry: AdapterRegistry, manifest: Manifest, port: str) -> list[str]:
+    """``port`` and the ports its bound adapter is built on (``needs``), transitively, each once."""
+    found = [port]
+    for current in found:
+        for needed in registry.get(current, manifest.ports[current].adapter).needs:
+            if needed not in found:
+                found.append(needed)
+    return found
 
 
 def _preload_models(ref: str) -> None:

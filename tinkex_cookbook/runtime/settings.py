@@ -7,7 +7,7 @@ import time; ``Settings()`` reads the environment when the runtime builds a run.
 ``secret_values()`` lists every secret in the environment, not only the ones a
 field keeps: the losing alias of a pair (``HUGGING_FACE_HUB_TOKEN`` when
 ``HF_TOKEN`` is set too), and the secrets libraries read for themselves (AWS
-credentials for boto3, ``WANDB_API_KEY``, the ``serve`` key). Anything that
+credentials for boto3, ``WANDB_API_KEY``). Anything that
 scrubs its output with them hides those too. A bad value is a ``ConfigError``
 naming the variable, and never quotes what a secret variable was given.
 """
@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from tinkex_cookbook.errors import ConfigError
 
 DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
-SECRET_FIELDS = ("tinker_api_key", "hf_token", "llm_api_key")
+SECRET_FIELDS = ("tinker_api_key", "serve_api_key", "hf_token", "llm_api_key")
 SECRET_VARIABLES = (
     "TINKER_API_KEY", "TINKEX_SERVE_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TINKEX_LLM_API_KEY",
     "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
@@ -96,9 +96,17 @@ class Settings(BaseSettings):
 
     tinker_api_key: SecretStr | None = Field(None, validation_alias="TINKER_API_KEY")
     tinker_base_url: str = Field(DEFAULT_TINKER_BASE_URL, validation_alias="TINKER_BASE_URL")
+    serve_api_key: SecretStr | None = Field(
+        None, validation_alias="TINKEX_SERVE_API_KEY",
+        description="The key clients of `tinkex-cookbook serve` must send (else TINKER_API_KEY).",
+    )
 
     hf_token: SecretStr | None = Field(
         None, validation_alias=AliasChoices("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+    )
+    hf_endpoint: str | None = Field(
+        None, validation_alias="HF_ENDPOINT",
+        description="The `hf` hub client's endpoint when the manifest names none (a mirror, a local server).",
     )
 
     s3_bucket: str | None = Field(None, validation_alias="TINKEX_S3_BUCKET")

@@ -177,8 +177,8 @@ def open_sampler(
     ref, recorded = target.deployment(manifest)
     if target.run is not None:
         register_manifest_models(target.run.manifest.get("models") or {})
-    with Runtime.open_ports(["training_client"], ref, {**(recorded or {}), **(ports or {})}) as opened:
-        service: TrainingService = opened["training_client"]  # type: ignore[assignment]
+    with Runtime.open(ref, {**(recorded or {}), **(ports or {})}) as opened:
+        service = opened.training_client
         sampler = open_target_sampler(service, target)
         renderer = get_renderer(target.renderer_name, target_tokenizer(service, sampler, target.model_name))
         yield sampler, renderer, service

@@ -10,11 +10,15 @@ tested against. Needs the ``[tinker]`` extra (the SDK's wire schema).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from tinkex_cookbook.ports import BlobStore, TrainingService
 from tinkex_cookbook.serve.api import TinkerAPI
 from tinkex_cookbook.serve.faults import Fault, FaultPlan
 from tinkex_cookbook.serve.server import LocalTinker
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.runtime.settings import Settings
 
 
 def local_tinker(
@@ -26,14 +30,15 @@ def local_tinker(
 
 
 def serve_manifest(
-    manifest: str, host: str, port: int, api_key: str, announce: Callable[[str], object] = print
+    manifest: str, host: str, port: int, api_key: str, announce: Callable[[str], object] = print,
+    settings: Settings | None = None,
 ) -> None:
     """Serve until interrupted, over the training backend and blob store ``manifest`` binds."""
     from tinkex_cookbook.runtime import Runtime
 
-    with Runtime.open_ports(("training_client", "blob_store"), manifest) as ports:
-        server = local_tinker(ports["training_client"], ports["blob_store"], api_key, host, port)  # type: ignore[arg-type]
-        announce(f"serving the Tinker API at {server.base_url} over {ports['training_client']!r} "
+    with Runtime.open(manifest, settings=settings) as ports:
+        server = local_tinker(ports.training_client, ports.blob_store, api_key, host, port)
+        announce(f"serving the Tinker API at {server.base_url} over {ports.training_client!r} "
                  f"(manifest {manifest!r}); clients: TINKER_BASE_URL={server.base_url} and the server's key "
                  "in TINKER_API_KEY. Ctrl-C stops.")
         try:

@@ -3,8 +3,8 @@
 ``huggingface_hub`` is imported inside the methods, so importing the cookbook never needs
 the ``hf`` extra.
 
-* Endpoint: the ``endpoint`` argument, else ``HF_ENDPOINT``, else ``https://huggingface.co``;
-  resolved once, when the client is built, and passed explicitly to every call (the
+* Endpoint: the ``endpoint`` argument (the runtime passes the manifest's, else ``HF_ENDPOINT``
+  from its settings), else ``https://huggingface.co``; passed explicitly to every call (the
   library reads ``HF_ENDPOINT`` only when it is first imported).
 * Token: the ``token`` argument, else whatever ``huggingface_hub`` finds itself
   (``HF_TOKEN``, then the token file of ``hf auth login``). It is never in ``repr`` or in
@@ -46,7 +46,6 @@ Errors, translated in one place (``_hub_error``), each naming the repository and
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -82,9 +81,10 @@ class HFHubClient:
         backoff: float = 1.0,
         attempt_timeout: float | None = None,
     ) -> None:
-        chosen = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+        chosen = (endpoint or DEFAULT_ENDPOINT).strip().rstrip("/")
         if not chosen.startswith(("http://", "https://")):
-            raise ConfigError(f"the Hugging Face Hub endpoint must be an http(s) URL, got {chosen!r}; fix HF_ENDPOINT")
+            raise ConfigError(f"the Hugging Face Hub endpoint must be an http(s) URL, got {chosen!r}; fix the "
+                              "hub_client endpoint option or HF_ENDPOINT")
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"the Hugging Face Hub timeout must be a positive number of seconds, got {timeout!r}")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:

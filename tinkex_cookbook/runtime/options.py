@@ -1,0 +1,68 @@
+"""How to run a spec, apart from what it runs: one value instead of a parameter list per entry point.
+
+``Runtime.run``, ``run_spec`` and ``eval`` take ``RunOptions``' fields as keyword
+arguments (``Runtime.run(SlBasic, cfg, manifest="prod", verbose=True)``), or a
+whole ``RunOptions`` as ``options=`` for code that builds one and runs several
+specs with it; keywords given beside it replace its fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypedDict
+
+from tinkex_cookbook.errors import choices
+from tinkex_cookbook.pipeline import Sink
+from tinkex_cookbook.runtime.settings import Settings
+
+PortsInput = Mapping[str, Any] | None
+"""Per-port overrides: an adapter name, ``{"adapter": name, **options}``, or a ready-made adapter object."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a run happens and where its events go.
+
+    ``settings`` is read from the environment when the options are made, once per run.
+    """
+
+    manifest: str | None = None
+    """A shipped manifest's name or a YAML path; unset: ``TINKEX_MANIFEST``, else ``default``."""
+    ports: PortsInput = None
+    dry_run: bool = False
+    """Print the plan (manifest, bindings, stages) and build nothing."""
+    verbose: bool = False
+    settings: Settings = field(default_factory=Settings)
+    sinks: Sequence[Sink] = ()
+    """Extra telemetry sinks (e.g. ``WandbSink``), after the run folder's own."""
+    out: TextIO | None = None
+    """Where a dry run prints its plan (default: stdout)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sinks", tuple(self.sinks))  # a caller's list, copied: the options stay frozen
+
+    @classmethod
+    def of(cls, options: RunOptions | None = None, **fields: Any) -> RunOptions:
+        """``options`` (else the defaults) with ``fields`` replaced; an unknown field is a TypeError naming it."""
+        unknown = sorted(set(fields) - set(RUN_OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"unknown run option {unknown[0]!r}; run options are {choices(RUN_OPTION_NAMES)}")
+        return cls(**fields) if options is None else dataclasses.replace(options, **fields)
+
+
+class RunFields(TypedDict, total=False):
+    """``RunOptions``' fields as keyword arguments, so type checkers see the entry points' keywords."""
+
+    manifest: str | None
+    ports: PortsInput
+    dry_run: bool
+    verbose: bool
+    settings: Settings
+    sinks: Sequence[Sink]
+    out: TextIO | None
+
+
+RUN_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunOptions))
+assert RUN_OPTION_NAMES == tuple(RunFields.__annotations__), "RunFields must list RunOptions' fields"
