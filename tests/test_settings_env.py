@@ -9,7 +9,7 @@ import pytest
 from tinkex_cookbook import Runtime, SlBasic, UnknownManifestError
 from tinkex_cookbook.runtime import Settings
 
-SECRET_FIELDS = ("tinker_api_key", "hf_token", "llm_api_key")
+SECRET_FIELDS = ("tinker_api_key", "serve_api_key", "hf_token", "llm_api_key")
 
 
 def test_tinker_api_key_and_manifest_come_from_their_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,11 +48,25 @@ def test_empty_secret_is_not_listed_as_a_value() -> None:
 
 
 def test_redacted_view_is_json_and_hides_every_secret() -> None:
-    settings = Settings(tinker_api_key="tml-m1", hf_token="hf-m2", llm_api_key="sk-m3")
+    settings = Settings(tinker_api_key="tml-m1", hf_token="hf-m2", llm_api_key="sk-m3", serve_api_key="tml-m4")
     text = json.dumps(settings.redacted())
-    assert "-m1" not in text and "-m2" not in text and "-m3" not in text
+    assert "-m1" not in text and "-m2" not in text and "-m3" not in text and "-m4" not in text
     assert all(settings.redacted()[name] == "**********" for name in SECRET_FIELDS)
-    assert sorted(settings.secret_values()) == ["hf-m2", "sk-m3", "tml-m1"]
+    assert sorted(settings.secret_values()) == ["hf-m2", "sk-m3", "tml-m1", "tml-m4"]
+
+
+def test_the_serve_key_is_a_secret_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKEX_SERVE_API_KEY", "tml-serve-marker")
+    settings = Settings()
+    assert settings.serve_api_key is not None and settings.serve_api_key.get_secret_value() == "tml-serve-marker"
+    assert "tml-serve-marker" not in repr(settings) + settings.model_dump_json()
+    assert settings.scrub("key tml-serve-marker") == "key **********"
+
+
+def test_hf_endpoint_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().hf_endpoint is None
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    assert Settings().hf_endpoint == "http://127.0.0.1:9"
 
 
 def test_secret_inside_an_error_message_is_scrubbed_but_the_type_kept() -> None:

@@ -266,11 +266,18 @@ def test_without_a_token_argument_hf_token_is_used(hub: FakeHub, cache: Path, mo
 
 
 def test_endpoint_defaults_to_hf_endpoint_then_huggingface_co(hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert HFHubClient().endpoint == "https://huggingface.co"  # nothing is contacted to build one
+    """The client reads no environment: the runtime passes the manifest's endpoint, else HF_ENDPOINT."""
+    from tinkex_cookbook import Runtime
+
     monkeypatch.setenv("HF_ENDPOINT", hub.endpoint + "/")
-    from_env = HFHubClient(token=TOKEN)
-    assert from_env.endpoint == hub.endpoint
-    assert from_env.model_info(REPO).repo_id == REPO
+    assert HFHubClient().endpoint == "https://huggingface.co"  # nothing is contacted to build one
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with Runtime.open("test", {"hub_client": "hf"}) as ports:
+        from_env = ports.hub_client
+        assert isinstance(from_env, HFHubClient) and from_env.endpoint == hub.endpoint
+        assert from_env.model_info(REPO).repo_id == REPO
+    with Runtime.open("test", {"hub_client": {"adapter": "hf", "endpoint": "http://127.0.0.1:9"}}) as ports:
+        assert ports.hub_client.endpoint == "http://127.0.0.1:9"  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="HF_ENDPOINT"):
         HFHubClient("ftp://example.org")
 
