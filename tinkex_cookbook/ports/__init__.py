@@ -73,7 +73,7 @@ class _Port(Generic[P]):
 class Ports:
     """One adapter per port, as a manifest bound them, each built the first time it is read.
 
-    ``adapter(name)`` gives (and may build) the adapter bound to port ``name``; the composition
+    ``adapter(port)`` gives (and may build) the adapter bound to ``port``; the composition
     root (``Runtime.open``) passes one that checks the port's secrets and extras first, so a
     script that reads only ``blob_store`` never needs the training backend's key.
     """
@@ -89,14 +89,14 @@ class Ports:
     def __init__(self, adapter: Callable[[str], object]) -> None:
         self._adapter = adapter
 
-    def __getitem__(self, name: str) -> object:
-        """The adapter bound to port ``name``, for code that names ports as strings (stages, the CLI)."""
-        if name not in PORT_PROTOCOLS:
-            raise UnknownPortError(f"unknown port {name!r}; valid ports: {choices(PORT_PROTOCOLS)}")
-        return self._adapter(name)
+    def __getitem__(self, port: str) -> object:
+        """The adapter bound to ``port``, for code that names ports as strings (stages, the CLI)."""
+        if port not in PORT_PROTOCOLS:
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(PORT_PROTOCOLS)}")
+        return self._adapter(port)
 
-    def get(self, name: str) -> object:
-        return self[name]
+    def get(self, port: str) -> object:
+        return self[port]
 
     def __repr__(self) -> str:
         return f"Ports({', '.join(PORT_NAMES)})"
