@@ -40,7 +40,8 @@ READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS)
 def _prompts(ctx: Context[SlBasicConfig]) -> list[tuple[int, Prompt]]:
     """Up to ``sample_prompts`` held-out rows with an assistant reply, by dataset index."""
     chosen: list[tuple[int, Prompt]] = []
-    for row, index in zip(ctx.need(TEST_ROWS), ctx.need(TEST_INDICES), strict=True):
+    rows, indices = ctx.need(TEST_ROWS), ctx.need(TEST_INDICES)
+    for row, index in zip(rows, indices, strict=True):
         if len(chosen) >= ctx.config.sample_prompts:
             break
         prompt = held_out_prompt(row, index)
