@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from tinkex_cookbook import SpecError, StageError, UnknownNameError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
-from tinkex_cookbook.pipeline import Context, JsonlMetricsSink, MemorySink, Runner, StageRegistry, Telemetry
+from tinkex_cookbook.pipeline import Context, JsonlMetricsSink, Key, MemorySink, Runner, StageRegistry, Telemetry
 from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
 
 
@@ -17,13 +17,16 @@ class Cfg(BaseModel):
     pass
 
 
+N: Key[int] = Key("n", state=True)
+
+
 def make(stages: list, ports: dict | None = None) -> tuple[Runner, Context, MemorySink, list]:
     calls: list = []
     registry = StageRegistry()
     registry.register("tick", lambda ctx: (calls.append(("tick", dict(ctx.state))), ctx.state.update(step=ctx.state.get("step", 0) + 1)))
-    registry.register("set_n", lambda ctx: ctx.state.update(n=3))
+    registry.register("set_n", lambda ctx: ctx.put(N, 3), writes=(N,))
     registry.register("note", lambda ctx: calls.append(("note", ctx.state.get("step"))))
-    registry.register("uses_store", lambda ctx, store: calls.append(("store", store)), ports=("store",))
+    registry.register("uses_store", lambda ctx, blob_store: calls.append(("store", blob_store)))
     registry.register("boom", lambda ctx: 1 / 0)
     sink = MemorySink()
     ctx = Context(config=Cfg(), ports=ports or {}, telemetry=Telemetry([sink]))
@@ -55,9 +58,10 @@ def test_every_runs_on_multiples_of_the_key() -> None:
 
 
 def test_loop_count_from_missing_state_is_a_spec_error() -> None:
-    runner, ctx, _, (spec, _) = make([LoopSpec(name="l", var="i", count_key="missing", body=[])])
-    with pytest.raises(SpecError, match="missing"):
+    runner, ctx, sink, (spec, _) = make([LoopSpec(name="l", var="i", count_key="missing", body=[])])
+    with pytest.raises(SpecError, match="loop 'l' counts to state\\['missing'\\], which no stage before it writes"):
         runner.run(spec, ctx)
+    assert sink.events == []
 
 
 def test_unknown_stage_fails_before_anything_runs() -> None:
@@ -78,7 +82,7 @@ def test_failing_stage_names_itself_and_chains_the_cause() -> None:
 
 def test_stage_gets_exactly_its_declared_ports() -> None:
     store = object()
-    calls, *_ = run([StageSpec(name="uses_store")], ports={"store": store})
+    calls, *_ = run([StageSpec(name="uses_store")], ports={"blob_store": store})
     assert calls == [("store", store)]
 
 

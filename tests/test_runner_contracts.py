@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 
 import pytest
 from pydantic import BaseModel
@@ -15,6 +16,7 @@ from tinkex_cookbook.pipeline import (
     ConsoleSink,
     Context,
     JsonlMetricsSink,
+    Key,
     MemorySink,
     Runner,
     StageRegistry,
@@ -48,13 +50,18 @@ def run(stages: list, registry: StageRegistry, ports: object = None) -> tuple[Co
 def test_each_call_asks_only_for_the_declared_ports() -> None:
     seen: list = []
     registry = StageRegistry()
-    registry.register("two", lambda ctx, a, b: seen.append((a, b)), ports=("a", "b"))
+    registry.register("two", lambda ctx, blob_store, llm_client: seen.append((blob_store, llm_client)))
     registry.register("none", lambda ctx: seen.append(()))
     ports = RecordingPorts()
     run([LoopSpec(name="l", var="i", count=2, body=[StageSpec(name="two"), StageSpec(name="none")])],
         registry, ports)
-    assert ports.asked == ["a", "b", "a", "b"]
-    assert seen == [("<a>", "<b>"), (), ("<a>", "<b>"), ()]
+    assert ports.asked == ["blob_store", "llm_client"] * 2
+    assert seen == [("<blob_store>", "<llm_client>"), (), ("<blob_store>", "<llm_client>"), ()]
+
+
+def test_a_parameter_that_is_not_a_port_is_a_registration_error() -> None:
+    with pytest.raises(SpecError, match="stage 'odd': parameter 'store' is not a port.*'blob_store'"):
+        StageRegistry().register("odd", lambda ctx, store: None)
 
 
 def test_a_port_that_cannot_be_built_fails_as_the_stage() -> None:
@@ -63,8 +70,8 @@ def test_a_port_that_cannot_be_built_fails_as_the_stage() -> None:
             raise LookupError(f"no adapter for {port}")
 
     registry = StageRegistry()
-    registry.register("needs", lambda ctx, store: None, ports=("store",))
-    with pytest.raises(StageError, match="stage 'needs' failed: LookupError: no adapter for store"):
+    registry.register("needs", lambda ctx, blob_store: None)
+    with pytest.raises(StageError, match="stage 'needs' failed: LookupError: no adapter for blob_store"):
         run([StageSpec(name="needs")], registry, Broken())
 
 
@@ -98,16 +105,63 @@ def test_nested_loop_variables_track_the_current_iteration() -> None:
     assert seen == [(o, i) for o in range(2) for i in range(3)]
 
 
-def test_stage_options_and_need_errors_name_the_stage() -> None:
+MODEL: Key[str] = Key("model")
+OTHER: Key[str] = Key("other")
+
+
+def test_stage_options_and_a_declared_read_nothing_wrote_name_the_stage() -> None:
     got: list = []
     registry = StageRegistry()
     registry.register("opts", lambda ctx: got.append(dict(ctx.options())))
-    registry.register("needy", lambda ctx: ctx.need("model"))
-    with pytest.raises(StageError) as caught:
-        run([StageSpec(name="opts", options={"k": [1, 2]}), StageSpec(name="needy")], registry)
+    registry.register("maybe", lambda ctx: None, writes=(MODEL,))
+    registry.register("needy", lambda ctx: ctx.need(MODEL), reads=(MODEL,))
+    with pytest.raises(StageError) as caught:  # declared written, but this run's writer did not write it
+        run([StageSpec(name="opts", options={"k": [1, 2]}), StageSpec(name="maybe"), StageSpec(name="needy")],
+            registry)
     assert got == [{"k": [1, 2]}]
     assert isinstance(caught.value.__cause__, SpecError)
-    assert "stage 'needy' needs 'model'" in str(caught.value)
+    assert "stage 'needy' needs resource 'model', which no earlier stage wrote" in str(caught.value)
+
+
+def test_a_read_with_no_earlier_writer_fails_validation_naming_stage_key_and_writers() -> None:
+    registry = StageRegistry()
+    registry.register("make", lambda ctx: ctx.put(MODEL, "m"), writes=(MODEL,))
+    registry.register("use", lambda ctx: ctx.need(MODEL), reads=(MODEL,))
+    with pytest.raises(SpecError, match="stage 'use' reads resource 'model', which no stage before it writes; "
+                                        "stages that write it: make"):
+        run([StageSpec(name="use"), StageSpec(name="make")], registry)
+    with pytest.raises(SpecError, match="no registered stage writes it"):
+        run([StageSpec(name="use")], _only_reader())
+
+
+def _only_reader() -> StageRegistry:
+    registry = StageRegistry()
+    registry.register("use", lambda ctx: ctx.need(MODEL), reads=(MODEL,))
+    return registry
+
+
+def test_a_loop_body_sees_earlier_body_writes_and_later_stages_see_the_body() -> None:
+    registry = StageRegistry()
+    registry.register("make", lambda ctx: ctx.put(MODEL, "m"), writes=(MODEL,))
+    registry.register("use", lambda ctx: ctx.need(MODEL), reads=(MODEL,))
+    run([LoopSpec(name="l", var="i", count=2, body=[StageSpec(name="make"), StageSpec(name="use")]),
+         StageSpec(name="use")], registry)
+    with pytest.raises(SpecError, match="stage 'use' reads resource 'model'"):  # a first pass reads it unwritten
+        run([LoopSpec(name="l", var="i", count=2, body=[StageSpec(name="use"), StageSpec(name="make")])], registry)
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    (lambda ctx: ctx.get(OTHER), "stage 'sneaky' reads resource 'other' but does not declare it"),
+    (lambda ctx: ctx.put(OTHER, "x"), "stage 'sneaky' writes resource 'other' but does not declare it"),
+    (lambda ctx: ctx.discard(MODEL), "stage 'sneaky' writes resource 'model' but does not declare it"),
+])
+def test_undeclared_reads_and_writes_fail_while_the_stage_runs(fn: Callable[..., None], message: str) -> None:
+    registry = StageRegistry()
+    registry.register("make", lambda ctx: ctx.put(MODEL, "m"), writes=(MODEL,))
+    registry.register("sneaky", fn, reads=(MODEL,))
+    with pytest.raises(StageError, match=message) as caught:
+        run([StageSpec(name="make"), StageSpec(name="sneaky")], registry)
+    assert isinstance(caught.value.__cause__, SpecError)
 
 
 def test_artifact_keys_live_under_the_run_prefix() -> None:

@@ -1,6 +1,6 @@
 """The pipeline: stage registry, run context, runner and telemetry."""
 
-from tinkex_cookbook.pipeline.context import Context, PortLookup
+from tinkex_cookbook.pipeline.context import Context, Key, PortLookup
 from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry, register_stage, stage
 from tinkex_cookbook.pipeline.runner import Runner
 from tinkex_cookbook.pipeline.telemetry import (
@@ -21,6 +21,7 @@ __all__ = [
     "Context",
     "Event",
     "JsonlMetricsSink",
+    "Key",
     "LogFileSink",
     "MemorySink",
     "PortLookup",

@@ -1,18 +1,23 @@
-"""The runner: walks an experiment's stage tree with a context.
+"""The runner: checks an experiment's stage tree, then walks it with a context.
 
-The runner owns the loops; stages stay small. Before the first stage runs it
-checks that every stage in the tree is registered, so a typo fails the run
-before any work. A stage that raises stops the run with a ``StageError`` that
-names the stage; the original error is chained as its cause.
+The runner owns the loops; stages stay small. Before the first stage runs,
+``validate`` checks every stage is registered and every key a stage reads is
+written by a stage before it (a loop's first pass sees only what came before
+the loop and what earlier stages of its body wrote; the stages after a loop see
+its body's writes), and that each loop's count is written before the loop. So a
+spec with a stage missing fails before any port is built, naming the stage and
+the key. A stage that raises stops the run with a ``StageError`` that names the
+stage; the original error is chained as its cause.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from tinkex_cookbook.errors import SpecError, StageError
-from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
@@ -22,10 +27,36 @@ class Runner:
         self._registry = registry
 
     def validate(self, spec: Experiment) -> None:
+        """Every stage registered, every read written earlier, every loop count written before its loop."""
         for name in spec.stage_names():
             self._registry.get(name)
+        self._check_flow(spec.stages, set())
 
-    def run(self, spec: Experiment, ctx: Context) -> list[str]:
+    def _check_flow(self, nodes: Sequence[Node], written: set[Key[Any]]) -> None:
+        """Add what ``nodes`` write to ``written``, failing at the first read nothing before it wrote."""
+        for node in nodes:
+            if isinstance(node, LoopSpec):
+                if node.count_key is not None and Key(node.count_key, state=True) not in written:
+                    raise SpecError(
+                        f"loop {node.name!r} counts to state[{node.count_key!r}], which no stage before it "
+                        f"writes{self._written_by(Key(node.count_key, state=True))}"
+                    )
+                self._check_flow(node.body, written)
+                continue
+            entry = self._registry.get(node.name)
+            for key in entry.reads:
+                if key not in written:
+                    raise SpecError(
+                        f"stage {node.name!r} reads {key!r}, which no stage before it writes"
+                        f"{self._written_by(key)}"
+                    )
+            written.update(entry.writes)
+
+    def _written_by(self, key: Key[Any]) -> str:
+        writers = self._registry.writers(key)
+        return f"; stages that write it: {', '.join(writers)}" if writers else "; no registered stage writes it"
+
+    def run(self, spec: Experiment, ctx: Context[Any]) -> list[str]:
         """Run every stage; return the stage names completed, in first-completion order."""
         self.validate(spec)
         completed: dict[str, None] = {}
@@ -36,10 +67,12 @@ class Runner:
         except BaseException as exc:
             ctx.emit("workflow.exception", error=type(exc).__name__, stage=ctx.stage and ctx.stage.name)
             raise
+        finally:
+            ctx.access = None
         ctx.emit("workflow.stop", experiment=spec.name, seconds=time.monotonic() - started)
         return list(completed)
 
-    def _walk(self, nodes: Sequence[Node], ctx: Context, completed: dict[str, None]) -> None:
+    def _walk(self, nodes: Sequence[Node], ctx: Context[Any], completed: dict[str, None]) -> None:
         for node in nodes:
             if isinstance(node, LoopSpec):
                 self._loop(node, ctx, completed)
@@ -47,7 +80,7 @@ class Runner:
                 self._stage(node, ctx)
                 completed[node.name] = None
 
-    def _loop(self, loop: LoopSpec, ctx: Context, completed: dict[str, None]) -> None:
+    def _loop(self, loop: LoopSpec, ctx: Context[Any], completed: dict[str, None]) -> None:
         count = loop.count if loop.count is not None else ctx.state.get(loop.count_key or "")
         if not isinstance(count, int):
             raise SpecError(
@@ -59,9 +92,9 @@ class Runner:
             ctx.state[loop.var] = index
             self._walk(loop.body, ctx, completed)
 
-    def _stage(self, spec: StageSpec, ctx: Context) -> None:
+    def _stage(self, spec: StageSpec, ctx: Context[Any]) -> None:
         entry = self._registry.get(spec.name)
-        ctx.stage = spec
+        ctx.stage, ctx.access = spec, entry.access()
         started = time.monotonic()
         try:  # the emits too: a sink that fails (its blob store down) is named by the stage it stopped
             ctx.emit("stage.start", stage=spec.name)
@@ -71,7 +104,7 @@ class Runner:
             raise StageError(f"stage {spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
-def _due(spec: StageSpec, ctx: Context) -> bool:
+def _due(spec: StageSpec, ctx: Context[Any]) -> bool:
     if spec.every is None:
         return True
     value = ctx.state.get(spec.every_key, 0)

@@ -1,8 +1,11 @@
-"""The recipe protocol, the recipe registry, and config parsing.
+"""The recipe protocol, the one recipe skeleton, the recipe registry, and config parsing.
 
-A recipe is a config model plus ``build_spec(cfg) -> Experiment``. Configs come
-from a dict, a model instance, or CLI ``key=value`` strings; unknown keys and
-bad values raise ``ConfigError`` naming the key, the value and what is valid.
+A recipe is a config model plus ``build_spec(cfg) -> Experiment`` (a training
+run) and ``build_eval_spec(cfg) -> Experiment`` (set-up, the run's checkpoint if
+any, the recipe's evaluation). ``RecipeBase`` builds both from the parts a recipe
+supplies. Configs come from a dict, a model instance, or CLI ``key=value``
+strings; unknown keys and bad values raise ``ConfigError`` naming the key, the
+value and what is valid.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +32,78 @@ class Recipe(Protocol):
     @classmethod
     def build_spec(cls, cfg: BaseModel) -> Experiment: ...
 
+    @classmethod
+    def build_eval_spec(cls, cfg: BaseModel) -> Experiment: ...
+
+
+C = TypeVar("C", bound=BaseModel)
+R = TypeVar("R", bound=type[Recipe])
+
+
+class RecipeBase(Generic[C]):
+    """The skeleton every recipe shares: ``setup``, then ``train``, then ``finish`` and ``save_final``;
+    for evaluation, ``setup`` (which resumes from the run's checkpoint, if any) and ``evaluation``.
+
+    A recipe subclasses ``RecipeBase[ItsConfig]``, sets ``name`` and ``Config``, and supplies the parts.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]]
+
+    @classmethod
+    def title(cls, cfg: C) -> str:
+        """What the experiment's name says after the recipe's, e.g. ``model:dataset``."""
+        raise NotImplementedError
+
+    @classmethod
+    def setup(cls, cfg: C) -> list[Node]:
+        """Stages that open the session and data, and restore the run's last checkpoint."""
+        raise NotImplementedError
+
+    @classmethod
+    def train(cls, cfg: C) -> list[Node]:
+        raise NotImplementedError
+
+    @classmethod
+    def finish(cls, cfg: C) -> list[Node]:
+        """Stages between the training loops and ``save_final``."""
+        return []
+
+    @classmethod
+    def evaluation(cls, cfg: C) -> list[Node]:
+        raise NotImplementedError
+
+    @classmethod
+    def build_spec(cls, cfg: BaseModel) -> Experiment:
+        config = cls._own(cfg)
+        return cls._experiment(config, [
+            *cls.setup(config), *cls.train(config), *cls.finish(config), StageSpec(name="save_final")])
+
+    @classmethod
+    def build_eval_spec(cls, cfg: BaseModel) -> Experiment:
+        config = cls._own(cfg)
+        spec = cls._experiment(config, [*cls.setup(config), *cls.evaluation(config)])
+        return spec.model_copy(update={"name": spec.name + ":eval"})
+
+    @classmethod
+    def _own(cls, cfg: BaseModel) -> C:
+        if not isinstance(cfg, cls.Config):
+            raise ConfigError(f"recipe {cls.name!r} takes a {cls.Config.__name__}, not a {type(cfg).__name__}; "
+                              "parse it with parse_config(recipe.Config, ...)")
+        return cast(C, cfg)
+
+    @classmethod
+    def _experiment(cls, cfg: C, stages: list[Node]) -> Experiment:
+        log_path = timestamped(cls.name, cfg.model_dump(include={"log_path"}).get("log_path"))
+        config = cfg.model_copy(update={"log_path": log_path})
+        return Experiment(name=f"{cls.name}:{cls.title(cfg)}", recipe=cls.name,
+                          config=config.model_dump(mode="json"), stages=stages)
+
+
+def stages(*names: str) -> list[Node]:
+    """Plain stages, in order."""
+    return [StageSpec(name=name) for name in names]
+
 
 _RECIPES: dict[str, type[Recipe]] = {}
 
@@ -42,7 +117,7 @@ BUILTIN_RECIPES = {
 """Shipped recipes by name, imported on first use so the CLI and a run import only what they need."""
 
 
-def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
+def register_recipe(recipe: R) -> R:
     """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
     _RECIPES[recipe.name] = recipe
     return recipe
@@ -111,11 +186,12 @@ def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
     return f"{config_model.__name__}: " + "; ".join(problems) + f". Valid keys: {valid}"
 
 
-def step_loop(name: str, body: list[Node], save_every: int, checkpoint: str) -> LoopSpec:
-    """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``."""
+def step_loop(body: list[Node], save_every: int) -> LoopSpec:
+    """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, checkpointing every
+    ``save_every`` steps."""
     if save_every:
-        body = [*body, StageSpec(name=checkpoint, every=save_every)]
-    return LoopSpec(name=name, var="step_index", count_key="num_steps", start_key="start_step", body=body)
+        body = [*body, StageSpec(name="checkpoint", every=save_every)]
+    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body)
 
 
 def timestamped(recipe: str, log_path: str | None) -> str:

@@ -97,7 +97,8 @@ class RecipeConfig(BaseModel):
         """An unset ``renderer_name`` becomes the model's recommended one, written into the config, so the
         saved spec says which template trained the run."""
         if "renderer_name" in type(self).model_fields and getattr(self, "renderer_name", "") is None:
-            self.renderer_name = recommended_renderer(getattr(self, "model_name", ""))
+            # setattr: the field is declared by the subclasses that have it, not here
+            setattr(self, "renderer_name", recommended_renderer(getattr(self, "model_name", "")))  # noqa: B010
         return self
 
 

@@ -21,9 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
-from tinkex_cookbook.spec import Experiment, Node, StageSpec
+from tinkex_cookbook.spec import Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
@@ -64,22 +64,27 @@ class DistillationConfig(StepRecipeConfig):
 
 
 @register_recipe
-class Distillation:
+class Distillation(RecipeBase[DistillationConfig]):
     name: ClassVar[str] = "distillation"
     Config: ClassVar[type[BaseModel]] = DistillationConfig
     describe_example: ClassVar[dict[str, str]] = {"teacher_model": "<teacher base model>"}
 
     @classmethod
-    def build_spec(cls, cfg: DistillationConfig) -> Experiment:  # type: ignore[override]
-        config = cfg.model_copy(update={"log_path": timestamped(cls.name, cfg.log_path)})
-        train = "distill_on_policy_step" if cfg.mode == "on_policy" else "distill_off_policy_step"
-        body: list[Node] = [StageSpec(name=n) for n in (train, "distill_update_sampler", "distill_log")]
+    def title(cls, cfg: DistillationConfig) -> str:
+        return f"{cfg.model_name}:{cfg.dataset}"
+
+    @classmethod
+    def setup(cls, cfg: DistillationConfig) -> list[Node]:
+        return stages("init_session", "init_tokenizer", "distill_setup", "resume", "open_sampler")
+
+    @classmethod
+    def train(cls, cfg: DistillationConfig) -> list[Node]:
+        step = "distill_on_policy_step" if cfg.mode == "on_policy" else "distill_off_policy_step"
+        body = stages(step, "update_sampler", "log_step")
         if cfg.eval_every:
             body.append(StageSpec(name="distill_evaluate", every=cfg.eval_every))
-        setup = ("init_session", "init_tokenizer", "distill_setup", "distill_resume", "distill_evaluate")
-        return Experiment(
-            name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}", recipe=cls.name,
-            config=config.model_dump(mode="json"),
-            stages=[*(StageSpec(name=n) for n in setup),
-                    step_loop("steps", body, cfg.save_every, "distill_checkpoint"), StageSpec(name="distill_save_final")],
-        )
+        return [StageSpec(name="distill_evaluate"), step_loop(body, cfg.save_every)]
+
+    @classmethod
+    def evaluation(cls, cfg: DistillationConfig) -> list[Node]:
+        return stages("distill_evaluate")

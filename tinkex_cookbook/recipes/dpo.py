@@ -13,9 +13,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
-from tinkex_cookbook.spec import Experiment, Node, StageSpec
+from tinkex_cookbook.spec import Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
@@ -39,20 +39,25 @@ class DpoConfig(StepRecipeConfig):
 
 
 @register_recipe
-class Dpo:
+class Dpo(RecipeBase[DpoConfig]):
     name: ClassVar[str] = "dpo"
     Config: ClassVar[type[BaseModel]] = DpoConfig
 
     @classmethod
-    def build_spec(cls, cfg: DpoConfig) -> Experiment:  # type: ignore[override]
-        config = cfg.model_copy(update={"log_path": timestamped(cls.name, cfg.log_path)})
-        body: list[Node] = [StageSpec(name="dpo_step"), StageSpec(name="dpo_log")]
+    def title(cls, cfg: DpoConfig) -> str:
+        return f"{cfg.model_name}:{cfg.dataset}"
+
+    @classmethod
+    def setup(cls, cfg: DpoConfig) -> list[Node]:
+        return stages("init_session", "init_tokenizer", "dpo_load_pairs", "resume", "dpo_reference")
+
+    @classmethod
+    def train(cls, cfg: DpoConfig) -> list[Node]:
+        body = stages("dpo_step", "log_step")
         if cfg.eval_every and cfg.test_size:
             body.append(StageSpec(name="dpo_evaluate", every=cfg.eval_every))
-        setup = ("init_session", "init_tokenizer", "dpo_load_pairs", "dpo_resume")
-        return Experiment(
-            name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}", recipe=cls.name,
-            config=config.model_dump(mode="json"),
-            stages=[*(StageSpec(name=n) for n in setup), step_loop("steps", body, cfg.save_every, "dpo_checkpoint"),
-                    StageSpec(name="dpo_save_final")],
-        )
+        return [step_loop(body, cfg.save_every)]
+
+    @classmethod
+    def evaluation(cls, cfg: DpoConfig) -> list[Node]:
+        return stages("dpo_evaluate")

@@ -24,9 +24,9 @@ from pydantic import (
     field_validator,
 )
 
-from tinkex_cookbook.recipes.base import register_recipe, step_loop, timestamped
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
 from tinkex_cookbook.recipes.common import Name, StepRecipeConfig
-from tinkex_cookbook.spec import Experiment, Node, StageSpec
+from tinkex_cookbook.spec import Node
 from tinkex_cookbook.train.rl.envs import RL_ENVS
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -82,25 +82,26 @@ class MathRlConfig(RlBasicConfig):
 
 
 @register_recipe
-class RlBasic:
+class RlBasic(RecipeBase[RlBasicConfig]):
     name: ClassVar[str] = "rl_basic"
     Config: ClassVar[type[BaseModel]] = RlBasicConfig
 
-    SETUP_STAGES: ClassVar[tuple[str, ...]] = ("init_session", "init_tokenizer", "rl_build_envs", "rl_resume")
+    @classmethod
+    def title(cls, cfg: RlBasicConfig) -> str:
+        return f"{cfg.model_name}:{cfg.env}"
 
     @classmethod
-    def build_spec(cls, cfg: RlBasicConfig) -> Experiment:  # type: ignore[override]
-        config = cfg.model_copy(update={"log_path": timestamped(cls.name, cfg.log_path)})
-        return Experiment(
-            name=f"{cls.name}:{cfg.model_name}:{cfg.env}", recipe=cls.name,
-            config=config.model_dump(mode="json"), stages=cls._stages(config),
-        )
+    def setup(cls, cfg: RlBasicConfig) -> list[Node]:
+        return stages("init_session", "init_tokenizer", "rl_build_envs", "resume", "rl_open_samplers")
 
     @classmethod
-    def _stages(cls, cfg: RlBasicConfig) -> list[Node]:
-        step: list[Node] = [StageSpec(name=n) for n in ("rl_sample", "rl_train", "rl_update_sampler", "rl_log")]
-        steps = step_loop("steps", step, cfg.save_every, "rl_checkpoint")
-        return [*(StageSpec(name=n) for n in cls.SETUP_STAGES), steps, StageSpec(name="rl_save_final")]
+    def train(cls, cfg: RlBasicConfig) -> list[Node]:
+        return [step_loop(stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), cfg.save_every)]
+
+    @classmethod
+    def evaluation(cls, cfg: RlBasicConfig) -> list[Node]:
+        """Rewards of the run's checkpoint (or of the base model) on the first batch, fixed seeds."""
+        return stages("rl_evaluate")
 
 
 @register_recipe

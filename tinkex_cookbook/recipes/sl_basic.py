@@ -14,9 +14,9 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
-from tinkex_cookbook.recipes.base import register_recipe, timestamped
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages
 from tinkex_cookbook.recipes.common import RENDERER_HELP, MaxLength, Name, RecipeConfig, check_renderer
-from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
+from tinkex_cookbook.spec import LoopSpec, Node, StageSpec
 from tinkex_cookbook.train.renderers import TrainOnWhat
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -71,46 +71,28 @@ class SlBasicConfig(RecipeConfig):
 
 
 @register_recipe
-class SlBasic:
+class SlBasic(RecipeBase[SlBasicConfig]):
     name: ClassVar[str] = "sl_basic"
     Config: ClassVar[type[BaseModel]] = SlBasicConfig
 
     @classmethod
-    def build_spec(cls, cfg: SlBasicConfig) -> Experiment:  # type: ignore[override]
-        log_path = timestamped(cls.name, cfg.log_path)
-        config = cfg.model_copy(update={"log_path": log_path})
-        return Experiment(
-            name=f"{cls.name}:{cfg.model_name}:{cfg.dataset}",
-            recipe=cls.name,
-            config=config.model_dump(mode="json"),
-            stages=cls._stages(config),
-        )
+    def title(cls, cfg: SlBasicConfig) -> str:
+        return f"{cfg.model_name}:{cfg.dataset}"
 
     @classmethod
-    def build_eval_spec(cls, cfg: SlBasicConfig) -> Experiment:
-        """Set-up stages plus one ``evaluate`` on the held-out rows: no training."""
-        spec = cls.build_spec(cfg)
-        setup = [StageSpec(name=n) for n in cls.SETUP_STAGES]
-        return spec.model_copy(update={"name": spec.name + ":eval", "stages": [*setup, StageSpec(name="evaluate")]})
-
-    SETUP_STAGES: ClassVar[tuple[str, ...]] = (
-        "load_dataset", "init_session", "init_tokenizer", "build_dataset", "resume",
-    )
+    def setup(cls, cfg: SlBasicConfig) -> list[Node]:
+        return stages("load_dataset", "init_session", "init_tokenizer", "build_dataset", "resume")
 
     @classmethod
-    def _stages(cls, cfg: SlBasicConfig) -> list[Node]:
-        step: list[Node] = [
-            StageSpec(name="get_batch"),
-            StageSpec(name="forward_backward"),
-            StageSpec(name="optim_step"),
-            StageSpec(name="log_step_metrics"),
-        ]
+    def train(cls, cfg: SlBasicConfig) -> list[Node]:
+        step = stages("get_batch", "forward_backward", "optim_step", "log_step_metrics")
         if cfg.test_size:
             step.append(StageSpec(name="evaluate_at_end"))
         if cfg.eval_every and cfg.test_size:
             step.append(StageSpec(name="evaluate", every=cfg.eval_every))
-        if cfg.save_every:
-            step.append(StageSpec(name="checkpoint", every=cfg.save_every))
+        if cfg.save_every:  # a checkpoint is of finished steps: read the ones in flight first
+            step += [StageSpec(name="finish_steps", every=cfg.save_every),
+                     StageSpec(name="checkpoint", every=cfg.save_every)]
         batches = LoopSpec(
             name="batches", var="batch", count_key="num_batches", start_key="start_batch", body=step
         )
@@ -118,7 +100,13 @@ class SlBasic:
             name="epochs", var="epoch", count=cfg.num_epochs, start_key="start_epoch",
             body=[StageSpec(name="set_epoch"), batches],
         )
-        return [
-            *(StageSpec(name=n) for n in cls.SETUP_STAGES), StageSpec(name="evaluate_base"), epochs,
-            StageSpec(name="evaluate_final"), StageSpec(name="save_final"),
-        ]
+        return [StageSpec(name="evaluate_base"), epochs]
+
+    @classmethod
+    def finish(cls, cfg: SlBasicConfig) -> list[Node]:
+        return stages("finish_steps", "evaluate_final")
+
+    @classmethod
+    def evaluation(cls, cfg: SlBasicConfig) -> list[Node]:
+        """The held-out NLL of the run's checkpoint (or of the base model): no training."""
+        return stages("evaluate")

@@ -232,9 +232,10 @@ class Runtime:
 
     @classmethod
     def eval(cls, recipe: str | type[Recipe], cfg: ConfigInput = None, **options: Any) -> RunResult:
-        """Run only the recipe's evaluation spec (set-up stages plus ``evaluate``)."""
+        """Run only the recipe's evaluation spec: set-up (the run's checkpoint, if ``log_path`` holds one)
+        and the recipe's evaluation stages."""
         recipe_cls = get_recipe(recipe)
-        spec = recipe_cls.build_eval_spec(parse_config(recipe_cls.Config, cfg))  # type: ignore[attr-defined]
+        spec = recipe_cls.build_eval_spec(parse_config(recipe_cls.Config, cfg))
         return cls.run_spec(spec, **options)
 
     @classmethod

@@ -12,28 +12,30 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
+from functools import partial
 
 from tinkex_cookbook.errors import DatasetError
-from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
-    CHECKPOINTS,
+    NUM_STEPS,
+    RENDERER,
+    SAMPLER,
+    STEP_METRICS,
+    TOTAL_STEPS,
+    TRAINER,
     adam_params,
     advance_step,
-    last_checkpoint,
-    log_step,
-    register_checkpoint_stages,
-    save_sampler,
 )
 from tinkex_cookbook.ports import (
-    BlobStore,
     DatasetStore,
     Datum,
     LLMClient,
+    SamplingClient,
     SamplingParams,
     TrainingService,
 )
+from tinkex_cookbook.recipes.distillation import DistillationConfig
 from tinkex_cookbook.train.datum import datum_from_model_input_weights, weighted_nll
 from tinkex_cookbook.train.distillation import (
     PromptEnv,
@@ -46,56 +48,57 @@ from tinkex_cookbook.train.renderers import Message, TrainOnWhat
 from tinkex_cookbook.train.rl.data import rollout_metrics, to_datum
 from tinkex_cookbook.train.rl.envs import GroupOf
 from tinkex_cookbook.train.rl.rollouts import request_seed, start_rollouts
+from tinkex_cookbook.train.rl.types import TrajectoryGroup
 
 EVAL_STEP = -1
 """The rollout step number of evaluation samples: fixed, so every evaluation sees the same seeds."""
 
+PROMPTS: Key[list[list[Message]]] = Key("prompts")
+EVAL_PROMPTS: Key[list[list[Message]]] = Key("eval_prompts")
+TEACHER: Key[SamplingClient] = Key("teacher")
+"""The teacher on the training backend (``teacher=sampler``); absent when the teacher is the llm_client port."""
 
-@stage("distill_setup", ports=("training_client", "dataset_store"))
-def distill_setup(ctx: Context, training_client: TrainingService, dataset_store: DatasetStore) -> None:
-    cfg: Any = ctx.config
+
+@stage("distill_setup", writes=(PROMPTS, EVAL_PROMPTS, TEACHER, NUM_STEPS, TOTAL_STEPS))
+def distill_setup(ctx: Context[DistillationConfig], training_client: TrainingService,
+                  dataset_store: DatasetStore) -> None:
+    cfg = ctx.config
     prompts = load_prompts(dataset_store, cfg.dataset, cfg.dataset_split)
     if len(prompts) < cfg.batch_size + cfg.eval_size:
         raise DatasetError(f"dataset {cfg.dataset!r} has {len(prompts)} prompts, fewer than batch_size="
                            f"{cfg.batch_size} plus eval_size={cfg.eval_size}")
-    ctx.resources["eval_prompts"], ctx.resources["prompts"] = prompts[: cfg.eval_size], prompts[cfg.eval_size:]
-    ctx.state["num_steps"] = ctx.state["total_steps"] = cfg.num_steps
+    ctx.put(EVAL_PROMPTS, prompts[: cfg.eval_size])
+    ctx.put(PROMPTS, prompts[cfg.eval_size:])
+    ctx.put(NUM_STEPS, cfg.num_steps)
+    ctx.put(TOTAL_STEPS, cfg.num_steps)
     if cfg.teacher == "sampler":
-        ctx.resources["teacher"] = training_client.create_sampling_client(
-            model_path=cfg.teacher_path, base_model=None if cfg.teacher_path else cfg.teacher_model)
+        ctx.put(TEACHER, training_client.create_sampling_client(
+            model_path=cfg.teacher_path, base_model=None if cfg.teacher_path else cfg.teacher_model))
 
 
-@stage("distill_resume", ports=("training_client", "blob_store"))
-def distill_resume(ctx: Context, training_client: TrainingService, blob_store: BlobStore) -> None:
-    last = last_checkpoint(ctx, blob_store)
-    if last is None:
-        ctx.resources["sampler"] = save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}")
-    else:
-        path = last.require("sampler_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
-        ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
-
-
-def _batch_prompts(ctx: Context, step: int) -> list[list[Message]]:
-    cfg: Any = ctx.config
-    prompts = ctx.need("prompts")
+def _batch_prompts(ctx: Context[DistillationConfig], step: int) -> list[list[Message]]:
+    cfg = ctx.config
+    prompts = ctx.need(PROMPTS)
     epoch, index = divmod(step * cfg.batch_size, len(prompts) - len(prompts) % cfg.batch_size)
     order = list(range(len(prompts)))
     random.Random(f"{cfg.seed}:{epoch}").shuffle(order)
     return [prompts[i] for i in order[index : index + cfg.batch_size]]
 
 
-def _rollouts(ctx: Context, prompts: list[list[Message]], step: int, group_size: int) -> Any:
-    cfg: Any = ctx.config
-    renderer = ctx.need("renderer")
-    builders = [GroupOf(lambda p=p: PromptEnv(renderer, p), group_size) for p in prompts]
+def _rollouts(
+    ctx: Context[DistillationConfig], prompts: list[list[Message]], step: int, group_size: int,
+) -> list[TrajectoryGroup]:
+    cfg = ctx.config
+    renderer = ctx.need(RENDERER)
+    builders = [GroupOf(partial(PromptEnv, renderer, p), group_size) for p in prompts]
     params = SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
     with ctx.task("sample", len(prompts) * group_size) as task:
-        return start_rollouts(ctx.need("sampler")[1], builders, params, cfg.seed, step).gather(task.advance)
+        return start_rollouts(ctx.need(SAMPLER).client, builders, params, cfg.seed, step).gather(task.advance)
 
 
-def _train(ctx: Context, data: list[Datum], loss_fn: str, metrics: dict[str, float], started: float) -> None:
+def _train(ctx: Context[DistillationConfig], data: list[Datum], loss_fn: str, metrics: dict[str, float], started: float) -> None:
     """Submit forward_backward and the optimizer step, await both, and record the step's metrics."""
-    client, adam = ctx.need("training_client"), adam_params(ctx)
+    client, adam = ctx.need(TRAINER), adam_params(ctx)
     backward = client.forward_backward(data, loss_fn)
     optim = client.optim_step(adam)
     result = backward.result()
@@ -104,33 +107,38 @@ def _train(ctx: Context, data: list[Datum], loss_fn: str, metrics: dict[str, flo
         metrics["train_mean_nll"] = nll / max(weight, 1e-9)
     metrics.update({k: float(v) for k, v in result.metrics.items()})
     metrics.update({k: float(v) for k, v in optim.result().metrics.items()})
-    ctx.resources["step_metrics"] = {
+    ctx.put(STEP_METRICS, {
         **metrics, "learning_rate": adam.learning_rate,
         **advance_step(ctx, sum(d.model_input.length for d in data), started),
-    }
+    })
 
 
-@stage("distill_on_policy_step")
-def distill_on_policy_step(ctx: Context) -> None:
-    cfg: Any = ctx.config
+STEP_READS = (TRAINER, RENDERER, PROMPTS, SAMPLER)
+"""What a training step reads (besides the teacher)."""
+
+
+@stage("distill_on_policy_step", reads=(*STEP_READS, TEACHER), writes=(STEP_METRICS,))
+def distill_on_policy_step(ctx: Context[DistillationConfig]) -> None:
+    cfg = ctx.config
     started, step = time.monotonic(), ctx.state["step"]
     groups = _rollouts(ctx, _batch_prompts(ctx, step), step, cfg.group_size)
     samples = on_policy_samples(groups)
-    kl = apply_teacher_advantages(samples, teacher_logprobs(ctx.need("teacher"), samples), cfg.kl_coef)
+    kl = apply_teacher_advantages(samples, teacher_logprobs(ctx.need(TEACHER), samples), cfg.kl_coef)
     metrics = {**rollout_metrics(groups), "teacher_kl": kl, "num_datums": float(len(samples))}
     for name in ("reward_mean", "reward_std"):
         metrics.pop(name, None)
     _train(ctx, [to_datum(s) for s in samples], cfg.loss_fn, metrics, started)
 
 
-def _teacher_replies(ctx: Context, prompts: list[list[Message]], step: int, llm: LLMClient | None) -> list[Message]:
-    cfg: Any = ctx.config
+def _teacher_replies(
+    ctx: Context[DistillationConfig], prompts: list[list[Message]], step: int, llm: LLMClient,
+) -> list[Message]:
+    cfg = ctx.config
     if cfg.teacher == "llm":
-        assert llm is not None
         return [{"role": "assistant", "content": llm.complete(p, max_tokens=cfg.max_tokens,
                                                                temperature=cfg.temperature).text}
                 for p in prompts]
-    renderer, teacher = ctx.need("renderer"), ctx.need("teacher")
+    renderer, teacher = ctx.need(RENDERER), ctx.need(TEACHER)
     futures = [teacher.sample(renderer.build_generation_prompt(p), 1, SamplingParams(
         max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=tuple(renderer.get_stop_sequences()),
         seed=request_seed(cfg.seed, step, i, 0, 0))) for i, p in enumerate(prompts)]
@@ -138,14 +146,14 @@ def _teacher_replies(ctx: Context, prompts: list[list[Message]], step: int, llm:
             for f in ctx.track(futures, "teacher replies")]
 
 
-@stage("distill_off_policy_step", ports=("llm_client",))
-def distill_off_policy_step(ctx: Context, llm_client: LLMClient) -> None:
+@stage("distill_off_policy_step", reads=(*STEP_READS, TEACHER), writes=(STEP_METRICS,))
+def distill_off_policy_step(ctx: Context[DistillationConfig], llm_client: LLMClient) -> None:
     """Supervised learning on what the teacher answers to this step's prompts."""
-    cfg: Any = ctx.config
+    cfg = ctx.config
     started, step = time.monotonic(), ctx.state["step"]
     prompts = _batch_prompts(ctx, step)
-    replies = _teacher_replies(ctx, prompts, step, llm_client if cfg.teacher == "llm" else None)
-    renderer = ctx.need("renderer")
+    replies = _teacher_replies(ctx, prompts, step, llm_client)
+    renderer = ctx.need(RENDERER)
     data = []
     for prompt, reply in zip(prompts, replies, strict=True):
         model_input, weights = renderer.build_supervised_example([*prompt, reply], TrainOnWhat.LAST_ASSISTANT_MESSAGE)
@@ -153,29 +161,12 @@ def distill_off_policy_step(ctx: Context, llm_client: LLMClient) -> None:
     _train(ctx, data, "cross_entropy", {"num_datums": float(len(data))}, started)
 
 
-@stage("distill_evaluate")
-def distill_evaluate(ctx: Context) -> None:
+@stage("distill_evaluate", reads=(RENDERER, SAMPLER, EVAL_PROMPTS), optional=(TEACHER,))
+def distill_evaluate(ctx: Context[DistillationConfig]) -> None:
     """The student's KL to the teacher on the fixed evaluation prompts (same seeds every time)."""
-    cfg: Any = ctx.config
-    if not cfg.eval_size or "teacher" not in ctx.resources:
+    teacher = ctx.get(TEACHER)
+    if not ctx.config.eval_size or teacher is None:
         return
-    samples = on_policy_samples(_rollouts(ctx, ctx.need("eval_prompts"), EVAL_STEP, 1))
-    kl = apply_teacher_advantages(samples, teacher_logprobs(ctx.need("teacher"), samples), 1.0)
+    samples = on_policy_samples(_rollouts(ctx, ctx.need(EVAL_PROMPTS), EVAL_STEP, 1))
+    kl = apply_teacher_advantages(samples, teacher_logprobs(teacher, samples), 1.0)
     ctx.emit("train.eval", step=ctx.state["step"], eval_teacher_kl=kl)
-
-
-@stage("distill_update_sampler", ports=("training_client",))
-def distill_update_sampler(ctx: Context, training_client: TrainingService) -> None:
-    ctx.resources["sampler"] = save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}")
-
-
-@stage("distill_log")
-def distill_log(ctx: Context) -> None:
-    log_step(ctx)
-
-
-def _extra(ctx: Context) -> dict[str, str]:
-    return {"sampler_path": ctx.need("sampler")[0]}
-
-
-register_checkpoint_stages("distill", _extra, lambda ctx: ctx.need("sampler")[0])

@@ -11,68 +11,78 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any
 
 import numpy as np
 
 from tinkex_cookbook.errors import DatasetError
-from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    CHECKPOINT_EXTRA,
     CHECKPOINTS,
+    NUM_STEPS,
+    RENDERER,
+    RESUMED,
+    STEP_METRICS,
+    TOTAL_STEPS,
+    TRAINER,
+    SavedSampler,
     adam_params,
     advance_step,
-    last_checkpoint,
-    log_step,
-    register_checkpoint_stages,
     save_sampler,
 )
-from tinkex_cookbook.ports import (
-    BlobStore,
-    DatasetStore,
-    Datum,
-    ModelInput,
-    SamplingClient,
-    TrainingService,
-)
+from tinkex_cookbook.ports import BlobStore, DatasetStore, Datum, ModelInput, SamplingClient, TrainingService
+from tinkex_cookbook.recipes.dpo import DpoConfig
 from tinkex_cookbook.train.custom_loss import forward_backward_custom
 from tinkex_cookbook.train.dpo import dpo_loss, pair_datums
 from tinkex_cookbook.train.preference_data import parse_preference_rows
 
+TRAIN_PAIRS: Key[list[tuple[Datum, Datum]]] = Key("train_pairs")
+"""Each pair rendered as its (chosen, rejected) datums."""
+TEST_PAIRS: Key[list[tuple[Datum, Datum]]] = Key("test_pairs")
+REFERENCE: Key[SavedSampler] = Key("reference")
+"""The frozen reference policy: the run's starting weights, saved for sampling."""
+BATCHES_PER_EPOCH: Key[int] = Key("batches_per_epoch", state=True)
 
-@stage("dpo_load_pairs", ports=("dataset_store",))
-def dpo_load_pairs(ctx: Context, dataset_store: DatasetStore) -> None:
+
+@stage("dpo_load_pairs", reads=(RENDERER,),
+       writes=(TRAIN_PAIRS, TEST_PAIRS, BATCHES_PER_EPOCH, NUM_STEPS, TOTAL_STEPS))
+def dpo_load_pairs(ctx: Context[DpoConfig], dataset_store: DatasetStore) -> None:
     """Parse, shuffle with the run's seed, hold out ``test_size`` pairs, render both sides of each.
 
     The seeded shuffle permutes row indices (the same permutation as shuffling the pairs: it
     depends only on the length), so a pair that fails to render is named by its row in the file.
     """
-    cfg: Any = ctx.config
+    cfg = ctx.config
     pairs = parse_preference_rows(dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list())
     order = list(range(len(pairs)))
     random.Random(cfg.seed).shuffle(order)
     if len(pairs) - cfg.test_size < cfg.batch_size:
         raise DatasetError(f"dataset {cfg.dataset!r} has {len(pairs)} pairs: too few for test_size="
                            f"{cfg.test_size} plus one batch of batch_size={cfg.batch_size}")
-    renderer = ctx.need("renderer")
+    renderer = ctx.need(RENDERER)
     by_row = [pair_datums(p.prompt, p.chosen, p.rejected, renderer, cfg.max_length, index)
               for index, p in enumerate(ctx.track(pairs, "render pairs"))]
     rendered = [by_row[index] for index in order]
-    ctx.resources["test_pairs"], ctx.resources["train_pairs"] = rendered[: cfg.test_size], rendered[cfg.test_size:]
-    per_epoch = len(ctx.resources["train_pairs"]) // cfg.batch_size
-    ctx.state["batches_per_epoch"] = per_epoch
-    ctx.state["num_steps"] = ctx.state["total_steps"] = per_epoch * cfg.num_epochs
+    ctx.put(TEST_PAIRS, rendered[: cfg.test_size])
+    ctx.put(TRAIN_PAIRS, rendered[cfg.test_size:])
+    per_epoch = len(rendered[cfg.test_size:]) // cfg.batch_size
+    ctx.put(BATCHES_PER_EPOCH, per_epoch)
+    ctx.put(NUM_STEPS, per_epoch * cfg.num_epochs)
+    ctx.put(TOTAL_STEPS, per_epoch * cfg.num_epochs)
 
 
-@stage("dpo_resume", ports=("training_client", "blob_store"))
-def dpo_resume(ctx: Context, training_client: TrainingService, blob_store: BlobStore) -> None:
+@stage("dpo_reference", reads=(TRAINER, RESUMED), writes=(REFERENCE, CHECKPOINT_EXTRA))
+def dpo_reference(ctx: Context[object], training_client: TrainingService, blob_store: BlobStore) -> None:
     """The frozen reference is the run's starting weights: saved now, or reopened from the checkpoint."""
-    last = last_checkpoint(ctx, blob_store)
+    last = ctx.need(RESUMED)
     if last is None:
-        ctx.resources["reference"] = save_sampler(ctx, training_client, "reference")
+        reference = save_sampler(ctx, training_client, "reference")
     else:
         path = last.require("reference_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
-        ctx.resources["reference"] = (path, training_client.create_sampling_client(model_path=path))
+        reference = SavedSampler(path, training_client.create_sampling_client(model_path=path))
+    ctx.put(REFERENCE, reference)
+    ctx.put(CHECKPOINT_EXTRA, {"reference_path": reference.path})
 
 
 def _reference_logprobs(reference: SamplingClient, data: list[Datum]) -> list[np.ndarray]:
@@ -86,57 +96,43 @@ def _weights(data: list[Datum]) -> list[np.ndarray]:
     return [d.loss_fn_inputs["weights"].to_numpy() for d in data]
 
 
-def _batch(ctx: Context) -> list[Datum]:
-    cfg: Any = ctx.config
-    epoch, index = divmod(ctx.state["step"], ctx.state["batches_per_epoch"])
-    order = list(range(len(ctx.need("train_pairs"))))
+def _batch(ctx: Context[DpoConfig]) -> list[Datum]:
+    cfg = ctx.config
+    epoch, index = divmod(ctx.state["step"], ctx.need(BATCHES_PER_EPOCH))
+    order = list(range(len(ctx.need(TRAIN_PAIRS))))
     random.Random(cfg.seed + 1 + epoch).shuffle(order)
     picked = order[index * cfg.batch_size : (index + 1) * cfg.batch_size]
-    return [datum for i in picked for datum in ctx.need("train_pairs")[i]]
+    return [datum for i in picked for datum in ctx.need(TRAIN_PAIRS)[i]]
 
 
-@stage("dpo_step")
-def dpo_step(ctx: Context) -> None:
-    cfg: Any = ctx.config
+@stage("dpo_step", reads=(TRAINER, TRAIN_PAIRS, BATCHES_PER_EPOCH, REFERENCE), writes=(STEP_METRICS,))
+def dpo_step(ctx: Context[DpoConfig]) -> None:
+    cfg = ctx.config
     started = time.monotonic()
     data = _batch(ctx)
-    reference, weights = _reference_logprobs(ctx.need("reference")[1], data), _weights(data)
-    client = ctx.need("training_client")
+    reference, weights = _reference_logprobs(ctx.need(REFERENCE).client, data), _weights(data)
+    client = ctx.need(TRAINER)
     _, metrics, backward = forward_backward_custom(
         client, data, lambda policy: dpo_loss(policy, reference, weights, cfg.beta))
     adam = adam_params(ctx)
     optim = client.optim_step(adam)
     backward.result()
-    ctx.resources["step_metrics"] = {
+    ctx.put(STEP_METRICS, {
         **metrics, **{k: float(v) for k, v in optim.result().metrics.items()}, "learning_rate": adam.learning_rate,
         **advance_step(ctx, sum(d.model_input.length for d in data), started),
-    }
+    })
 
 
-@stage("dpo_evaluate")
-def dpo_evaluate(ctx: Context) -> None:
+@stage("dpo_evaluate", reads=(TRAINER, TEST_PAIRS, REFERENCE))
+def dpo_evaluate(ctx: Context[DpoConfig]) -> None:
     """DPO loss and accuracy on the held-out pairs (forward only: no gradient)."""
-    cfg: Any = ctx.config
-    data = [datum for pair in ctx.need("test_pairs") for datum in pair]
+    data = [datum for pair in ctx.need(TEST_PAIRS) for datum in pair]
     if not data:
         return
     with ctx.task("evaluate", len(data)) as task:
         policy = [o["logprobs"].to_numpy() for o in
-                  ctx.need("training_client").forward(data, "cross_entropy").result().loss_fn_outputs]
-        reference = _reference_logprobs(ctx.need("reference")[1], data)
+                  ctx.need(TRAINER).forward(data, "cross_entropy").result().loss_fn_outputs]
+        reference = _reference_logprobs(ctx.need(REFERENCE).client, data)
         task.advance(len(data))
-    _, _, metrics = dpo_loss(policy, reference, _weights(data), cfg.beta)
+    _, _, metrics = dpo_loss(policy, reference, _weights(data), ctx.config.beta)
     ctx.emit("train.eval", step=ctx.state["step"], **{f"test_{k}": v for k, v in metrics.items()})
-
-
-@stage("dpo_log")
-def dpo_log(ctx: Context) -> None:
-    log_step(ctx)
-
-
-def _extra(ctx: Context) -> dict[str, str]:
-    return {"reference_path": ctx.need("reference")[0]}
-
-
-register_checkpoint_stages(
-    "dpo", _extra, lambda ctx: ctx.need("training_client").save_weights_for_sampler("final").result().path)

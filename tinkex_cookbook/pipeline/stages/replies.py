@@ -16,19 +16,33 @@ from typing import Any
 
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.pipeline.stages.supervised import evaluate, held_out_nll
+from tinkex_cookbook.pipeline.stages.common import RENDERER, TRAINER
+from tinkex_cookbook.pipeline.stages.supervised import (
+    IN_FLIGHT,
+    TEST_DATUMS,
+    TEST_INDICES,
+    TEST_ROWS,
+    evaluate,
+    held_out_nll,
+)
 from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
+from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
 from tinkex_cookbook.train.replies import Prompt, held_out_prompt, replies, sampling_params
 
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
 
 
-def _prompts(ctx: Context) -> list[tuple[int, Prompt]]:
+READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS)
+"""What both stages read: the held-out rows (for prompts) and datums (for the NLL)."""
+
+
+def _prompts(ctx: Context[SlBasicConfig]) -> list[tuple[int, Prompt]]:
     """Up to ``sample_prompts`` held-out rows with an assistant reply, by dataset index."""
     chosen: list[tuple[int, Prompt]] = []
-    for row, index in zip(ctx.need("test_rows"), ctx.need("test_indices"), strict=True):
-        if len(chosen) >= ctx.config.sample_prompts:  # type: ignore[attr-defined]
+    rows, indices = ctx.need(TEST_ROWS), ctx.need(TEST_INDICES)
+    for row, index in zip(rows, indices, strict=True):
+        if len(chosen) >= ctx.config.sample_prompts:
             break
         prompt = held_out_prompt(row, index)
         if prompt is not None:
@@ -36,11 +50,11 @@ def _prompts(ctx: Context) -> list[tuple[int, Prompt]]:
     return chosen
 
 
-def _replies(ctx: Context, sampler: SamplingClient, prompts: list[tuple[int, Prompt]], label: str) -> list[str]:
+def _replies(ctx: Context[SlBasicConfig], sampler: SamplingClient, prompts: list[tuple[int, Prompt]], label: str) -> list[str]:
     if not prompts:
         return []
-    renderer = ctx.need("renderer")
-    params = sampling_params(renderer, ctx.config.sample_max_tokens)  # type: ignore[attr-defined]
+    renderer = ctx.need(RENDERER)
+    params = sampling_params(renderer, ctx.config.sample_max_tokens)
     with ctx.task(f"sample {label} replies", len(prompts)) as task:
         texts = replies(sampler, renderer, [p for _, p in prompts], params)
         task.advance(len(prompts))
@@ -51,8 +65,8 @@ def _read_summary(blob_store: BlobStore, key: str) -> dict[str, Any]:
     return json.loads(blob_store.read(key)) if blob_store.exists(key) else {}
 
 
-@stage("evaluate_base", ports=("blob_store", "training_client"))
-def evaluate_base(ctx: Context, blob_store: BlobStore, training_client: TrainingService) -> None:
+@stage("evaluate_base", reads=READS, optional=(IN_FLIGHT,))
+def evaluate_base(ctx: Context[SlBasicConfig], blob_store: BlobStore, training_client: TrainingService) -> None:
     """The base model's held-out NLL and replies, measured by every attempt that starts at step 0; a run
     resumed from a checkpoint reads them back (they were written before its first checkpoint)."""
     key = ctx.artifact_key(SUMMARY)
@@ -62,14 +76,14 @@ def evaluate_base(ctx: Context, blob_store: BlobStore, training_client: Training
     prompts = _prompts(ctx)
     evaluate(ctx)
     nll = ctx.state.get("last_eval", {}).get("test_mean_nll")
-    sampler = training_client.create_sampling_client(base_model=ctx.config.model_name)  # type: ignore[attr-defined]
+    sampler = training_client.create_sampling_client(base_model=ctx.config.model_name)
     summary = {"base": {"step": 0, "test_mean_nll": nll, "replies": _replies(ctx, sampler, prompts, "base")}}
     blob_store.write(key, json.dumps(summary, indent=2).encode())
     ctx.state["summary"] = summary
 
 
-@stage("evaluate_final", ports=("blob_store",))
-def evaluate_final(ctx: Context, blob_store: BlobStore) -> None:
+@stage("evaluate_final", reads=READS, optional=(IN_FLIGHT,))
+def evaluate_final(ctx: Context[SlBasicConfig], blob_store: BlobStore) -> None:
     """The final weights' held-out NLL and replies beside the base model's (``samples.jsonl``).
 
     It runs before ``save_final`` records the final checkpoint, so once the record exists its
@@ -84,7 +98,7 @@ def evaluate_final(ctx: Context, blob_store: BlobStore) -> None:
     prompts = _prompts(ctx)
     last = ctx.state.get("last_eval", {})
     nll = last["test_mean_nll"] if last.get("step") == ctx.state["step"] else held_out_nll(ctx)
-    sampler = ctx.need("training_client").save_weights_and_get_sampling_client("final")
+    sampler = ctx.need(TRAINER).save_weights_and_get_sampling_client("final")
     final = _replies(ctx, sampler, prompts, "final")
     summary = {**(ctx.state.get("summary") or {}),
                "final": {"step": ctx.state["step"], "test_mean_nll": nll, "replies": final}}
@@ -97,7 +111,7 @@ def evaluate_final(ctx: Context, blob_store: BlobStore) -> None:
 
 
 def _write_samples(
-    ctx: Context, blob_store: BlobStore, prompts: list[tuple[int, Prompt]], summary: dict[str, Any]
+    ctx: Context[object], blob_store: BlobStore, prompts: list[tuple[int, Prompt]], summary: dict[str, Any]
 ) -> None:
     base = summary.get("base", {}).get("replies") or [None] * len(prompts)
     final = summary["final"]["replies"]

@@ -17,26 +17,34 @@ continues with the same samples and the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import NamedTuple
 
-from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
+    CHECKPOINT_EXTRA,
     CHECKPOINTS,
+    NUM_STEPS,
+    RENDERER,
+    RESUMED,
+    SAMPLER,
+    STEP_METRICS,
+    TOTAL_STEPS,
+    TRAINER,
+    SavedSampler,
     adam_params,
     advance_step,
-    last_checkpoint,
-    log_step,
-    register_checkpoint_stages,
     save_sampler,
 )
 from tinkex_cookbook.ports import (
     BlobStore,
     DatasetStore,
     ModelInput,
+    SamplingClient,
     SamplingParams,
     TrainingService,
 )
+from tinkex_cookbook.recipes.rl_basic import RlBasicConfig
 from tinkex_cookbook.train.rl.data import (
     apply_kl_penalty,
     rollout_metrics,
@@ -45,91 +53,122 @@ from tinkex_cookbook.train.rl.data import (
     turn_samples,
 )
 from tinkex_cookbook.train.rl.envs import build_rl_dataset
-from tinkex_cookbook.train.rl.rollouts import start_rollouts
+from tinkex_cookbook.train.rl.rollouts import PendingRollouts, start_rollouts
+from tinkex_cookbook.train.rl.types import RLDataset, TrajectoryGroup
 
 
-def _sampling_params(cfg: Any) -> SamplingParams:
+class Prefetched(NamedTuple):
+    """Off-policy: the next step's rollouts, submitted early, and the sampler path they came from."""
+
+    step: int
+    rollouts: PendingRollouts
+    sampler_path: str
+
+
+RL_DATASET: Key[RLDataset] = Key("rl_dataset")
+BASE_SAMPLER: Key[SamplingClient] = Key("base_sampler")
+"""The base model, for the KL penalty (``kl_penalty_coef`` > 0)."""
+PREFETCH_SAMPLER: Key[SavedSampler] = Key("prefetch_sampler")
+"""Resumed off-policy: the older sampler the checkpoint's prefetched batch came from."""
+PREFETCHED: Key[Prefetched] = Key("prefetched")
+GROUPS: Key[list[TrajectoryGroup]] = Key("groups")
+STEP_STARTED: Key[float] = Key("step_started")
+SAMPLE_SECONDS: Key[float] = Key("sample_seconds")
+
+
+def _sampling_params(cfg: RlBasicConfig) -> SamplingParams:
     return SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
 
 
-def _save_sampler(ctx: Context, service: TrainingService) -> None:
-    """Save the current weights for sampling and make them the sampler of the next rollouts."""
-    ctx.resources["sampler"] = save_sampler(ctx, service, f"sampler-{ctx.state['step']:06d}")
+@stage("rl_build_envs", reads=(TRAINER, RENDERER), writes=(RL_DATASET, NUM_STEPS, TOTAL_STEPS))
+def rl_build_envs(ctx: Context[RlBasicConfig], dataset_store: DatasetStore) -> None:
+    tokenizer = ctx.need(TRAINER).get_tokenizer()
+    dataset = build_rl_dataset(ctx.config, ctx.need(RENDERER), tokenizer, dataset_store)
+    ctx.put(RL_DATASET, dataset)
+    ctx.put(NUM_STEPS, len(dataset))
+    ctx.put(TOTAL_STEPS, len(dataset))
 
 
-@stage("rl_build_envs", ports=("dataset_store",))
-def rl_build_envs(ctx: Context, dataset_store: DatasetStore) -> None:
-    cfg: Any = ctx.config
-    tokenizer = ctx.need("training_client").get_tokenizer()
-    dataset = build_rl_dataset(cfg, ctx.need("renderer"), tokenizer, dataset_store)
-    ctx.resources["rl_dataset"] = dataset
-    ctx.state["total_steps"] = ctx.state["num_steps"] = len(dataset)
-
-
-@stage("rl_resume", ports=("training_client", "blob_store"))
-def rl_resume(ctx: Context, training_client: TrainingService, blob_store: BlobStore) -> None:
-    """Continue after the last checkpoint with its weights and samplers, or start from the base weights."""
-    cfg: Any = ctx.config
-    if cfg.kl_penalty_coef:
-        ctx.resources["base_sampler"] = training_client.create_sampling_client(base_model=cfg.model_name)
-    last = last_checkpoint(ctx, blob_store)
+@stage("rl_open_samplers", reads=(TRAINER, RESUMED), optional=(PREFETCHED,),
+       writes=(BASE_SAMPLER, SAMPLER, PREFETCH_SAMPLER, CHECKPOINT_EXTRA))
+def rl_open_samplers(ctx: Context[RlBasicConfig], training_client: TrainingService, blob_store: BlobStore) -> None:
+    """The base model (for the KL penalty), and the resumed checkpoint's samplers or the starting weights."""
+    if ctx.config.kl_penalty_coef:
+        ctx.put(BASE_SAMPLER, training_client.create_sampling_client(base_model=ctx.config.model_name))
+    last = ctx.need(RESUMED)
     if last is None:
-        _save_sampler(ctx, training_client)
+        _use_sampler(ctx, save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}"))
         return
     path = last.require("sampler_path", blob_store.uri(ctx.artifact_key(CHECKPOINTS)))
-    ctx.resources["sampler"] = (path, training_client.create_sampling_client(model_path=path))
+    _use_sampler(ctx, SavedSampler(path, training_client.create_sampling_client(model_path=path)))
     # Legitimately absent: on-policy runs, and an off-policy run's checkpoint at its last step, have no
     # prefetched batch (a resume with another off_policy_steps is refused as a changed config).
     if "prefetch_sampler_path" in last.extra:
         path = last.extra["prefetch_sampler_path"]
-        ctx.resources["prefetch_sampler"] = (path, training_client.create_sampling_client(model_path=path))
+        ctx.put(PREFETCH_SAMPLER, SavedSampler(path, training_client.create_sampling_client(model_path=path)))
 
 
-def _start(ctx: Context, step: int, sampler: tuple[str, Any]) -> tuple[int, Any, str]:
-    cfg: Any = ctx.config
-    builders = ctx.need("rl_dataset").get_batch(step)
-    return step, start_rollouts(sampler[1], builders, _sampling_params(cfg), cfg.seed, step), sampler[0]
+def _use_sampler(ctx: Context[object], sampler: SavedSampler) -> None:
+    """Sample the next rollouts from ``sampler``; a checkpoint records it, and off-policy the older
+    sampler of the batch already prefetched."""
+    ctx.put(SAMPLER, sampler)
+    extra = {"sampler_path": sampler.path}
+    prefetched = ctx.get(PREFETCHED)
+    if prefetched is not None:
+        extra["prefetch_sampler_path"] = prefetched.sampler_path
+    ctx.put(CHECKPOINT_EXTRA, extra)
 
 
-@stage("rl_sample")
-def rl_sample(ctx: Context) -> None:
+def _start(ctx: Context[RlBasicConfig], step: int, sampler: SavedSampler) -> Prefetched:
+    cfg = ctx.config
+    builders = ctx.need(RL_DATASET).get_batch(step)
+    return Prefetched(step, start_rollouts(sampler.client, builders, _sampling_params(cfg), cfg.seed, step),
+                      sampler.path)
+
+
+@stage("rl_sample", reads=(RL_DATASET, SAMPLER, NUM_STEPS), optional=(PREFETCHED, PREFETCH_SAMPLER),
+       writes=(PREFETCHED, PREFETCH_SAMPLER, GROUPS, STEP_STARTED, SAMPLE_SECONDS))
+def rl_sample(ctx: Context[RlBasicConfig]) -> None:
     """Gather this step's trajectories; off-policy, first submit the next step's from the same sampler."""
-    cfg: Any = ctx.config
     step, started = ctx.state["step"], time.monotonic()
-    sampler = ctx.need("sampler")
-    if cfg.off_policy_steps:
-        prefetched = ctx.resources.pop("prefetched", None)
-        if prefetched is None or prefetched[0] != step:
-            prefetched = _start(ctx, step, ctx.resources.pop("prefetch_sampler", sampler))
-        if step + 1 < ctx.state["num_steps"]:
-            ctx.resources["prefetched"] = _start(ctx, step + 1, sampler)
-        pending = prefetched[1]
+    sampler = ctx.need(SAMPLER)
+    if ctx.config.off_policy_steps:
+        prefetched = ctx.get(PREFETCHED)
+        ctx.discard(PREFETCHED)
+        if prefetched is None or prefetched.step != step:
+            prefetched = _start(ctx, step, ctx.get(PREFETCH_SAMPLER) or sampler)
+        ctx.discard(PREFETCH_SAMPLER)
+        if step + 1 < ctx.need(NUM_STEPS):
+            ctx.put(PREFETCHED, _start(ctx, step + 1, sampler))
+        pending = prefetched.rollouts
     else:
-        pending = _start(ctx, step, sampler)[1]
+        pending = _start(ctx, step, sampler).rollouts
     with ctx.task("sample", len(pending.episodes)) as task:
-        ctx.resources["groups"] = pending.gather(task.advance)
-    ctx.resources["step_started"], ctx.resources["sample_seconds"] = started, time.monotonic() - started
+        ctx.put(GROUPS, pending.gather(task.advance))
+    ctx.put(STEP_STARTED, started)
+    ctx.put(SAMPLE_SECONDS, time.monotonic() - started)
 
 
-@stage("rl_train")
-def rl_train(ctx: Context) -> None:
+@stage("rl_train", reads=(TRAINER, GROUPS, STEP_STARTED, SAMPLE_SECONDS), optional=(BASE_SAMPLER,),
+       writes=(STEP_METRICS,))
+def rl_train(ctx: Context[RlBasicConfig]) -> None:
     """Advantages, KL penalty, datums; one forward_backward and one optimizer step."""
-    cfg: Any = ctx.config
-    groups = ctx.need("groups")
+    cfg = ctx.config
+    groups = ctx.need(GROUPS)
     samples, skipped = turn_samples(groups, cfg.remove_constant_reward_groups)
     metrics: dict[str, float] = {**rollout_metrics(groups), "groups_skipped": float(skipped),
                                  "num_datums": float(len(samples))}
     if cfg.kl_penalty_coef:
         metrics["kl_policy_base"] = 0.0
-    if samples and cfg.kl_penalty_coef:
-        base = ctx.need("base_sampler")
+    base = ctx.get(BASE_SAMPLER)
+    if samples and cfg.kl_penalty_coef and base is not None:
         futures = [base.compute_logprobs(ModelInput.from_ints(s.tokens)) for s in samples]
         base_logprobs = [f.result()[s.action_start + 1:] for f, s in zip(futures, samples, strict=True)]
         metrics["kl_policy_base"] = apply_kl_penalty(samples, base_logprobs, cfg.kl_penalty_coef)
     adam = adam_params(ctx)
     metrics["learning_rate"] = adam.learning_rate
     if samples:
-        client = ctx.need("training_client")
+        client = ctx.need(TRAINER)
         datums = [to_datum(s) for s in samples]
         config = dict(cfg.loss_fn_config) if cfg.loss_fn_config else None
         fwd_bwd = client.forward_backward(datums, cfg.loss_fn, config)
@@ -143,26 +182,26 @@ def rl_train(ctx: Context) -> None:
     else:  # every group was skipped: nothing to learn from this batch
         tokens = 0
         metrics["kl_sample_train"] = 0.0
-    metrics.update(advance_step(ctx, tokens, ctx.need("step_started")), sample_seconds=ctx.need("sample_seconds"))
-    ctx.resources["step_metrics"] = metrics
+    metrics.update(advance_step(ctx, tokens, ctx.need(STEP_STARTED)), sample_seconds=ctx.need(SAMPLE_SECONDS))
+    ctx.put(STEP_METRICS, metrics)
 
 
-@stage("rl_update_sampler", ports=("training_client",))
-def rl_update_sampler(ctx: Context, training_client: TrainingService) -> None:
-    _save_sampler(ctx, training_client)
+@stage("rl_update_sampler", reads=(TRAINER,), optional=(PREFETCHED,), writes=(SAMPLER, CHECKPOINT_EXTRA))
+def rl_update_sampler(ctx: Context[object], training_client: TrainingService) -> None:
+    """Save the weights just trained for sampling: the next step samples from them."""
+    _use_sampler(ctx, save_sampler(ctx, training_client, f"sampler-{ctx.state['step']:06d}"))
 
 
-@stage("rl_log")
-def rl_log(ctx: Context) -> None:
-    log_step(ctx)
+EVAL_STEP = -1
+"""The rollout step number of evaluation samples: fixed, so every evaluation sees the same seeds."""
 
 
-def _extra(ctx: Context) -> dict[str, str]:
-    """The sampler the next step samples from; off-policy, also the older one its prefetched batch used."""
-    extra = {"sampler_path": ctx.need("sampler")[0]}
-    if "prefetched" in ctx.resources:
-        extra["prefetch_sampler_path"] = ctx.resources["prefetched"][2]
-    return extra
-
-
-register_checkpoint_stages("rl", _extra, lambda ctx: ctx.need("sampler")[0])
+@stage("rl_evaluate", reads=(RL_DATASET, SAMPLER))
+def rl_evaluate(ctx: Context[RlBasicConfig]) -> None:
+    """Rewards of the current sampler on the first batch of problems, with fixed seeds (``train.eval``)."""
+    cfg = ctx.config
+    builders = ctx.need(RL_DATASET).get_batch(0)
+    pending = start_rollouts(ctx.need(SAMPLER).client, builders, _sampling_params(cfg), cfg.seed, EVAL_STEP)
+    with ctx.task("evaluate", len(pending.episodes)) as task:
+        groups = pending.gather(task.advance)
+    ctx.emit("train.eval", step=ctx.state["step"], **{f"test_{k}": v for k, v in rollout_metrics(groups).items()})

@@ -3,8 +3,10 @@
 Steps are pipelined as tinker-cookbook's submit-ahead loop does: step N's
 forward_backward and optim_step are submitted before step N-1's results are
 awaited (``pipeline_depth`` steps may be in flight), so a remote backend is
-never idle while the loop logs. Evaluation, checkpoints and the final save
-first drain what is in flight, so every metric and checkpoint is of finished steps.
+never idle while the loop logs. Evaluation drains what is in flight, and the
+spec puts ``finish_steps`` before each checkpoint, so every metric and
+checkpoint is of finished steps. Checkpoints and resume are the shared stages of
+``common.py``.
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tinkex_cookbook.errors import DatasetError
-from tinkex_cookbook.pipeline.context import Context
+from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.pipeline.stages.common import adam_params
-from tinkex_cookbook.ports import APIFuture, BlobStore, DatasetStore, Datum, TrainingService
-from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+from tinkex_cookbook.pipeline.stages.common import NUM_BATCHES, RENDERER, TOTAL_STEPS, TRAINER, adam_params
+from tinkex_cookbook.ports import APIFuture, DatasetStore, Datum, ForwardBackwardOutput, Row
+from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
 from tinkex_cookbook.train.datum import conversations_to_datums, weighted_nll
-from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer
-
-CHECKPOINTS = "checkpoints.jsonl"
+from tinkex_cookbook.train.renderers import TrainOnWhat
 
 
 @dataclass
@@ -36,14 +36,35 @@ class InFlight:
     batch_index: int
     learning_rate: float
     batch: list[Datum]
-    fwd_bwd: APIFuture[Any]
+    fwd_bwd: APIFuture[ForwardBackwardOutput]
     optim: APIFuture[Any]
 
 
-@stage("load_dataset", ports=("dataset_store",))
-def load_dataset(ctx: Context, dataset_store: DatasetStore) -> None:
+@dataclass
+class Pipeline:
+    """The steps submitted and not yet read, and when the last read one finished (for step timings)."""
+
+    steps: deque[InFlight] = field(default_factory=deque)
+    last_finished: float | None = None
+
+
+TRAIN_ROWS: Key[list[Row]] = Key("train_rows")
+TEST_ROWS: Key[list[Row]] = Key("test_rows")
+TRAIN_INDICES: Key[list[int]] = Key("train_indices")
+"""Each row's index in the dataset file, so a row that fails to render is named by it."""
+TEST_INDICES: Key[list[int]] = Key("test_indices")
+TRAIN_DATUMS: Key[list[Datum]] = Key("train_datums")
+TEST_DATUMS: Key[list[Datum]] = Key("test_datums")
+EPOCH_ORDER: Key[list[int]] = Key("epoch_order")
+BATCH: Key[list[Datum]] = Key("batch")
+FWD_BWD: Key[APIFuture[ForwardBackwardOutput]] = Key("fwd_bwd")
+IN_FLIGHT: Key[Pipeline] = Key("in_flight")
+
+
+@stage("load_dataset", writes=(TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES))
+def load_dataset(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) -> None:
     """Shuffle once with the run's seed, hold out ``test_size`` rows, remember each row's index."""
-    cfg: Any = ctx.config
+    cfg = ctx.config
     dataset = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split)
     if len(dataset) <= cfg.test_size:
         raise DatasetError(
@@ -52,112 +73,91 @@ def load_dataset(ctx: Context, dataset_store: DatasetStore) -> None:
     order = list(range(len(dataset)))
     random.Random(cfg.seed).shuffle(order)
     rows = dataset.select(order).to_list()
-    ctx.resources["test_rows"], ctx.resources["test_indices"] = rows[: cfg.test_size], order[: cfg.test_size]
+    ctx.put(TEST_ROWS, rows[: cfg.test_size])
+    ctx.put(TEST_INDICES, order[: cfg.test_size])
     end = cfg.test_size + cfg.train_size if cfg.train_size else len(rows)
-    ctx.resources["train_rows"], ctx.resources["train_indices"] = rows[cfg.test_size : end], order[cfg.test_size : end]
-
-
-@stage("init_session", ports=("training_client",))
-def init_session(ctx: Context, training_client: TrainingService) -> None:
-    cfg: Any = ctx.config
-    ctx.resources["training_client"] = training_client.create_lora_training_client(
-        cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed
-    )
-    ctx.resources["inflight"] = deque()
-    ctx.state.update(step=0, tokens_seen=0)
-
-
-@stage("init_tokenizer")
-def init_tokenizer(ctx: Context) -> None:
-    tokenizer = ctx.need("training_client").get_tokenizer()
-    ctx.resources["renderer"] = get_renderer(ctx.config.renderer_name, tokenizer)  # type: ignore[attr-defined]
+    ctx.put(TRAIN_ROWS, rows[cfg.test_size : end])
+    ctx.put(TRAIN_INDICES, order[cfg.test_size : end])
 
 
 RENDER_CHUNK = 256
 """Rows rendered between two progress updates."""
 
 
-@stage("build_dataset")
-def build_dataset(ctx: Context) -> None:
-    cfg: Any = ctx.config
-    renderer, mode = ctx.need("renderer"), TrainOnWhat(cfg.train_on_what)
-    for split in ("train", "test"):
-        rows, indices = ctx.need(f"{split}_rows"), ctx.need(f"{split}_indices")
-        datums: list[Datum] = []
-        with ctx.task(f"render {split} rows", len(rows)) as task:
-            for start in range(0, len(rows), RENDER_CHUNK):
-                chunk = rows[start : start + RENDER_CHUNK]
-                datums += conversations_to_datums(
-                    chunk, renderer, cfg.max_length, mode, cfg.loss_reduction,
-                    indices=indices[start : start + RENDER_CHUNK],
-                )
-                task.advance(len(chunk))
-        ctx.resources[f"{split}_datums"] = datums
-    train = ctx.resources["train_datums"]
+@stage("build_dataset", reads=(RENDERER, TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES),
+       writes=(TRAIN_DATUMS, TEST_DATUMS, NUM_BATCHES, TOTAL_STEPS))
+def build_dataset(ctx: Context[SlBasicConfig]) -> None:
+    cfg = ctx.config
+    splits = {"train": (TRAIN_ROWS, TRAIN_INDICES, TRAIN_DATUMS), "test": (TEST_ROWS, TEST_INDICES, TEST_DATUMS)}
+    for split, (rows_key, indices_key, datums_key) in splits.items():
+        ctx.put(datums_key, _render(ctx, split, ctx.need(rows_key), ctx.need(indices_key)))
+    train = ctx.need(TRAIN_DATUMS)
     if len(train) < cfg.batch_size:
         raise DatasetError(f"{len(train)} training rows is fewer than batch_size={cfg.batch_size}")
-    ctx.state["num_batches"] = len(train) // cfg.batch_size
-    ctx.state["total_steps"] = ctx.state["num_batches"] * cfg.num_epochs
+    ctx.put(NUM_BATCHES, len(train) // cfg.batch_size)
+    ctx.put(TOTAL_STEPS, ctx.need(NUM_BATCHES) * cfg.num_epochs)
 
 
-@stage("resume", ports=("blob_store",))
-def resume(ctx: Context, blob_store: BlobStore) -> None:
-    """Continue from the run's last checkpoint, at exactly the next unfinished step."""
-    records = load_checkpoints(blob_store, ctx.artifact_key(CHECKPOINTS))
-    if not records:
-        return
-    last = records[-1]
-    ctx.need("training_client").load_state(last.state_path).result()
-    num_batches = ctx.state["num_batches"]
-    # the epoch too: resumed after the last step, no epoch loop runs to set it for the final record
-    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen, epoch=last.epoch)
-    ctx.state["start_epoch"], ctx.state["start_batch"] = divmod(last.step, num_batches)
-    if last.final:
-        ctx.state["start_epoch"] = ctx.config.num_epochs  # type: ignore[attr-defined]
-        ctx.state["final_checkpoint"], ctx.state["final_sampler_path"] = last.state_path, last.sampler_path
-    ctx.emit("train.resume", step=last.step, checkpoint=last.name, path=last.state_path)
+def _render(ctx: Context[SlBasicConfig], split: str, rows: list[Row], indices: list[int]) -> list[Datum]:
+    cfg = ctx.config
+    renderer, mode = ctx.need(RENDERER), TrainOnWhat(cfg.train_on_what)
+    datums: list[Datum] = []
+    with ctx.task(f"render {split} rows", len(rows)) as task:
+        for start in range(0, len(rows), RENDER_CHUNK):
+            chunk = rows[start : start + RENDER_CHUNK]
+            datums += conversations_to_datums(
+                chunk, renderer, cfg.max_length, mode, cfg.loss_reduction,
+                indices=indices[start : start + RENDER_CHUNK],
+            )
+            task.advance(len(chunk))
+    return datums
 
 
-@stage("set_epoch")
-def set_epoch(ctx: Context) -> None:
+@stage("set_epoch", reads=(TRAIN_DATUMS, NUM_BATCHES), writes=(EPOCH_ORDER,))
+def set_epoch(ctx: Context[SlBasicConfig]) -> None:
     """Shuffle the training datums with a seed that depends on the epoch, reproducibly."""
     epoch = ctx.state["epoch"]
-    order = list(range(len(ctx.need("train_datums"))))
-    random.Random(ctx.config.seed + epoch).shuffle(order)  # type: ignore[attr-defined]
-    ctx.resources["epoch_order"] = order
-    ctx.emit("train.epoch", epoch=epoch, num_batches=ctx.state["num_batches"])
+    order = list(range(len(ctx.need(TRAIN_DATUMS))))
+    random.Random(ctx.config.seed + epoch).shuffle(order)
+    ctx.put(EPOCH_ORDER, order)
+    ctx.emit("train.epoch", epoch=epoch, num_batches=ctx.need(NUM_BATCHES))
 
 
-@stage("get_batch")
-def get_batch(ctx: Context) -> None:
-    size = ctx.config.batch_size  # type: ignore[attr-defined]
+@stage("get_batch", reads=(EPOCH_ORDER, TRAIN_DATUMS), writes=(BATCH,))
+def get_batch(ctx: Context[SlBasicConfig]) -> None:
+    size = ctx.config.batch_size
     start = ctx.state["batch"] * size
-    indices = ctx.need("epoch_order")[start : start + size]
-    ctx.resources["batch"] = [ctx.need("train_datums")[i] for i in indices]
+    indices = ctx.need(EPOCH_ORDER)[start : start + size]
+    ctx.put(BATCH, [ctx.need(TRAIN_DATUMS)[i] for i in indices])
 
 
-@stage("forward_backward")
-def forward_backward(ctx: Context) -> None:
-    ctx.resources["fwd_bwd"] = ctx.need("training_client").forward_backward(ctx.need("batch"), "cross_entropy")
+@stage("forward_backward", reads=(TRAINER, BATCH), writes=(FWD_BWD,))
+def forward_backward(ctx: Context[object]) -> None:
+    batch = ctx.need(BATCH)
+    ctx.put(FWD_BWD, ctx.need(TRAINER).forward_backward(batch, "cross_entropy"))
 
 
-@stage("optim_step")
-def optim_step(ctx: Context) -> None:
+@stage("optim_step", reads=(TRAINER, BATCH, FWD_BWD), optional=(IN_FLIGHT,), writes=(IN_FLIGHT,))
+def optim_step(ctx: Context[SlBasicConfig]) -> None:
     """Submit the optimizer step; its results are read later, by ``log_step_metrics``."""
     step, params = ctx.state["step"], adam_params(ctx)
-    optim = ctx.need("training_client").optim_step(params)
-    ctx.resources.setdefault("last_finished", time.monotonic())
-    ctx.need("inflight").append(
-        InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], params.learning_rate, ctx.need("batch"), ctx.need("fwd_bwd"), optim)
-    )
+    optim = ctx.need(TRAINER).optim_step(params)
+    pipeline = ctx.get(IN_FLIGHT)
+    if pipeline is None:
+        pipeline = Pipeline()
+        ctx.put(IN_FLIGHT, pipeline)
+    if pipeline.last_finished is None:
+        pipeline.last_finished = time.monotonic()
+    pipeline.steps.append(InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], params.learning_rate,
+                                   ctx.need(BATCH), ctx.need(FWD_BWD), optim))
     ctx.state["step"] = step + 1
 
 
-def _finish(ctx: Context, done: InFlight) -> None:
+def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
     result = done.fwd_bwd.result()
     done.optim.result()
     now = time.monotonic()
-    seconds, ctx.resources["last_finished"] = now - ctx.resources["last_finished"], now
+    seconds, pipeline.last_finished = now - (pipeline.last_finished or now), now
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], done.batch)
     tokens = sum(d.model_input.length for d in done.batch)
     ctx.state["tokens_seen"] += tokens
@@ -173,41 +173,48 @@ def _finish(ctx: Context, done: InFlight) -> None:
     ctx.emit("train.step", **metrics)
 
 
-def drain(ctx: Context, keep: int = 0) -> None:
-    """Read results of submitted steps, oldest first, until at most ``keep`` remain in flight."""
-    inflight = ctx.need("inflight")
-    while len(inflight) > keep:
-        _finish(ctx, inflight.popleft())
+def drain(ctx: Context[object], keep: int = 0) -> None:
+    """Read results of submitted steps, oldest first, until at most ``keep`` remain in flight
+    (the stage declares ``IN_FLIGHT`` as optional: before the first step nothing is in flight)."""
+    pipeline = ctx.get(IN_FLIGHT)
+    while pipeline is not None and len(pipeline.steps) > keep:
+        _finish(ctx, pipeline, pipeline.steps.popleft())
 
 
-@stage("log_step_metrics")
-def log_step_metrics(ctx: Context) -> None:
-    drain(ctx, keep=ctx.config.pipeline_depth)  # type: ignore[attr-defined]
+@stage("log_step_metrics", optional=(IN_FLIGHT,))
+def log_step_metrics(ctx: Context[SlBasicConfig]) -> None:
+    drain(ctx, keep=ctx.config.pipeline_depth)
 
 
-def held_out_nll(ctx: Context) -> float | None:
+@stage("finish_steps", optional=(IN_FLIGHT,))
+def finish_steps(ctx: Context[object]) -> None:
+    """Read every submitted step's results, so the checkpoint that follows is of finished steps."""
+    drain(ctx)
+
+
+def held_out_nll(ctx: Context[object]) -> float | None:
     """Mean NLL of the held-out datums under the current weights (``None`` with no held-out rows)."""
     drain(ctx)
-    data = ctx.need("test_datums")
+    data = ctx.need(TEST_DATUMS)
     if not data:
         return None
     with ctx.task("evaluate", len(data)) as task:
-        result = ctx.need("training_client").forward(data, "cross_entropy").result()
+        result = ctx.need(TRAINER).forward(data, "cross_entropy").result()
         task.advance(len(data))
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], data)
     return nll_sum / max(weight_sum, 1e-9)
 
 
-@stage("evaluate_at_end")
-def evaluate_at_end(ctx: Context) -> None:
+@stage("evaluate_at_end", reads=(TRAINER, TEST_DATUMS), optional=(IN_FLIGHT,))
+def evaluate_at_end(ctx: Context[object]) -> None:
     """``evaluate`` after the last step: the final NLL is a metrics row recorded before that step's
     checkpoint, like every other evaluation."""
     if ctx.state["step"] == ctx.state["total_steps"]:
         evaluate(ctx)
 
 
-@stage("evaluate")
-def evaluate(ctx: Context) -> None:
+@stage("evaluate", reads=(TRAINER, TEST_DATUMS), optional=(IN_FLIGHT,))
+def evaluate(ctx: Context[object]) -> None:
     """The held-out NLL as a ``train.eval`` row; once per step (a step due by ``eval_every`` that
     ``evaluate_at_end`` already measured is not measured again)."""
     if ctx.state.get("last_eval", {}).get("step") == ctx.state["step"]:
@@ -218,33 +225,3 @@ def evaluate(ctx: Context) -> None:
     metrics = {"step": ctx.state["step"], "test_mean_nll": nll}
     ctx.state["last_eval"] = metrics
     ctx.emit("train.eval", **metrics)
-
-
-def _save(ctx: Context, blob_store: BlobStore, name: str, final: bool) -> CheckpointRecord:
-    drain(ctx)
-    client = ctx.need("training_client")
-    state_path = client.save_state(name).result().path
-    sampler_path = client.save_weights_for_sampler(name).result().path if final else None
-    record = CheckpointRecord(
-        name, ctx.state["step"], ctx.state.get("epoch", 0), state_path, sampler_path, final,
-        ctx.state["tokens_seen"],
-    )
-    ctx.telemetry.flush()  # metric rows first: once recorded, a resume starts after this step
-    append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
-    ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
-    return record
-
-
-@stage("checkpoint", ports=("blob_store",))
-def checkpoint(ctx: Context, blob_store: BlobStore) -> None:
-    _save(ctx, blob_store, f"{ctx.state['step']:06d}", final=False)
-
-
-@stage("save_final", ports=("blob_store",))
-def save_final(ctx: Context, blob_store: BlobStore) -> None:
-    """Save final weights, unless a resumed run had already finished and saved them."""
-    if "final_checkpoint" in ctx.state:
-        return
-    record = _save(ctx, blob_store, "final", final=True)
-    ctx.state["final_checkpoint"] = record.state_path
-    ctx.state["final_sampler_path"] = record.sampler_path
