@@ -11,8 +11,9 @@ from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.run_folder import CHECKPOINTS, METRICS, RunFolder
 
-TINY_LOCAL = {"model_name": "tiny-llama3", "dataset": "chitchat", "batch_size": 4, "max_length": 64, "lora_rank": 4,
-              "learning_rate": 1e-2, "test_size": 4, "train_size": 8, "eval_every": 0, "save_every": 1,
+TINY_LOCAL = {"model_name": "tiny-bytes", "dataset": "chitchat", "batch_size": 4, "max_length": 64, "lora_rank": 4,
+              "learning_rate": 1e-2, "test_size": 4, "train_size": 8, "eval_every": 0, "save_every": 1, "sample_prompts": 1,
+              "sample_max_tokens": 2,
               "log_path": "exp/one"}
 
 
