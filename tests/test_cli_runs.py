@@ -27,7 +27,8 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Two finished runs and two incomplete ones, with mtimes fixing the order: RL, SL_CUT, SL, PARTIAL."""
+    """Two finished runs and two incomplete ones, with their last run.log lines fixing the order: RL, SL_CUT, SL,
+    PARTIAL (no run.log: it sorts last)."""
     root = tmp_path_factory.mktemp("runs")
     ports = {"blob_store": {"adapter": "local", "root": str(root)}}
     with pytest.MonkeyPatch.context() as env:
@@ -47,9 +48,10 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         + "\n"
         for step in (1, 2)) + "not json\n")
     (root / "empty" / "nested").mkdir(parents=True)
-    for age, run in enumerate((RL, SL_CUT, SL, PARTIAL)):
-        for file in (root / run).iterdir():
-            os.utime(file, (1_800_000_000 - 60 * age,) * 2)
+    for age, run in enumerate((RL, SL_CUT, SL)):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(1_800_000_000 - 60 * age))
+        with (root / run / "run.log").open("a") as log:
+            log.write(f"{stamp} note\n")
     yield root
 
 
@@ -207,3 +209,32 @@ def test_the_sub_app_imports_only_typer() -> None:
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).parents[1]).stdout
     assert loaded == "[]\n"
+
+
+def test_list_and_show_read_runs_in_the_prod_manifests_s3_bucket(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """A real run written to S3 (moto on 127.0.0.1), browsed through the manifest's blob store alone."""
+    from tests.adapters.conftest import BUCKET, FAKE_CREDENTIALS, moto_server
+
+    for name, value in FAKE_CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with moto_server() as endpoint:
+        prefix = f"browse-{time.monotonic_ns()}"
+        s3 = {"adapter": "s3", "bucket": BUCKET, "prefix": prefix, "endpoint_url": endpoint}
+        Runtime.run(SlBasic, {"log_path": "team/sl", "save_every": 2, "eval_every": 0}, manifest="test",
+                    ports={"blob_store": s3})
+        for name, value in {"TINKEX_S3_BUCKET": BUCKET, "TINKEX_S3_PREFIX": prefix,
+                            "TINKEX_S3_ENDPOINT_URL": endpoint, "TINKER_API_KEY": "tml-fake",
+                            "OPENAI_API_KEY": "sk-fake"}.items():
+            monkeypatch.setenv(name, value)
+        code, out, err = invoke("list", "--manifest", "prod")
+        assert code == 0, err
+        header, row = out.splitlines()
+        assert row.split()[:5] == ["team/sl", "sl_basic", "test", "finished", "4/4"]
+        code, out, err = invoke("show", "team/sl", "--manifest", "prod")
+        assert code == 0, err
+        assert f"run: s3://{BUCKET}/{prefix}/team/sl" in out and "checkpoints: 3" in out
+        assert_one_line_error(*invoke("show", "team", "--manifest", "prod"), "team is not a run folder",
+                              "e.g. team/sl")
+        code, out, err = invoke("plot", "team/sl", "--manifest", "prod", "--out", tmp_path / "sl.svg")
+        assert code == 0 and (tmp_path / "sl.svg").read_text().startswith("<svg"), err

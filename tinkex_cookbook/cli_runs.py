@@ -1,6 +1,7 @@
 """`tinkex-cookbook runs`: browse run folders and chart their metrics.
 
     tinkex-cookbook runs list
+    tinkex-cookbook runs list --manifest prod         # the runs in the prod manifest's blob store (S3)
     tinkex-cookbook runs show sl_basic/20261123-120000
     tinkex-cookbook runs compare runs/sl_basic/a runs/sl_basic/b --metric test_mean_nll --out nll.html
     tinkex-cookbook runs plot runs/rl_basic/20261123-120000 --metric reward_mean
@@ -13,13 +14,16 @@ Mounted by ``cli.py`` as ``app.add_typer(runs_app, name="runs")``. Errors follow
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
 if TYPE_CHECKING:
+    from tinkex_cookbook.ports.blobs import BlobStore
     from tinkex_cookbook.runs import Run
 
 runs_app = typer.Typer(
@@ -30,6 +34,52 @@ DIR_HELP = "A run folder (one holding spec.json or metrics.jsonl), as a path or 
 METRIC_HELP = ("Metric to plot against step (default: the first of train_mean_nll, dpo_loss, reward_mean, "
                "teacher_kl that every run has).")
 OUT_HELP = "Output file: .html (inline SVG, the default), .svg, or .png (needs matplotlib)."
+MANIFEST_HELP = ("Read the runs in this manifest's blob store (e.g. prod: S3) instead of a local folder; "
+                 "run folders are then named by their log_path.")
+
+
+@dataclass
+class Runs:
+    """Where the runs are: a blob store, the key folder searched in it, and how to name both to a user."""
+
+    store: BlobStore
+    where: str
+    root: Path | None = None
+    """The local root, when browsing a directory: run arguments may then also be paths."""
+
+    def resolve(self, arg: str) -> Run:
+        from tinkex_cookbook.runs import resolve_local_run, resolve_run
+
+        if self.root is not None:
+            return resolve_local_run(arg, self.root)
+        return resolve_run(arg, self.store, self.where)
+
+    def labels(self, runs: list[Run]) -> list[str]:
+        from tinkex_cookbook.runs import run_labels
+
+        if self.root is not None:
+            return run_labels([run.path for run in runs], str(self.root.absolute()))
+        names = [run.folder.prefix or "." for run in runs]
+        return names if len(set(names)) == len(names) else [run.path for run in runs]
+
+
+@contextmanager
+def _runs(root: Path | None, manifest: str | None, listing: bool = False) -> Iterator[Runs]:
+    """The local root (default ``$TINKEX_LOG_DIR``, else ./runs; it must exist when ``listing``), or the
+    manifest's blob store, opened through the runtime (only that port) and closed on exit."""
+    from tinkex_cookbook.runs import RunsError, default_root, local_store
+
+    if manifest is None:
+        root = root or default_root()
+        if listing and not root.is_dir():
+            raise RunsError(f"no such directory: {root} (pass --root DIR or set $TINKEX_LOG_DIR)")
+        yield Runs(local_store(root), str(root), root)
+        return
+    from tinkex_cookbook.runtime import Runtime
+
+    with Runtime.open_ports(["blob_store"], manifest) as opened:
+        store: BlobStore = opened["blob_store"]  # type: ignore[assignment]
+        yield Runs(store, f"the blob store of manifest {manifest!r} ({store!r})")
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -96,27 +146,33 @@ def _last_loss(run: Run) -> str:
 
 
 @runs_app.command("list")
-def runs_list(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False)) -> None:
+def runs_list(
+    root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+    manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
+) -> None:
     """Every run folder under the root, newest first: recipe, manifest, status, steps and last loss.
 
     Status is 'finished' when checkpoints.jsonl holds a final checkpoint, 'running' while a live run
     holds the folder's run.lock, 'failed' when its last attempt raised (run.log says why), else
-    'incomplete' (stopped or killed). Rerun with its log_path to resume either.
+    'incomplete' (stopped or killed). Rerun with its log_path to resume either. 'updated' is the
+    time of the run's last run.log line.
     """
-    from tinkex_cookbook.runs import RunsError, default_root, find_runs, relative_label
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError, find_runs
 
-    root = root or default_root()
     try:
-        runs = find_runs(root)
-    except RunsError as exc:
+        with _runs(root, manifest, listing=True) as runs:
+            found = find_runs(runs.store)
+            where = runs.where
+    except (RunsError, CookbookError) as exc:
         _fail(exc)
-    if not runs:
-        typer.echo(f"no run folders under {root}")
+    if not found:
+        typer.echo(f"no run folders under {where}")
         return
     rows = [
-        [relative_label(run.path, root), run.recipe, run.manifest_name, run.status, run.steps,
-         _last_loss(run), time.strftime("%Y-%m-%d %H:%M", time.localtime(run.updated))]
-        for run in runs
+        [label, run.recipe, run.manifest_name, run.status, run.steps, _last_loss(run),
+         time.strftime("%Y-%m-%d %H:%M", time.localtime(run.updated)) if run.updated else "-"]
+        for label, run in found
     ]
     terminal = _is_terminal()
     headers = ["run", "recipe", "manifest", "status", "steps", "last loss", "updated"]
@@ -127,23 +183,25 @@ def runs_list(root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, s
 def runs_show(
     run_dir: str = typer.Argument(..., metavar="DIR", help=DIR_HELP),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+    manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
     """One run: config, manifest and its adapters, checkpoints, last metrics row and evals."""
-    from rich.padding import Padding
-
-    from tinkex_cookbook.runs import (
-        RunsError,
-        adapter_lines,
-        default_root,
-        eval_summary,
-        format_value,
-        resolve_run,
-    )
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError
 
     try:
-        run = resolve_run(run_dir, root or default_root())
-    except RunsError as exc:
+        with _runs(root, manifest) as runs:
+            run = runs.resolve(run_dir)
+    except (RunsError, CookbookError) as exc:
         _fail(exc)
+    _show(run)
+
+
+def _show(run: Run) -> None:
+    from rich.padding import Padding
+
+    from tinkex_cookbook.runs import adapter_lines, eval_summary, format_value
+
     terminal = _is_terminal()
     head = [
         f"run: {run.path}",
@@ -174,32 +232,26 @@ def runs_show(
 
 
 def _chart(
-    run_dirs: list[str], metric: str | None, out: Path | None, root: Path | None, compare: bool
+    run_dirs: list[str], metric: str | None, out: Path | None, root: Path | None, manifest: str | None,
+    compare: bool,
 ) -> None:
-    from tinkex_cookbook.runs import (
-        RunsError,
-        default_chart_name,
-        default_root,
-        pick_metric,
-        resolve_run,
-        run_labels,
-        write_chart,
-    )
+    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook.runs import RunsError, default_chart_name, pick_metric, write_chart
 
-    root = root or default_root()
     try:
-        runs = [resolve_run(run_dir, root) for run_dir in run_dirs]
-        labels = run_labels([run.path for run in runs], root)
-        chosen = pick_metric(runs, metric)
-        series = [(label, run.series(chosen)) for label, run in zip(labels, runs, strict=True)]
+        with _runs(root, manifest) as runs:
+            found = [runs.resolve(run_dir) for run_dir in run_dirs]
+            labels = runs.labels(found)
+        chosen = pick_metric(found, metric)
+        series = [(label, run.series(chosen)) for label, run in zip(labels, found, strict=True)]
         if compare:
             title = f"{chosen}: {', '.join(labels)}"
             path = out or default_chart_name("compare", chosen)
         else:
-            title = f"{chosen}: {labels[0]} ({runs[0].spec.get('name', runs[0].recipe)})"
+            title = f"{chosen}: {labels[0]} ({found[0].spec.get('name', found[0].recipe)})"
             path = out or default_chart_name(labels[0], chosen)
         typer.echo(str(write_chart(path, series, chosen, title)))
-    except RunsError as exc:
+    except (RunsError, CookbookError) as exc:
         _fail(exc)
 
 
@@ -211,9 +263,10 @@ def runs_compare(
     out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./compare-METRIC.html.",
                              show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+    manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
     """Chart one metric against step for several runs on shared axes; prints the file written."""
-    _chart(run_dirs, metric, out, root, compare=True)
+    _chart(run_dirs, metric, out, root, manifest, compare=True)
 
 
 @runs_app.command("plot")
@@ -223,6 +276,7 @@ def runs_plot(
     out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./RUN-METRIC.html.",
                              show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
+    manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
     """Chart one metric of one run against step; prints the file written."""
-    _chart([run_dir], metric, out, root, compare=False)
+    _chart([run_dir], metric, out, root, manifest, compare=False)

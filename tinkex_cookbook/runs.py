@@ -1,9 +1,9 @@
-"""Browse run folders: find them under a root, summarise one, chart a metric across several.
+"""Browse run folders: find them in a blob store, summarise one, chart a metric across several.
 
-A run folder is any directory holding ``spec.json`` or ``metrics.jsonl`` (what
-``Runtime`` writes beside a run, with ``config.json``, ``manifest.json``,
-``checkpoints.jsonl``, ``run.log`` and ``loss.html``). Runs sit at any depth
-under a root (``$TINKEX_LOG_DIR``, else ``./runs``). Everything here only reads
+A run folder is any folder holding ``spec.json`` or ``metrics.jsonl`` (the layout
+is ``run_folder.py``'s). Runs sit at any depth under a root: a local directory
+(``$TINKEX_LOG_DIR``, else ``./runs``) or a manifest's blob store (S3 for
+``prod``), read through ``RunFolder`` either way. Everything here only reads
 those files: no recipe, port or backend is imported, so browsing stays fast.
 """
 
@@ -12,15 +12,28 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RUN_MARKERS = ("spec.json", "metrics.jsonl")
+from tinkex_cookbook.ports.blobs import BlobStore
+from tinkex_cookbook.run_folder import (
+    CHECKPOINTS,
+    CONFIG,
+    LOCK,
+    LOG,
+    MANIFEST,
+    METRICS,
+    RUN_MARKERS,
+    SPEC,
+    SUMMARY,
+    RunFolder,
+)
+
 LOSS_METRICS = ("train_mean_nll", "dpo_loss", "reward_mean", "teacher_kl")
 """The metric a run is judged by, in the order looked for: SL, DPO, RL, distillation."""
 COUNTERS = frozenset({"step", "total_steps", "batch", "epoch"})
@@ -39,32 +52,30 @@ class RunsError(ValueError):
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("TINKEX_LOG_DIR") or "runs")
+    """``TINKEX_LOG_DIR`` (through ``Settings``), else ``./runs``."""
+    from tinkex_cookbook.errors import CookbookError
+    from tinkex_cookbook.runtime.settings import Settings
 
-
-def _read_json(path: Path) -> dict[str, Any]:
-    """The file's JSON object, or ``{}`` if missing or unreadable (one bad run must not stop a listing)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        log_dir = Settings().log_dir
+    except CookbookError:  # a bad TINKEX_PORTS must not stop browsing
+        log_dir = None
+    return Path(log_dir or "runs")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def local_store(root: Path) -> BlobStore:
+    """The blob store over a local directory of runs (the ``local`` adapter, as a run writes through it)."""
+    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+
+    return LocalBlobStore(root)
+
+
+def _log_time(line: str) -> float:
+    """The UTC timestamp a ``run.log`` line starts with, or 0."""
     try:
-        text = path.read_text()
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+        return datetime.strptime(line[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _metric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -81,9 +92,9 @@ def _number(value: Any) -> float | None:
 
 @dataclass
 class Run:
-    """What one run folder holds, read once."""
+    """What one run folder holds, read once through its ``RunFolder``."""
 
-    path: Path
+    folder: RunFolder
     spec: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=dict)
@@ -91,24 +102,36 @@ class Run:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     """``summary.json``: held-out NLL and replies of the base and the final model (SL runs)."""
-    updated: float = 0.0
+    log: list[str] = field(default_factory=list)
+    lock: bytes | None = None
 
     @classmethod
-    def load(cls, path: Path) -> Run:
-        try:
-            mtimes = [entry.stat().st_mtime for entry in os.scandir(path) if entry.is_file()]
-        except OSError:
-            mtimes = []
+    def load(cls, where: RunFolder | Path) -> Run:
+        """The run in ``where``: a ``RunFolder``, or a local directory."""
+        folder = where if isinstance(where, RunFolder) else RunFolder(local_store(where.parent), where.name)
         return cls(
-            path=path,
-            spec=_read_json(path / "spec.json"),
-            config=_read_json(path / "config.json"),
-            manifest=_read_json(path / "manifest.json"),
-            rows=_read_jsonl(path / "metrics.jsonl"),
-            checkpoints=_read_jsonl(path / "checkpoints.jsonl"),
-            summary=_read_json(path / "summary.json"),
-            updated=max(mtimes, default=0.0),
+            folder=folder,
+            spec=folder.read_json(SPEC),
+            config=folder.read_json(CONFIG),
+            manifest=folder.read_json(MANIFEST),
+            rows=folder.read_rows(METRICS),
+            checkpoints=folder.read_rows(CHECKPOINTS),
+            summary=folder.read_json(SUMMARY),
+            log=folder.read_lines(LOG),
+            lock=folder.read(LOCK),
         )
+
+    @property
+    def path(self) -> str:
+        """Where the folder is: a directory for a local store, a URL (``s3://...``) otherwise."""
+        return self.folder.uri()
+
+    @property
+    def updated(self) -> float:
+        """When the run last wrote: its newest ``run.log`` line, or its lock's heartbeat; 0 if neither."""
+        holder = self._holder()
+        heartbeat = holder.heartbeat if holder is not None else 0.0
+        return max(_log_time(self.log[-1]) if self.log else 0.0, heartbeat)
 
     @property
     def recipe(self) -> str:
@@ -122,28 +145,25 @@ class Run:
     def finished(self) -> bool:
         return any(record.get("final") for record in self.checkpoints)
 
+    def _holder(self) -> Any:
+        if self.lock is None:
+            return None
+        from tinkex_cookbook.runtime.lease import Holder  # only for folders with a lock
+
+        return Holder.parse(self.lock)
+
     @property
     def running(self) -> bool:
         """The folder's ``run.lock`` names a run that may still be going (not one surely dead)."""
-        lock = self.path / "run.lock"
-        if not lock.is_file():
-            return False
-        from tinkex_cookbook.runtime.lease import Holder, stale_reason  # only for folders with a lock
+        from tinkex_cookbook.runtime.lease import stale_reason
 
-        try:
-            holder = Holder.parse(lock.read_bytes())
-        except OSError:
-            return False
+        holder = self._holder()
         return holder is not None and stale_reason(holder, time.time()) is None
 
     @property
     def failed(self) -> bool:
         """Its last attempt ended in an error (``run.log``'s last workflow line is the exception)."""
-        try:
-            lines = (self.path / "run.log").read_text(errors="replace").splitlines()
-        except OSError:
-            return False
-        events = [line.split(" ", 2)[1] for line in lines if " workflow." in line and len(line.split(" ", 2)) > 1]
+        events = [line.split(" ", 2)[1] for line in self.log if " workflow." in line and len(line.split(" ", 2)) > 1]
         return bool(events) and events[-1] == "workflow.exception"
 
     @property
@@ -201,34 +221,49 @@ def is_run_folder(path: Path) -> bool:
 
 
 def find_run_folders(root: Path) -> list[Path]:
-    """Run folders under ``root`` (itself included), not descending into a run folder or hidden folders."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if any(marker in filenames for marker in RUN_MARKERS):
-            found.append(Path(dirpath))
-            dirnames[:] = []
-        else:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return found
+    """Run folders in a local directory (itself included), as ``run_prefixes`` finds them."""
+    return [root / prefix if prefix else root for prefix in run_prefixes(local_store(root))]
 
 
-def find_runs(root: Path) -> list[Run]:
-    """Every run under ``root``, most recently written first."""
-    if not root.is_dir():
-        raise RunsError(f"no such directory: {root} (pass --root DIR or set $TINKEX_LOG_DIR)")
-    runs = [Run.load(path) for path in find_run_folders(root)]
-    return sorted(runs, key=lambda run: (run.updated, str(run.path)), reverse=True)
+def run_prefixes(store: BlobStore, prefix: str = "") -> list[str]:
+    """The folders under ``prefix`` in ``store`` holding a run marker, not looking inside a run folder or a
+    hidden folder; ``""`` is the root itself."""
+    found: set[str] = set()
+    for key in store.list(prefix):
+        folder, _, name = key.rpartition("/")
+        if name in RUN_MARKERS and not any(part.startswith(".") for part in folder.split("/") if part):
+            found.add(folder)
+    return sorted(f for f in found if not any(f.startswith(g + "/") or g == "" for g in found if g != f))
 
 
-def relative_label(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix() or "."
-    except ValueError:
-        return str(path)
+def find_runs(store: BlobStore, prefix: str = "") -> list[tuple[str, Run]]:
+    """Every run under ``prefix`` in ``store`` with its label (its folder below the prefix), newest first."""
+    base = prefix.strip("/")
+    runs = [(_below(folder, base), Run.load(RunFolder(store, folder)))
+            for folder in run_prefixes(store, f"{base}/" if base else "")]
+    return sorted(runs, key=lambda found: (found[1].updated, found[0]), reverse=True)
 
 
-def resolve_run(arg: str, root: Path) -> Run:
-    """The run folder ``arg`` names, as a path or relative to ``root``."""
+def _below(folder: str, base: str) -> str:
+    return (folder[len(base) :].strip("/") if base else folder) or "."
+
+
+def resolve_run(arg: str, store: BlobStore, where: str) -> Run:
+    """The run folder ``arg`` names: a key folder in ``store`` (``where`` says what the store is, for errors)."""
+    prefix = arg.strip("/")
+    if prefix in ("", "."):
+        prefix = ""
+    inside = run_prefixes(store, f"{prefix}/" if prefix else "")
+    if prefix in inside:
+        return Run.load(RunFolder(store, prefix))
+    if not inside and not store.list(f"{prefix}/" if prefix else ""):
+        raise RunsError(f"no such run folder: {arg} in {where}")
+    hint = (f"; it holds {len(inside)} run folder(s), e.g. {inside[0]} (see `runs list`)" if inside else "")
+    raise RunsError(f"{arg} is not a run folder: it has no spec.json or metrics.jsonl{hint}")
+
+
+def resolve_local_run(arg: str, root: Path) -> Run:
+    """The run folder ``arg`` names, as a local path or relative to ``root``."""
     path = Path(arg)
     if not path.exists() and not path.is_absolute() and (root / path).exists():
         path = root / path
@@ -244,18 +279,16 @@ def resolve_run(arg: str, root: Path) -> Run:
     return Run.load(path)
 
 
-def run_labels(paths: Sequence[Path], root: Path) -> list[str]:
-    """Short, distinct names for chart legends: each path below ``root`` (as ``runs list`` shows it), else
-    its last two parts (``sl_basic/20261123-120000``); the full paths if those collide."""
+def run_labels(paths: Sequence[str], root: str) -> list[str]:
+    """Short, distinct names for chart legends: each folder below ``root`` (as ``runs list`` shows it), else
+    its last two parts (``sl_basic/20261123-120000``); the full locations if those collide."""
     labels = []
+    base = root.rstrip("/") + "/"
     for path in paths:
-        try:
-            labels.append(path.resolve().relative_to(root.resolve()).as_posix())
-        except ValueError:
-            labels.append("/".join(path.resolve().parts[-2:]))
+        labels.append(path[len(base):] if path.startswith(base) else "/".join(path.rstrip("/").split("/")[-2:]))
     if all(label not in ("", ".") for label in labels) and len(set(labels)) == len(labels):
         return labels
-    return [str(p) for p in paths]
+    return list(paths)
 
 
 def _metric_list(names: Sequence[str]) -> str:

@@ -20,16 +20,16 @@ from tinkex_cookbook.adapters.blobs.keys import normalize_key
 from tinkex_cookbook.adapters.blobs.local import ABANDONED_AFTER, LocalBlobStore, temp_prefix
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
-from tinkex_cookbook.ports.blobs import BlobStore
+from tinkex_cookbook.ports.blobs import BlobStore, whole_lines
 
-INVALID_KEYS = ["", "/abs", "../x", "a/../../b", "a/..", "a//b", "a/", ".", "./", "a\\b", "a\x00b", ".tmp-x", "a\nb"]
+INVALID_KEYS = ["", "/abs", "../x", "a/../../b", "a/..", "a//b", "a/", ".", "./", "a\\b", "a\x00b", ".tmp-x", "a/.append-1", "a\nb"]
 shared_store = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 segment = st.text(
     st.characters(codec="ascii", exclude_characters="/\\", exclude_categories=("Cc",)), min_size=1, max_size=12
 ).filter(
-    lambda s: s not in (".", "..") and not s.startswith(".tmp-")
+    lambda s: s not in (".", "..") and not s.startswith((".tmp-", ".append-"))
 )
 valid_key = st.lists(segment, min_size=1, max_size=4).map("/".join)
 _examples = itertools.count()  # one fresh subtree per example: the store outlives the examples
@@ -220,6 +220,114 @@ def test_create_agrees_with_a_dict_model(store: BlobStore, ops: list[tuple[str, 
             store.delete(key)
             model.pop(key, None)
     assert {key: store.read(key) for key in store.list(f"{base}/")} == model
+
+
+def test_append_creates_then_extends(store: BlobStore) -> None:
+    store.append("run/metrics.jsonl", b"1\n")
+    store.append("run/metrics.jsonl", b"2\n3\n")
+    assert store.read("run/metrics.jsonl") == b"1\n2\n3\n"
+    assert store.exists("run/metrics.jsonl") and store.list("run/") == ["run/metrics.jsonl"]
+
+
+def test_append_after_write_and_write_after_append(store: BlobStore) -> None:
+    store.write("log", b"old\n")
+    store.append("log", b"more\n")
+    assert store.read("log") == b"old\nmore\n"
+    store.write("log", b"new\n")
+    assert store.read("log") == b"new\n"
+    store.append("log", b"after\n")
+    assert store.read("log") == b"new\nafter\n"
+
+
+def test_delete_removes_appended_lines_too(store: BlobStore) -> None:
+    store.append("gone/log", b"a\n")
+    store.append("gone/log", b"b\n")
+    store.delete("gone/log")
+    assert not store.exists("gone/log") and store.list("gone") == []
+    with pytest.raises(BlobNotFoundError):
+        store.read("gone/log")
+    store.append("gone/log", b"c\n")
+    assert store.read("gone/log") == b"c\n"
+
+
+@pytest.mark.parametrize("data", [b"", b"no newline", "text\n"])
+def test_append_takes_only_whole_lines_of_bytes(store: BlobStore, data: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        store.append("x", data)  # type: ignore[arg-type]
+    assert not store.exists("x")
+
+
+def test_a_key_beside_an_appended_key_is_its_own(store: BlobStore) -> None:
+    store.append("a/log", b"1\n")
+    store.write("a/log2", b"2")
+    store.append("a/log", b"3\n")
+    assert store.list("a/") == ["a/log", "a/log2"] and store.read("a/log2") == b"2"
+
+
+@settings(shared_store, max_examples=15)
+@given(ops=st.lists(st.tuples(st.sampled_from(["append", "write", "delete"]), st.sampled_from("ab"),
+                              st.lists(st.binary(max_size=6).map(lambda b: b.replace(b"\n", b"")), min_size=1,
+                                       max_size=3)), max_size=10))
+def test_append_agrees_with_a_dict_model(store: BlobStore, ops: list[tuple[str, str, list[bytes]]]) -> None:
+    """Any mix of append, write and delete reads back as the concatenation a dict would hold."""
+    base, model = f"append-{next(_examples)}", {}
+    for op, name, lines in ops:
+        key, data = f"{base}/{name}", b"".join(line + b"\n" for line in lines)
+        if op == "append":
+            store.append(key, data)
+            model[key] = model.get(key, b"") + data
+        elif op == "write":
+            store.write(key, data)
+            model[key] = data
+        else:
+            store.delete(key)
+            model.pop(key, None)
+    assert {key: store.read(key) for key in store.list(f"{base}/")} == model
+
+
+def test_whole_lines_skips_a_torn_tail() -> None:
+    assert whole_lines(b"a\nb\n") == [b"a", b"b"]
+    assert whole_lines(b"a\n{\"step\": 3") == [b"a"]
+    assert whole_lines(b"") == whole_lines(b"torn") == []
+
+
+def test_local_append_drops_a_torn_tail_before_appending(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.append("log", b"one\n")
+    with (tmp_path / "log").open("ab") as handle:  # what a power cut mid-append can leave
+        handle.write(b'{"half": ')
+    assert whole_lines(store.read("log")) == [b"one"]
+    store.append("log", b"two\n")
+    assert store.read("log") == b"one\ntwo\n"
+    (tmp_path / "all-torn").write_bytes(b"x" * 10_000)
+    store.append("all-torn", b"fresh\n")
+    assert store.read("all-torn") == b"fresh\n"
+
+
+def test_local_append_cuts_back_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.append("log", b"kept\n")
+
+    def half_then_fail(fd: int, data: bytes) -> int:
+        os.pwrite(fd, data[:3], os.fstat(fd).st_size)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(BlobStoreError, match="cannot append blob 'log'.*No space left"):
+        store.append("log", b"lost line\n")
+    monkeypatch.undo()
+    assert store.read("log") == b"kept\n"
+
+
+def test_local_append_is_a_real_append(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bytes written per append are its own, however long the file: no rewrite, no temp file."""
+    store = LocalBlobStore(tmp_path)
+    store.write("big", b"x" * 1_000_000 + b"\n")
+    written: list[int] = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: written.append(len(data)) or real_write(fd, data))
+    store.append("big", b"small\n")
+    assert written == [6] and not list(tmp_path.glob(".tmp-*"))
 
 
 @shared_store

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,88 @@ def test_multipart_upload_above_threshold(moto_endpoint: str, aws_env: None, raw
     assert etag.strip('"').endswith("-2"), f"expected a 2-part multipart ETag, got {etag}"
     store.write("small.bin", b"x")  # below the threshold: a single PUT
     assert "-" not in raw.head_object(Bucket=BUCKET, Key="multipart/small.bin")["ETag"]
+
+
+# -- append: numbered parts, folded into the base object -------------------------------
+
+
+class RequestLog:
+    """Every request a raw client sends, with the bytes of its body: what an append costs the client."""
+
+    def __init__(self, client: Any) -> None:
+        self.sent: list[tuple[str, int]] = []
+        client.meta.events.register("before-parameter-build.s3.*", self._note)
+
+    def _note(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        body = params.get("Body") or b""
+        self.sent.append((model.name, len(body) if isinstance(body, bytes) else -1))
+
+
+def _objects(raw: Any, prefix: str) -> list[str]:
+    return sorted(o["Key"] for o in raw.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", ()))
+
+
+def test_appends_are_parts_folded_into_the_base_every_compact_after(moto_endpoint: str, aws_env: None,
+                                                                     raw: Any) -> None:
+    prefix = f"parts{next(_prefixes)}"
+    store = S3BlobStore(BUCKET, prefix, moto_endpoint, compact_after=3)
+    for n in range(7):
+        store.append("run/metrics.jsonl", f"{n}\n".encode())
+    assert _objects(raw, prefix) == [f"{prefix}/run/metrics.jsonl", f"{prefix}/run/metrics.jsonl/.append-000000000007"]
+    head = raw.head_object(Bucket=BUCKET, Key=f"{prefix}/run/metrics.jsonl")
+    assert head["Metadata"] == {"appended-through": "6"}
+    assert store.read("run/metrics.jsonl") == b"".join(f"{n}\n".encode() for n in range(7))
+    assert store.list() == ["run/metrics.jsonl"]
+    later = S3BlobStore(BUCKET, prefix, moto_endpoint, compact_after=3)  # a resumed run: numbering goes on
+    later.append("run/metrics.jsonl", b"7\n")
+    assert store.read("run/metrics.jsonl").endswith(b"6\n7\n")
+
+
+def test_an_append_costs_one_small_put_however_big_the_blob(moto_endpoint: str, aws_env: None) -> None:
+    client = _raw_client(moto_endpoint)
+    store = S3BlobStore(BUCKET, f"cost{next(_prefixes)}", client=client, compact_after=1000)
+    store.write("log", os.urandom(512 * 1024).hex().encode()[:1_000_000] + b"\n")
+    store.append("log", b"first\n")  # learns where the key's appends stand
+    log = RequestLog(client)
+    for n in range(20):
+        store.append("log", f"line {n}\n".encode())
+    assert log.sent == [("PutObject", len(f"line {n}\n")) for n in range(20)]
+
+
+def test_compaction_of_a_big_base_copies_it_server_side(moto_endpoint: str, aws_env: None) -> None:
+    client = _raw_client(moto_endpoint)
+    store = S3BlobStore(BUCKET, f"big{next(_prefixes)}", client=client, compact_after=2)
+    big = b"x" * (6 * 1024 * 1024) + b"\n"
+    store.write("log", big)
+    store.append("log", b"a\n")
+    log = RequestLog(client)
+    store.append("log", b"b\n")
+    assert max(size for _, size in log.sent) < 1024, log.sent  # the 6 MiB never went through this client
+    assert "UploadPartCopy" in [name for name, _ in log.sent]
+    assert store.read("log") == big + b"a\nb\n"
+
+
+def test_a_reader_never_sees_a_line_twice_or_lost_while_appends_are_compacted(
+    moto_endpoint: str, aws_env: None
+) -> None:
+    prefix = f"race{next(_prefixes)}"
+    writer = S3BlobStore(BUCKET, prefix, moto_endpoint, compact_after=2)
+    reader = S3BlobStore(BUCKET, prefix, moto_endpoint)
+    writer.append("log", b"0\n")
+    done = threading.Event()
+    seen: list[list[bytes]] = []
+
+    def read_all_the_time() -> None:
+        while not done.is_set():
+            seen.append(reader.read("log").split(b"\n")[:-1])
+
+    thread = threading.Thread(target=read_all_the_time)
+    thread.start()
+    for n in range(1, 25):
+        writer.append("log", f"{n}\n".encode())
+    done.set()
+    thread.join()
+    assert seen and all(lines == [str(n).encode() for n in range(len(lines))] for lines in seen)
 
 
 def test_missing_bucket_error_text(moto_endpoint: str, aws_env: None) -> None:

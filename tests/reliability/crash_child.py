@@ -3,9 +3,10 @@
     python -m tests.reliability.crash_child RECIPE (--root DIR | --s3 ENDPOINT BUCKET PREFIX)
         [--kill-at-write N [--kill-key TEXT] --kill-mode before|partial|unrenamed|after]
 
-The run's blob store is wrapped so the process can kill itself at its N-th blob write (of keys
-containing TEXT, if given): before the write, with a half-written upload or temp file on the way,
-with the whole temp file written but not renamed into place, or right after. Every write is noted
+The run's blob store is wrapped so the process can kill itself at its N-th blob write or append (of
+keys containing TEXT, if given): before the write, with a half-written upload or temp file on the way
+(an append: half its bytes at the end of the file, a torn tail), with the whole temp file written but
+not renamed into place (an append: all but its last newline), or right after. Every write is noted
 on stderr with its time since start, so a failure can be traced to the write it died in. Exit
 status 0 means the run finished; a killed run ends with -SIGKILL, as a crashed machine leaves it.
 
@@ -107,6 +108,10 @@ class KillingBlobStore:
         """Counted and killed like a write (the run lease's lock is created through it)."""
         return bool(self._write(key, data, self.inner.create))
 
+    def append(self, key: str, data: bytes) -> None:
+        """Counted and killed like a write; torn, it leaves part of its lines at the end of the file."""
+        self._write(key, data, self.inner.append)
+
     def _write(self, key: str, data: bytes, inner_write: Any) -> Any:
         self.writes += 1
         self.counted += self.kill_key in key
@@ -115,9 +120,20 @@ class KillingBlobStore:
             return inner_write(key, data)
         if self.mode == "after":
             inner_write(key, data)
+        elif self.mode in ("partial", "unrenamed") and inner_write == self.inner.append:
+            self._torn_append(key, bytes(data), whole=self.mode == "unrenamed")
         elif self.mode in ("partial", "unrenamed"):
             self._torn_write(key, bytes(data), whole=self.mode == "unrenamed")
         die(f"write={self.counted} mode={self.mode} key={key}")
+
+    def _torn_append(self, key: str, data: bytes, whole: bool) -> None:
+        """What a power cut mid-append leaves on a local disk; an S3 part cut short is never stored."""
+        if hasattr(self.inner, "bucket"):
+            return
+        target = Path(self.inner.uri(key))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("ab") as handle:
+            handle.write(data[:-1] if whole else data[: len(data) // 2])
 
     def _torn_write(self, key: str, data: bytes, whole: bool) -> None:
         """Leave what a write interrupted half-way leaves: a temp file beside the target, or an upload

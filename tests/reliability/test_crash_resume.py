@@ -66,7 +66,7 @@ FIGURES: dict[tuple[str, str], dict[str, int]] = {}
 
 def normalize(path: str | None) -> str | None:
     """A checkpoint path without its training session's random model id, which every attempt renews."""
-    return None if path is None else re.sub(r"local_torch/[^/]+/", "local_torch/*/", path)
+    return None if path is None else re.sub(r"checkpoints/[^/]+/", "checkpoints/*/", path)
 
 
 def record_row(record: CheckpointRecord) -> dict[str, Any]:
@@ -420,7 +420,7 @@ def test_the_command_line_child_dies_where_told_and_a_forked_child_resumes_it(
     killed = subprocess.run([sys.executable, "-m", "tests.reliability.crash_child", *argv], env=env,
                             capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert "kill write=2 mode=partial key=local_torch/" in killed.stderr
+    assert "kill write=2 mode=partial key=run/checkpoints/" in killed.stderr
     assert len(storage.temp_files()) == 1
     check_after_kill(storage, references["sl"], "after the command-line child died")
     outcome = crash_and_resume("sl", storage, [], references["sl"], tmp_path / "notes.txt", 0)

@@ -6,8 +6,9 @@ Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
 preparation, sampling, evaluation; see ``TaskProgress``). A sink is
 anything with ``handle(event)`` and ``close()``; a sink that raises does not
 stop the run's other sinks from seeing the event, but does fail the run. A
-sink that buffers may also have ``flush()``: ``Telemetry.flush`` calls it
-before a checkpoint is recorded.
+sink that buffers is also a ``BufferedSink`` (``flush()``): ``Telemetry.flush``
+calls it before a checkpoint is recorded. A ``RunAwareSink`` (``configure``)
+is told the run's spec and folder before the run starts.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError
 from tinkex_cookbook.ports import BlobStore
+from tinkex_cookbook.ports.blobs import whole_lines
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.spec import Experiment
 
 METRIC_EVENTS = frozenset({"train.step", "train.eval"})
 SLOW_TASK_SECONDS = 1.0
@@ -42,6 +47,21 @@ class Sink(Protocol):
     def handle(self, event: Event) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class BufferedSink(Protocol):
+    """A sink holding events in memory between writes; ``flush`` writes them out."""
+
+    def flush(self) -> None: ...
+
+
+@runtime_checkable
+class RunAwareSink(Protocol):
+    """A sink that wants the run's spec (secrets scrubbed) and its folder's URI before the first event:
+    W&B derives its run id from the folder, so a resumed run continues the same W&B run."""
+
+    def configure(self, spec: Experiment, run_uri: str) -> None: ...
 
 
 class Telemetry:
@@ -76,10 +96,9 @@ class Telemetry:
             self._guard(True)
         errors = []
         for sink in self.sinks:
-            flush = getattr(sink, "flush", None)
-            if callable(flush):
+            if isinstance(sink, BufferedSink):
                 try:
-                    flush()
+                    sink.flush()
                 except Exception as exc:  # noqa: BLE001 - every sink flushes first
                     errors.append(exc)
         if errors:
@@ -142,7 +161,8 @@ class MemorySink:
 
 
 class BlobLinesSink:
-    """Text lines kept in one blob, rewritten atomically (the blob store has no append).
+    """Text lines appended to one blob (``BlobStore.append``): a flush sends only the lines since the last,
+    so its cost does not grow with the run's length.
 
     Flushed at most every ``flush_seconds``, before each checkpoint is recorded
     (``Telemetry.flush``: so the file is never behind a checkpoint), after it and
@@ -152,11 +172,10 @@ class BlobLinesSink:
 
     def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
         self._store = blob_store
-        self._key = key
+        self.key = key
         self._flush_seconds = flush_seconds
-        self._lines: list[str] = []
+        self._pending: list[str] = []
         self._flushed_at = float("-inf")
-        self._dirty = False
         self._detached = False
 
     @property
@@ -173,21 +192,22 @@ class BlobLinesSink:
     def handle(self, event: Event) -> None:
         line = self.line_for(event)
         if line is not None:
-            self._lines.append(line)
-            self._dirty = True
+            self._pending.append(line)
         if event.name == "train.checkpoint" or time.monotonic() - self._flushed_at >= self._flush_seconds:
             self.flush()
 
     def existing_lines(self) -> list[str]:
+        """The blob's whole lines (a torn last line, from a crash mid-append, is not one)."""
         try:
-            return self._store.read(self._key).decode().splitlines()
+            data = self._store.read(self.key)
         except BlobNotFoundError:
             return []
+        return [line.decode("utf-8", "replace") for line in whole_lines(data)]
 
     def flush(self) -> None:
-        if self._dirty and not self._detached:
-            self._store.write(self._key, "".join(line + "\n" for line in self._lines).encode())
-            self._dirty = False
+        if self._pending and not self._detached:
+            self._store.append(self.key, "".join(line + "\n" for line in self._pending).encode())
+            self._pending.clear()
         self._flushed_at = time.monotonic()
 
     def close(self) -> None:
@@ -198,25 +218,51 @@ class JsonlMetricsSink(BlobLinesSink):
     """``train.step`` / ``train.eval`` rows, one JSON object per line, in ``metrics.jsonl``.
 
     On ``train.resume`` it keeps the rows already written up to the checkpoint's
-    step and drops any after it, so the file never holds a step twice.
+    step and drops any after it; an attempt that starts from no checkpoint replaces
+    the file at its first write. Either is one rewrite per attempt, and the file
+    never holds a step twice.
     """
 
+    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
+        super().__init__(blob_store, key, flush_seconds)
+        self._fresh = True
+        """No ``train.resume`` yet: rows left by an earlier attempt belong to steps this one recomputes."""
+
     def line_for(self, event: Event) -> str | None:
-        if event.name == "train.resume":
-            step = event.data["step"]
-            self._lines = [line for line in self.existing_lines() if json.loads(line).get("step", 0) <= step]
-            self._dirty = True
+        if event.name == "train.resume" and not self._detached:
+            self._drop_rows_after(event.data["step"])
+            self._fresh = False
         if event.name in METRIC_EVENTS:
             return json.dumps(metric_row(event), sort_keys=True)
         return None
 
+    def _drop_rows_after(self, step: int) -> None:
+        existing = self.existing_lines()
+        kept = [line for line in existing if _step_of(line) <= step]
+        self._pending.clear()
+        if kept != existing:
+            self._store.write(self.key, "".join(line + "\n" for line in kept).encode())
+
+    def flush(self) -> None:
+        if self._fresh and self._pending and not self._detached:
+            self._store.write(self.key, "".join(line + "\n" for line in self._pending).encode())
+            self._pending.clear()
+            self._fresh = False
+        super().flush()
+
+
+def _step_of(line: str) -> int:
+    """A metric row's step; a line that is not a row (damaged by hand) counts as step 0, so it is kept."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return 0
+    step = row.get("step", 0) if isinstance(row, dict) else 0
+    return step if isinstance(step, int) else 0
+
 
 class LogFileSink(BlobLinesSink):
     """The console's lines, timestamped, appended to the run's log across attempts."""
-
-    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
-        super().__init__(blob_store, key, flush_seconds)
-        self._lines = self.existing_lines()
 
     def line_for(self, event: Event) -> str | None:
         line = _console_line(event) if event.name != "workflow.start" else f"workflow.start {event.data}"

@@ -29,10 +29,11 @@ from typing import Self
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, RunFolderInUseError
 from tinkex_cookbook.ports import BlobStore
 from tinkex_cookbook.processes import current_pid_space, pid_alive
+from tinkex_cookbook.run_folder import LOCK
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = "run.lock"
+LOCK_NAME = LOCK
 STALE_AFTER = 15 * 60.0
 """Seconds without a heartbeat after which a lock's run counts as dead, wherever it ran."""
 HEARTBEAT_EVERY = 60.0

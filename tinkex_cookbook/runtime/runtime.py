@@ -28,16 +28,16 @@ from tinkex_cookbook.pipeline import (
     ConsoleSink,
     Context,
     Event,
-    JsonlMetricsSink,
-    LogFileSink,
     MemorySink,
     Runner,
     Sink,
     Telemetry,
 )
-from tinkex_cookbook.pipeline.report import loss_curve_html
-from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
+from tinkex_cookbook.pipeline.context import PortLookup
+from tinkex_cookbook.pipeline.telemetry import RunAwareSink
+from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
+from tinkex_cookbook.run_folder import CheckpointPlacement, RunFolder, config_json
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
@@ -273,32 +273,27 @@ class Runtime:
         cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: Ports,
         runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
     ) -> RunResult:
-        prefix = str(spec.config.get("log_path") or spec.recipe).strip("/")
-        blob_store: BlobStore = ports["blob_store"]  # type: ignore[assignment]
-        with RunLease(blob_store, prefix) as lease:  # one run per folder, before anything in it is read or written
-            _refuse_changed_config(blob_store, prefix, spec, scrub)
-            artifacts = _write_run_files(blob_store, prefix, spec, manifest, scrub)
+        folder = RunFolder(ports.blob_store, str(spec.config.get("log_path") or spec.recipe))
+        with folder.lease() as lease:  # one run per folder, before anything in it is read or written
+            folder.refuse_changed_config(config_json(spec.config, scrub))
+            artifacts = folder.save_run_files(config_json(spec.config, scrub), scrub(spec.to_json()),
+                                              scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
             shown = Experiment.from_json(scrub(spec.to_json()))  # what sinks may upload: no pasted secret
-            for sink in sinks:  # sinks that want the run's spec and where it lives (e.g. WandbSink's run id)
-                if callable(getattr(sink, "configure", None)):
-                    sink.configure(shown, blob_store.uri(prefix))  # type: ignore[attr-defined]
-            memory = MemorySink()
-            folder_sinks = [JsonlMetricsSink(blob_store, f"{prefix}/metrics.jsonl"),
-                            LogFileSink(blob_store, f"{prefix}/run.log")]
-            all_sinks: list[Sink] = [memory, *folder_sinks, *sinks]
-            if verbose:
-                all_sinks.append(ConsoleSink())
+            for sink in sinks:
+                if isinstance(sink, RunAwareSink):
+                    sink.configure(shown, folder.uri())
+            memory, folder_sinks = MemorySink(), folder.sinks()
+            all_sinks: list[Sink] = [memory, *folder_sinks, *sinks, *([ConsoleSink()] if verbose else [])]
             telemetry = Telemetry(all_sinks, guard=_lease_guard(lease, folder_sinks))
-            ctx = Context(config=config, ports=ports, telemetry=telemetry, run_prefix=prefix)
+            ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry,
+                          run_prefix=folder.prefix)
             try:
                 completed = runner.run(spec, ctx)
             finally:
                 telemetry.close()
                 if lease.lost is None:
-                    _write_loss_curve(blob_store, prefix, spec.name)
-        for name in ("metrics.jsonl", "checkpoints.jsonl", "run.log", "loss.html", "samples.jsonl", "summary.json"):
-            if blob_store.exists(f"{prefix}/{name}"):
-                artifacts[name] = blob_store.uri(f"{prefix}/{name}")
+                    folder.write_report(spec.name)
+        artifacts |= folder.artifacts()
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
 
 
@@ -310,6 +305,20 @@ def _built_on(registry: AdapterRegistry, manifest: Manifest, port: str) -> list[
             if needed not in found:
                 found.append(needed)
     return found
+
+
+class _RunPorts:
+    """The run's port lookup: a training backend that keeps checkpoint weights in the blob store is told to
+    keep this run's inside its folder, so deleting the folder deletes them too."""
+
+    def __init__(self, ports: PortLookup, folder: RunFolder) -> None:
+        self._ports, self._folder = ports, folder
+
+    def __getitem__(self, port: str) -> object:
+        adapter = self._ports[port]
+        if port == "training_client" and isinstance(adapter, CheckpointPlacement):
+            adapter.place_checkpoints(self._folder.checkpoint_states)
+        return adapter
 
 
 def _preload_models(ref: str) -> None:
@@ -348,64 +357,3 @@ def _lease_guard(lease: RunLease, folder_sinks: Sequence[BlobLinesSink]) -> Call
             raise
 
     return guard
-
-
-def _write_loss_curve(store: BlobStore, prefix: str, title: str) -> None:
-    key = f"{prefix}/metrics.jsonl"
-    if store.exists(key):
-        rows = _jsonl(store, key)
-        samples = _jsonl(store, f"{prefix}/samples.jsonl") if store.exists(f"{prefix}/samples.jsonl") else []
-        summary = json.loads(store.read(f"{prefix}/summary.json")) if store.exists(f"{prefix}/summary.json") else {}
-        store.write(f"{prefix}/loss.html", loss_curve_html(rows, title, samples, summary).encode())
-
-
-def _jsonl(store: BlobStore, key: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in store.read(key).decode().splitlines() if line.strip()]
-
-
-def _config_json(spec: Experiment, scrub: Callable[[str], str]) -> str:
-    return scrub(json.dumps(spec.config, indent=2, sort_keys=True))
-
-
-def _refuse_changed_config(store: BlobStore, prefix: str, spec: Experiment, scrub: Callable[[str], str]) -> None:
-    """A folder with checkpoints belongs to the config that made them: resuming it under another config
-    would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones."""
-    saved_key = f"{prefix}/config.json"
-    if not store.exists(f"{prefix}/checkpoints.jsonl") or not store.exists(saved_key):
-        return
-    try:
-        saved = json.loads(store.read(saved_key))
-    except ValueError as exc:
-        raise ConfigError(f"log_path {prefix!r} holds checkpoints, but its saved config {store.uri(saved_key)} is "
-                          f"not valid JSON ({exc}); restore it, or pick a new log_path") from None
-    new = json.loads(_config_json(spec, scrub))
-    if not isinstance(saved, dict) or saved == new:
-        return
-    absent = object()
-    changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, absent) != new.get(k, absent))
-    shown = "; ".join(f"{k}: saved {_json_value(saved, k)}, now {_json_value(new, k)}" for k in changed)
-    raise ConfigError(
-        f"log_path {prefix!r} holds checkpoints of a run with another config ({store.uri(saved_key)}): {shown}; "
-        "rerun with the saved values, or pick a new log_path"
-    )
-
-
-def _json_value(config: Mapping[str, Any], key: str) -> str:
-    return json.dumps(config[key]) if key in config else "(absent)"
-
-
-def _write_run_files(
-    store: BlobStore, prefix: str, spec: Experiment, manifest: Manifest, scrub: Callable[[str], str] = str,
-) -> dict[str, str]:
-    """Save the config, the spec (replayable with ``run_spec``) and the resolved manifest beside the run,
-    scrubbed of secret values a user may have pasted into an option."""
-    files = {
-        "config.json": _config_json(spec, scrub).encode(),
-        "spec.json": scrub(spec.to_json()).encode(),
-        "manifest.json": scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)).encode(),
-    }
-    artifacts = {"run": store.uri(prefix)}
-    for name, data in files.items():
-        store.write(f"{prefix}/{name}", data)
-        artifacts[name] = store.uri(f"{prefix}/{name}")
-    return artifacts

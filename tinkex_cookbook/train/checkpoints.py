@@ -1,13 +1,17 @@
 """Checkpoint records: ``checkpoints.jsonl`` lists every saved state of a run, oldest first.
 
-The file is only ever rewritten whole and atomically (``append_checkpoint``), so a
-crash leaves either the old file or the new one, never half a line. A line that
-does not parse, lacks a field or holds a wrong type therefore means the file was
-damaged from outside (an edit, a partial copy, a store without atomic writes).
-Loading it is then a ``BlobStoreError`` naming the file, the line, the last intact
-checkpoint and the fix, rather than a silent fall back to an earlier checkpoint:
-resuming from there would redo steps and rewrite ``metrics.jsonl`` and the
-checkpoint file past that point, destroying what the damaged line may still say.
+Each record is one line appended through ``BlobStore.append`` (``append_checkpoint``),
+so recording a checkpoint costs the same at the first and the thousandth. A crash
+in the middle of an append can leave only a *torn tail*, bytes after the last
+newline: that record was never finished, so it is skipped, exactly as if the crash
+had come just before it (the run resumes from the checkpoint before, and the store
+drops the tail at its next append). Every complete line was written whole, so one
+that does not parse, lacks a field or holds a wrong type means the file was damaged
+from outside (an edit, a partial copy). Loading it is then a ``BlobStoreError``
+naming the file, the line, the last intact checkpoint and the fix, rather than a
+silent fall back to an earlier checkpoint: resuming from there would redo steps and
+rewrite ``metrics.jsonl`` past that point, destroying what the damaged line may
+still say.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, choices
 from tinkex_cookbook.ports import BlobStore
+from tinkex_cookbook.ports.blobs import whole_lines
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,10 @@ FIELD_CHECKS: dict[str, tuple[str, Callable[[Any], bool]]] = {
 
 
 def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
-    """Every record in ``key``, oldest first; none if the file does not exist.
+    """Every record in ``key``, oldest first; none if the file does not exist. A torn last line is skipped.
 
     A damaged file raises ``BlobStoreError`` (see the module docstring), as does
-    an existing file with no record: the cookbook never writes one.
+    an existing file with no record that is not just one torn line: the cookbook never writes one.
     """
     try:
         data = store.read(key)
@@ -84,7 +89,8 @@ def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
         return []
     records: list[CheckpointRecord] = []
     bad: list[tuple[int, str]] = []
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    lines = whole_lines(data)
+    for lineno, raw in enumerate(lines, start=1):
         if raw.strip():
             parsed = _parse_record(raw)
             if isinstance(parsed, str):
@@ -93,7 +99,7 @@ def load_checkpoints(store: BlobStore, key: str) -> list[CheckpointRecord]:
                 records.append(parsed)
     if bad:
         raise _damaged(store, key, records, [n for n, _ in bad], f"line {bad[0][0]} {bad[0][1]}")
-    if not records:
+    if not records and (lines or b"\n" in data or not data):
         raise _damaged(store, key, [], [], f"it exists but holds no checkpoint ({len(data)} bytes)")
     return records
 
@@ -136,7 +142,6 @@ def _damaged(
 
 
 def append_checkpoint(store: BlobStore, key: str, record: CheckpointRecord) -> None:
-    """Add ``record``; the file is rewritten atomically, so it is never half a line."""
-    records = [*load_checkpoints(store, key), record]
-    rows = ({k: v for k, v in asdict(r).items() if k != "extra" or v} for r in records)
-    store.write(key, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
+    """Add ``record`` as one line at the end of the file (one append: it never rewrites earlier records)."""
+    row = {k: v for k, v in asdict(record).items() if k != "extra" or v}
+    store.append(key, (json.dumps(row, sort_keys=True) + "\n").encode())

@@ -10,6 +10,9 @@ from tinkex_cookbook.errors import InvalidKeyError
 
 TEMP_PREFIX = ".tmp-"
 """Reserved for in-flight writes of the local store, which ``list`` skips."""
+PART_PREFIX = ".append-"
+"""Reserved for the S3 store's appended parts (``<key>/.append-<n>``), which ``list`` folds into their key."""
+RESERVED_PREFIXES = (TEMP_PREFIX, PART_PREFIX)
 
 
 def _invalid(key: object, rule: str) -> InvalidKeyError:
@@ -35,8 +38,9 @@ def normalize_key(key: str) -> str:
         raise _invalid(key, "a key must not contain '..' segments")
     if not segments or "" in segments:
         raise _invalid(key, "a key must not contain empty segments ('//', trailing '/')")
-    if segments[-1].startswith(TEMP_PREFIX):
-        raise _invalid(key, f"a key's last segment must not start with {TEMP_PREFIX!r} (reserved)")
+    if segments[-1].startswith(RESERVED_PREFIXES):
+        raise _invalid(key, f"a key's last segment must not start with {' or '.join(map(repr, RESERVED_PREFIXES))} "
+                            "(reserved)")
     return "/".join(segments)
 
 
@@ -45,3 +49,12 @@ def as_bytes(key: str, data: bytes) -> bytes:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"blob data for key {key!r} must be bytes, got {type(data).__name__}")
     return bytes(data)
+
+
+def as_lines(key: str, data: bytes) -> bytes:
+    """``as_bytes`` for ``append``: whole lines only, so a reader can tell a finished append from a torn one."""
+    payload = as_bytes(key, data)
+    if not payload.endswith(b"\n"):
+        raise ValueError(f"appended data for key {key!r} must be whole lines ending in a newline, got "
+                         f"{len(payload)} bytes ending {payload[-20:]!r}")
+    return payload

@@ -5,6 +5,10 @@ so a reader (or a resumed run) never sees a half-written checkpoint. ``create``
 ``os.link``s its temp file into place instead: a hard link fails if the target
 exists, so checking and writing are one step even across processes. After
 either, the directory is fsynced so the new name survives a power cut.
+``append`` is a real append (``O_APPEND``, one ``write`` call, fsynced): it costs
+the appended bytes, not the file's. It first drops a torn tail (bytes after the
+last newline, left by a crash mid-append), reading at most that tail, and cuts
+back what a failed write left.
 
 A temp file's name carries its writer's pid and ``host_tag()``. The first write
 under a top-level folder removes the temp files killed writers left anywhere in
@@ -23,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, normalize_key
+from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, as_lines, normalize_key
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
 from tinkex_cookbook.processes import host_tag, pid_alive
 
@@ -40,6 +44,7 @@ class LocalBlobStore:
         self._root = Path(root).expanduser().absolute()
         self._swept: set[Path] = set()
         self._sweep_lock = threading.Lock()
+        self._append_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -71,6 +76,16 @@ class LocalBlobStore:
                     return False
                 raise  # a directory of other keys: as ``write`` does, a failure
             return True
+
+    def append(self, key: str, data: bytes) -> None:
+        payload = as_lines(key, data)
+        with self._translate("append", key), self._append_lock:
+            path = self._path(key)
+            self._prepare(path)
+            created = not path.exists()
+            _append(path, payload)
+            if created:
+                _fsync_directory(path.parent)
 
     def exists(self, key: str) -> bool:
         with self._translate("check", key):
@@ -151,6 +166,42 @@ def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
     if exclusive:
         Path(tmp).unlink()
     _fsync_directory(path.parent)
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Drop a torn tail, write ``data`` at the end in one call and fsync; on failure cut back to where it was."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = _drop_torn_tail(fd)
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # a short write (a signal, a nearly full disk): finish it
+                written += os.write(fd, data[written:])
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+TAIL_CHUNK = 4096
+
+
+def _drop_torn_tail(fd: int) -> int:
+    """Cut the file after its last newline (reading back only as far as that newline); return its size."""
+    size = end = os.fstat(fd).st_size
+    while end > 0:
+        start = max(0, end - TAIL_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
+    return end
 
 
 def temp_prefix() -> str:

@@ -4,29 +4,30 @@ from __future__ import annotations
 
 import threading
 
-from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
+from tinkex_cookbook.adapters.blobs.keys import as_bytes, as_lines, normalize_key
 from tinkex_cookbook.errors import BlobNotFoundError
 
 
 class MemoryBlobStore:
-    """Blobs in a dict behind a lock; a write swaps whole values, so it is atomic."""
+    """Blobs in a dict behind a lock, so a write or an append is atomic. An appended blob is kept as a
+    ``bytearray`` that grows in place, so an append costs its own size, not the blob's."""
 
     def __init__(self) -> None:
-        self._blobs: dict[str, bytes] = {}
+        self._blobs: dict[str, bytes | bytearray] = {}
         self._lock = threading.Lock()
 
     @property
     def blobs(self) -> dict[str, bytes]:
         """A snapshot copy, so tests can inspect state without mutating it."""
         with self._lock:
-            return dict(self._blobs)
+            return {key: bytes(value) for key, value in self._blobs.items()}
 
     def read(self, key: str) -> bytes:
         key = normalize_key(key)
         with self._lock:
             if key not in self._blobs:
                 raise BlobNotFoundError(f"no blob under key {key!r} in the memory blob store")
-            return self._blobs[key]
+            return bytes(self._blobs[key])
 
     def write(self, key: str, data: bytes) -> None:
         key = normalize_key(key)
@@ -42,6 +43,15 @@ class MemoryBlobStore:
                 return False
             self._blobs[key] = frozen
             return True
+
+    def append(self, key: str, data: bytes) -> None:
+        key = normalize_key(key)
+        lines = as_lines(key, data)
+        with self._lock:
+            current = self._blobs.get(key, b"")
+            if not isinstance(current, bytearray):
+                current = self._blobs[key] = bytearray(current)
+            current += lines
 
     def exists(self, key: str) -> bool:
         key = normalize_key(key)

@@ -18,6 +18,17 @@ so importing the cookbook never needs the ``s3`` extra.
   same ``max_attempts``, since botocore only retries until the headers arrive.
 * Timeouts: ``timeout`` seconds to connect and between bytes read, so a server that
   stops answering costs at most ``max_attempts * timeout`` plus backoff.
+* Append: S3 objects cannot grow, so ``append`` PUTs its lines as a numbered part
+  object ``<key>/.append-<n>`` (a conditional PUT: a part is never overwritten) and
+  ``read``, ``exists``, ``list`` and ``delete`` treat the key's object and its parts
+  as one blob. The base object's metadata ``appended-through`` says which parts it
+  already holds. Every ``compact_after`` appends the writer folds the parts into the
+  base object (server-side, by a multipart copy, once the base is past 5 MiB; below
+  that by one GET and PUT of at most 5 MiB), so an append costs one PUT of its own
+  lines plus a bounded share of a compaction, whatever the blob's size, and a read
+  costs at most ``compact_after + 2`` requests. A read lists the parts before it
+  reads the base, so a compaction between the two cannot show a line twice or lose
+  one. A part PUT is atomic: S3 appends leave no torn tail.
 * Every botocore/boto3 failure is turned into the cookbook's errors in one
   place, ``_store_error``.
 """
@@ -30,9 +41,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from tinkex_cookbook.adapters.blobs.keys import as_bytes, normalize_key
+from tinkex_cookbook.adapters.blobs.keys import PART_PREFIX, as_bytes, as_lines, normalize_key
 from tinkex_cookbook.adapters.retry import backoff_delay
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
 
@@ -40,6 +52,20 @@ logger = logging.getLogger(__name__)
 
 MIN_PART_SIZE = 5 * 1024 * 1024
 """S3 rejects multipart parts (except the last) smaller than 5 MiB."""
+THROUGH = "appended-through"
+"""Base-object metadata: the highest appended part number its bytes already hold."""
+
+
+@dataclass
+class _Appended:
+    """What this store knows of one key's appends: the parts its base holds, and the parts after it."""
+
+    through: int = 0
+    parts: list[int] = field(default_factory=list)
+
+    @property
+    def next_part(self) -> int:
+        return max([self.through, *self.parts]) + 1
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
@@ -78,6 +104,7 @@ class S3BlobStore:
         max_attempts: int = 5,
         multipart_threshold: int = 8 * 1024 * 1024,
         timeout: float = 60.0,
+        compact_after: int = 64,
     ) -> None:
         if not isinstance(bucket, str) or not bucket.strip() or "/" in bucket:
             raise ConfigError(
@@ -92,6 +119,11 @@ class S3BlobStore:
             raise ConfigError(
                 f"S3 blob store multipart_threshold must be a positive number of bytes, got {multipart_threshold!r}"
             )
+        if not isinstance(compact_after, int) or compact_after < 1:
+            raise ConfigError(f"S3 blob store compact_after must be an integer >= 1, got {compact_after!r}")
+        self._compact_after = compact_after
+        self._appended: dict[str, _Appended] = {}
+        self._append_lock = threading.Lock()
         self._bucket = bucket.strip()
         self._prefix = _normalize_prefix(prefix)
         self._endpoint_url = endpoint_url or None
@@ -127,28 +159,46 @@ class S3BlobStore:
     def read(self, key: str) -> bytes:
         name = self._object_key(key)
         with self._translate("read", key):
-            for attempt in range(1, self._max_attempts + 1):
-                response = self._s3().get_object(Bucket=self._bucket, Key=name)
-                body = response["Body"]
+            for _ in range(self._max_attempts):
+                parts = self._part_numbers(name)
+                base, through = self._get_base(name)
+                wanted = [n for n in parts if n > through]
+                if base is None and not wanted:
+                    raise BlobNotFoundError(f"no blob under key {key!r} at {self.uri(key)}")
                 try:
-                    return bytes(body.read())
+                    return (base or b"") + b"".join(self._get(_part_name(name, n))[0] for n in wanted)
                 except Exception as exc:
-                    if attempt == self._max_attempts or type(exc).__name__ not in _BROKEN_BODY:
+                    if _error_code(exc) not in _NOT_FOUND_CODES:
                         raise
-                    delay = backoff_delay(attempt, _BODY_RETRY_BASE, _BODY_RETRY_CAP)
-                    logger.warning("reading %s: the body broke off (%s, attempt %d/%d); asking again in %.2f s",
-                                   self.uri(key), type(exc).__name__, attempt, self._max_attempts, delay)
-                    time.sleep(delay)
-                finally:
-                    body.close()
-            raise AssertionError("unreachable")  # pragma: no cover
+                    # a part went between our listing and our GET: a compaction; read again
+            raise BlobStoreError(f"cannot read {self.uri(key)}: it kept being compacted while read")
 
     def write(self, key: str, data: bytes) -> None:
+        """One upload of the base object; parts appended before are dropped (its metadata marks them held,
+        so a reader ignores them at once)."""
         name = self._object_key(key)
         payload = as_bytes(key, data)
         with self._translate("write", key):
+            parts = self._part_numbers(name)
+            extra = {"Metadata": {THROUGH: str(max(parts))}} if parts else None
             client = self._s3()
-            client.upload_fileobj(io.BytesIO(payload), self._bucket, name, Config=self._transfer())
+            client.upload_fileobj(io.BytesIO(payload), self._bucket, name, ExtraArgs=extra, Config=self._transfer())
+            self._delete_parts(name, parts)
+            with self._append_lock:
+                self._appended[name] = _Appended(max(parts, default=0))
+
+    def append(self, key: str, data: bytes) -> None:
+        name = self._object_key(key)
+        payload = as_lines(key, data)
+        with self._translate("append", key), self._append_lock:
+            state = self._appended.get(name) or self._discover(name)
+            number = state.next_part
+            client = self._s3()
+            client.put_object(Bucket=self._bucket, Key=_part_name(name, number), Body=payload, IfNoneMatch="*")
+            state.parts.append(number)
+            self._appended[name] = state
+            if len(state.parts) >= self._compact_after:
+                self._compact(name, state)
 
     def create(self, key: str, data: bytes) -> bool:
         """A single conditional PUT (fine for small blobs such as locks; S3 takes up to 5 GB in one).
@@ -187,27 +237,31 @@ class S3BlobStore:
                     raise
                 # HEAD has no body, so a missing bucket is also a bare 404: ask the bucket.
                 client.head_bucket(Bucket=self._bucket)
-                return False
+                return bool(self._part_numbers(name))
             return True
 
     def list(self, prefix: str = "") -> list[str]:
         if not isinstance(prefix, str):
             raise InvalidKeyError(f"invalid blob key prefix {prefix!r}: a prefix must be a string")
-        keys: list[str] = []
+        keys: set[str] = set()
         with self._translate("list", prefix):
-            paginator = self._s3().get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self._bucket, Prefix=self._prefix + prefix):
-                for entry in page.get("Contents", ()):
-                    key = entry["Key"][len(self._prefix) :]
-                    if _is_store_key(key):
-                        keys.append(key)
+            for name in self._list_objects(self._prefix + prefix):
+                key = name[len(self._prefix) :]
+                folder, _, last = key.rpartition("/")
+                if last.startswith(PART_PREFIX):  # an appended part: it lists as the key it belongs to
+                    key = folder
+                if key.startswith(prefix) and _is_store_key(key):
+                    keys.add(key)
         return sorted(keys)
 
     def delete(self, key: str) -> None:
         name = self._object_key(key)
         with self._translate("delete", key):
+            self._delete_parts(name, self._part_numbers(name))
             # S3 DELETE of a missing object succeeds; a missing bucket still raises.
             self._s3().delete_object(Bucket=self._bucket, Key=name)
+            with self._append_lock:
+                self._appended.pop(name, None)
 
     def uri(self, key: str) -> str:
         return f"s3://{self._bucket}/{self._object_key(key)}"
@@ -224,6 +278,100 @@ class S3BlobStore:
                 close()
 
     # -- internals ----------------------------------------------------------------------
+
+    def _get(self, name: str) -> tuple[bytes, dict[str, str]]:
+        """An object's bytes and metadata; a body that breaks off is asked again within ``max_attempts``."""
+        for attempt in range(1, self._max_attempts + 1):
+            response = self._s3().get_object(Bucket=self._bucket, Key=name)
+            body = response["Body"]
+            try:
+                return bytes(body.read()), dict(response.get("Metadata") or {})
+            except Exception as exc:
+                if attempt == self._max_attempts or type(exc).__name__ not in _BROKEN_BODY:
+                    raise
+                delay = backoff_delay(attempt, _BODY_RETRY_BASE, _BODY_RETRY_CAP)
+                logger.warning("reading s3://%s/%s: the body broke off (%s, attempt %d/%d); asking again in "
+                               "%.2f s", self._bucket, name, type(exc).__name__, attempt, self._max_attempts, delay)
+                time.sleep(delay)
+            finally:
+                body.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get_base(self, name: str) -> tuple[bytes | None, int]:
+        """The base object's bytes (None if absent) and the last appended part they hold."""
+        try:
+            data, metadata = self._get(name)
+        except Exception as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+            return None, 0
+        return data, _through(metadata)
+
+    def _list_objects(self, prefix: str) -> Iterator[str]:
+        paginator = self._s3().get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+            for entry in page.get("Contents", ()):
+                yield entry["Key"]
+
+    def _part_numbers(self, name: str) -> list[int]:
+        """The numbers of ``name``'s appended parts, ascending."""
+        first = len(_part_name(name, 0)) - _PART_DIGITS
+        return sorted(int(part[first:]) for part in self._list_objects(f"{name}/{PART_PREFIX}")
+                      if part[first:].isdigit())
+
+    def _discover(self, name: str) -> _Appended:
+        """Where appends to ``name`` stand, for a key this store has not appended to yet."""
+        parts = self._part_numbers(name)
+        through = 0
+        try:
+            through = _through(self._s3().head_object(Bucket=self._bucket, Key=name).get("Metadata") or {})
+        except Exception as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+        self._delete_parts(name, [n for n in parts if n <= through])  # left by a compaction cut short
+        return _Appended(through, [n for n in parts if n > through])
+
+    def _compact(self, name: str, state: _Appended) -> None:
+        """Fold the parts into the base object, then drop them; the base's metadata says which it holds."""
+        upto = state.parts[-1]
+        tail = b"".join(self._get(_part_name(name, n))[0] for n in state.parts)
+        metadata = {THROUGH: str(upto)}
+        client = self._s3()
+        try:
+            size = int(client.head_object(Bucket=self._bucket, Key=name)["ContentLength"])
+        except Exception as exc:
+            if _error_code(exc) not in _NOT_FOUND_CODES:
+                raise
+            size = -1
+        if size >= MIN_PART_SIZE:
+            self._copy_and_extend(name, tail, metadata)
+        else:
+            base = self._get(name)[0] if size > 0 else b""
+            client.put_object(Bucket=self._bucket, Key=name, Body=base + tail, Metadata=metadata)
+        self._delete_parts(name, state.parts)
+        state.through, state.parts = upto, []
+
+    def _copy_and_extend(self, name: str, tail: bytes, metadata: dict[str, str]) -> None:
+        """A multipart upload whose first part is the base object copied server-side, its second ``tail``."""
+        client = self._s3()
+        upload = client.create_multipart_upload(Bucket=self._bucket, Key=name, Metadata=metadata)["UploadId"]
+        try:
+            copied = client.upload_part_copy(Bucket=self._bucket, Key=name, UploadId=upload, PartNumber=1,
+                                             CopySource={"Bucket": self._bucket, "Key": name})
+            added = client.upload_part(Bucket=self._bucket, Key=name, UploadId=upload, PartNumber=2, Body=tail)
+            client.complete_multipart_upload(
+                Bucket=self._bucket, Key=name, UploadId=upload,
+                MultipartUpload={"Parts": [{"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": 1},
+                                           {"ETag": added["ETag"], "PartNumber": 2}]})
+        except BaseException:
+            client.abort_multipart_upload(Bucket=self._bucket, Key=name, UploadId=upload)
+            raise
+
+    def _delete_parts(self, name: str, numbers: list[int]) -> None:
+        client = self._s3()
+        for start in range(0, len(numbers), 1000):  # DeleteObjects takes up to 1000 keys
+            batch = [{"Key": _part_name(name, n)} for n in numbers[start : start + 1000]]
+            client.delete_objects(Bucket=self._bucket, Delete={"Objects": batch, "Quiet": True})
 
     def _object_key(self, key: str) -> str:
         return self._prefix + normalize_key(key)
@@ -342,6 +490,18 @@ _BODY_RETRY_BASE = 0.05
 _BODY_RETRY_CAP = 2.0
 _THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                                "TooManyRequestsException", "RequestThrottled", "ServiceUnavailable"})
+
+
+_PART_DIGITS = 12
+
+
+def _part_name(name: str, number: int) -> str:
+    return f"{name}/{PART_PREFIX}{number:0{_PART_DIGITS}d}"
+
+
+def _through(metadata: dict[str, str]) -> int:
+    value = metadata.get(THROUGH, "0")
+    return int(value) if value.isdigit() else 0
 
 
 def _import_boto3() -> tuple[Any, Any, Any]:

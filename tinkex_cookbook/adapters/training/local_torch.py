@@ -5,9 +5,10 @@ service (loading, copying, LoRA set-up, training, sampling) runs on its one work
 in submission order: once torch ops run on a second thread, two OpenMP thread teams share
 the cores and every later op in the process slows down. Callers still submit step N+1
 before awaiting step N, as they would against Tinker. Clients share the frozen base weights
-(only their adapters are their own). Checkpoints go through the run's blob store at
-``local_torch/<model_id>/<name>/{state,sampler}.safetensors`` and are addressed as
-``local://<key>``. Same seed and same calls give bit-identical weights.
+(only their adapters are their own). Checkpoints go through the blob store at
+``<checkpoint prefix>/<model_id>/<name>/{state,sampler}.safetensors`` and are addressed as
+``local://<key>``: inside a run the runtime sets the prefix to the run folder's ``checkpoints/``
+(``place_checkpoints``), so deleting the folder deletes them; elsewhere it is ``local_torch``. Same seed and same calls give bit-identical weights.
 """
 
 from __future__ import annotations
@@ -155,6 +156,7 @@ class LocalTorchTrainingService:
         self.threads = threads
         self.sources = sources or ModelSources.of(models_dir)
         self.options = options or LocalTrainerOptions()
+        self.checkpoint_prefix = CHECKPOINT_PREFIX
         self.device = check_device(self.options.device)
         self._bases: dict[tuple[str, int], tuple[nn.Module, HFTokenizer]] = {}
         self._worker = ThreadPoolExecutor(1, "local-torch", _init_worker, (threads,))
@@ -165,6 +167,10 @@ class LocalTorchTrainingService:
     def __repr__(self) -> str:
         return (f"LocalTorchTrainingService(models_dir={self.models_dir!r}, seed={self.seed}, "
                 f"dtype={self.options.dtype!r}, device={self.options.device!r})")
+
+    def place_checkpoints(self, prefix: str) -> None:
+        """Save checkpoints under ``prefix`` from now on (a run folder's ``checkpoints/``)."""
+        self.checkpoint_prefix = prefix
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)`` on the torch thread; calls run one at a time, in submission order."""
@@ -353,7 +359,7 @@ class LocalTorchTrainingClient:
         return payload
 
     def _save(self, name: str, kind: str) -> SaveStateResponse:
-        key = f"{CHECKPOINT_PREFIX}/{self._info.model_id}/{name}/{kind}{SUFFIX}"
+        key = f"{self._service.checkpoint_prefix}/{self._info.model_id}/{name}/{kind}{SUFFIX}"
         path = write_checkpoint(self._service.blob_store, key, self._payload(with_optimizer=kind == "state"))
         return SaveStateResponse(path)
 

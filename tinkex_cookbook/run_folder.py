@@ -1,0 +1,191 @@
+"""A run folder: everything one run keeps, under its ``log_path`` in the blob store.
+
+The layout is defined here once; the runtime writes a folder through ``RunFolder``
+and ``runs list/show`` read it back through the same class, over any blob store
+(a local root or S3). Deleting every key under the folder removes all of the run:
+its files, its lock, and the local backend's checkpoint weights (``checkpoints/``).
+
+    <log_path>/
+      run.lock            the lease: one run at a time (``runtime/lease.py``)
+      config.json         the recipe config; a folder with checkpoints refuses another
+      spec.json           the experiment spec, replayable with ``run-spec``
+      manifest.json       the resolved manifest (secret values scrubbed)
+      metrics.jsonl       ``train.step`` / ``train.eval`` rows, appended
+      run.log             the console's lines, timestamped, appended across attempts
+      checkpoints.jsonl   one record per saved state, appended
+      checkpoints/        the local backend's weights (Tinker keeps its own server-side)
+      summary.json, samples.jsonl   held-out replies of the base and final model (SL)
+      loss.html           the report written when the run ends
+
+Importing this module imports no pipeline, recipe or adapter: browsing stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
+from tinkex_cookbook.ports.blobs import BlobStore, whole_lines
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.pipeline.telemetry import BlobLinesSink
+    from tinkex_cookbook.runtime.lease import RunLease
+
+LOCK = "run.lock"
+CONFIG = "config.json"
+SPEC = "spec.json"
+MANIFEST = "manifest.json"
+METRICS = "metrics.jsonl"
+LOG = "run.log"
+CHECKPOINTS = "checkpoints.jsonl"
+CHECKPOINT_STATES = "checkpoints"
+"""The folder the local backend's checkpoint weights go in for a run (``checkpoints/<model id>/<name>/``)."""
+SUMMARY = "summary.json"
+SAMPLES = "samples.jsonl"
+REPORT = "loss.html"
+RUN_MARKERS = (SPEC, METRICS)
+"""A folder holding either is a run folder."""
+ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
+"""Files a finished run lists in ``RunResult.artifacts`` when they exist (besides the run files it saved)."""
+
+
+@runtime_checkable
+class CheckpointPlacement(Protocol):
+    """A training backend that writes checkpoint weights into the blob store (the local one; Tinker keeps
+    its own server-side). The runtime tells it, for a run, to write under the run folder's
+    ``checkpoints/``; outside a run (``build_ports``, ``serve``) it keeps its own default place."""
+
+    def place_checkpoints(self, prefix: str) -> None:
+        """Write checkpoints saved from now on under the blob key folder ``prefix``."""
+        ...
+
+
+class RunFolder:
+    """One run's folder in ``store`` under ``prefix``: names its files, holds its lease, writes and reads them."""
+
+    def __init__(self, store: BlobStore, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix.strip("/")
+
+    def __repr__(self) -> str:
+        return f"RunFolder({self.uri()!r})"
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def uri(self, name: str | None = None) -> str:
+        return self.store.uri(self.key(name) if name else self.prefix or ".")
+
+    @property
+    def checkpoint_states(self) -> str:
+        """The key prefix the local backend writes this run's checkpoint weights under."""
+        return self.key(CHECKPOINT_STATES)
+
+    def keys(self) -> list[str]:
+        """Every key of the run (its files, lock and checkpoint weights)."""
+        return self.store.list(self.key("") if self.prefix else "")
+
+    def delete(self) -> None:
+        for key in self.keys():
+            self.store.delete(key)
+
+    # -- reading -----------------------------------------------------------------------------------------
+
+    def exists(self, name: str) -> bool:
+        return self.store.exists(self.key(name))
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return self.store.read(self.key(name))
+        except BlobNotFoundError:
+            return None
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        """The file's JSON object, or ``{}`` if missing or unreadable (one bad run must not stop a listing)."""
+        try:
+            data = json.loads(self.read(name) or b"")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def read_rows(self, name: str) -> list[dict[str, Any]]:
+        """The JSON objects of a lines file; a torn last line and lines that are not objects are skipped."""
+        rows = []
+        for line in whole_lines(self.read(name) or b""):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def read_lines(self, name: str) -> list[str]:
+        return [line.decode("utf-8", "replace") for line in whole_lines(self.read(name) or b"")]
+
+    # -- writing a run -----------------------------------------------------------------------------------
+
+    def lease(self) -> RunLease:
+        """``with folder.lease() as lease:`` holds the folder for one run (see ``runtime/lease.py``)."""
+        from tinkex_cookbook.runtime.lease import RunLease
+
+        return RunLease(self.store, self.prefix)
+
+    def refuse_changed_config(self, config_json: str) -> None:
+        """A folder with checkpoints belongs to the config that made them: resuming it under another config
+        would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones."""
+        if not self.exists(CHECKPOINTS) or not self.exists(CONFIG):
+            return
+        try:
+            saved = json.loads(self.read(CONFIG) or b"")
+        except ValueError as exc:
+            raise ConfigError(f"log_path {self.prefix!r} holds checkpoints, but its saved config {self.uri(CONFIG)} "
+                              f"is not valid JSON ({exc}); restore it, or pick a new log_path") from None
+        new = json.loads(config_json)
+        if not isinstance(saved, dict) or saved == new:
+            return
+        absent = object()
+        changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, absent) != new.get(k, absent))
+        shown = "; ".join(f"{k}: saved {_json_value(saved, k)}, now {_json_value(new, k)}" for k in changed)
+        raise ConfigError(
+            f"log_path {self.prefix!r} holds checkpoints of a run with another config ({self.uri(CONFIG)}): "
+            f"{shown}; rerun with the saved values, or pick a new log_path"
+        )
+
+    def save_run_files(self, config_json: str, spec_json: str, manifest_json: str) -> dict[str, str]:
+        """Save the config, the spec and the resolved manifest (already scrubbed); their URIs by name."""
+        files = {CONFIG: config_json, SPEC: spec_json, MANIFEST: manifest_json}
+        artifacts = {"run": self.uri()}
+        for name, text in files.items():
+            self.store.write(self.key(name), text.encode())
+            artifacts[name] = self.uri(name)
+        return artifacts
+
+    def sinks(self) -> list[BlobLinesSink]:
+        """The sinks that append to this folder: ``metrics.jsonl`` and ``run.log``."""
+        from tinkex_cookbook.pipeline.telemetry import JsonlMetricsSink, LogFileSink
+
+        return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
+
+    def write_report(self, title: str) -> None:
+        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
+        from tinkex_cookbook.pipeline.report import loss_curve_html
+
+        if self.exists(METRICS):
+            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
+            self.store.write(self.key(REPORT), html.encode())
+
+    def artifacts(self, names: Sequence[str] = ARTIFACTS) -> dict[str, str]:
+        """The URIs of the files in ``names`` that exist."""
+        return {name: self.uri(name) for name in names if self.exists(name)}
+
+
+def config_json(config: dict[str, Any], scrub: Callable[[str], str] = str) -> str:
+    """A run's config as ``config.json`` holds it (and the config check compares it)."""
+    return scrub(json.dumps(config, indent=2, sort_keys=True))
+
+
+def _json_value(config: dict[str, Any], key: str) -> str:
+    return json.dumps(config[key]) if key in config else "(absent)"
