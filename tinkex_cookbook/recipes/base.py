@@ -7,7 +7,6 @@ bad values raise ``ConfigError`` naming the key, the value and what is valid.
 
 from __future__ import annotations
 
-import importlib
 import json
 import types
 import typing
@@ -17,7 +16,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
+from tinkex_cookbook.errors import ConfigError, choices
+from tinkex_cookbook.registry import Registry
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
 
@@ -30,36 +30,42 @@ class Recipe(Protocol):
     def build_spec(cls, cfg: BaseModel) -> Experiment: ...
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
+def _checked_recipe(name: str, loaded: Any) -> type[Recipe]:
+    """A plugin's entry point must name a recipe class whose ``name`` is the entry point's name."""
+    if not isinstance(loaded, type) or not isinstance(loaded, Recipe):
+        raise TypeError(f"{loaded!r} is not a recipe class (one with name, Config and build_spec)")
+    if loaded.name != name:
+        raise ValueError(f"the entry point is named {name!r} but the recipe's name is {loaded.name!r}")
+    return loaded
 
-BUILTIN_RECIPES = {
-    "sl_basic": ("tinkex_cookbook.recipes.sl_basic", "SlBasic"),
-    "rl_basic": ("tinkex_cookbook.recipes.rl_basic", "RlBasic"),
-    "math_rl": ("tinkex_cookbook.recipes.rl_basic", "MathRl"),
-    "dpo": ("tinkex_cookbook.recipes.dpo", "Dpo"),
-    "distillation": ("tinkex_cookbook.recipes.distillation", "Distillation"),
-}
-"""Shipped recipes by name, imported on first use so the CLI and a run import only what they need."""
+
+RECIPES: Registry[type[Recipe]] = Registry(
+    "recipe",
+    builtins={
+        "sl_basic": "tinkex_cookbook.recipes.sl_basic:SlBasic",
+        "rl_basic": "tinkex_cookbook.recipes.rl_basic:RlBasic",
+        "math_rl": "tinkex_cookbook.recipes.rl_basic:MathRl",
+        "dpo": "tinkex_cookbook.recipes.dpo:Dpo",
+        "distillation": "tinkex_cookbook.recipes.distillation:Distillation",
+    },
+    group="tinkex_cookbook.recipes",
+    hint="add your own with register_recipe() or a plugin",
+    adapt=_checked_recipe,
+)
+"""Recipes by name: shipped ones imported on first use, plugins from the ``tinkex_cookbook.recipes`` group."""
 
 
 def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
     """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
-    _RECIPES[recipe.name] = recipe
-    return recipe
+    return RECIPES.register(recipe.name, recipe)
 
 
 def recipe_names() -> list[str]:
-    return sorted({*_RECIPES, *BUILTIN_RECIPES})
+    return RECIPES.names()
 
 
 def get_recipe(recipe: str | type[Recipe]) -> type[Recipe]:
-    if not isinstance(recipe, str):
-        return recipe
-    if recipe not in _RECIPES and recipe in BUILTIN_RECIPES:
-        importlib.import_module(BUILTIN_RECIPES[recipe][0])
-    if recipe not in _RECIPES:
-        raise UnknownNameError(f"unknown recipe {recipe!r}; valid recipes: {choices(recipe_names())}")
-    return _RECIPES[recipe]
+    return RECIPES.get(recipe) if isinstance(recipe, str) else recipe
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
