@@ -34,9 +34,10 @@ def _checked_recipe(name: str, loaded: Any) -> type[Recipe]:
     """A plugin's entry point must name a recipe class whose ``name`` is the entry point's name."""
     if not isinstance(loaded, type) or not isinstance(loaded, Recipe):
         raise TypeError(f"{loaded!r} is not a recipe class (one with name, Config and build_spec)")
-    if loaded.name != name:
-        raise ValueError(f"the entry point is named {name!r} but the recipe's name is {loaded.name!r}")
-    return loaded
+    recipe = typing.cast(type[Recipe], loaded)
+    if recipe.name != name:
+        raise ValueError(f"the entry point is named {name!r} but the recipe's name is {recipe.name!r}")
+    return recipe
 
 
 RECIPES: Registry[type[Recipe]] = Registry(
@@ -55,9 +56,13 @@ RECIPES: Registry[type[Recipe]] = Registry(
 """Recipes by name: shipped ones imported on first use, plugins from the ``tinkex_cookbook.recipes`` group."""
 
 
-def register_recipe(recipe: type[Recipe]) -> type[Recipe]:
+RecipeT = typing.TypeVar("RecipeT", bound=type[Recipe])
+
+
+def register_recipe(recipe: RecipeT) -> RecipeT:
     """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
-    return RECIPES.register(recipe.name, recipe)
+    RECIPES.register(recipe.name, recipe)
+    return recipe
 
 
 def recipe_names() -> list[str]:

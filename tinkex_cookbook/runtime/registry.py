@@ -8,6 +8,7 @@ adapters with ``register_adapter``, or install a plugin that declares them as en
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -61,15 +62,26 @@ class AdapterEntry:
     hub client): passed as zero-argument callables, so the port is built only if it is called."""
 
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
-        """Validate manifest options; the error names port, adapter, field and valid fields."""
+        """Validate manifest options; the error names port, adapter, field and valid fields. An unknown
+        option is an error even when the options model (a plugin's, say) would ignore it."""
+        unknown = sorted(set(raw) - self._option_keys())
+        if unknown:
+            raise self._bad_options(f"unknown option(s) {', '.join(map(repr, unknown))}")
         try:
             return self.options.model_validate(raw)
         except ValidationError as exc:
-            raise ManifestError(
-                f"bad options for adapter {self.name!r} of port {self.port!r}: "
-                f"{validation_problems(exc)}. "
-                f"Valid options: {choices(self.options.model_fields)}"
-            ) from None
+            raise self._bad_options(validation_problems(exc)) from None
+
+    def _bad_options(self, problems: str) -> ManifestError:
+        return ManifestError(
+            f"bad options for adapter {self.name!r} of port {self.port!r}: {problems}. "
+            f"Valid options: {choices(self.options.model_fields)}"
+        )
+
+    def _option_keys(self) -> set[str]:
+        fields = self.options.model_fields.items()
+        return {key for name, field in fields for key in (name, field.alias, field.validation_alias)
+                if isinstance(key, str)}
 
     def check_available(self) -> None:
         """Fail before any work if this adapter cannot be built here."""
@@ -139,7 +151,9 @@ class AdapterRegistry:
 
     def _port(self, port: str) -> Registry[AdapterEntry]:
         if port not in self._ports:
-            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._ports)}")
+            close = difflib.get_close_matches(port, self._ports, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._ports)}{hint}")
         return self._ports[port]
 
     def get(self, port: str, name: str) -> AdapterEntry:
