@@ -1,14 +1,15 @@
 """A pip-installed plugin adds an adapter a YAML manifest binds and a recipe the CLI runs.
 
 Two tiny projects are built and installed with pip (offline, no dependencies) into a folder that
-the CLI's subprocess gets on its ``PYTHONPATH``: ``cookbook-team-plugin`` adds a dataset store and a
-recipe through entry points, ``cookbook-broken-plugin`` declares a recipe and an adapter whose module
-cannot be imported. Nothing of either is imported by this test process.
+the CLI's subprocess gets on its ``PYTHONPATH``: ``cookbook-team-plugin``, the files docs/plugins.md
+shows, adds a dataset store and a recipe through entry points; ``cookbook-broken-plugin`` declares a
+recipe and an adapter whose module cannot be imported. This test process imports neither.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,82 +18,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PYPROJECT = """\
+GUIDE = ROOT / "docs" / "plugins.md"
+FILE_BLOCK = re.compile(r"```(?:toml|python|yaml)\n# (?P<path>[\w./-]+)\n(?P<text>.*?)```", re.DOTALL)
+
+BROKEN_PYPROJECT = """\
 [build-system]
 requires = ["hatchling"]
 build-backend = "hatchling.build"
 
 [project]
-name = "{name}"
+name = "cookbook-broken-plugin"
 version = "0.1.0"
 
 [tool.hatch.build.targets.wheel]
-packages = ["{package}"]
+packages = ["cookbook_broken_plugin"]
 
-{entry_points}
-"""
-
-TEAM_ENTRY_POINTS = """\
-[project.entry-points."tinkex_cookbook.adapters"]
-"dataset_store.team" = "cookbook_team_plugin.adapter:TEAM_DATASETS"
-
-[project.entry-points."tinkex_cookbook.recipes"]
-team_sl = "cookbook_team_plugin.recipe:TeamSl"
-"""
-
-TEAM_ADAPTER = '''\
-"""The team's datasets, in memory, as a dataset_store adapter."""
-
-from pydantic import BaseModel
-
-from tinkex_cookbook.adapters.datasets.memory import ListDataset
-from tinkex_cookbook.errors import DatasetError
-from tinkex_cookbook.runtime import AdapterEntry
-
-ROWS = [{"messages": [{"role": "user", "content": f"Say {i}."}, {"role": "assistant", "content": f"{i}."}]}
-        for i in range(64)]
-
-
-class TeamDatasetStore:
-    def __init__(self, team: str) -> None:
-        self.datasets = {f"{team}/numbers": ROWS}
-
-    def load_dataset(self, name: str, split: str = "train", **options):
-        if name not in self.datasets:
-            raise DatasetError(f"no dataset {name!r}; this store has {sorted(self.datasets)}")
-        return ListDataset(self.datasets[name])
-
-
-class TeamOptions(BaseModel):
-    team: str = "research"
-
-
-TEAM_DATASETS = AdapterEntry("dataset_store", "team", lambda options, settings: TeamDatasetStore(options.team),
-                             TeamOptions, "a team's datasets, in memory")
-'''
-
-TEAM_RECIPE = '''\
-"""Supervised fine-tuning, as the team runs it."""
-
-from typing import ClassVar
-
-from pydantic import BaseModel
-
-from tinkex_cookbook.recipes import SlBasic, SlBasicConfig
-
-
-class TeamSl:
-    """The team's fine-tuning recipe: sl_basic under its own name."""
-
-    name: ClassVar[str] = "team_sl"
-    Config: ClassVar[type[BaseModel]] = SlBasicConfig
-
-    @classmethod
-    def build_spec(cls, cfg):
-        return SlBasic.build_spec(cfg).model_copy(update={"recipe": cls.name})
-'''
-
-BROKEN_ENTRY_POINTS = """\
 [project.entry-points."tinkex_cookbook.recipes"]
 broken_recipe = "cookbook_broken_plugin:BrokenRecipe"
 
@@ -101,12 +41,15 @@ broken_recipe = "cookbook_broken_plugin:BrokenRecipe"
 """
 
 
-def _project(folder: Path, name: str, package: str, entry_points: str, modules: dict[str, str]) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "pyproject.toml").write_text(PYPROJECT.format(name=name, package=package, entry_points=entry_points))
-    for module, text in modules.items():
-        (folder / package / module).parent.mkdir(parents=True, exist_ok=True)
-        (folder / package / module).write_text(text)
+def guide_files() -> dict[str, str]:
+    """The files docs/plugins.md shows, by the path on each block's first line."""
+    return {m["path"]: m["text"] for m in FILE_BLOCK.finditer(GUIDE.read_text())}
+
+
+def _project(folder: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
     return folder
 
 
@@ -114,10 +57,13 @@ def _project(folder: Path, name: str, package: str, entry_points: str, modules: 
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding both plugins as pip installs them: packages plus ``*.dist-info`` metadata."""
     root = tmp_path_factory.mktemp("plugins")
-    team = _project(root / "team", "cookbook-team-plugin", "cookbook_team_plugin", TEAM_ENTRY_POINTS,
-                    {"__init__.py": "", "adapter.py": TEAM_ADAPTER, "recipe.py": TEAM_RECIPE})
-    broken = _project(root / "broken", "cookbook-broken-plugin", "cookbook_broken_plugin", BROKEN_ENTRY_POINTS,
-                      {"__init__.py": "import cookbook_dependency_nobody_installed\n"})
+    files = guide_files()
+    assert {"pyproject.toml", "cookbook_team_plugin/adapter.py", "cookbook_team_plugin/recipe.py"} <= set(files)
+    team = _project(root / "team", {path: text for path, text in files.items() if not path.endswith(".yaml")})
+    broken = _project(root / "broken", {
+        "pyproject.toml": BROKEN_PYPROJECT,
+        "cookbook_broken_plugin/__init__.py": "import cookbook_dependency_nobody_installed\n",
+    })
     target = root / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
@@ -129,7 +75,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     path = os.pathsep.join([str(ROOT), str(site), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run([sys.executable, "-W", "error", "-m", "tinkex_cookbook", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-W", "error", "-m", "tinkex_cookbook", *args], cwd=cwd, check=False,
                           env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True, timeout=300)
 
 
@@ -139,9 +85,9 @@ def test_pip_wrote_the_entry_points(site: Path) -> None:
         dist_info / "entry_points.txt").read_text()
 
 
-def test_a_manifest_binds_the_plugin_adapter_and_the_cli_runs_the_plugin_recipe(site: Path, tmp_path: Path) -> None:
+def test_a_manifest_binds_the_plugin_adapter_and_the_cli_runs_its_recipe(site: Path, tmp_path: Path) -> None:
     manifest = tmp_path / "team.yaml"
-    manifest.write_text("extends: test\nports:\n  dataset_store: {adapter: team, team: research}\n")
+    manifest.write_text(guide_files()["team.yaml"])
     done = cli(site, "run", "team_sl", "--manifest", str(manifest), "-q",
                "dataset=research/numbers", "batch_size=8", "test_size=8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -165,7 +111,8 @@ def test_listings_show_the_plugins_and_name_the_broken_one(site: Path, tmp_path:
     assert team.split()[:2] == ["dataset_store", "team"] and "[plugin cookbook-team-plugin]" in team
     for listing in (recipes, adapters):
         assert listing.returncode == 1 and "Traceback" not in listing.stderr
-        assert "'cookbook-broken-plugin'" in listing.stderr and "cookbook_dependency_nobody_installed" in listing.stderr
+        assert "'cookbook-broken-plugin'" in listing.stderr
+        assert "No module named 'cookbook_dependency_nobody_installed'" in listing.stderr
 
 
 @pytest.mark.parametrize(("args", "names"), [
@@ -179,4 +126,5 @@ def test_a_broken_plugin_is_one_clear_error(site: Path, tmp_path: Path, args: li
     done = cli(site, *args, cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert names in line and "'cookbook-broken-plugin'" in line and "pip uninstall cookbook-broken-plugin" in line
+    assert names in line and "plugin distribution 'cookbook-broken-plugin'" in line
+    assert "pip uninstall cookbook-broken-plugin" in line

@@ -97,8 +97,10 @@ def _checked_model(name: str, loaded: Any) -> ModelEntry:
     return loaded
 
 
-MODELS: Registry[ModelEntry] = Registry("model", group="tinkex_cookbook.models", adapt=_checked_model,
-                                        hint="add your own with register_model() or a manifest's models: section")
+MODELS: Registry[ModelEntry] = Registry(
+    "model", group="tinkex_cookbook.models", adapt=_checked_model,
+    hint="add your own with register_model() or a manifest's models: section",
+)
 """Catalog rows by model name; plugins add rows through the ``tinkex_cookbook.models`` group."""
 
 _ALIASES: dict[str, str] = {}
