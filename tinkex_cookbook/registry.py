@@ -22,8 +22,7 @@ import importlib
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import reduce
-from importlib.metadata import entry_points
+from functools import cache, reduce
 from typing import Any, Generic, TypeVar
 
 from tinkex_cookbook.errors import CookbookError, NameTakenError, PluginError, UnknownNameError, choices
@@ -47,6 +46,16 @@ class Declared:
     def load(self) -> Any:
         module, _, attribute = self.target.partition(":")
         return reduce(getattr, attribute.split("."), importlib.import_module(module)) if attribute else None
+
+
+@cache
+def installed_entry_points(group: str, path: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """``(name, "module:attribute", distribution)`` of each entry point of ``group`` installed on ``path``
+    (``sys.path``, which keys the cache: the per-port adapter registries share one read of it)."""
+    from importlib.metadata import entry_points  # ~0.1 s to import: only when plugins are looked for
+
+    return tuple((point.name, point.value, point.dist.name if point.dist else "an unknown distribution")
+                 for point in entry_points(group=group))
 
 
 class Registry(Generic[T]):
@@ -125,11 +134,10 @@ class Registry(Generic[T]):
         if self._scanned:
             return
         self._scanned = True
-        for point in entry_points(group=str(self.group)):
-            name = point.name.removeprefix(self._prefix)
-            if point.name.startswith(self._prefix) and name not in self._declared and name not in self._objects:
-                distribution = point.dist.name if point.dist is not None else "an unknown distribution"
-                self._declared[name] = Declared(point.value, distribution, point.name)
+        for entry_point, target, distribution in installed_entry_points(str(self.group), tuple(sys.path)):
+            name = entry_point.removeprefix(self._prefix)
+            if entry_point.startswith(self._prefix) and name not in self._declared and name not in self._objects:
+                self._declared[name] = Declared(target, distribution, entry_point)
 
     def names(self) -> list[str]:
         """Every name: registered, built-in and from plugins; nothing is imported."""

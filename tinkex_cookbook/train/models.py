@@ -117,7 +117,7 @@ def _claim_names(entry: ModelEntry, replace: bool) -> None:
 
 def register_model(entry: ModelEntry, replace: bool = False) -> ModelEntry:
     """Add ``entry`` (and its aliases) to the catalog; re-registering a name needs ``replace=True``."""
-    if entry.name in MODELS and not replace:
+    if entry.name in _ALIASES and not replace:  # not ``in MODELS``: registering reads no plugin metadata
         raise ConfigError(f"model {entry.name!r} is already in the catalog; pass replace=True to change it")
     _claim_names(entry, replace)
     return MODELS.register(entry.name, entry, replace=True)
@@ -175,9 +175,9 @@ def entry_from_mapping(name: str, data: Mapping[str, Any]) -> ModelEntry:
     if isinstance(context, bool) or not isinstance(context, int) or context < 2:
         raise ConfigError(f"models.{name}.context_length must be a whole number >= 2, got {context!r}")
     renderer = data.get("renderer") or recommended_renderer(name)
-    from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
+    from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 
-    if renderer not in renderer_names():
+    if renderer not in RENDERERS:
         raise ConfigError(f"models.{name}.renderer: {unknown_renderer(str(renderer))}")
     aliases = data.get("aliases") or ()
     return ModelEntry(name, str(renderer), weights, context, data.get("tokenizer"), tuple(aliases))

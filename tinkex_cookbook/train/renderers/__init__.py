@@ -101,7 +101,7 @@ def validate_conversation(row: Any, index: int) -> list[Message]:
 
 
 __all__ = [
-    "Message", "ParseTermination", "RenderContext", "RenderedMessage", "Renderer", "ToolCall",
+    "RENDERERS", "Message", "ParseTermination", "RenderContext", "RenderedMessage", "Renderer", "ToolCall",
     "TrainOnWhat", "UnparsedToolCall", "get_renderer", "get_text_content", "register_renderer",
     "renderer_names", "validate_conversation",
 ]
