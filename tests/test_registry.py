@@ -61,6 +61,16 @@ def test_a_module_registering_its_own_names_while_imported_takes_nothing(widgets
     assert registry.get("a") == "made by a" and registry.get("b") == "made by b"
 
 
+def test_a_bare_module_declaration_must_register_its_name(widgets: Path) -> None:
+    registry: Registry[str] = Registry("stage", builtins={"fit": "widgets_stages", "lost": "widgets_stages"})
+    sys.modules["widgets_registry"] = type(sys)("widgets_registry")
+    sys.modules["widgets_registry"].REGISTRY = registry  # type: ignore[attr-defined]
+    _module(widgets, "widgets_stages", "from widgets_registry import REGISTRY\nREGISTRY.register('fit', 'fitted')\n")
+    assert registry.get("fit") == "fitted"
+    with pytest.raises(LookupError, match="module 'widgets_stages' was imported but registered no stage 'lost'"):
+        registry.get("lost")
+
+
 def test_taking_a_registered_or_declared_name_needs_replace(widgets: Path) -> None:
     _module(widgets, "widgets_square", "SQUARE = 'square'\n")
     registry: Registry[str] = Registry("widget", builtins={"square": "widgets_square:SQUARE"})

@@ -5,7 +5,8 @@ A name comes from one of three places, the first that has it winning:
 - ``register(name, obj)``: code in this process (a user's ``register_recipe``, or a built-in
   module registering itself while it is imported);
 - the built-ins a registry declares as ``name -> "module:attribute"``: imported on first lookup,
-  so a run imports only the recipes, renderers and stages it uses;
+  so a run imports only the recipes, renderers and stages it uses (a bare ``"module"`` is imported
+  and must register the name itself, as decorator-registered stages do);
 - the entry points of the registry's group (``tinkex_cookbook.recipes``, ...) that installed
   distributions declare: a pip-installed plugin. They are read on a miss or when listing, and a
   plugin module is imported only when one of its names is looked up. A built-in name wins over a
@@ -44,8 +45,10 @@ class Declared:
         return self.target.partition(":")[0]
 
     def load(self) -> Any:
+        """The attribute, or for a bare ``module`` target just the import (the module registers its names)."""
         module, _, attribute = self.target.partition(":")
-        return reduce(getattr, attribute.split("."), importlib.import_module(module)) if attribute else None
+        imported = importlib.import_module(module)
+        return reduce(getattr, attribute.split("."), imported) if attribute else None
 
 
 @cache
@@ -113,6 +116,9 @@ class Registry(Generic[T]):
             loaded = declared.load()
             if name in self._objects:  # the module registered it while being imported
                 return self._objects[name]
+            if ":" not in declared.target:
+                raise LookupError(f"module {declared.module!r} was imported but registered no "
+                                  f"{self.kind} {name!r}")
             obj = self._adapt(name, loaded) if self._adapt else loaded
         except Exception as exc:
             if declared.distribution is None:
