@@ -18,6 +18,8 @@ EXPECTED_PARENTS = {
     errors.AdapterUnavailableError: ImportError,
     errors.MissingSecretError: ValueError,
     errors.UnknownNameError: LookupError,
+    errors.NameTakenError: ValueError,
+    errors.PluginError: ImportError,
     errors.SpecError: ValueError,
     errors.DatasetError: ValueError,
     errors.RendererError: ValueError,

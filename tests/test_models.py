@@ -47,16 +47,12 @@ EXPECTED_RENDERERS = {
 
 
 @pytest.fixture
-def restore_catalog():
+def restore_catalog(monkeypatch: pytest.MonkeyPatch):
     """Tests that register models leave the catalog as they found it."""
     from tinkex_cookbook.train import models
 
-    saved, aliases = dict(models._CATALOG), dict(models._ALIASES)
-    yield
-    models._CATALOG.clear()
-    models._CATALOG.update(saved)
-    models._ALIASES.clear()
-    models._ALIASES.update(aliases)
+    monkeypatch.setattr(models, "MODELS", models.MODELS.copy())
+    monkeypatch.setattr(models, "_ALIASES", dict(models._ALIASES))
 
 
 def llama3_folder(folder: Path) -> Path:

@@ -9,7 +9,15 @@ from pydantic import BaseModel
 
 from tinkex_cookbook import SpecError, StageError, UnknownNameError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
-from tinkex_cookbook.pipeline import Context, JsonlMetricsSink, Key, MemorySink, Runner, StageRegistry, Telemetry
+from tinkex_cookbook.pipeline import (
+    Context,
+    JsonlMetricsSink,
+    Key,
+    MemorySink,
+    Runner,
+    StageRegistry,
+    Telemetry,
+)
 from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
 
 

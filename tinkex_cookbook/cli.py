@@ -3,6 +3,7 @@
     tinkex-cookbook run sl_basic --manifest test learning_rate=1e-4 batch_size=8
     tinkex-cookbook run sl_basic --manifest local --dry-run
     tinkex-cookbook manifests show prod
+    tinkex-cookbook adapters list blob_store
     tinkex-cookbook serve --manifest local --port 8000
 
 Cookbook errors print as one line on stderr and exit with status 2; they name
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -26,6 +27,8 @@ manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment
 app.add_typer(manifests_app, name="manifests")
 recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
 app.add_typer(recipes_app, name="recipes")
+adapters_app = typer.Typer(no_args_is_help=True, help="List the adapters manifests can bind to each port.")
+app.add_typer(adapters_app, name="adapters")
 app.add_typer(runs_app, name="runs")
 app.command()(doctor)
 app.command()(chat)
@@ -35,7 +38,7 @@ app.command()(export)
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 
@@ -165,14 +168,53 @@ def spec(
         _fail(exc)
 
 
+def _listing(load: Any, plugin: str | None) -> tuple[str, bool]:
+    """One listing line's description and whether it loaded; a broken plugin is named, not raised."""
+    from tinkex_cookbook.errors import CookbookError
+
+    origin = f"  [plugin {plugin}]" if plugin else ""
+    try:
+        return load() + origin, True
+    except CookbookError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return "(cannot be loaded: see the error above)" + origin, False
+
+
 @recipes_app.command("list")
 def recipes_list() -> None:
-    """Every registered recipe with the first line of its description."""
-    from tinkex_cookbook.recipes import get_recipe, recipe_names
+    """Every registered recipe (plugins' too) with the first line of its description."""
+    from tinkex_cookbook.recipes import RECIPES, get_recipe
     from tinkex_cookbook.recipes.base import recipe_summary
 
-    for name in recipe_names():
-        typer.echo(f"{name:<14} {recipe_summary(get_recipe(name))}")
+    loaded = []
+    for name in RECIPES.names():
+        text, ok = _listing(lambda name=name: recipe_summary(get_recipe(name)), RECIPES.plugin(name))
+        typer.echo(f"{name:<14} {text}")
+        loaded.append(ok)
+    if not all(loaded):
+        raise typer.Exit(1)
+
+
+@adapters_app.command("list")
+def adapters_list(
+    port: str | None = typer.Argument(None, help="Only this port's adapters, e.g. blob_store."),
+) -> None:
+    """Every adapter name a manifest can bind (plugins' too), per port, with its summary."""
+    from tinkex_cookbook.errors import CookbookError
+    from tinkex_cookbook.runtime import ADAPTERS
+
+    try:
+        ports = [port] if port else ADAPTERS.ports()
+        names = [(p, name) for p in ports for name in ADAPTERS.names(p)]
+    except CookbookError as exc:
+        _fail(exc)
+    loaded = []
+    for p, name in names:
+        text, ok = _listing(lambda p=p, name=name: ADAPTERS.get(p, name).summary, ADAPTERS.plugin(p, name))
+        typer.echo(f"{p:<17} {name:<18} {text}")
+        loaded.append(ok)
+    if not all(loaded):
+        raise typer.Exit(1)
 
 
 @recipes_app.command("describe")

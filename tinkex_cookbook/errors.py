@@ -14,6 +14,8 @@ arguments are plain strings) so it crosses process boundaries intact::
     ├── AdapterUnavailableError (ImportError)   registered adapter whose extra is missing
     ├── MissingSecretError (ValueError)     a required secret is not set in the environment
     ├── UnknownNameError (LookupError)      unknown recipe, stage, renderer ...
+    ├── NameTakenError (ValueError)         a register_* call reuses a name without replace=True
+    ├── PluginError (ImportError)           an installed plugin's entry point fails to load; names it
     ├── SpecError (ValueError)              malformed experiment spec
     ├── DatasetError (ValueError)           dataset missing or a malformed row (with its index)
     ├── RendererError (ValueError)          a conversation a renderer cannot render or parse
@@ -87,6 +89,14 @@ class MissingSecretError(CookbookError, ValueError):
 
 class UnknownNameError(CookbookError, LookupError):
     """A name (recipe, stage, renderer, ...) matches nothing registered."""
+
+
+class NameTakenError(CookbookError, ValueError):
+    """A ``register_*`` call names something already registered; ``replace=True`` says it is meant."""
+
+
+class PluginError(CookbookError, ImportError):
+    """An installed plugin's entry point cannot be imported or points at the wrong kind of object."""
 
 
 class SpecError(CookbookError, ValueError):

@@ -10,7 +10,6 @@ value and what is valid.
 
 from __future__ import annotations
 
-import importlib
 import json
 import types
 import typing
@@ -20,7 +19,8 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 
 from pydantic import BaseModel, ValidationError
 
-from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
+from tinkex_cookbook.errors import ConfigError, choices
+from tinkex_cookbook.registry import Registry
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
 
@@ -37,7 +37,6 @@ class Recipe(Protocol):
 
 
 C = TypeVar("C", bound=BaseModel)
-R = TypeVar("R", bound=type[Recipe])
 
 
 class RecipeBase(Generic[C]):
@@ -105,36 +104,47 @@ def stages(*names: str) -> list[Node]:
     return [StageSpec(name=name) for name in names]
 
 
-_RECIPES: dict[str, type[Recipe]] = {}
-
-BUILTIN_RECIPES = {
-    "sl_basic": ("tinkex_cookbook.recipes.sl_basic", "SlBasic"),
-    "rl_basic": ("tinkex_cookbook.recipes.rl_basic", "RlBasic"),
-    "math_rl": ("tinkex_cookbook.recipes.rl_basic", "MathRl"),
-    "dpo": ("tinkex_cookbook.recipes.dpo", "Dpo"),
-    "distillation": ("tinkex_cookbook.recipes.distillation", "Distillation"),
-}
-"""Shipped recipes by name, imported on first use so the CLI and a run import only what they need."""
+def _checked_recipe(name: str, loaded: Any) -> type[Recipe]:
+    """A plugin's entry point must name a recipe class whose ``name`` is the entry point's name."""
+    if not isinstance(loaded, type) or not isinstance(loaded, Recipe):
+        raise TypeError(f"{loaded!r} is not a recipe class (one with name, Config and build_spec)")
+    recipe = typing.cast(type[Recipe], loaded)
+    if recipe.name != name:
+        raise ValueError(f"the entry point is named {name!r} but the recipe's name is {recipe.name!r}")
+    return recipe
 
 
-def register_recipe(recipe: R) -> R:
+RECIPES: Registry[type[Recipe]] = Registry(
+    "recipe",
+    builtins={
+        "sl_basic": "tinkex_cookbook.recipes.sl_basic:SlBasic",
+        "rl_basic": "tinkex_cookbook.recipes.rl_basic:RlBasic",
+        "math_rl": "tinkex_cookbook.recipes.rl_basic:MathRl",
+        "dpo": "tinkex_cookbook.recipes.dpo:Dpo",
+        "distillation": "tinkex_cookbook.recipes.distillation:Distillation",
+    },
+    group="tinkex_cookbook.recipes",
+    hint="add your own with register_recipe() or a plugin",
+    adapt=_checked_recipe,
+)
+"""Recipes by name: shipped ones imported on first use, plugins from the ``tinkex_cookbook.recipes`` group."""
+
+
+RecipeT = typing.TypeVar("RecipeT", bound=type[Recipe])
+
+
+def register_recipe(recipe: RecipeT) -> RecipeT:
     """Class decorator: make ``recipe`` runnable by name (CLI, ``run_spec``)."""
-    _RECIPES[recipe.name] = recipe
+    RECIPES.register(recipe.name, recipe)
     return recipe
 
 
 def recipe_names() -> list[str]:
-    return sorted({*_RECIPES, *BUILTIN_RECIPES})
+    return RECIPES.names()
 
 
 def get_recipe(recipe: str | type[Recipe]) -> type[Recipe]:
-    if not isinstance(recipe, str):
-        return recipe
-    if recipe not in _RECIPES and recipe in BUILTIN_RECIPES:
-        importlib.import_module(BUILTIN_RECIPES[recipe][0])
-    if recipe not in _RECIPES:
-        raise UnknownNameError(f"unknown recipe {recipe!r}; valid recipes: {choices(recipe_names())}")
-    return _RECIPES[recipe]
+    return RECIPES.get(recipe) if isinstance(recipe, str) else recipe
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

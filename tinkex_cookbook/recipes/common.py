@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from tinkex_cookbook.train.models import recommended_renderer
-from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
+from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 from tinkex_cookbook.train.schedules import LRSchedule
 
 MaxLength = Annotated[int, Field(ge=2)]
@@ -61,7 +61,7 @@ def check_log_path(value: str | None) -> str | None:
 def check_renderer(name: str | None) -> str | None:
     """A registered renderer name (or ``None``: the model's own); else the message ``get_renderer`` would
     fail with, at config time."""
-    if name is not None and name not in renderer_names():
+    if name is not None and name not in RENDERERS:
         raise ValueError(unknown_renderer(name))
     return name
 

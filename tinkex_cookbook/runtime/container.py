@@ -43,19 +43,18 @@ def _port_selector(
     port: str, manifest: Manifest, registry: AdapterRegistry, settings: Settings,
     container: containers.DynamicContainer,
 ) -> providers.Selector:
+    """The bound adapter only: another adapter of the port (a plugin's, say) is never imported."""
     binding = manifest.ports[port]
-    children = {
-        entry.name: providers.Resource(
-            _adapter_resource,
-            entry,
-            binding.options if entry.name == binding.adapter else providers.Callable(entry.options),
-            settings,
-            **{needed: providers.Callable(lambda name: getattr(container, name)(), needed) for needed in entry.needs},
-            **{needed: providers.Object(_lazy_port(container, needed)) for needed in entry.lazy_needs},
-        )
-        for entry in registry.port_entries(port)
-    }
-    return providers.Selector(providers.Object(binding.adapter), **children)
+    entry = registry.get(port, binding.adapter)
+    child = providers.Resource(
+        _adapter_resource,
+        entry,
+        binding.options,
+        settings,
+        **{needed: providers.Callable(lambda name: getattr(container, name)(), needed) for needed in entry.needs},
+        **{needed: providers.Object(_lazy_port(container, needed)) for needed in entry.lazy_needs},
+    )
+    return providers.Selector(providers.Object(binding.adapter), **{entry.name: child})
 
 
 def build_container(

@@ -3,14 +3,16 @@
 Manifests choose adapters by these registered names, never by a dotted import
 path. A factory imports its adapter module only when called, so binding a port
 to ``noop`` never imports torch, boto3 or the Tinker SDK. Users add their own
-adapters with ``register_adapter``.
+adapters with ``register_adapter``, or install a plugin that declares them as entry points.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -25,6 +27,7 @@ from tinkex_cookbook.errors import (
     validation_problems,
 )
 from tinkex_cookbook.ports import PORT_NAMES
+from tinkex_cookbook.registry import Registry
 from tinkex_cookbook.runtime.settings import Settings
 
 
@@ -59,15 +62,26 @@ class AdapterEntry:
     hub client): passed as zero-argument callables, so the port is built only if it is called."""
 
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
-        """Validate manifest options; the error names port, adapter, field and valid fields."""
+        """Validate manifest options; the error names port, adapter, field and valid fields. An unknown
+        option is an error even when the options model (a plugin's, say) would ignore it."""
+        unknown = sorted(set(raw) - self._option_keys())
+        if unknown:
+            raise self._bad_options(f"unknown option(s) {', '.join(map(repr, unknown))}")
         try:
             return self.options.model_validate(raw)
         except ValidationError as exc:
-            raise ManifestError(
-                f"bad options for adapter {self.name!r} of port {self.port!r}: "
-                f"{validation_problems(exc)}. "
-                f"Valid options: {choices(self.options.model_fields)}"
-            ) from None
+            raise self._bad_options(validation_problems(exc)) from None
+
+    def _bad_options(self, problems: str) -> ManifestError:
+        return ManifestError(
+            f"bad options for adapter {self.name!r} of port {self.port!r}: {problems}. "
+            f"Valid options: {choices(self.options.model_fields)}"
+        )
+
+    def _option_keys(self) -> set[str]:
+        fields = self.options.model_fields.items()
+        return {key for name, field in fields for key in (name, field.alias, field.validation_alias)
+                if isinstance(key, str)}
 
     def check_available(self) -> None:
         """Fail before any work if this adapter cannot be built here."""
@@ -99,41 +113,62 @@ class AdapterEntry:
         return self.factory(options, settings, **ports)
 
 
-class AdapterRegistry:
-    """Registered adapters for every port; lookups fail with the valid names."""
+ADAPTER_GROUP = "tinkex_cookbook.adapters"
+"""Entry-point group of plugin adapters: ``<port>.<adapter> = module:ENTRY``, ENTRY an ``AdapterEntry``."""
 
-    def __init__(self, ports: Iterable[str] = PORT_NAMES) -> None:
-        self._entries: dict[str, dict[str, AdapterEntry]] = {port: {} for port in ports}
+
+def _checked_entry(port: str, name: str, loaded: Any) -> AdapterEntry:
+    """A plugin's entry point must name an ``AdapterEntry`` for the port and name it is declared under."""
+    if not isinstance(loaded, AdapterEntry):
+        raise TypeError(f"{loaded!r} is not an AdapterEntry")
+    if (loaded.port, loaded.name) != (port, name):
+        raise ValueError(f"the entry point declares adapter {name!r} for port {port!r}, but the AdapterEntry "
+                         f"is adapter {loaded.name!r} for port {loaded.port!r}")
+    return loaded
+
+
+class AdapterRegistry:
+    """Registered adapters for every port, one ``Registry`` each; lookups fail with the valid names.
+
+    Plugins add adapters through entry points named ``<port>.<adapter>`` in ``group``.
+    """
+
+    def __init__(self, ports: Iterable[str] = PORT_NAMES, group: str | None = ADAPTER_GROUP) -> None:
+        self._ports: dict[str, Registry[AdapterEntry]] = {
+            port: Registry(
+                "adapter", group=group, prefix=f"{port}.", where=f" for port {port!r}",
+                hint="add your own with register_adapter() or a plugin", adapt=partial(_checked_entry, port),
+                unknown=UnknownAdapterError,
+            )
+            for port in ports
+        }
 
     def ports(self) -> list[str]:
-        return list(self._entries)
+        return list(self._ports)
 
     def names(self, port: str) -> list[str]:
-        return sorted(self._port(port))
+        return self._port(port).names()
 
-    def _port(self, port: str) -> dict[str, AdapterEntry]:
-        if port not in self._entries:
-            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._entries)}")
-        return self._entries[port]
+    def _port(self, port: str) -> Registry[AdapterEntry]:
+        if port not in self._ports:
+            close = difflib.get_close_matches(port, self._ports, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._ports)}{hint}")
+        return self._ports[port]
 
     def get(self, port: str, name: str) -> AdapterEntry:
-        entries = self._port(port)
-        if name not in entries:
-            raise UnknownAdapterError(
-                f"unknown adapter {name!r} for port {port!r}; valid adapters: {choices(entries)} "
-                "(add your own with register_adapter())"
-            )
-        return entries[name]
+        return self._port(port).get(name)
+
+    def plugin(self, port: str, name: str) -> str | None:
+        """The distribution whose entry point adds adapter ``name`` of ``port``, if a plugin does."""
+        return self._port(port).plugin(name)
 
     def register(self, entry: AdapterEntry, replace: bool = False) -> None:
-        entries = self._port(entry.port)
-        if entry.name in entries and not replace:
-            raise ValueError(f"adapter {entry.name!r} is already registered for port {entry.port!r}")
-        entries[entry.name] = entry
+        self._port(entry.port).register(entry.name, entry, replace)
 
     def port_entries(self, port: str) -> list[AdapterEntry]:
-        return list(self._port(port).values())
+        """Every adapter of ``port``, plugins' included (each plugin module is imported)."""
+        return self._port(port).values()
 
     def entries(self) -> list[AdapterEntry]:
-        return [entry for port in self._entries.values() for entry in port.values()]
-
+        return [entry for port in self._ports for entry in self.port_entries(port)]

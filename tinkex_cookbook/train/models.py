@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.registry import Registry
 from tinkex_cookbook.train.tokenizer_sources import DEEPSEEK_V3_MODELS, LLAMA3_MODELS, QWEN3_MODELS
 
 
@@ -86,35 +87,60 @@ chat template needs: how a name the catalog does not hold still gets the right t
 FALLBACK_RENDERER = "role_colon"
 """For a name of no known family: plain ``User:``/``Assistant:`` text, which needs no special tokens."""
 
-_CATALOG: dict[str, ModelEntry] = {}
+def _checked_model(name: str, loaded: Any) -> ModelEntry:
+    """A plugin's entry point must name a ``ModelEntry`` whose ``name`` is the entry point's name."""
+    if not isinstance(loaded, ModelEntry):
+        raise TypeError(f"{loaded!r} is not a ModelEntry")
+    if loaded.name != name:
+        raise ValueError(f"the entry point is named {name!r} but the model's name is {loaded.name!r}")
+    _claim_names(loaded, replace=False)
+    return loaded
+
+
+MODELS: Registry[ModelEntry] = Registry(
+    "model", group="tinkex_cookbook.models", adapt=_checked_model,
+    hint="add your own with register_model() or a manifest's models: section",
+)
+"""Catalog rows by model name; plugins add rows through the ``tinkex_cookbook.models`` group."""
+
 _ALIASES: dict[str, str] = {}
+"""Every name a loaded catalog row answers to (its own and its aliases) -> its catalog name."""
+
+
+def _claim_names(entry: ModelEntry, replace: bool) -> None:
+    taken = [n for n in (entry.name, *entry.aliases) if n in _ALIASES and _ALIASES[n] != entry.name]
+    if taken and not replace:
+        raise ConfigError(f"model {entry.name!r}: the name(s) {taken} are already in the catalog; "
+                          "pass replace=True to change them")
+    _ALIASES.update(dict.fromkeys((entry.name, *entry.aliases), entry.name))
 
 
 def register_model(entry: ModelEntry, replace: bool = False) -> ModelEntry:
     """Add ``entry`` (and its aliases) to the catalog; re-registering a name needs ``replace=True``."""
-    taken = [n for n in (entry.name, *entry.aliases) if n in _ALIASES and _ALIASES[n] != entry.name]
-    if (entry.name in _CATALOG or taken) and not replace:
+    if entry.name in _ALIASES and not replace:  # not ``in MODELS``: registering reads no plugin metadata
         raise ConfigError(f"model {entry.name!r} is already in the catalog; pass replace=True to change it")
-    _CATALOG[entry.name] = entry
-    for name in (entry.name, *entry.aliases):
-        _ALIASES[name] = entry.name
-    return entry
+    _claim_names(entry, replace)
+    return MODELS.register(entry.name, entry, replace=True)
 
 
 def base_name(name: str) -> str:
     """The catalog name for ``name`` or one of its aliases, with a Tinker ``:variant`` suffix dropped."""
-    for candidate in (name, name.split(":")[0]):
-        if candidate in _ALIASES:
-            return _ALIASES[candidate]
-    return name
+    candidates = (name, name.split(":")[0])
+    for candidate in candidates:
+        if candidate in _ALIASES or candidate in MODELS:
+            return _ALIASES.get(candidate, candidate)
+    catalog()  # a plugin's aliases are known once its rows are loaded
+    return next((_ALIASES[c] for c in candidates if c in _ALIASES), name)
 
 
 def find_model(name: str) -> ModelEntry | None:
-    return _CATALOG.get(base_name(name))
+    known = base_name(name)
+    return MODELS.get(known) if known in MODELS else None
 
 
 def catalog() -> list[ModelEntry]:
-    return sorted(_CATALOG.values(), key=lambda entry: entry.name)
+    """Every catalog row, by name (loads the rows plugins add)."""
+    return MODELS.values()
 
 
 def recommended_renderer(name: str) -> str:
@@ -149,9 +175,9 @@ def entry_from_mapping(name: str, data: Mapping[str, Any]) -> ModelEntry:
     if isinstance(context, bool) or not isinstance(context, int) or context < 2:
         raise ConfigError(f"models.{name}.context_length must be a whole number >= 2, got {context!r}")
     renderer = data.get("renderer") or recommended_renderer(name)
-    from tinkex_cookbook.train.renderers import renderer_names, unknown_renderer
+    from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 
-    if renderer not in renderer_names():
+    if renderer not in RENDERERS:
         raise ConfigError(f"models.{name}.renderer: {unknown_renderer(str(renderer))}")
     aliases = data.get("aliases") or ()
     return ModelEntry(name, str(renderer), weights, context, data.get("tokenizer"), tuple(aliases))

@@ -7,13 +7,12 @@ nothing until it is used.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from collections.abc import Callable
 from typing import Any
 
-from tinkex_cookbook.errors import DatasetError, RendererError, UnknownNameError, choices
+from tinkex_cookbook.errors import DatasetError, RendererError
 from tinkex_cookbook.ports import Tokenizer
+from tinkex_cookbook.registry import Registry
 from tinkex_cookbook.train.renderers.base import (
     Message,
     ParseTermination,
@@ -28,54 +27,49 @@ from tinkex_cookbook.train.renderers.base import (
 
 RendererFactory = Callable[[Tokenizer], Renderer]
 
-_BUILTIN: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "role_colon": ("role_colon", "RoleColonRenderer", {}),
-    "llama3": ("llama3", "Llama3Renderer", {}),
-    "qwen3": ("qwen3", "Qwen3Renderer", {}),
-    "qwen3_disable_thinking": ("qwen3", "Qwen3DisableThinkingRenderer", {}),
-    "deepseekv3": ("deepseek_v3", "DeepSeekV3DisableThinkingRenderer", {}),
-    "deepseekv3_disable_thinking": ("deepseek_v3", "DeepSeekV3DisableThinkingRenderer", {}),
-    "deepseekv3_thinking": ("deepseek_v3", "DeepSeekV3ThinkingRenderer", {}),
-    "gpt_oss": ("gpt_oss", "GptOssRenderer", {}),
-    "gpt_oss_no_sysprompt": ("gpt_oss", "GptOssRenderer", {}),
-    "gpt_oss_low_reasoning": ("gpt_oss", "GptOssRenderer", {"use_system_prompt": True, "reasoning_effort": "low"}),
-    "gpt_oss_medium_reasoning": (
-        "gpt_oss", "GptOssRenderer", {"use_system_prompt": True, "reasoning_effort": "medium"}
-    ),
-    "gpt_oss_high_reasoning": ("gpt_oss", "GptOssRenderer", {"use_system_prompt": True, "reasoning_effort": "high"}),
-    "kimi_k2": ("kimi_k2", "KimiK2Renderer", {}),
-    "chatml": ("chatml", "ChatMLRenderer", {}),
-}
-_CUSTOM: dict[str, RendererFactory] = {}
+RENDERERS: Registry[RendererFactory] = Registry(
+    "renderer",
+    builtins={name: f"{__name__}.{target}" for name, target in {
+        "role_colon": "role_colon:RoleColonRenderer",
+        "llama3": "llama3:Llama3Renderer",
+        "qwen3": "qwen3:Qwen3Renderer",
+        "qwen3_disable_thinking": "qwen3:Qwen3DisableThinkingRenderer",
+        "deepseekv3": "deepseek_v3:DeepSeekV3DisableThinkingRenderer",
+        "deepseekv3_disable_thinking": "deepseek_v3:DeepSeekV3DisableThinkingRenderer",
+        "deepseekv3_thinking": "deepseek_v3:DeepSeekV3ThinkingRenderer",
+        "gpt_oss": "gpt_oss:GptOssRenderer",
+        "gpt_oss_no_sysprompt": "gpt_oss:GptOssRenderer",
+        "gpt_oss_low_reasoning": "gpt_oss:low_reasoning",
+        "gpt_oss_medium_reasoning": "gpt_oss:medium_reasoning",
+        "gpt_oss_high_reasoning": "gpt_oss:high_reasoning",
+        "kimi_k2": "kimi_k2:KimiK2Renderer",
+        "chatml": "chatml:ChatMLRenderer",
+    }.items()},
+    group="tinkex_cookbook.renderers",
+    hint="add your own with register_renderer()",
+)
+"""Renderer factories (``factory(tokenizer) -> Renderer``) by name; a renderer's module is imported
+when the name is first asked for, plugins come from the ``tinkex_cookbook.renderers`` group."""
 
 
 def renderer_names() -> list[str]:
-    return sorted({*_BUILTIN, *_CUSTOM})
+    return RENDERERS.names()
 
 
-def register_renderer(name: str, factory: RendererFactory) -> None:
+def register_renderer(name: str, factory: RendererFactory, replace: bool = False) -> None:
     """Make ``name`` usable as ``renderer_name`` in every recipe config."""
-    _CUSTOM[name] = factory
+    RENDERERS.register(name, factory, replace)
 
 
 def unknown_renderer(name: str) -> str:
     """Why ``name`` is no renderer: the valid ones, and the closest when it looks like a typo."""
-    valid = renderer_names()
-    close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else "add your own with register_renderer()"
-    return f"unknown renderer {name!r}; valid renderers: {choices(valid)} ({hint})"
+    return RENDERERS.describe_unknown(name)
 
 
 def get_renderer(name: str, tokenizer: Tokenizer) -> Renderer:
     """Renderer ``name`` over ``tokenizer``; one whose special tokens the tokenizer lacks is refused, since
     it would train the model on its template spelled out as ordinary text."""
-    if name in _CUSTOM:
-        renderer = _CUSTOM[name](tokenizer)
-    elif name in _BUILTIN:
-        module, cls, kwargs = _BUILTIN[name]
-        renderer = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(tokenizer, **kwargs)
-    else:
-        raise UnknownNameError(unknown_renderer(name))
+    renderer = RENDERERS.get(name)(tokenizer)
     missing = renderer.missing_special_tokens()
     if missing:
         raise RendererError(mismatch_message(name, tokenizer, missing))
@@ -107,7 +101,7 @@ def validate_conversation(row: Any, index: int) -> list[Message]:
 
 
 __all__ = [
-    "Message", "ParseTermination", "RenderContext", "RenderedMessage", "Renderer", "ToolCall",
+    "RENDERERS", "Message", "ParseTermination", "RenderContext", "RenderedMessage", "Renderer", "ToolCall",
     "TrainOnWhat", "UnparsedToolCall", "get_renderer", "get_text_content", "register_renderer",
     "renderer_names", "validate_conversation",
 ]

@@ -19,7 +19,8 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
@@ -420,3 +421,13 @@ class GptOssRenderer(Renderer):
                 "renderer's get_stop_sequences() so sampling stops at the first"
             )
         return response.index(token) if count else None
+
+
+def _with_reasoning(effort: str) -> Callable[[Tokenizer], GptOssRenderer]:
+    """A factory for the Harmony renderer with OpenAI's system prompt at one reasoning effort."""
+    return partial(GptOssRenderer, use_system_prompt=True, reasoning_effort=effort)
+
+
+low_reasoning = _with_reasoning("low")
+medium_reasoning = _with_reasoning("medium")
+high_reasoning = _with_reasoning("high")
