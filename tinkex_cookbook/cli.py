@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -21,7 +21,7 @@ from tinkex_cookbook.cli_doctor import doctor
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
 manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
 app.add_typer(manifests_app, name="manifests")
 recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
@@ -35,7 +35,7 @@ app.command()(export)
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from tinkex_cookbook.adapters.hub.noop import NoopHubClient
 from tinkex_cookbook.errors import ConfigError
-from tinkex_cookbook.ports import HubClient
-from tinkex_cookbook.runtime.targets import Target, open_target_sampler
+from tinkex_cookbook.ports import HubClient, TrainingService
+from tinkex_cookbook.runtime.targets import Target, open_target_sampler, target_tokenizer
 
 FORMATS = ("peft", "merged")
 CARD_CONFIG_KEYS = ("dataset", "dataset_split", "train_size", "test_size", "num_epochs", "batch_size",
@@ -40,17 +40,20 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
     if recorded is not None and push:
         recorded.pop("hub_client", None)  # where to push is this deployment's choice, not the run's
     with Runtime.open_ports(names, ref, recorded) as ports:
-        sampler = open_target_sampler(ports["training_client"], target)  # type: ignore[arg-type]
+        service = ports["training_client"]
+        assert isinstance(service, TrainingService), "the container binds training_client to a TrainingService"
+        sampler = open_target_sampler(service, target)
         model = getattr(sampler, "model", None)
         if model is None:
             raise ConfigError(
                 f"export reads the weights of a local_torch checkpoint; {target.label} is served by "
-                f"{type(ports['training_client']).__name__}. Download Tinker weights with Tinker's own tools")
-        _write(model, sampler.get_tokenizer(), target, out, fmt,  # type: ignore[attr-defined]
-               _base_folder(ports["training_client"], target.model_name))
+                f"{type(service).__name__}. Download Tinker weights with Tinker's own tools")
+        _write(model, target_tokenizer(service, sampler, target.model_name), target, out, fmt,
+               _base_folder(service, target.model_name))
         if push:
             hub = ports["hub_client"]
-            lines = _push(hub, out, push)  # type: ignore[arg-type]
+            assert isinstance(hub, HubClient), "the container binds hub_client to a HubClient"
+            lines = _push(hub, out, push)
             if isinstance(hub, NoopHubClient):
                 lines.append("note: the bound hub_client is noop, so nothing left this machine; pass --manifest "
                              "with hub_client: hf (and HF_TOKEN) to push to a hub")

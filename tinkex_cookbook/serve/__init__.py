@@ -32,8 +32,10 @@ def serve_manifest(
     from tinkex_cookbook.runtime import Runtime
 
     with Runtime.open_ports(("training_client", "blob_store"), manifest) as ports:
-        server = local_tinker(ports["training_client"], ports["blob_store"], api_key, host, port)  # type: ignore[arg-type]
-        announce(f"serving the Tinker API at {server.base_url} over {ports['training_client']!r} "
+        service, blob_store = ports["training_client"], ports["blob_store"]
+        assert isinstance(service, TrainingService) and isinstance(blob_store, BlobStore), "the container's bindings"
+        server = local_tinker(service, blob_store, api_key, host, port)
+        announce(f"serving the Tinker API at {server.base_url} over {service!r} "
                  f"(manifest {manifest!r}); clients: TINKER_BASE_URL={server.base_url} and the server's key "
                  "in TINKER_API_KEY. Ctrl-C stops.")
         try:
