@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinkex_cookbook.adapters.training.local_generation import Request, generate
 from tinkex_cookbook.adapters.training.local_models import (
