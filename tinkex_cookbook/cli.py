@@ -22,7 +22,7 @@ from tinkex_cookbook.cli_doctor import doctor
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
 manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
 app.add_typer(manifests_app, name="manifests")
 recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -23,7 +23,7 @@ MANIFEST_HELP = "Manifest to open the backend on (default: the run's own, else $
 HISTORY = Path.home() / ".cache" / "tinkex-cookbook" / "chat_history"
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(2)
 

@@ -227,7 +227,7 @@ def _within(seconds: float, call: Callable[[], tuple[str, str]], adapter: object
                            "check its endpoint and the network")
     if "error" in box:
         raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
+    return box["value"]
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from tinkex_cookbook.adapters.hub.noop import NoopHubClient
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.ports import HubClient
-from tinkex_cookbook.runtime.targets import Target, open_target_sampler
+from tinkex_cookbook.runtime.targets import Target, open_target_sampler, target_tokenizer
 
 FORMATS = ("peft", "merged")
 CARD_CONFIG_KEYS = ("dataset", "dataset_split", "train_size", "test_size", "num_epochs", "batch_size",
@@ -45,8 +45,9 @@ def export_target(target: Target, out: Path, fmt: str, manifest: str | None = No
             raise ConfigError(
                 f"export reads the weights of a local_torch checkpoint; {target.label} is served by "
                 f"{type(ports.training_client).__name__}. Download Tinker weights with Tinker's own tools")
-        _write(model, sampler.get_tokenizer(), target, out, fmt,  # type: ignore[attr-defined]
-               _base_folder(ports.training_client, target.model_name))
+        service = ports.training_client
+        _write(model, target_tokenizer(service, sampler, target.model_name), target, out, fmt,
+               _base_folder(service, target.model_name))
         if push:
             hub = ports.hub_client
             lines = _push(hub, out, push)

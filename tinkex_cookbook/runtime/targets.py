@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
 from tinkex_cookbook.ports import SamplingClient, Tokenizer, TrainingService
@@ -22,6 +22,20 @@ from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 
 CHECKPOINT_SCHEMES = ("local://", "tinker://")
+
+
+@runtime_checkable
+class TokenizingSampler(Protocol):
+    """A sampling client that can say which tokenizer it samples with (not every backend's can)."""
+
+    def get_tokenizer(self) -> Tokenizer: ...
+
+
+@runtime_checkable
+class TokenizingService(Protocol):
+    """A training backend that can say which tokenizer a base model uses."""
+
+    def tokenizer_for(self, model_name: str) -> Tokenizer: ...
 
 
 @dataclass(frozen=True)
@@ -142,12 +156,10 @@ def pick_checkpoint(run: Run, name: str | None) -> dict[str, Any]:
 
 def target_tokenizer(service: TrainingService, sampler: SamplingClient, model_name: str) -> Tokenizer:
     """The target's tokenizer, from the sampling client or its backend (never a hub download of the SDK's)."""
-    from_sampler = getattr(sampler, "get_tokenizer", None)
-    if callable(from_sampler):
-        return from_sampler()  # type: ignore[no-any-return]
-    from_service = getattr(service, "tokenizer_for", None)
-    if callable(from_service):
-        return from_service(model_name)  # type: ignore[no-any-return]
+    if isinstance(sampler, TokenizingSampler):
+        return sampler.get_tokenizer()
+    if isinstance(service, TokenizingService):
+        return service.tokenizer_for(model_name)
     raise ConfigError(f"the bound training backend {type(service).__name__} cannot say which tokenizer "
                       f"{model_name!r} uses; it needs get_tokenizer() on its sampling clients or "
                       "tokenizer_for(model_name) on the service")

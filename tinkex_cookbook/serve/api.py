@@ -358,12 +358,13 @@ class TinkerAPI:
         if model_path is not None:
             record = self.resolve(model_path)
             client = self.service.create_sampling_client(model_path=record["path"])
-            base_model = record["base_model"]
+            base: str = record["base_model"]
         elif base_model is not None:
             client = self.service.create_sampling_client(base_model=base_model)
+            base = base_model
         else:
             raise ApiError(400, "a sampling session needs model_path or base_model")
-        sampler = Sampler(f"sampler-{uuid.uuid4().hex[:12]}", base_model, model_path, client)
+        sampler = Sampler(f"sampler-{uuid.uuid4().hex[:12]}", base, model_path, client)
         with self._lock:
             self.samplers[sampler.sampler_id] = sampler
         return sampler

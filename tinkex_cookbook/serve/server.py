@@ -30,7 +30,13 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     """Headers and body go out in two writes; with Nagle's algorithm the body waits for the client's
     delayed ACK (~40 ms on Linux), which would add that much to every request."""
-    server: TinkerHTTPServer
+
+    @property
+    def tinker(self) -> TinkerHTTPServer:
+        """The server that made this handler: ``self.server`` with its type (the base class declares a ``BaseServer``)."""
+        server = self.server
+        assert isinstance(server, TinkerHTTPServer), "this handler is only served by a TinkerHTTPServer"
+        return server
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -48,7 +54,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         path = self.path.split("?", 1)[0]
         body = self._read_body()
-        faults = self.server.api.faults
+        faults = self.tinker.api.faults
         if faults.latency:
             time.sleep(faults.latency)
         fault = faults.take(path, ("delay", "reset", "status"))
@@ -60,7 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault is not None:
             self._send(_fault_reply(fault.status, fault.retry_after_ms))
             return
-        if path not in OPEN_ROUTES and not self.server.accepts(self.headers.get("X-API-Key")):
+        if path not in OPEN_ROUTES and not self.tinker.accepts(self.headers.get("X-API-Key")):
             # close too: a client refused at its first request drops its connection pool unclosed
             self._send(Reply(401, {"detail": "invalid or missing X-API-Key"}, headers={"Connection": "close"}))
             return
@@ -77,7 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(reply)
 
     def _route(self, method: str, path: str, body: bytes) -> Reply:
-        api = self.server.api
+        api = self.tinker.api
         if method == "GET":
             return api.get(path)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -148,7 +154,7 @@ class LocalTinker:
         host, port = self.httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> LocalTinker:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="tinker-serve", daemon=True)
         self._thread.start()
         return self

@@ -14,6 +14,7 @@ from typing import Any
 from tinkex_cookbook.errors import DatasetError, RendererError
 from tinkex_cookbook.ports import ModelInput, SamplingClient, SamplingParams
 from tinkex_cookbook.train.renderers import Message, Renderer, get_text_content, validate_conversation
+from tinkex_cookbook.train.types import stop_tuple
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def prompt_from_line(data: Any, index: int) -> Prompt:
 def sampling_params(renderer: Renderer, max_tokens: int, temperature: float = 0.0,
                     seed: int | None = None) -> SamplingParams:
     return SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed,
-                          stop=tuple(renderer.get_stop_sequences()))
+                          stop=stop_tuple(renderer.get_stop_sequences()))
 
 
 def parse_reply(renderer: Renderer, tokens: Sequence[int]) -> str:

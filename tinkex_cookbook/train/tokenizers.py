@@ -12,6 +12,10 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as Backend
 
 LLAMA3_SPECIAL_TOKENS: tuple[str, ...] = (
     "<|begin_of_text|>",
@@ -94,7 +98,7 @@ class HFTokenizer:
     """
 
     def __init__(
-        self, backend: object, bos_token: str | None, eos_token: str | None, name: str = "",
+        self, backend: Backend, bos_token: str | None, eos_token: str | None, name: str = "",
         chat_template: str | None = None,
     ) -> None:
         self._backend = backend
@@ -118,7 +122,7 @@ class HFTokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._backend.get_vocab_size(with_added_tokens=True)  # type: ignore[attr-defined]
+        return self._backend.get_vocab_size(with_added_tokens=True)
 
     @property
     def bos_token_id(self) -> int | None:
@@ -129,13 +133,13 @@ class HFTokenizer:
         return self.convert_tokens_to_ids(self.eos_token) if self.eos_token else None
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
-        return self._backend.token_to_id(token)  # type: ignore[attr-defined]
+        return self._backend.token_to_id(token)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids  # type: ignore[attr-defined]
+        return self._backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._backend.decode(list(ids), skip_special_tokens=False)  # type: ignore[attr-defined]
+        return self._backend.decode(list(ids), skip_special_tokens=False)
 
     def save(self, folder: Path) -> list[Path]:
         """``tokenizer.json``, ``tokenizer_config.json`` and the chat template, as transformers reads them,
@@ -144,7 +148,7 @@ class HFTokenizer:
         config: dict[str, object] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
         config |= {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token)) if v}
         files = [folder / "tokenizer.json", folder / "tokenizer_config.json"]
-        files[0].write_text(self._backend.to_str())  # type: ignore[attr-defined]
+        files[0].write_text(self._backend.to_str())
         files[1].write_text(json.dumps(config, indent=2))
         if self.chat_template:
             files.append(folder / "chat_template.jinja")
@@ -155,7 +159,7 @@ class HFTokenizer:
         """Register extra special tokens (ids appended after the vocabulary)."""
         from tokenizers import AddedToken
 
-        self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])  # type: ignore[attr-defined]
+        self._backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
 
 
 def _token_text(value: object) -> str | None:

@@ -306,7 +306,7 @@ def _within(call: Callable[[], T], seconds: float | None) -> T:
         raise _AttemptTimedOut()
     if "error" in outcome:
         raise outcome["error"]
-    return outcome["value"]  # type: ignore[no-any-return]
+    return outcome["value"]
 
 
 def _is_transient(exc: BaseException) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,9 @@ from torch import Tensor, nn
 from tinkex_cookbook.adapters.training.lora import LoRALinear, lora_modules
 from tinkex_cookbook.adapters.training.model_files import TOKENIZER_FILES, staging_path
 from tinkex_cookbook.errors import ConfigError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PEFT_PREFIX = "base_model.model."
 """What ``PeftModel`` puts before a module path in its state-dict keys (``LoraModel`` over the model)."""
@@ -45,7 +48,7 @@ Adapters = Sequence[tuple[str, LoRALinear]]
 # --- PEFT adapter --------------------------------------------------------------------------------
 
 
-def export_peft(model: nn.Module, out_dir: str | Path, base_model: str, *, card: str | None = None) -> Path:
+def export_peft(model: PreTrainedModel, out_dir: str | Path, base_model: str, *, card: str | None = None) -> Path:
     """Write the model's LoRA adapters as a PEFT LoRA adapter folder; returns ``out_dir``.
 
     ``base_model`` goes into ``base_model_name_or_path``: the name or path under
@@ -75,7 +78,7 @@ def peft_state_dict(adapters: Adapters) -> dict[str, Tensor]:
     return state
 
 
-def peft_adapter_config(model: nn.Module, adapters: Adapters, base_model: str) -> dict[str, Any]:
+def peft_adapter_config(model: PreTrainedModel, adapters: Adapters, base_model: str) -> dict[str, Any]:
     """``adapter_config.json``: only keys every recent peft knows, so none warns about unknown ones.
 
     ``lora_alpha`` is ``scale * r`` because peft scales by ``lora_alpha / r``.
@@ -116,7 +119,7 @@ def shared_rank_and_scale(adapters: Adapters) -> tuple[int, float]:
     return next(iter(found))
 
 
-def peft_target_modules(model: nn.Module, adapters: Adapters) -> list[str] | str:
+def peft_target_modules(model: PreTrainedModel, adapters: Adapters) -> list[str] | str:
     """The adapted modules' leaf names (``q_proj``, ..., ``lm_head``), as peft configs usually list them.
 
     peft adapts every linear whose path ends in one of them, so when the leaf names
@@ -139,7 +142,7 @@ def peft_target_modules(model: nn.Module, adapters: Adapters) -> list[str] | str
 
 
 def export_merged(
-    model: nn.Module, out_dir: str | Path, tokenizer_folder: Path | None = None, *, card: str | None = None,
+    model: PreTrainedModel, out_dir: str | Path, tokenizer_folder: Path | None = None, *, card: str | None = None,
 ) -> Path:
     """Write the model, every adapter folded into its weight, as a Hugging Face folder; returns ``out_dir``.
 
@@ -166,7 +169,7 @@ def export_merged(
     return Path(out_dir)
 
 
-def merged_state_dict(model: nn.Module, adapters: Adapters) -> dict[str, Tensor]:
+def merged_state_dict(model: PreTrainedModel, adapters: Adapters) -> dict[str, Tensor]:
     """The model's state dict as the unwrapped model names it, with ``W + scale * B @ A`` for each adapter.
 
     Every tensor is a fresh copy: the passed model is left as it is, and safetensors
@@ -189,7 +192,7 @@ def merged_weight(module: LoRALinear) -> Tensor:
     return (weight.to(dtype) + module.scale * delta).to(weight.dtype).to("cpu").contiguous()
 
 
-def merged_config(model: nn.Module) -> Any:
+def merged_config(model: PreTrainedModel) -> Any:
     """A copy of the model's config, untied (the merged head differs from the input embedding) and
     without ``quantization_config`` (the weights written are plain tensors).
 
@@ -204,8 +207,8 @@ def merged_config(model: nn.Module) -> Any:
     text_config = config.get_text_config()
     if text_config is not config:  # a multimodal config: its language model has its own flag
         text_config.tie_word_embeddings = False
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
+    if hasattr(config, "quantization_config"):  # set by a quantized load, not a declared field
+        delattr(config, "quantization_config")
     return config
 
 
@@ -221,7 +224,7 @@ def find_tokenizer_files(folder: Path) -> list[Path]:
 # --- shared --------------------------------------------------------------------------------------
 
 
-def require_adapters(model: nn.Module) -> list[tuple[str, LoRALinear]]:
+def require_adapters(model: PreTrainedModel) -> list[tuple[str, LoRALinear]]:
     """The model's LoRA modules; without any, an export would be an empty adapter or a plain copy."""
     adapters = lora_modules(model)
     if not adapters:

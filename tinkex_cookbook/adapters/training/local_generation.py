@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,9 @@ from torch import Tensor, nn
 from tinkex_cookbook.adapters.training.local_models import decoder_states
 from tinkex_cookbook.ports import SampledSequence, SampleResponse, SamplingParams
 from tinkex_cookbook.train.tokenizers import HFTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DEFAULT_MAX_TOKENS = 128
 
@@ -65,7 +68,7 @@ def _cache_device(cache: Any) -> torch.device:
     return keys.device if isinstance(keys, Tensor) else torch.device("cpu")
 
 
-def _prefill(model: nn.Module, requests: Sequence[Request], device: torch.device) -> tuple[Tensor, _Batch]:
+def _prefill(model: PreTrainedModel, requests: Sequence[Request], device: torch.device) -> tuple[Tensor, _Batch]:
     """Every prompt once, left-padded to the longest; the cache rows then repeated per sample."""
     longest = max(len(r.prompt) for r in requests)
     padded = any(len(r.prompt) != longest for r in requests)
@@ -83,7 +86,7 @@ def _prefill(model: nn.Module, requests: Sequence[Request], device: torch.device
 
 
 def generate(
-    model: nn.Module, head: nn.Module, tokenizer: HFTokenizer, requests: Sequence[Request], device: torch.device,
+    model: PreTrainedModel, head: nn.Module, tokenizer: HFTokenizer, requests: Sequence[Request], device: torch.device,
     pick: Any,
 ) -> list[SampleResponse]:
     """Sample every request together; ``pick(logits, params, generator) -> (tokens, logprobs)`` chooses."""
@@ -102,7 +105,7 @@ def generate(
 
 
 def _decode(
-    model: nn.Module, head: nn.Module, tokenizer: HFTokenizer, requests: Sequence[Request], device: torch.device,
+    model: PreTrainedModel, head: nn.Module, tokenizer: HFTokenizer, requests: Sequence[Request], device: torch.device,
     pick: Any, tokens: list[list[list[int]]], logprobs: list[list[list[float]]], stopped: list[list[bool]],
 ) -> None:
     last, batch = _prefill(model, requests, device)
@@ -136,7 +139,7 @@ def _record(
         stopped[row] = request.stop.hit(tokens[row], tokenizer)
 
 
-def _step(model: nn.Module, batch: _Batch, chosen: Tensor) -> Tensor:
+def _step(model: PreTrainedModel, batch: _Batch, chosen: Tensor) -> Tensor:
     """One token for every live row; a padded batch's mask grows by a column and its positions by one."""
     positions = None
     if batch.mask is not None and batch.positions is not None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +33,9 @@ from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.train.models import ModelEntry, TinyRandom, catalog, find_model
 from tinkex_cookbook.train.tokenizer_sources import get_tokenizer, load_tokenizer_folder
 from tinkex_cookbook.train.tokenizers import HFTokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CHUNK_LOGITS = 1 << 23
 """Logits per chunk (32 MB of float32): large enough for fast matmuls, small enough to stay warm in cache."""
@@ -56,7 +59,7 @@ def tiny_models() -> dict[str, ModelEntry]:
 
 def resolve_model(
     name: str, sources: ModelSources | None = None, seed: int = 0, dtype: str = "float32",
-) -> tuple[nn.Module, HFTokenizer]:
+) -> tuple[PreTrainedModel, HFTokenizer]:
     """The frozen base model and tokenizer for ``name``: a tiny model, or a model folder found or made."""
     entry = find_model(name)
     if entry is not None and isinstance(entry.weights, TinyRandom):
@@ -68,16 +71,26 @@ def resolve_model(
     return in_dtype(model, dtype), tokenizer
 
 
-def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+def in_dtype(model: PreTrainedModel, dtype: str) -> PreTrainedModel:
     """The decoder in ``dtype``; the output head stays float32 (untied if need be), as logprobs need."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r} is not supported by the local_torch backend; use one of {sorted(DTYPES)}")
     if DTYPES[dtype] is torch.float32:
         return model
-    head = model.get_output_embeddings()
+    head = base_linear(output_head(model))
     head_weight = head.weight.detach().float().clone()
-    model.to(DTYPES[dtype])
+    moved(model, DTYPES[dtype])
     head.weight = nn.Parameter(head_weight, requires_grad=False)
+    return model
+
+
+def moved(model: PreTrainedModel, to: torch.device | torch.dtype) -> PreTrainedModel:
+    """``model.to(to)``, which moves or casts it in place, through transformers' own ``to`` and its checks.
+
+    The cast is for type checkers only: transformers decorates ``to`` with ``functools.wraps``, which
+    they read as the unbound ``nn.Module.to`` (asking for ``self``).
+    """
+    cast(nn.Module, model).to(to)
     return model
 
 
@@ -89,7 +102,7 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
-def build_tiny_model(entry: ModelEntry, seed: int) -> tuple[nn.Module, HFTokenizer]:
+def build_tiny_model(entry: ModelEntry, seed: int) -> tuple[PreTrainedModel, HFTokenizer]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     shape = entry.weights
@@ -113,7 +126,7 @@ def build_tiny_model(entry: ModelEntry, seed: int) -> tuple[nn.Module, HFTokeniz
 
 def load_model_folder(
     name: str, folder: Path, sources: ModelSources | None = None
-) -> tuple[nn.Module, HFTokenizer]:
+) -> tuple[PreTrainedModel, HFTokenizer]:
     """A local Hugging Face folder, in float32; its own tokenizer if it ships one, else the catalog's."""
     from transformers import AutoModelForCausalLM
 
@@ -126,7 +139,7 @@ def load_model_folder(
     return frozen(model), tokenizer
 
 
-def frozen(model: nn.Module) -> nn.Module:
+def frozen(model: PreTrainedModel) -> PreTrainedModel:
     """Eval mode (no dropout, so steps are deterministic), no base gradients, a head we can fuse."""
     model.eval()
     model.requires_grad_(False)
@@ -134,13 +147,12 @@ def frozen(model: nn.Module) -> nn.Module:
     return model
 
 
-def output_head(model: nn.Module) -> Head:
+def output_head(model: PreTrainedModel) -> Head:
     """The plain linear lm_head (or its LoRA wrapper) ``token_logprobs`` reproduces; anything fancier is refused."""
     head = model.get_output_embeddings()
-    base = base_linear(head)
     config = model.config
     scaled = getattr(config, "final_logit_softcapping", None) or getattr(config, "logit_scale", None)
-    if not isinstance(base, nn.Linear) or scaled:
+    if not isinstance(head, Head) or scaled:
         raise ConfigError(
             f"model {getattr(config, 'name_or_path', '')!r} has an output head the local_torch backend "
             "does not support (it needs a plain linear lm_head without logit scaling or softcapping)"
@@ -154,7 +166,7 @@ def base_linear(head: Head) -> nn.Linear:
 
 
 def decoder_states(
-    model: nn.Module, input_ids: Tensor, cache: Any = None, use_cache: bool = False,
+    model: PreTrainedModel, input_ids: Tensor, cache: Any = None, use_cache: bool = False,
     attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
 ) -> tuple[Tensor, Any]:
     """Final hidden states (and the KV cache when asked); the lm_head is left to ``token_logprobs``.

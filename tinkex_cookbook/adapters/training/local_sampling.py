@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tinkex_cookbook.adapters.training.local_generation import Request, generate
 from tinkex_cookbook.adapters.training.local_models import (
@@ -29,6 +29,8 @@ from tinkex_cookbook.ports import (
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
     from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
 
 T = TypeVar("T")
@@ -111,7 +113,7 @@ class LocalTorchSamplingClient:
     """
 
     def __init__(
-        self, model: nn.Module, tokenizer: HFTokenizer, service: LocalTorchTrainingService, seed: int
+        self, model: PreTrainedModel, tokenizer: HFTokenizer, service: LocalTorchTrainingService, seed: int
     ) -> None:
         self._model = model
         self._head = output_head(model)
@@ -123,7 +125,7 @@ class LocalTorchSamplingClient:
         self._lock = threading.Lock()
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> PreTrainedModel:
         return self._model
 
     def sample(

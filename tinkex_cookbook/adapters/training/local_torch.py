@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +42,7 @@ from tinkex_cookbook.adapters.training.local_models import (
     DTYPES,
     base_linear,
     decoder_states,
+    moved,
     output_head,
     resolve_model,
     token_logprobs,
@@ -69,7 +70,11 @@ from tinkex_cookbook.ports import (
 )
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 DEFAULT_MICRO_BATCH_TOKENS = 512
 """Padded tokens per forward pass: a batch runs in parts of similar length (little padding, one part's
@@ -136,7 +141,7 @@ def _init_worker(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def shared_copy(model: nn.Module) -> nn.Module:
+def shared_copy(model: M) -> M:
     """A module tree of its own over the same frozen tensors: LoRA can rewrap its linears, and the
     base's weights exist once in memory however many clients train on them."""
     memo: dict[int, Any] = {id(t): t for t in (*model.parameters(), *model.buffers())}
@@ -158,7 +163,7 @@ class LocalTorchTrainingService:
         self.options = options or LocalTrainerOptions()
         self.checkpoint_prefix = CHECKPOINT_PREFIX
         self.device = check_device(self.options.device)
-        self._bases: dict[tuple[str, int], tuple[nn.Module, HFTokenizer]] = {}
+        self._bases: dict[tuple[str, int], tuple[PreTrainedModel, HFTokenizer]] = {}
         self._worker = ThreadPoolExecutor(1, "local-torch", _init_worker, (threads,))
         self._worker_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -186,14 +191,14 @@ class LocalTorchTrainingService:
             return fn(*args)
         return self.submit(fn, *args).result()
 
-    def base_model(self, name: str, seed: int) -> tuple[nn.Module, HFTokenizer]:
+    def base_model(self, name: str, seed: int) -> tuple[PreTrainedModel, HFTokenizer]:
         """A module tree of the frozen base model of its own, over weights loaded once per (name, seed)."""
         return self.call(self._base_model, name, seed)
 
-    def _base_model(self, name: str, seed: int) -> tuple[nn.Module, HFTokenizer]:
+    def _base_model(self, name: str, seed: int) -> tuple[PreTrainedModel, HFTokenizer]:
         if (name, seed) not in self._bases:
             model, tokenizer = resolve_model(name, self.sources, seed, self.options.dtype)
-            self._bases[name, seed] = (model.to(self.device), tokenizer)
+            self._bases[name, seed] = (moved(model, self.device), tokenizer)
         model, tokenizer = self._bases[name, seed]
         return shared_copy(model), tokenizer
 
@@ -222,7 +227,7 @@ class LocalTorchTrainingService:
 
     @staticmethod
     def _apply_lora(
-        model: nn.Module, rank: int, seed: int, alpha: float, targets: Sequence[str] | None
+        model: PreTrainedModel, rank: int, seed: int, alpha: float, targets: Sequence[str] | None
     ) -> None:
         try:
             apply_lora(model, rank, seed, alpha, targets)
@@ -238,7 +243,7 @@ class LocalTorchTrainingService:
         model, tokenizer = self.call(self._sampling_model, model_path, base_model)
         return LocalTorchSamplingClient(model, tokenizer, self, self.seed)
 
-    def _sampling_model(self, model_path: str | None, base_model: str | None) -> tuple[nn.Module, HFTokenizer]:
+    def _sampling_model(self, model_path: str | None, base_model: str | None) -> tuple[PreTrainedModel, HFTokenizer]:
         if model_path is None:
             assert base_model is not None
             return self._base_model(base_model, self.seed)
@@ -264,7 +269,7 @@ class LocalTorchTrainingClient:
     """One LoRA model in training; every call runs on the service's torch thread, in order."""
 
     def __init__(
-        self, service: LocalTorchTrainingService, model: nn.Module, tokenizer: HFTokenizer,
+        self, service: LocalTorchTrainingService, model: PreTrainedModel, tokenizer: HFTokenizer,
         info: ModelInfo, lora_seed: int,
     ) -> None:
         self._service = service
@@ -278,7 +283,7 @@ class LocalTorchTrainingClient:
         self._optim_steps = 0
 
     @property
-    def model(self) -> nn.Module:
+    def model(self) -> PreTrainedModel:
         """The torch model, for inspection; do not touch it while calls are pending."""
         return self._model
 

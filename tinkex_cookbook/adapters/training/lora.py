@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 DEFAULT_ALPHA = 32.0
 HEAD = "lm_head"
@@ -63,7 +67,7 @@ class LoRAHead(LoRALinear):
         return torch.cat([self.base.weight.detach().to(self.lora_b.dtype), self.lora_b.detach()], 1)
 
 
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     """The stack of decoder blocks (``model.base_model.layers`` in Llama-family models)."""
     layers = getattr(model.base_model, "layers", None)
     if not isinstance(layers, nn.ModuleList):
@@ -71,7 +75,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def linear_names(model: nn.Module) -> list[str]:
+def linear_names(model: PreTrainedModel) -> list[str]:
     """The leaf names LoRA can target in ``model`` (``q_proj``, ``down_proj``, ...), plus ``lm_head``."""
     layers = decoder_layers(model)
     names = {name.rpartition(".")[2] for name, m in layers.named_modules() if isinstance(m, nn.Linear)}
@@ -79,7 +83,7 @@ def linear_names(model: nn.Module) -> list[str]:
 
 
 def apply_lora(
-    model: nn.Module, rank: int, seed: int, alpha: float = DEFAULT_ALPHA, targets: Sequence[str] | None = None,
+    model: PreTrainedModel, rank: int, seed: int, alpha: float = DEFAULT_ALPHA, targets: Sequence[str] | None = None,
 ) -> list[nn.Parameter]:
     """Freeze ``model``, wrap its decoder linears and output head in place, return the trainable parameters.
 

@@ -110,7 +110,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _first(exc: BaseException, kind: type[T]) -> T | None:
-    return next((e for e in _chain(exc) if isinstance(e, kind)), None)  # type: ignore[misc]
+    return next((e for e in _chain(exc) if isinstance(e, kind)), None)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -249,29 +249,32 @@ class TinkerFuture(Generic[T]):
         return bool(self._future.done())
 
     def result(self, timeout: float | None = None) -> T:
-        if self._value is not _MISSING:
-            return self._value  # type: ignore[no-any-return]
+        if self._value is _MISSING and self._error is None:
+            wait = self._edge.request_timeout if timeout is None else timeout
+            if not self._settle(wait):
+                raise self._edge.timeout(self._request, wait)
         if self._error is not None:
             raise self._error
-        wait = self._edge.request_timeout if timeout is None else timeout
-        timed_out, error = False, None
+        return self._value
+
+    def _settle(self, wait: float) -> bool:
+        """Keep the SDK's answer, converted, or the cookbook error it became; False when the wait ran out.
+
+        The errors are raised by ``result``, outside any ``except``, so no SDK exception rides along
+        as their context.
+        """
         try:
             raw = self._future.result(wait)
         except Exception as exc:  # noqa: BLE001 - any SDK failure becomes a cookbook error
-            timed_out = isinstance(exc, TimeoutError) and not self.done()
-            error = None if timed_out else self._edge.error(exc, self._request)
-        if timed_out:
-            raise self._edge.timeout(self._request, wait)
-        if error is None:
-            try:
-                value = self._convert(raw)
-            except Exception as exc:  # noqa: BLE001 - an answer we cannot read
-                error = self._edge.error(exc, f"{self._request} (reading its result)")
-        if error is not None:
-            self._error = error
-            raise error
-        self._value = value
-        return value
+            if isinstance(exc, TimeoutError) and not self.done():
+                return False
+            self._error = self._edge.error(exc, self._request)
+            return True
+        try:
+            self._value = self._convert(raw)
+        except Exception as exc:  # noqa: BLE001 - an answer we cannot read
+            self._error = self._edge.error(exc, f"{self._request} (reading its result)")
+        return True
 
 
 def _submit(edge: _Edge, request: str, call: Callable[[], Any], convert: Callable[[Any], T]) -> TinkerFuture[T]:

@@ -6,7 +6,7 @@ imported when a conversion is called, never at module import.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from tinkex_cookbook.ports import (
     AdamParams,
@@ -18,6 +18,8 @@ from tinkex_cookbook.ports import (
     SamplingParams,
     TensorData,
 )
+
+_Stop = TypeVar("_Stop", int, str)
 
 
 def to_tinker_tensor(tensor: TensorData) -> Any:
@@ -65,10 +67,19 @@ def to_tinker_adam(params: AdamParams) -> Any:
     )
 
 
+@overload
+def _stop_list(stop: tuple[int, ...]) -> list[int]: ...
+@overload
+def _stop_list(stop: tuple[str, ...]) -> list[str]: ...
+def _stop_list(stop: tuple[_Stop, ...]) -> list[_Stop]:
+    """The SDK's list of stop token ids or strings; ``list()`` of either tuple would read as a mix."""
+    return list(stop)
+
+
 def to_tinker_sampling_params(params: SamplingParams) -> Any:
     import tinker
 
-    stop = list(params.stop) if isinstance(params.stop, tuple) else params.stop
+    stop = _stop_list(params.stop) if isinstance(params.stop, tuple) else params.stop
     return tinker.SamplingParams(
         max_tokens=params.max_tokens, seed=params.seed, stop=stop, temperature=params.temperature,
         top_k=params.top_k, top_p=params.top_p,

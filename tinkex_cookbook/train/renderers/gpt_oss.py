@@ -212,7 +212,10 @@ def _parse_harmony_output(
             continue
         if recipient and recipient.startswith("functions."):
             call = _parse_tool_message(recipient, body, msg["raw_text"] or "")
-            (tool_calls if isinstance(call, ToolCall) else unparsed).append(call)  # type: ignore[arg-type]
+            if isinstance(call, ToolCall):
+                tool_calls.append(call)
+            else:
+                unparsed.append(call)
         elif channel == "analysis":
             parts.append({"type": "thinking", "thinking": body})
         elif channel in ("final", "commentary"):

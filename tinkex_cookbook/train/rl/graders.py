@@ -639,10 +639,10 @@ def _degree(expr: Any) -> float:
 
 
 def _has_symbolic_denominator(expr: Any) -> bool:
-    from sympy import preorder_traversal
+    from sympy import Pow, preorder_traversal
 
     return any(
-        node.is_Pow and node.exp.is_negative and bool(node.base.free_symbols)
+        isinstance(node, Pow) and node.exp.is_negative and bool(node.base.free_symbols)
         for node in preorder_traversal(expr)
     )
 

@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from tinkex_cookbook.ports import APIFuture, SampleResponse, SamplingClient, SamplingParams
+from tinkex_cookbook.ports import APIFuture, ModelInput, SampleResponse, SamplingClient, SamplingParams
 from tinkex_cookbook.train.rl.types import (
     Env,
     EnvGroupBuilder,
@@ -23,6 +23,7 @@ from tinkex_cookbook.train.rl.types import (
     TrajectoryGroup,
     Transition,
 )
+from tinkex_cookbook.train.types import stop_tuple
 
 MAX_TURNS = 32
 
@@ -37,7 +38,7 @@ class _Episode:
     env: Env
     group: int
     index: int
-    observation: object
+    observation: ModelInput
     stop: StopCondition
     transitions: list[Transition]
     done: bool = False
@@ -76,9 +77,9 @@ class PendingRollouts:
 
     def _submit(self, episode: _Episode) -> APIFuture[SampleResponse]:
         seed = request_seed(self.seed, self.step, episode.group, episode.index, self.turn)
-        stop = tuple(episode.stop) if episode.stop is not None else None
-        params = replace(self.params, seed=seed, stop=stop)  # type: ignore[arg-type]
-        return self.sampling_client.sample(episode.observation, 1, params)  # type: ignore[arg-type]
+        stop = stop_tuple(episode.stop) if episode.stop is not None else None
+        params = replace(self.params, seed=seed, stop=stop)
+        return self.sampling_client.sample(episode.observation, 1, params)
 
 
 def _apply(episode: _Episode, response: SampleResponse) -> None:
@@ -86,7 +87,7 @@ def _apply(episode: _Episode, response: SampleResponse) -> None:
     logprobs = sequence.logprobs or tuple(0.0 for _ in sequence.tokens)
     result = episode.env.step(sequence.tokens)
     episode.transitions.append(Transition(
-        episode.observation, tuple(sequence.tokens), tuple(logprobs), result.reward, result.episode_done,  # type: ignore[arg-type]
+        episode.observation, tuple(sequence.tokens), tuple(logprobs), result.reward, result.episode_done,
         dict(result.metrics),
     ))
     if result.episode_done or result.next_observation is None:
