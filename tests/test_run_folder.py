@@ -42,9 +42,9 @@ def test_local_torch_checkpoints_live_in_the_run_folder_and_go_with_it(tmp_path:
 def test_outside_a_run_the_local_backend_keeps_its_default_place(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     store = LocalBlobStore(tmp_path)
-    ports = Runtime.build_ports("local", {"blob_store": store})
-    client = ports.training_client.create_lora_training_client("tiny-llama3", rank=2)
-    assert client.save_state("s").result().path.startswith("local://local_torch/")
+    with Runtime.open("local", {"blob_store": store}) as ports:
+        client = ports.training_client.create_lora_training_client("tiny-llama3", rank=2)
+        assert client.save_state("s").result().path.startswith("local://local_torch/")
 
 
 def test_rows_skip_a_torn_tail_and_bad_lines() -> None:

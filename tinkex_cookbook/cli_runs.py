@@ -77,8 +77,8 @@ def _runs(root: Path | None, manifest: str | None, listing: bool = False) -> Ite
         return
     from tinkex_cookbook.runtime import Runtime
 
-    with Runtime.open_ports(["blob_store"], manifest) as opened:
-        store: BlobStore = opened["blob_store"]  # type: ignore[assignment]
+    with Runtime.open(manifest) as opened:
+        store = opened.blob_store
         yield Runs(store, f"the blob store of manifest {manifest!r} ({store!r})")
 
 

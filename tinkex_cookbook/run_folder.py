@@ -55,7 +55,7 @@ ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
 class CheckpointPlacement(Protocol):
     """A training backend that writes checkpoint weights into the blob store (the local one; Tinker keeps
     its own server-side). The runtime tells it, for a run, to write under the run folder's
-    ``checkpoints/``; outside a run (``build_ports``, ``serve``) it keeps its own default place."""
+    ``checkpoints/``; outside a run (``Runtime.open``, ``serve``) it keeps its own default place."""
 
     def place_checkpoints(self, prefix: str) -> None:
         """Write checkpoints saved from now on under the blob key folder ``prefix``."""

@@ -371,7 +371,7 @@ def chart_html(series: Sequence[Series], metric: str, title: str) -> str:
 
 def _write_png(path: Path, series: Sequence[Series], metric: str, title: str) -> None:
     try:
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # pyright: ignore[reportMissingImports]  # optional: PNG charts only
     except ImportError:
         raise RunsError(f"cannot write {path}: PNG needs matplotlib, which is not installed "
                         f"(pip install matplotlib); or write --out {path.with_suffix('.html')}") from None

@@ -233,7 +233,7 @@ def read_run_file(path: str | Path) -> RunFile:
 
     result = RunFile()
     for raw in _log_records(Path(path).read_bytes()):
-        record = wandb_internal_pb2.Record()
+        record = wandb_internal_pb2.Record()  # pyright: ignore[reportAttributeAccessIssue]  # generated, no stub
         try:
             record.ParseFromString(raw)
         except DecodeError:

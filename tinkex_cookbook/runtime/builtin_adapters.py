@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat, PositiveInt
 
@@ -21,6 +21,9 @@ from tinkex_cookbook.runtime.registry import (
     NoOptions,
 )
 from tinkex_cookbook.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.adapters.training.model_files import ModelSources
 
 
 class Options(BaseModel):
@@ -77,7 +80,7 @@ class LocalTorchOptions(Options):
 
 
 def _model_sources(models_dir: str | None, models_cache: str | None, settings: Settings,
-                   hub_client: Callable[[], object] | None) -> object:
+                   hub_client: Callable[[], object] | None) -> ModelSources:
     from tinkex_cookbook.adapters.training.model_files import ModelSources
 
     hub_cache = settings.hf_hub_cache or (f"{settings.hf_home}/hub" if settings.hf_home else None)
@@ -97,7 +100,7 @@ def _local_torch(
     )
     return LocalTorchTrainingService(
         blob_store, models_dir, options.seed, options.threads,  # type: ignore[arg-type]
-        sources=_model_sources(models_dir, options.models_cache, settings, hub_client),  # type: ignore[arg-type]
+        sources=_model_sources(models_dir, options.models_cache, settings, hub_client),
         options=trainer,
     )
 

@@ -150,7 +150,7 @@ def _secret_aliases() -> set[str]:
     aliases = set()
     for name in SECRET_FIELDS:
         alias = Settings.model_fields[name].validation_alias
-        aliases.update(alias.choices if isinstance(alias, AliasChoices) else [alias])  # type: ignore[arg-type]
+        aliases.update(alias.choices if isinstance(alias, AliasChoices) else [alias])
     return {str(a).upper() for a in aliases} | set(SECRET_VARIABLES) | {n.upper() for n in SECRET_FIELDS}
 
 

@@ -49,6 +49,7 @@ from tinkex_cookbook.train.rl.data import rollout_metrics, to_datum
 from tinkex_cookbook.train.rl.envs import GroupOf
 from tinkex_cookbook.train.rl.rollouts import request_seed, start_rollouts
 from tinkex_cookbook.train.rl.types import TrajectoryGroup
+from tinkex_cookbook.train.types import stop_tuple
 
 EVAL_STEP = -1
 """The rollout step number of evaluation samples: fixed, so every evaluation sees the same seeds."""
@@ -140,7 +141,7 @@ def _teacher_replies(
                 for p in prompts]
     renderer, teacher = ctx.need(RENDERER), ctx.need(TEACHER)
     futures = [teacher.sample(renderer.build_generation_prompt(p), 1, SamplingParams(
-        max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=tuple(renderer.get_stop_sequences()),
+        max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=stop_tuple(renderer.get_stop_sequences()),
         seed=request_seed(cfg.seed, step, i, 0, 0))) for i, p in enumerate(prompts)]
     return [renderer.parse_response(list(f.result().sequences[0].tokens))[0]
             for f in ctx.track(futures, "teacher replies")]

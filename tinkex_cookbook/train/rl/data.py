@@ -63,12 +63,15 @@ def turn_samples(
     return samples, skipped
 
 
-def apply_kl_penalty(samples: Sequence[TurnSample], base_logprobs: Sequence[Sequence[float]], coef: float) -> float:
+def apply_kl_penalty(
+    samples: Sequence[TurnSample], base_logprobs: Sequence[Sequence[float | None]], coef: float,
+) -> float:
     """Penalise drifting from the base model, per token, as the reference does.
 
     ``kl_t = logp_sampler(t) - logp_base(t)``; each token's advantage gains
     ``coef * (mean_kl - kl_t)``, which keeps the batch's mean advantage and pushes
-    down tokens the policy likes much more than the base model. Returns mean_kl.
+    down tokens the policy likes much more than the base model. Returns mean_kl. ``base_logprobs`` are
+    ``compute_logprobs`` results past the prompt, where every token is scored.
     """
     kls = [np.asarray(s.transition.action_logprobs, np.float32) - np.asarray(base, np.float32)
            for s, base in zip(samples, base_logprobs, strict=True)]
