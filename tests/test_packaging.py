@@ -19,7 +19,7 @@ import tinkex_cookbook
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC_API = {
     "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Distillation", "Dpo", "Experiment",
-    "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunResult", "Runtime", "Settings",
+    "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunOptions", "RunResult", "Runtime", "Settings",
     "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
     "UnknownAdapterError", "UnknownManifestError", "UnknownNameError", "UnknownPortError",
     "__version__", "register_adapter", "register_recipe", "register_renderer", "register_stage",

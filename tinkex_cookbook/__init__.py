@@ -35,14 +35,14 @@ if TYPE_CHECKING:  # what type checkers see; at run time each name is imported o
         SlBasicConfig,
         register_recipe,
     )
-    from tinkex_cookbook.runtime import RunResult, Runtime, Settings, register_adapter
+    from tinkex_cookbook.runtime import RunOptions, RunResult, Runtime, Settings, register_adapter
     from tinkex_cookbook.spec import Experiment, LoopSpec, StageSpec
     from tinkex_cookbook.train.renderers import TrainOnWhat, register_renderer
 
 _MODULES = {
     **dict.fromkeys(("Distillation", "Dpo", "MathRl", "RlBasic", "SlBasic", "SlBasicConfig", "register_recipe"),
                     "tinkex_cookbook.recipes"),
-    **dict.fromkeys(("RunResult", "Runtime", "Settings", "register_adapter"), "tinkex_cookbook.runtime"),
+    **dict.fromkeys(("RunOptions", "RunResult", "Runtime", "Settings", "register_adapter"), "tinkex_cookbook.runtime"),
     **dict.fromkeys(("Experiment", "LoopSpec", "StageSpec"), "tinkex_cookbook.spec"),
     **dict.fromkeys(("TrainOnWhat", "register_renderer"), "tinkex_cookbook.train.renderers"),
     "register_stage": "tinkex_cookbook.pipeline.registry",
@@ -52,8 +52,8 @@ __getattr__ = lazy_attributes(__name__, _MODULES)
 
 __all__ = [
     "AdapterUnavailableError", "ConfigError", "CookbookError", "DatasetError", "Distillation", "Dpo", "Experiment",
-    "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunResult", "Runtime", "Settings",
-    "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
+    "LoopSpec", "ManifestError", "MathRl", "MissingSecretError", "RlBasic", "RunOptions", "RunResult", "Runtime",
+    "Settings", "SlBasic", "SlBasicConfig", "SpecError", "StageError", "StageSpec", "TrainOnWhat",
     "UnknownAdapterError", "UnknownManifestError", "UnknownNameError", "UnknownPortError",
     "__version__", "register_adapter", "register_recipe", "register_renderer", "register_stage",
 ]

@@ -231,12 +231,17 @@ class Runtime:
     train = run
 
     @classmethod
-    def eval(cls, recipe: str | type[Recipe], cfg: ConfigInput = None, **options: Any) -> RunResult:
+    def eval(
+        cls, recipe: str | type[Recipe], cfg: ConfigInput = None, *, options: RunOptions | None = None,
+        **fields: Unpack[RunFields],
+    ) -> RunResult:
         """Run only the recipe's evaluation spec: set-up (the run's checkpoint, if ``log_path`` holds one)
-        and the recipe's evaluation stages."""
+        and the recipe's evaluation stages; keywords are ``RunOptions``' fields."""
+        chosen = RunOptions.of(options, **fields)
+        _preload_models(chosen.manifest or chosen.settings.manifest or "default")
         recipe_cls = get_recipe(recipe)
         spec = recipe_cls.build_eval_spec(parse_config(recipe_cls.Config, cfg))
-        return cls.run_spec(spec, **options)
+        return cls.run_spec(spec, options=chosen)
 
     @classmethod
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
