@@ -208,3 +208,36 @@ def test_console_sink_prints_steps_and_checkpoints_only() -> None:
     telemetry.emit("train.step", step=3, total_steps=10, loss=0.123456, note="text")
     telemetry.emit("train.checkpoint", step=3, name="000003")
     assert out.getvalue().splitlines() == ["step 3/10 loss=0.1235", "train.checkpoint name=000003 step=3"]
+
+
+def test_the_builtin_stage_table_is_what_the_stage_modules_register() -> None:
+    """A shipped stage is found through ``BUILTIN_STAGES`` without importing every module, so the table must name
+    exactly the stages each module defines."""
+    import importlib
+
+    from tinkex_cookbook.pipeline.registry import BUILTIN_STAGES, STAGES
+
+    for module in set(BUILTIN_STAGES.values()):
+        importlib.import_module(module)
+    registered = {name: STAGES.get(name).fn.__module__ for name in STAGES.names()
+                  if STAGES.get(name).fn.__module__.startswith("tinkex_cookbook.pipeline.stages.")}
+    assert registered == BUILTIN_STAGES
+
+
+def test_a_plugin_stage_is_found_through_its_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage from an installed distribution's ``tinkex_cookbook.stages`` entry point; a plain function gets
+    its ports from its signature."""
+    from tinkex_cookbook import registry as shared
+
+    def fake_entry_points(group: str, path: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+        return (("team_stage", f"{__name__}:_plugin_stage_fn", "team-plugin"),) if group == "stages.test" else ()
+
+    monkeypatch.setattr(shared, "installed_entry_points", fake_entry_points)
+    registry = StageRegistry(group="stages.test")
+    entry = registry.get("team_stage")
+    assert entry.fn is _plugin_stage_fn and entry.ports == ("blob_store",)
+    assert registry.names() == ["team_stage"]
+
+
+def _plugin_stage_fn(ctx: object, blob_store: object) -> None:
+    """A stage a plugin would ship."""

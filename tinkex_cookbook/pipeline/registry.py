@@ -9,15 +9,15 @@ its own loop, or only on some paths); ``writes`` are the keys it may write.
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tinkex_cookbook.errors import SpecError, UnknownNameError, choices
+from tinkex_cookbook.errors import SpecError, choices
 from tinkex_cookbook.pipeline.context import Access, Key
 from tinkex_cookbook.ports import PORT_PROTOCOLS
+from tinkex_cookbook.registry import Registry
 
 StageFn = Callable[..., None]
 F = TypeVar("F", bound=StageFn)
@@ -51,56 +51,63 @@ def signature_ports(name: str, fn: StageFn) -> tuple[str, ...]:
     return ports
 
 
-BUILTIN_STAGE_MODULES = tuple(
-    f"tinkex_cookbook.pipeline.stages.{m}" for m in ("common", "supervised", "replies", "rl", "dpo", "distillation")
-)
-"""Imported on first lookup of a stage they define, so a run imports only its recipe's stages."""
+_STAGE_MODULE = "tinkex_cookbook.pipeline.stages."
+BUILTIN_STAGES: dict[str, str] = {
+    **dict.fromkeys(("init_session", "init_tokenizer", "resume", "checkpoint", "save_final", "open_sampler",
+                     "update_sampler", "log_step"), _STAGE_MODULE + "common"),
+    **dict.fromkeys(("load_dataset", "build_dataset", "set_epoch", "get_batch", "forward_backward", "optim_step",
+                     "log_step_metrics", "finish_steps", "evaluate_at_end", "evaluate"), _STAGE_MODULE + "supervised"),
+    **dict.fromkeys(("evaluate_base", "evaluate_final"), _STAGE_MODULE + "replies"),
+    **dict.fromkeys(("rl_build_envs", "rl_open_samplers", "rl_sample", "rl_train", "rl_update_sampler",
+                     "rl_evaluate"), _STAGE_MODULE + "rl"),
+    **dict.fromkeys(("dpo_load_pairs", "dpo_reference", "dpo_step", "dpo_evaluate"), _STAGE_MODULE + "dpo"),
+    **dict.fromkeys(("distill_setup", "distill_on_policy_step", "distill_off_policy_step", "distill_evaluate"),
+                    _STAGE_MODULE + "distillation"),
+}
+"""Shipped stages -> the module that registers them (with ``@stage``) when imported on first lookup, so a
+run imports only its recipe's stages; a test keeps this table equal to what the modules register."""
+
+
+def _plugin_stage(name: str, fn: Any) -> StageEntry:
+    """A plugin's entry point may name a plain ``fn(ctx, **ports)``; one decorated with ``@stage`` registers
+    itself (with its reads and writes) when its module is imported."""
+    if not callable(fn):
+        raise TypeError(f"{fn!r} is not a stage function fn(ctx, **ports)")
+    return StageEntry(name, fn, signature_ports(name, fn))
 
 
 class StageRegistry:
-    def __init__(self, builtin_modules: Sequence[str] = ()) -> None:
-        self._entries: dict[str, StageEntry] = {}
-        self._pending = list(builtin_modules)
+    """Stage names -> entries, over the shared lazy ``Registry``: shipped stages by module, plugins from the
+    ``tinkex_cookbook.stages`` entry-point group."""
 
-    def _load_until(self, name: str | None) -> None:
-        """Import built-in stage modules until ``name`` is registered (all of them for ``None``)."""
-        while self._pending and (name is None or name not in self._entries):
-            importlib.import_module(self._pending.pop(0))
+    def __init__(self, builtins: Mapping[str, str] | None = None, group: str | None = None) -> None:
+        self._registry: Registry[StageEntry] = Registry(
+            "stage", builtins=builtins, group=group, adapt=_plugin_stage,
+            hint="add your own with @stage or register_stage()",
+        )
 
     def register(
         self, name: str, fn: StageFn, *, reads: Iterable[Key[Any]] = (), optional: Iterable[Key[Any]] = (),
         writes: Iterable[Key[Any]] = (), replace: bool = False,
     ) -> StageEntry:
-        if name in self._entries and not replace:
-            raise ValueError(f"stage {name!r} is already registered")
         entry = StageEntry(name, fn, signature_ports(name, fn), tuple(reads), tuple(optional), tuple(writes))
-        self._entries[name] = entry
-        return entry
+        return self._registry.register(name, entry, replace=replace)
 
     def get(self, name: str) -> StageEntry:
-        self._load_until(name)
-        if name not in self._entries:
-            raise UnknownNameError(
-                f"unknown stage {name!r}; registered stages: {choices(self._entries)}"
-            )
-        return self._entries[name]
+        return self._registry.get(name)
 
     def names(self) -> list[str]:
-        self._load_until(None)
-        return sorted(self._entries)
+        return self._registry.names()
 
     def writers(self, key: Key[Any]) -> list[str]:
-        """Every registered stage that declares it writes ``key``."""
-        self._load_until(None)
-        return sorted(name for name, entry in self._entries.items() if key in entry.writes)
+        """Every known stage that declares it writes ``key`` (imports every stage module to find them)."""
+        return sorted(entry.name for entry in self._registry.values() if key in entry.writes)
 
     def __contains__(self, name: object) -> bool:
-        if isinstance(name, str):
-            self._load_until(name)
-        return name in self._entries
+        return name in self._registry
 
 
-STAGES = StageRegistry(BUILTIN_STAGE_MODULES)
+STAGES = StageRegistry(BUILTIN_STAGES, group="tinkex_cookbook.stages")
 
 
 def stage(
