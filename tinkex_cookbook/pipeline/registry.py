@@ -19,7 +19,8 @@ from tinkex_cookbook.pipeline.context import Access, Key
 from tinkex_cookbook.ports import PORT_PROTOCOLS
 from tinkex_cookbook.registry import Registry
 
-StageFn = Callable[..., None]
+StageFn = Callable[..., object]
+"""``fn(ctx, **ports)``; what it returns is ignored."""
 F = TypeVar("F", bound=StageFn)
 
 
