@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.errors import BlobNotFoundError
-from tinkex_cookbook.pipeline.telemetry import Event, JsonlMetricsSink, LogFileSink, Telemetry, metric_row
+from tinkex_cookbook.pipeline.telemetry import Event, LogFileSink, Telemetry, metric_row
 from tinkex_cookbook.ports import BlobStore
 from tinkex_cookbook.run_folder import CHECKPOINTS, LOG, METRICS, RunFolder
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
@@ -132,8 +132,8 @@ def measure(steps: int, save_every: int, old: bool) -> tuple[float, int, int]:
 
 def table(lengths: list[int], save_every: int, old_max: int) -> list[str]:
     lines = [f"telemetry per step, local blob store, a checkpoint every {save_every} steps",
-             f"{'steps':>8} | {'append us/step':>14} {'MB written':>10} {'MB files':>8} | "
-             f"{'rewrite us/step':>15} {'MB written':>10}"]
+             (f"{'steps':>8} | {'append us/step':>14} {'MB written':>10} {'MB files':>8} | "
+              f"{'rewrite us/step':>15} {'MB written':>10}")]
     for steps in lengths:
         new = measure(steps, save_every, old=False)
         old = measure(steps, save_every, old=True) if steps <= old_max else None

@@ -229,7 +229,7 @@ def test_list_and_show_read_runs_in_the_prod_manifests_s3_bucket(monkeypatch: py
             monkeypatch.setenv(name, value)
         code, out, err = invoke("list", "--manifest", "prod")
         assert code == 0, err
-        header, row = out.splitlines()
+        _header, row = out.splitlines()
         assert row.split()[:5] == ["team/sl", "sl_basic", "test", "finished", "4/4"]
         code, out, err = invoke("show", "team/sl", "--manifest", "prod")
         assert code == 0, err
