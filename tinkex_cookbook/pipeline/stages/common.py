@@ -17,12 +17,11 @@ from typing import NamedTuple, Protocol
 from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.ports import AdamParams, BlobStore, SamplingClient, TrainingClient, TrainingService
+from tinkex_cookbook.run_folder import CHECKPOINTS
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 from tinkex_cookbook.train.schedules import lr_multiplier
-
-CHECKPOINTS = "checkpoints.jsonl"
 
 
 class SavedSampler(NamedTuple):

@@ -27,11 +27,8 @@ from tinkex_cookbook.pipeline.stages.supervised import (
 )
 from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
+from tinkex_cookbook.run_folder import SAMPLES, SUMMARY
 from tinkex_cookbook.train.replies import Prompt, held_out_prompt, replies, sampling_params
-
-SUMMARY = "summary.json"
-SAMPLES = "samples.jsonl"
-
 
 READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS)
 """What both stages read: the held-out rows (for prompts) and datums (for the NLL)."""
