@@ -38,6 +38,7 @@ class Key(Generic[T]):
     def __repr__(self) -> str:
         return f"{'state' if self.state else 'resource'} {self.name!r}"
 
+
 @dataclass(frozen=True)
 class Access:
     """What the running stage declared: keys it must find, keys it may find, keys it writes."""
@@ -47,10 +48,12 @@ class Access:
     optional: frozenset[Key[Any]] = frozenset()
     writes: frozenset[Key[Any]] = frozenset()
 
+
 class PortLookup(Protocol):
     """Gives the adapter bound to a port, building it on first use."""
 
     def __getitem__(self, port: str) -> object: ...
+
 
 @dataclass
 class Context(Generic[ConfigT_co]):
