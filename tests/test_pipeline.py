@@ -26,12 +26,14 @@ class Cfg(BaseModel):
 
 
 N: Key[int] = Key("n", state=True)
+STEP: Key[int] = Key("step", state=True)
 
 
 def make(stages: list, ports: dict | None = None) -> tuple[Runner, Context, MemorySink, list]:
     calls: list = []
     registry = StageRegistry()
-    registry.register("tick", lambda ctx: (calls.append(("tick", dict(ctx.state))), ctx.state.update(step=ctx.state.get("step", 0) + 1)))
+    registry.register("tick", lambda ctx: (calls.append(("tick", dict(ctx.state))), ctx.state.update(step=ctx.state.get("step", 0) + 1)),
+                      writes=(STEP,))
     registry.register("set_n", lambda ctx: ctx.put(N, 3), writes=(N,))
     registry.register("note", lambda ctx: calls.append(("note", ctx.state.get("step"))))
     registry.register("uses_store", lambda ctx, blob_store: calls.append(("store", blob_store)))
@@ -63,6 +65,28 @@ def test_fixed_and_state_counted_loops() -> None:
 def test_every_runs_on_multiples_of_the_key() -> None:
     calls, *_ = run([LoopSpec(name="l", var="i", count=7, body=[StageSpec(name="tick"), StageSpec(name="note", every=3)])])
     assert [step for name, step in calls if name == "note"] == [3, 6]
+
+
+def test_a_misspelt_every_key_fails_before_anything_runs() -> None:
+    """A stage counted by a state value nothing writes would never run: a spec error, not a silent skip."""
+    runner, ctx, sink, (spec, calls) = make(
+        [LoopSpec(name="l", var="i", count=4, body=[StageSpec(name="tick"), StageSpec(name="note", every=2, every_key="stpe")])])
+    with pytest.raises(SpecError, match="stage 'note' every_key is 'stpe', which no stage before it writes.*step"):
+        runner.run(spec, ctx)
+    assert calls == [] and sink.events == []
+
+
+def test_every_may_count_an_enclosing_loop_variable() -> None:
+    calls, *_ = run([LoopSpec(name="l", var="i", count=5, body=[StageSpec(name="note", every=2, every_key="i")])])
+    assert len([c for c in calls if c[0] == "note"]) == 2
+
+
+def test_a_misspelt_start_key_fails_before_anything_runs() -> None:
+    runner, ctx, sink, (spec, calls) = make([StageSpec(name="tick"),
+                                             LoopSpec(name="l", var="i", count=3, start_key="strt", body=[])])
+    with pytest.raises(SpecError, match="loop 'l' start_key is 'strt', which no stage before it writes"):
+        runner.run(spec, ctx)
+    assert calls == []
 
 
 def test_loop_count_from_missing_state_is_a_spec_error() -> None:

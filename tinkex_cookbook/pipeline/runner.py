@@ -41,9 +41,14 @@ class Runner:
                         f"loop {node.name!r} counts to state[{node.count_key!r}], which no stage before it "
                         f"writes{self._written_by(Key(node.count_key, state=True))}"
                     )
+                if node.start_key is not None:
+                    self._require_counter(f"loop {node.name!r} start_key", node.start_key, written)
+                written.add(Key(node.var, state=True))
                 self._check_flow(node.body, written)
                 continue
             entry = self._registry.get(node.name)
+            if node.every is not None:
+                self._require_counter(f"stage {node.name!r} every_key", node.every_key, written)
             for key in entry.reads:
                 if key not in written:
                     raise SpecError(
@@ -51,6 +56,15 @@ class Runner:
                         f"{self._written_by(key)}"
                     )
             written.update(entry.writes)
+
+    def _require_counter(self, what: str, name: str, written: set[Key[Any]]) -> None:
+        """A spec's ``every_key`` or ``start_key`` names a state value a stage before it writes (or an enclosing
+        loop's variable): a misspelt one would silently never fire, or never resume."""
+        if Key(name, state=True) not in written:
+            known = sorted(key.name for key in written if key.state)
+            writers = self._written_by(Key(name, state=True))
+            raise SpecError(f"{what} is {name!r}, which no stage before it writes{writers}; "
+                            f"state values written by then: {', '.join(known) or 'none'}")
 
     def _written_by(self, key: Key[Any]) -> str:
         writers = self._registry.writers(key)

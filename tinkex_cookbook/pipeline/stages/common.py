@@ -46,6 +46,12 @@ NUM_STEPS: Key[int] = Key("num_steps", state=True)
 """How many times a step loop runs."""
 NUM_BATCHES: Key[int] = Key("num_batches", state=True)
 """Batches per epoch, for recipes that loop over epochs and batches."""
+STEP: Key[int] = Key("step", state=True)
+"""Finished optimizer steps: what ``every`` counts (checkpoints, evaluations) unless a spec says otherwise."""
+START_STEP: Key[int] = Key("start_step", state=True)
+START_EPOCH: Key[int] = Key("start_epoch", state=True)
+START_BATCH: Key[int] = Key("start_batch", state=True)
+"""Where a resumed run's loops begin (``LoopSpec.start_key``)."""
 
 
 class SessionConfig(Protocol):
@@ -74,7 +80,7 @@ class OptimizerConfig(Protocol):
     def adam_eps(self) -> float: ...
 
 
-@stage("init_session", writes=(TRAINER,))
+@stage("init_session", writes=(TRAINER, STEP))
 def init_session(ctx: Context[SessionConfig], training_client: TrainingService) -> None:
     cfg = ctx.config
     ctx.put(TRAINER, training_client.create_lora_training_client(cfg.model_name, rank=cfg.lora_rank, seed=cfg.seed))
@@ -87,7 +93,8 @@ def init_tokenizer(ctx: Context[SessionConfig]) -> None:
     ctx.put(RENDERER, get_renderer(name, ctx.need(TRAINER).get_tokenizer()))
 
 
-@stage("resume", reads=(TRAINER, TOTAL_STEPS), optional=(NUM_BATCHES,), writes=(RESUMED,))
+@stage("resume", reads=(TRAINER, TOTAL_STEPS), optional=(NUM_BATCHES,),
+       writes=(RESUMED, STEP, START_STEP, START_EPOCH, START_BATCH))
 def resume(ctx: Context[object], blob_store: BlobStore) -> None:
     """Continue from the run's last checkpoint, at exactly the next unfinished step.
 
