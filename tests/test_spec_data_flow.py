@@ -64,6 +64,20 @@ def test_eval_loads_the_runs_final_checkpoint() -> None:
     assert [e.data["step"] for e in result.events if e.name == "train.eval"] == [2]
 
 
+@pytest.mark.parametrize("recipe", sorted(CONFIGS))
+def test_eval_of_a_run_needs_only_its_log_path_and_leaves_its_folder_as_it_was(recipe: str) -> None:
+    """Evaluating a finished run reads its saved config and checkpoint, and writes nothing into its folder."""
+    store = MemoryBlobStore()
+    cfg = {"renderer_name": "role_colon", **CONFIGS[recipe][0], "save_every": 1, "log_path": "runs/r"}
+    Runtime.run(recipe, cfg, manifest="test", ports={"blob_store": store})
+    before = {key: store.read(key) for key in store.list()}
+    result = Runtime.eval(recipe, {"log_path": "runs/r"}, manifest="test", ports={"blob_store": store})
+    assert [e.data["checkpoint"] for e in result.events if e.name == "train.resume"] == ["final"]
+    assert result.experiment.config["save_every"] == 1 and result.experiment.purpose == "eval"
+    assert any(e.name == "train.eval" for e in result.events)
+    assert {key: store.read(key) for key in store.list()} == before
+
+
 def _without(nodes: list[Node], name: str) -> list[Node]:
     kept: list[Node] = []
     for node in nodes:

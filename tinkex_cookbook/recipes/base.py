@@ -82,7 +82,7 @@ class RecipeBase(Generic[C]):
     def build_eval_spec(cls, cfg: BaseModel) -> Experiment:
         config = cls._own(cfg)
         spec = cls._experiment(config, [*cls.setup(config), *cls.evaluation(config)])
-        return spec.model_copy(update={"name": spec.name + ":eval"})
+        return spec.model_copy(update={"name": spec.name + ":eval", "purpose": "eval"})
 
     @classmethod
     def _own(cls, cfg: BaseModel) -> C:

@@ -36,8 +36,8 @@ from tinkex_cookbook.pipeline import (
 from tinkex_cookbook.pipeline.context import PortLookup
 from tinkex_cookbook.pipeline.telemetry import RunAwareSink
 from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
-from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config
-from tinkex_cookbook.run_folder import CheckpointPlacement, RunFolder, config_json
+from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
+from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
@@ -240,8 +240,18 @@ class Runtime:
         chosen = RunOptions.of(options, **fields)
         _preload_models(chosen.manifest or chosen.settings.manifest or "default")
         recipe_cls = get_recipe(recipe)
-        spec = recipe_cls.build_eval_spec(parse_config(recipe_cls.Config, cfg))
-        return cls.run_spec(spec, options=chosen)
+        given = _given_keys(cfg)
+        config = parse_config(recipe_cls.Config, {**cls._saved_config(given.get("log_path"), chosen), **given})
+        return cls.run_spec(recipe_cls.build_eval_spec(config), options=chosen)
+
+    @classmethod
+    def _saved_config(cls, log_path: object, options: RunOptions) -> dict[str, Any]:
+        """The config the run at ``log_path`` saved (``{}`` if none): evaluating a run needs only its
+        ``log_path``, and gets the model, rank and data it was trained with; keys given on top win."""
+        if not log_path:
+            return {}
+        with cls.open(options.manifest, options.ports, options.settings) as ports:
+            return RunFolder(ports.blob_store, str(log_path)).read_json(CONFIG)
 
     @classmethod
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
@@ -279,6 +289,8 @@ class Runtime:
         runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
     ) -> RunResult:
         folder = RunFolder(ports.blob_store, str(spec.config.get("log_path") or spec.recipe))
+        if spec.purpose == "eval":
+            return cls._evaluate(spec, config, manifest, ports, folder, runner, sinks, verbose)
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
             folder.refuse_changed_config(config_json(spec.config, scrub))
             artifacts = folder.save_run_files(config_json(spec.config, scrub), scrub(spec.to_json()),
@@ -300,6 +312,34 @@ class Runtime:
                     folder.write_report(spec.name)
         artifacts |= folder.artifacts()
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+
+    @classmethod
+    def _evaluate(
+        cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: Ports, folder: RunFolder,
+        runner: Runner, sinks: list[Sink], verbose: bool,
+    ) -> RunResult:
+        """An eval spec reads the run folder (its checkpoints) and writes nothing there: no lease, no run
+        files, no metric rows; its metrics come back in the result and reach the caller's own sinks."""
+        memory = MemorySink()
+        telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])])
+        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix)
+        try:
+            completed = runner.run(spec, ctx)
+        finally:
+            telemetry.close()
+        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events,
+                         {"run": folder.uri()})
+
+
+def _given_keys(cfg: ConfigInput) -> dict[str, Any]:
+    """The config keys a caller set, from any accepted config form (a model counts only the fields set)."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, BaseModel):
+        return cfg.model_dump(mode="json", include=set(cfg.model_fields_set))
+    if isinstance(cfg, Mapping):
+        return dict(cfg)
+    return parse_overrides(list(cfg))
 
 
 def _built_on(registry: AdapterRegistry, manifest: Manifest, port: str) -> list[str]:

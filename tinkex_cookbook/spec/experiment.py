@@ -61,6 +61,9 @@ class Experiment(_Spec):
     recipe: str
     config: dict[str, JsonValue]
     stages: list[Node]
+    purpose: Literal["train", "eval"] = "train"
+    """``eval``: the spec reads a run folder's checkpoint and writes nothing into it (no run files, no
+    metric rows), so evaluating a run never changes what it recorded."""
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
