@@ -185,15 +185,18 @@ def parse_config(
 
 
 def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
-    valid = choices(config_model.model_fields)
-    problems = []
+    problems, unknown = [], False
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "config"
+        key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown config key {key!r}")
+            unknown = True
+        elif not key:  # a check across keys: its message names them
+            problems.append(err["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
-    return f"{config_model.__name__}: " + "; ".join(problems) + f". Valid keys: {valid}"
+    valid = f". Valid keys: {choices(config_model.model_fields)}" if unknown else ""
+    return f"{config_model.__name__}: " + "; ".join(problems) + valid
 
 
 def step_loop(body: list[Node], save_every: int) -> LoopSpec:
