@@ -234,6 +234,8 @@ def test_list_and_show_read_runs_in_the_prod_manifests_s3_bucket(monkeypatch: py
         code, out, err = invoke("show", "team/sl", "--manifest", "prod")
         assert code == 0, err
         assert f"run: s3://{BUCKET}/{prefix}/team/sl" in out and "checkpoints: 3" in out
+        code, again, err = invoke("show", f"s3://{BUCKET}/{prefix}/team/sl", "--manifest", "prod")
+        assert code == 0 and again == out, err  # the URI the run printed names the same run
         assert_one_line_error(*invoke("show", "team", "--manifest", "prod"), "team is not a run folder",
                               "e.g. team/sl")
         code, out, err = invoke("plot", "team/sl", "--manifest", "prod", "--out", tmp_path / "sl.svg")

@@ -250,6 +250,9 @@ def _below(folder: str, base: str) -> str:
 
 def resolve_run(arg: str, store: BlobStore, where: str) -> Run:
     """The run folder ``arg`` names: a key folder in ``store`` (``where`` says what the store is, for errors)."""
+    root_uri = store.uri("_").removesuffix("_")  # where keys start: the store has no empty key to ask about
+    if arg.startswith(root_uri):  # the URI a run prints (``run: s3://bucket/prefix/name``)
+        arg = arg[len(root_uri) :]
     prefix = arg.strip("/")
     if prefix in ("", "."):
         prefix = ""
