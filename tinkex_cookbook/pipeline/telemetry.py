@@ -206,7 +206,7 @@ class BlobLinesSink:
 
     def flush(self) -> None:
         if self._pending and not self._detached:
-            self._store.append(self.key, "".join(line + "\n" for line in self._pending).encode())
+            self._store.append(self.key, _as_blob(self._pending))
             self._pending.clear()
         self._flushed_at = time.monotonic()
 
@@ -241,14 +241,19 @@ class JsonlMetricsSink(BlobLinesSink):
         kept = [line for line in existing if _step_of(line) <= step]
         self._pending.clear()
         if kept != existing:
-            self._store.write(self.key, "".join(line + "\n" for line in kept).encode())
+            self._store.write(self.key, _as_blob(kept))
 
     def flush(self) -> None:
         if self._fresh and self._pending and not self._detached:
-            self._store.write(self.key, "".join(line + "\n" for line in self._pending).encode())
+            self._store.write(self.key, _as_blob(self._pending))
             self._pending.clear()
             self._fresh = False
         super().flush()
+
+
+def _as_blob(lines: list[str]) -> bytes:
+    """Lines as a blob of whole lines, each ending in a newline (what ``BlobStore.append`` takes)."""
+    return "".join(line + "\n" for line in lines).encode()
 
 
 def _step_of(line: str) -> int:

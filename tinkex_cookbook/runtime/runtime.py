@@ -291,23 +291,21 @@ class Runtime:
         folder = RunFolder(ports.blob_store, str(spec.config.get("log_path") or spec.recipe))
         if spec.purpose == "eval":
             return cls._evaluate(spec, config, manifest, ports, folder, runner, sinks, verbose)
+        config_text, spec_text = config_json(spec.config, scrub), scrub(spec.to_json())
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
-            folder.refuse_changed_config(config_json(spec.config, scrub))
-            artifacts = folder.save_run_files(config_json(spec.config, scrub), scrub(spec.to_json()),
+            folder.refuse_changed_config(config_text)
+            artifacts = folder.save_run_files(config_text, spec_text,
                                               scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
-            shown = Experiment.from_json(scrub(spec.to_json()))  # what sinks may upload: no pasted secret
+            shown = Experiment.from_json(spec_text)  # what sinks may upload: no pasted secret
             for sink in sinks:
                 if isinstance(sink, RunAwareSink):
                     sink.configure(shown, folder.uri())
-            memory, folder_sinks = MemorySink(), folder.sinks()
-            all_sinks: list[Sink] = [memory, *folder_sinks, *sinks, *([ConsoleSink()] if verbose else [])]
-            telemetry = Telemetry(all_sinks, guard=_lease_guard(lease, folder_sinks))
-            ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry,
-                          run_prefix=folder.prefix)
+            folder_sinks = folder.sinks()
             try:
-                completed = runner.run(spec, ctx)
+                completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
+                                                         [*folder_sinks, *sinks], verbose,
+                                                         _lease_guard(lease, folder_sinks))
             finally:
-                telemetry.close()
                 if lease.lost is None:
                     folder.write_report(spec.name)
         artifacts |= folder.artifacts()
@@ -320,15 +318,23 @@ class Runtime:
     ) -> RunResult:
         """An eval spec reads the run folder (its checkpoints) and writes nothing there: no lease, no run
         files, no metric rows; its metrics come back in the result and reach the caller's own sinks."""
-        memory = MemorySink()
-        telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])])
-        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix)
-        try:
-            completed = runner.run(spec, ctx)
-        finally:
-            telemetry.close()
+        completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner, sinks, verbose)
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events,
                          {"run": folder.uri()})
+
+    @staticmethod
+    def _run_stages(
+        spec: Experiment, config: BaseModel, ports: Ports, folder: RunFolder, runner: Runner, sinks: list[Sink],
+        verbose: bool, guard: Callable[[bool], None] | None = None,
+    ) -> tuple[list[str], Context[BaseModel], MemorySink]:
+        """Walk the spec with telemetry to memory (the result), ``sinks`` and, if ``verbose``, the console."""
+        memory = MemorySink()
+        telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])], guard=guard)
+        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix)
+        try:
+            return runner.run(spec, ctx), ctx, memory
+        finally:
+            telemetry.close()
 
 
 def _given_keys(cfg: ConfigInput) -> dict[str, Any]:
