@@ -1,0 +1,1 @@
+"""The shipped evaluators; each module registers one under its name in ``EVALUATORS``."""
