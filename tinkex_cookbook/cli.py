@@ -5,6 +5,7 @@
     tinkex-cookbook manifests show prod
     tinkex-cookbook adapters list blob_store
     tinkex-cookbook serve --manifest local --port 8000
+    tinkex-cookbook eval --run runs/sl_basic/<time> --tasks chitchat_nll
 
 Cookbook errors print as one line on stderr and exit with status 2; they name
 the bad value and the valid choices, so a traceback would only add noise.
@@ -19,6 +20,7 @@ from typing import Any, NoReturn
 import typer
 
 from tinkex_cookbook.cli_doctor import doctor
+from tinkex_cookbook.cli_eval import eval_command
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
@@ -34,6 +36,7 @@ app.command()(doctor)
 app.command()(chat)
 app.command()(sample)
 app.command()(export)
+app.command("eval")(eval_command)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
 

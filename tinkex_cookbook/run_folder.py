@@ -45,6 +45,8 @@ CHECKPOINT_STATES = "checkpoints"
 SUMMARY = "summary.json"
 SAMPLES = "samples.jsonl"
 REPORT = "loss.html"
+EVALS = "evals"
+"""Per-example records of the evaluations a run ran (``evals=``): ``evals/<task>/<step>.jsonl``."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
 ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
@@ -178,8 +180,11 @@ class RunFolder:
             self.store.write(self.key(REPORT), html.encode())
 
     def artifacts(self, names: Sequence[str] = ARTIFACTS) -> dict[str, str]:
-        """The URIs of the files in ``names`` that exist."""
-        return {name: self.uri(name) for name in names if self.exists(name)}
+        """The URIs of the files in ``names`` that exist, and of the ``evals/`` folder if a run wrote one."""
+        found = {name: self.uri(name) for name in names if self.exists(name)}
+        if names is ARTIFACTS and self.store.list(self.key(EVALS + "/")):
+            found[EVALS] = self.uri(EVALS)
+        return found
 
 
 def config_json(config: dict[str, Any], scrub: Callable[[str], str] = str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +102,12 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def run_tasks(tasks: Sequence[EvalTask], targets: Iterable[EvalTarget], env: EvalEnv) -> list[TaskOutcome]:
-    """Every task on every target, in order: targets outermost (one set of weights loaded at a time)."""
+def run_tasks(
+    tasks: Sequence[EvalTask], targets: Iterable[EvalTarget], env: EvalEnv,
+    on_outcome: Callable[[TaskOutcome], None] | None = None,
+) -> list[TaskOutcome]:
+    """Every task on every target, in order: targets outermost (one set of weights loaded at a time);
+    ``on_outcome`` hears of each result as it is ready (a command prints a line)."""
     evaluators = [(task, task.build()) for task in tasks]
     outcomes = []
     for target in targets:
@@ -111,4 +115,6 @@ def run_tasks(tasks: Sequence[EvalTask], targets: Iterable[EvalTarget], env: Eva
             started = time.monotonic()
             result = evaluator.evaluate(target, env)
             outcomes.append(TaskOutcome(task, target.label, result, time.monotonic() - started))
+            if on_outcome is not None:
+                on_outcome(outcomes[-1])
     return outcomes

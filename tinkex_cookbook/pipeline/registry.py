@@ -62,6 +62,7 @@ BUILTIN_STAGES: dict[str, str] = {
     **dict.fromkeys(("rl_build_envs", "rl_open_samplers", "rl_sample", "rl_train", "rl_update_sampler",
                      "rl_evaluate"), _STAGE_MODULE + "rl"),
     **dict.fromkeys(("dpo_load_pairs", "dpo_reference", "dpo_step", "dpo_evaluate"), _STAGE_MODULE + "dpo"),
+    **dict.fromkeys(("evals_start", "run_evals", "evals_final"), _STAGE_MODULE + "evals"),
     **dict.fromkeys(("distill_setup", "distill_on_policy_step", "distill_off_policy_step", "distill_evaluate"),
                     _STAGE_MODULE + "distillation"),
 }

@@ -75,8 +75,9 @@ class RecipeBase(Generic[C]):
     @classmethod
     def build_spec(cls, cfg: BaseModel) -> Experiment:
         config = cls._own(cfg)
+        start, end = (stages("evals_start"), stages("evals_final")) if _evals(config) else ([], [])
         return cls._experiment(config, [
-            *cls.setup(config), *cls.train(config), *cls.finish(config), StageSpec(name="save_final")])
+            *cls.setup(config), *start, *cls.train(config), *cls.finish(config), *end, StageSpec(name="save_final")])
 
     @classmethod
     def build_eval_spec(cls, cfg: BaseModel) -> Experiment:
@@ -97,6 +98,17 @@ class RecipeBase(Generic[C]):
         config = cfg.model_copy(update={"log_path": log_path})
         return Experiment(name=f"{cls.name}:{cls.title(cfg)}", recipe=cls.name,
                           config=config.model_dump(mode="json"), stages=stages)
+
+
+def _evals(cfg: BaseModel) -> list[Any]:
+    return list(getattr(cfg, "evals", None) or [])
+
+
+def eval_stages(cfg: BaseModel) -> list[Node]:
+    """What a recipe's step loop runs for ``evals=``: ``run_evals`` every ``eval_every`` steps (none when no
+    task is given or ``eval_every`` is 0: then only before the first step and after the last)."""
+    every = int(getattr(cfg, "eval_every", 0) or 0)
+    return [StageSpec(name="run_evals", every=every)] if _evals(cfg) and every else []
 
 
 def stages(*names: str) -> list[Node]:
@@ -199,9 +211,11 @@ def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
     return f"{config_model.__name__}: " + "; ".join(problems) + valid
 
 
-def step_loop(body: list[Node], save_every: int) -> LoopSpec:
-    """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, checkpointing every
-    ``save_every`` steps."""
+def step_loop(body: list[Node], save_every: int, cfg: BaseModel | None = None) -> LoopSpec:
+    """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, running the config's
+    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps."""
+    if cfg is not None:
+        body = [*body, *eval_stages(cfg)]
     if save_every:
         body = [*body, StageSpec(name="checkpoint", every=save_every)]
     return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body)

@@ -73,10 +73,38 @@ def _accepts_bool(annotation: Any) -> bool:
     return annotation is bool or any(_accepts_bool(arg) for arg in typing.get_args(annotation))
 
 
+EVALS_HELP = ("evaluation tasks run on the weights before the first step, every eval_every steps and after the "
+              "last: names (chitchat_nll, arithmetic, ...) or {\"task\": name, key: value} objects")
+
+
 class RecipeConfig(BaseModel):
     """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    evals: list[str | dict[str, Any]] = Field(default_factory=list, description=EVALS_HELP)
+
+    @field_validator("evals", mode="before")
+    @classmethod
+    def _evals_list(cls, value: Any) -> Any:
+        """``evals=chitchat_nll,arithmetic`` from the command line is a list of two names."""
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    @field_validator("evals")
+    @classmethod
+    def _known_tasks(cls, value: list[str | dict[str, Any]]) -> list[str | dict[str, Any]]:
+        """Each task named and its config checked now, not after training has started."""
+        if value:
+            from tinkex_cookbook.errors import CookbookError
+            from tinkex_cookbook.eval.tasks import resolve_tasks
+
+            try:
+                resolve_tasks(list(value))
+            except CookbookError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("*", mode="before")
     @classmethod

@@ -51,7 +51,8 @@ class DistillationConfig(StepRecipeConfig):
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the student")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
-    eval_every: NonNegativeInt = Field(5, description="measure the KL on held-out prompts every N steps (0: start only)")
+    eval_every: NonNegativeInt = Field(
+        5, description="measure the KL on held-out prompts, and run the evals= tasks, every N steps (0: start only)")
     seed: int = Field(0, description="prompt order and sampling seed")
 
     @model_validator(mode="after")
@@ -83,7 +84,7 @@ class Distillation(RecipeBase[DistillationConfig]):
         body = stages(step, "update_sampler", "log_step")
         if cfg.eval_every:
             body.append(StageSpec(name="distill_evaluate", every=cfg.eval_every))
-        return [StageSpec(name="distill_evaluate"), step_loop(body, cfg.save_every)]
+        return [StageSpec(name="distill_evaluate"), step_loop(body, cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: DistillationConfig) -> list[Node]:

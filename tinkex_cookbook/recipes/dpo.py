@@ -34,7 +34,8 @@ class DpoConfig(StepRecipeConfig):
     lr_schedule: LRSchedule = Field("linear", description="linear, cosine or constant decay")
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(20, description="checkpoint every N steps (0: only final)")
-    eval_every: NonNegativeInt = Field(10, description="evaluate on held-out pairs every N steps (0: never)")
+    eval_every: NonNegativeInt = Field(
+        10, description="evaluate on held-out pairs, and run the evals= tasks, every N steps (0: never)")
     seed: int = Field(0, description="shuffling seed")
 
 
@@ -56,7 +57,7 @@ class Dpo(RecipeBase[DpoConfig]):
         body = stages("dpo_step", "log_step")
         if cfg.eval_every and cfg.test_size:
             body.append(StageSpec(name="dpo_evaluate", every=cfg.eval_every))
-        return [step_loop(body, cfg.save_every)]
+        return [step_loop(body, cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: DpoConfig) -> list[Node]:

@@ -56,6 +56,8 @@ class RlBasicConfig(StepRecipeConfig):
     lr_schedule: LRSchedule = Field("constant", description="linear, cosine or constant decay")
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
+    eval_every: NonNegativeInt = Field(
+        10, description="run the evals= tasks every N steps (0: only before the first step and after the last)")
     seed: int = Field(0, description="problem order and sampling seed")
 
     @field_validator("env")
@@ -96,7 +98,7 @@ class RlBasic(RecipeBase[RlBasicConfig]):
 
     @classmethod
     def train(cls, cfg: RlBasicConfig) -> list[Node]:
-        return [step_loop(stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), cfg.save_every)]
+        return [step_loop(stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: RlBasicConfig) -> list[Node]:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages
+from tinkex_cookbook.recipes.base import RecipeBase, eval_stages, register_recipe, stages
 from tinkex_cookbook.recipes.common import RENDERER_HELP, MaxLength, Name, RecipeConfig, check_renderer
 from tinkex_cookbook.spec import LoopSpec, Node, StageSpec
 from tinkex_cookbook.train.renderers import TrainOnWhat
@@ -90,6 +90,7 @@ class SlBasic(RecipeBase[SlBasicConfig]):
             step.append(StageSpec(name="evaluate_at_end"))
         if cfg.eval_every and cfg.test_size:
             step.append(StageSpec(name="evaluate", every=cfg.eval_every))
+        step += eval_stages(cfg)
         if cfg.save_every:  # a checkpoint is of finished steps: read the ones in flight first
             step += [StageSpec(name="finish_steps", every=cfg.save_every),
                      StageSpec(name="checkpoint", every=cfg.save_every)]

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from pydantic import BaseModel
 
@@ -46,6 +46,10 @@ from tinkex_cookbook.runtime.options import PortsInput, RunFields, RunOptions
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
+
+if TYPE_CHECKING:
+    from tinkex_cookbook.eval.suite import EvalReport
+    from tinkex_cookbook.eval.tasks import TaskInput
 
 ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | None
 
@@ -230,14 +234,49 @@ class Runtime:
 
     train = run
 
+    @overload
     @classmethod
     def eval(
         cls, recipe: str | type[Recipe], cfg: ConfigInput = None, *, options: RunOptions | None = None,
         **fields: Unpack[RunFields],
-    ) -> RunResult:
-        """Run only the recipe's evaluation spec: set-up (the run's checkpoint, if ``log_path`` holds one)
-        and the recipe's evaluation stages; keywords are ``RunOptions``' fields."""
+    ) -> RunResult: ...
+
+    @overload
+    @classmethod
+    def eval(
+        cls, recipe: None = None, cfg: None = None, *, tasks: Sequence[TaskInput] | str, model: str | None = None,
+        run: str | None = None, checkpoints: Sequence[str] = (), base: bool = True, renderer: str | None = None,
+        seed: int = 0, eval_dir: str | None = None, options: RunOptions | None = None, **fields: Unpack[RunFields],
+    ) -> EvalReport: ...
+
+    @classmethod
+    def eval(
+        cls, recipe: str | type[Recipe] | None = None, cfg: ConfigInput = None, *,
+        tasks: Sequence[TaskInput] | str | None = None, model: str | None = None, run: str | None = None,
+        checkpoints: Sequence[str] = (), base: bool = True, renderer: str | None = None, seed: int = 0,
+        eval_dir: str | None = None, options: RunOptions | None = None, **fields: Unpack[RunFields],
+    ) -> RunResult | EvalReport:
+        """Evaluate, in one of two ways.
+
+        With ``tasks``: the tasks on a base model (``model=``) or on a run's checkpoints beside its base
+        model (``run=``, ``checkpoints=``), written to an evaluation folder; returns an ``EvalReport``::
+
+            Runtime.eval(tasks=["chitchat_nll"], model="HuggingFaceTB/SmolLM2-135M-Instruct", manifest="local")
+
+        With a recipe: only the recipe's evaluation spec, set-up (the run's checkpoint, if ``log_path``
+        holds one) and its evaluation stages; returns a ``RunResult``. Keywords are ``RunOptions``' fields.
+        """
         chosen = RunOptions.of(options, **fields)
+        if tasks is not None:
+            if recipe is not None or cfg is not None:
+                raise ConfigError("Runtime.eval takes tasks= (with model= or run=) or a recipe and its config, "
+                                  "not both")
+            from tinkex_cookbook.runtime.evaluation import evaluate
+
+            return evaluate(tasks, model=model, run=run, checkpoints=checkpoints, base=base, renderer=renderer,
+                            seed=seed, eval_dir=eval_dir, options=chosen)
+        if recipe is None:
+            raise ConfigError("Runtime.eval needs tasks= (e.g. tasks=['chitchat_nll'], model=NAME) or a recipe")
         _preload_models(chosen.manifest or chosen.settings.manifest or "default")
         recipe_cls = get_recipe(recipe)
         given = _given_keys(cfg)
