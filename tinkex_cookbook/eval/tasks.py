@@ -70,6 +70,8 @@ SHIPPED_TASKS: dict[str, EvalTask] = {
         EvalTask(name="preference_pairs", evaluator="preference",
                  config={"dataset": "preference_pairs", "split": "test"},
                  description="held-out preference pairs: how often the chosen reply is the likelier one"),
+        EvalTask(name="chitchat_judge", evaluator="llm_judge", config={"dataset": "chitchat", "split": "test"},
+                 description="replies to the held-out chitchat conversations, rated 1-10 by the llm_client judge"),
     )
 }
 
