@@ -106,6 +106,17 @@ def letters(n: int = 2):
 '''
 
 
+@pytest.fixture(scope="module", autouse=True)
+def inspect_stays_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """inspect writes traces and a sample buffer under its data directory, and loads a ``.env`` file found
+    in or above the working directory: both point into a temporary folder for these tests."""
+    root = tmp_path_factory.mktemp("inspect-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(root / "data"))
+        patch.chdir(root)
+        yield
+
+
 @pytest.fixture
 def noop_target() -> Iterator[EvalTarget]:
     with Runtime.open("test") as ports:

@@ -100,8 +100,8 @@ class InspectConfig(EvalConfig):
 
 
 def _run_on_own_loop(call: Callable[[], T]) -> T:
-    """``call()`` here, or on a worker thread when this thread already runs an event loop (a notebook, an
-    async caller): inspect starts a loop of its own, and one loop cannot run inside another."""
+    """``call()`` here, or on a worker thread when this thread already runs an event loop (async code):
+    inspect starts a loop of its own, and one loop cannot run inside another."""
     if not _loop_running():
         return call()
     with ThreadPoolExecutor(1, thread_name_prefix="inspect-eval") as pool:
