@@ -27,6 +27,7 @@ EXPECTED_PARENTS = {
     errors.BlobNotFoundError: KeyError,
     errors.InvalidKeyError: ValueError,
     errors.TrainingBackendError: RuntimeError,
+    errors.EvalError: RuntimeError,
     errors.StageError: RuntimeError,
 }
 

@@ -23,6 +23,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     │   ├── BlobNotFoundError (KeyError)
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
     ├── TrainingBackendError (RuntimeError) a training/sampling backend request failed; names it
+    ├── EvalError (RuntimeError)            an evaluation ran and failed (e.g. inspect marked its task failed)
     └── StageError (RuntimeError)           a pipeline stage failed; names the stage
 """
 
@@ -128,6 +129,11 @@ class InvalidKeyError(BlobStoreError, ValueError):
 
 class TrainingBackendError(CookbookError, RuntimeError):
     """A training or sampling request failed at the backend, after its retries; names the request."""
+
+
+class EvalError(CookbookError, RuntimeError):
+    """An evaluation ran and failed (an inspect-ai task its runner marked failed); names the task and
+    where its log is."""
 
 
 class StageError(CookbookError, RuntimeError):
