@@ -225,6 +225,9 @@ def test_ifeval_reads_hugging_face_rows_with_null_kwargs() -> None:
                                                                                     "relation": "less than"}),
                                               ("punctuation:no_comma", {})]
     assert IfEvalAnswer().grade("short reply", answer)
+    as_floats = json.dumps({"instruction_id_list": ["length_constraints:number_words"],
+                            "kwargs": [{"num_words": 5.0, "relation": "less than"}]})
+    assert IfEvalAnswer().grade("short reply", as_floats) and IfEvalAnswer().check_format("x", as_floats)
 
 
 @pytest.mark.parametrize("answer", [
@@ -234,6 +237,7 @@ def test_ifeval_reads_hugging_face_rows_with_null_kwargs() -> None:
     json.dumps({"instruction_id_list": ["length_constraints:number_words"],
                 "kwargs": [{"num_words": 5, "relation": "at most"}]}),
     json.dumps({"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "not a list"}]}),
+    json.dumps({"instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": 2.5}]}),
     json.dumps({"instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}),
     json.dumps({"instruction_id_list": [], "kwargs": []}),
     "not json", "[1, 2]", "",

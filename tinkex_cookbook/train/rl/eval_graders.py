@@ -164,10 +164,20 @@ Check = Callable[[str, Mapping[str, Any]], bool]
 RELATIONS = ("less than", "at least")
 
 
+def _integer(value: object, what: str) -> int:
+    """An int, or a float with no fraction (JSON written by some tools turns 5 into 5.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an integer, not {value!r}")
+    return value
+
+
 def _compare(count: int, threshold: object, relation: object) -> bool:
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or relation not in RELATIONS:
-        raise ValueError(f"invalid threshold {threshold!r} or relation {relation!r}")
-    return count < threshold if relation == "less than" else count >= threshold
+    limit = _integer(threshold, "the threshold")
+    if relation not in RELATIONS:
+        raise ValueError(f"relation must be one of {RELATIONS}, not {relation!r}")
+    return count < limit if relation == "less than" else count >= limit
 
 
 def _text(kwargs: Mapping[str, Any], key: str) -> str:
@@ -185,10 +195,7 @@ def _words(kwargs: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _count(kwargs: Mapping[str, Any], key: str) -> int:
-    value = kwargs[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{key} must be an integer")
-    return value
+    return _integer(kwargs[key], key)
 
 
 _ABBREVIATIONS = re.compile(
