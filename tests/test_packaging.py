@@ -41,6 +41,9 @@ def test_wheel_ships_every_manifest(tmp_path: Path) -> None:
     shipped = {p.name for p in (ROOT / "manifests").glob("*.yaml")}
     assert shipped == {"default.yaml", "local.yaml", "dev.yaml", "prod.yaml", "test.yaml"}
     assert {f"tinkex_cookbook/manifests/{name}" for name in shipped} <= names
+    data = {str(p.relative_to(ROOT)) for p in (ROOT / "tinkex_cookbook" / "data").glob("*/*.jsonl")}
+    assert {"tinkex_cookbook/data/mmlu_sample/test.jsonl", "tinkex_cookbook/data/ifeval_sample/test.jsonl"} <= data
+    assert data <= names
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -72,7 +72,8 @@ class LocalDatasetStore:
 
 
 def shipped_names() -> list[str]:
-    return sorted(p.name for p in SHIPPED.iterdir() if (p / "train.jsonl").is_file())
+    """Datasets shipped in the package: folders with a split file (``mmlu_sample`` has only ``test``)."""
+    return sorted(p.name for p in SHIPPED.iterdir() if p.is_dir() and any(p.glob("*.jsonl")))
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[Row]:

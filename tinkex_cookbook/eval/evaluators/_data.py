@@ -9,8 +9,17 @@ from tinkex_cookbook.eval.base import DatasetEvalConfig, EvalEnv
 
 
 def load_rows(config: DatasetEvalConfig, env: EvalEnv) -> list[tuple[int, dict[str, Any]]]:
-    """``(index in the split, row)`` pairs; an empty selection is an error naming the dataset."""
-    dataset = env.dataset_store.load_dataset(config.dataset, config.split)
+    """``(index in the split, row)`` pairs; an empty selection is an error naming the dataset. A public
+    set (GSM8K, MMLU ...) the store cannot load is an error saying how to provide it."""
+    try:
+        dataset = env.dataset_store.load_dataset(config.dataset, config.split)
+    except DatasetError as exc:
+        from tinkex_cookbook.eval.public import missing_data_hint
+
+        hint = missing_data_hint(config.dataset)
+        if hint is None:
+            raise
+        raise DatasetError(f"{exc}\n{hint}") from exc
     end = len(dataset) if config.limit is None else min(len(dataset), config.skip + config.limit)
     indices = list(range(config.skip, end))
     if not indices:

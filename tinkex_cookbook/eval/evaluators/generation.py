@@ -2,7 +2,9 @@
 boxed, sympy, gsm8k, choice, ifeval, math_verify).
 
 A row is ``question``/``answer`` (fields configurable), or a ``messages`` conversation whose
-last assistant message is the reference. Every prompt is submitted before any reply is
+last assistant message is the reference; with ``format`` (``gsm8k``, ``math``, ``mmlu``,
+``ifeval``: ``tinkex_cookbook.eval.public.ROW_FORMATS``) a public set's raw row is turned into
+the question and the reference first. Every prompt is submitted before any reply is
 awaited, so a remote backend works on them together and the local one batches them.
 With ``num_samples=n`` each prompt gets ``n`` samples: ``accuracy`` is the mean over all
 samples (pass@1), and ``pass@k`` for each ``k`` in ``pass_k`` is the unbiased estimate.
@@ -61,11 +63,22 @@ class GenerationConfig(DatasetEvalConfig, SamplingEvalConfig):
     answer_field: str = Field("answer", description="the row's reference answer")
     system_prompt: str | None = Field(None, description="a system message before each question")
     prompt_suffix: str = Field("", description="text added after each question (e.g. an answer-format hint)")
+    format: str | None = Field(None, description="a row format (gsm8k, math, mmlu, ifeval) turning a raw row "
+                               "into question and reference; question_field and answer_field are then unused")
 
     @field_validator("grader")
     @classmethod
     def _known(cls, name: str) -> str:
         return check_grader(name)
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, name: str | None) -> str | None:
+        from tinkex_cookbook.eval.public import ROW_FORMATS
+
+        if name is not None and name not in ROW_FORMATS:
+            raise ValueError(f"unknown row format {name!r}; valid: {', '.join(sorted(ROW_FORMATS))}")
+        return name
 
 
 def sample_metrics(correct: list[list[bool]], pass_k: list[int]) -> dict[str, float]:
@@ -85,6 +98,13 @@ class GenerationEvaluator(EvaluatorBase[GenerationConfig]):
     def _prompt(self, index: int, row: dict[str, Any]) -> tuple[list[Message], str]:
         cfg = self.config
         question, answer = row.get(cfg.question_field), row.get(cfg.answer_field)
+        if cfg.format is not None:
+            from tinkex_cookbook.eval.public import RowFormatError, format_row
+
+            try:
+                question, answer = format_row(cfg.format, row)
+            except RowFormatError as exc:
+                raise DatasetError(f"row {index} of {cfg.dataset!r} ({cfg.split}): {exc}") from None
         if isinstance(question, str) and question and answer is not None:
             messages: list[Message] = [{"role": "user", "content": question + cfg.prompt_suffix}]
             reference = answer if isinstance(answer, str) else str(answer)

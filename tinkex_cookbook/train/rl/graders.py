@@ -3,8 +3,9 @@
 Ported from tinker-cookbook's ``tinker_cookbook/recipes/math_rl/math_grading.py`` (itself built on
 the Hendrycks MATH ``math_normalize`` and the PRM800K grader) and ``math_env.py`` (GSM8K answer
 extraction, the ``\\boxed{}`` format check) and ``rl/problem_env.py`` (the reward formula).
-Only the grading logic is ported; the timeout wrapper, the ``math_verify`` grader and the
-``pylatexenc`` dependency are not (LaTeX is turned into plain text by a small converter here).
+Only the grading logic is ported; the timeout wrapper and the ``pylatexenc`` dependency are not
+(LaTeX is turned into plain text by a small converter here). The graders for public evaluation
+sets (``choice``, ``ifeval``, ``math_verify``) live in ``eval_graders.py`` and are registered here.
 
 Everything is pure Python; ``sympy`` is optional and imported only when :func:`sympy_equal` runs.
 
@@ -24,6 +25,10 @@ Graders (``get_grader(name)``; all share the :class:`Grader` protocol and never 
     boxed_sympy   as ``boxed``, plus symbolic equivalence through sympy
     gsm8k         answer after the last ``####``, compared numerically
     numeric       last number in the response, compared numerically
+    exact, sympy  aliases of ``exact_match`` and ``boxed_sympy``
+    choice        a multiple-choice letter ("The answer is B.")      (eval_graders.py)
+    ifeval        IFEval instruction checks, the reference is JSON   (eval_graders.py)
+    math_verify   math-verify's parse and verify (the ``math`` extra) (eval_graders.py)
 
 Differences from the reference, on purpose:
 
@@ -59,6 +64,7 @@ from functools import partial
 from typing import Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import UnknownNameError, choices
+from tinkex_cookbook.train.rl.eval_graders import ChoiceAnswer, IfEvalAnswer, MathVerifyAnswer
 
 __all__ = [
     "GRADERS",
@@ -766,7 +772,13 @@ GRADERS: dict[str, Callable[[], Grader]] = {
     "boxed_sympy": partial(BoxedAnswer, use_sympy=True, name="boxed_sympy"),
     "gsm8k": Gsm8kAnswer,
     "numeric": NumericAnswer,
+    "exact": ExactMatch,
+    "sympy": partial(BoxedAnswer, use_sympy=True, name="boxed_sympy"),
+    "choice": ChoiceAnswer,
+    "ifeval": IfEvalAnswer,
+    "math_verify": MathVerifyAnswer,
 }
+"""Graders by name; ``exact`` and ``sympy`` are aliases (the grader keeps its own name)."""
 
 
 def grader_names() -> list[str]:
@@ -774,7 +786,8 @@ def grader_names() -> list[str]:
 
 
 def get_grader(name: str) -> Grader:
-    """A new grader by registry name; ``UnknownNameError`` lists the valid names."""
+    """A new grader by registry name; ``UnknownNameError`` lists the valid names. Building one can
+    fail (``math_verify`` without the ``math`` extra raises ``ConfigError``); grading never does."""
     factory = GRADERS.get(name) if isinstance(name, str) else None
     if factory is None:
         raise UnknownNameError(f"unknown grader {name!r}; valid graders: {choices(GRADERS)}")
