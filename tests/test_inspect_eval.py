@@ -377,3 +377,19 @@ def test_through_serve_and_the_tinker_adapter_a_task_scores_as_on_the_local_back
     assert [r["messages"] for r in result.records] == [r["messages"] for r in local.records]
     assert score_values(result.records) == score_values(local.records)
     assert {k: v for k, v in result.metrics.items()} == local.metrics
+
+
+def test_the_eval_command_runs_an_inspect_task_file_and_prints_its_log(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tinkex_cookbook.cli import app
+
+    (tmp_path / "tasks.py").write_text(TASK_FILE)
+    spec = {"name": "letters", "evaluator": "inspect", "inspect_task": f"{tmp_path / 'tasks.py'}@letters",
+            "max_tokens": 6, "log_dir": str(tmp_path / "logs")}
+    result = CliRunner().invoke(app, ["eval", "--model", MODEL, "--manifest", "test", "--quiet",
+                                      "--tasks", json.dumps(spec)])
+    assert result.exit_code == 0, result.output
+    assert "letters" in result.output and "accuracy (higher is better)" in result.output
+    logged = next(line for line in result.output.splitlines() if line.startswith("inspect log (letters, "))
+    assert Path(logged.split(": ", 1)[1]).is_file()

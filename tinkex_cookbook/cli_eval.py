@@ -70,5 +70,9 @@ def eval_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(report.table())
+    for task, by_target in report.outcome_details().items():
+        for label, details in by_target.items():
+            if "log_location" in details:
+                typer.echo(f"inspect log ({task}, {label}): {details['log_location']}")
     typer.echo(f"evaluation: {report.uri}")
     typer.echo(f"report: {report.details['files']['report.html']}")

@@ -3,6 +3,7 @@
     <folder>/eval.json                   tasks (with their configs), targets, seed, manifest
     <folder>/summary.json                {task: {target: metrics}}
     <folder>/summary.txt                 the table the command printed
+    <folder>/details.json                {task: {target: details}}, e.g. where inspect-ai wrote its log
     <folder>/records/<task>/<target>.jsonl   one line per example (prompt, replies, verdicts, scores)
     <folder>/report.html                 the table, then each task's examples with every target's
                                          reply side by side
@@ -48,6 +49,8 @@ def write_report(store: BlobStore, prefix: str, report: EvalReport, request: Map
         "summary.json": json.dumps(report.summary(), indent=2, default=_jsonable).encode(),
         "summary.txt": (report.table() + "\n").encode(),
     }
+    if report.outcome_details():
+        files["details.json"] = json.dumps(report.outcome_details(), indent=2, default=str).encode()
     for outcome in report.outcomes:
         files[f"records/{outcome.task.name}/{safe_name(outcome.label)}.jsonl"] = records_jsonl(outcome.result.records)
     files["report.html"] = render_html(report).encode()
@@ -71,6 +74,9 @@ def render_html(report: EvalReport) -> str:
         parts.append(f"<h2>{html.escape(task.name)} <small>{html.escape(task.evaluator)}"
                      f"{' — ' + html.escape(task.description) if task.description else ''}</small></h2>")
         parts.append(_metrics_table(outcomes))
+        parts.extend(f"<p><b>{html.escape(o.label)}</b>: " + ", ".join(
+            f"{html.escape(str(k))} <code>{html.escape(str(v))}</code>" for k, v in o.result.details.items()) + "</p>"
+            for o in outcomes if o.result.details)
         parts.append(_examples(outcomes))
     return "\n".join(parts)
 

@@ -73,6 +73,14 @@ class EvalReport:
             table.setdefault(outcome.task.name, {})[outcome.label] = dict(outcome.result.metrics)
         return table
 
+    def outcome_details(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{task: {target: details}}`` for the results that carry any (e.g. inspect-ai's log location)."""
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for outcome in self.outcomes:
+            if outcome.result.details:
+                found.setdefault(outcome.task.name, {})[outcome.label] = dict(outcome.result.details)
+        return found
+
     def table(self) -> str:
         """The task x target table; with two or more targets, the change from the first to the last."""
         rows = [["task", "metric", *self.labels, *(["change"] if len(self.labels) > 1 else [])]]
