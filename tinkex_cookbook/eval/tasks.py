@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tinkex_cookbook.errors import ConfigError, choices
 from tinkex_cookbook.eval.base import EVALUATORS, Evaluator
+from tinkex_cookbook.recipes.base import config_problems
 from tinkex_cookbook.registry import Registry
 
 
@@ -36,24 +37,9 @@ class EvalTask(BaseModel):
         try:
             config = evaluator_cls.Config.model_validate(self.config)
         except ValidationError as exc:
-            raise ConfigError(f"task {self.name!r} (evaluator {self.evaluator!r}): {_problems(evaluator_cls, exc)}") \
-                from None
+            raise ConfigError(f"task {self.name!r} (evaluator {self.evaluator!r}): "
+                              f"{config_problems(evaluator_cls.Config, exc)}") from None
         return evaluator_cls(config)  # type: ignore[call-arg]  # evaluators are built from their Config
-
-
-def _problems(evaluator_cls: type[Evaluator], exc: ValidationError) -> str:
-    problems, unknown = [], False
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {key!r}")
-            unknown = True
-        elif err["type"] == "missing":
-            problems.append(f"config key {key!r} is required")
-        else:
-            problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
-    valid = f". Valid keys: {choices(evaluator_cls.Config.model_fields)}" if unknown else ""
-    return "; ".join(problems) + valid
 
 
 SHIPPED_TASKS: dict[str, EvalTask] = {

@@ -197,18 +197,25 @@ def parse_config(
 
 
 def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
+    return f"{config_model.__name__}: " + config_problems(config_model, exc)
+
+
+def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
+    """Each bad key of a config with its value and what is wrong; the valid keys only when a key is unknown."""
     problems, unknown = [], False
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown config key {key!r}")
             unknown = True
+        elif err["type"] == "missing":
+            problems.append(f"config key {key!r} is required")
         elif not key:  # a check across keys: its message names them
             problems.append(err["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
     valid = f". Valid keys: {choices(config_model.model_fields)}" if unknown else ""
-    return f"{config_model.__name__}: " + "; ".join(problems) + valid
+    return "; ".join(problems) + valid
 
 
 def step_loop(body: list[Node], save_every: int, cfg: BaseModel | None = None) -> LoopSpec:
