@@ -189,6 +189,8 @@ def test_public_formats_evaluate_local_files_end_to_end(tmp_path: Path, evaluate
     assert [r["reference"] for r in results["math500"].records] == ["\\frac{3}{4}", "2\\sqrt{3}"]
     assert json.loads(results["ifeval"].records[1]["reference"])["kwargs"] == [{"num_words": 5,
                                                                                 "relation": "less than"}]
+    assert [r["instructions"] for r in results["ifeval"].records] == [[[True, True]], [[False]]]
+    assert results["ifeval"].metrics["instruction_accuracy"] == pytest.approx(2 / 3)  # 2 of 3 instructions
 
 
 def test_public_set_files_under_the_local_root_by_hub_id(tmp_path: Path, evaluate: Any) -> None:

@@ -146,5 +146,13 @@ class GenerationEvaluator(EvaluatorBase[GenerationConfig]):
                 progress.advance()
         metrics = sample_metrics(verdicts, cfg.pass_k)
         metrics["format_rate"] = sum(sum(r["format_ok"]) for r in records) / sum(len(r["format_ok"]) for r in records)
+        if cfg.grader == "ifeval":  # IFEval's second headline: the share of single instructions followed
+            from tinkex_cookbook.train.rl.eval_graders import ifeval_results
+
+            followed = []
+            for record in records:
+                record["instructions"] = [ifeval_results(reply, record["reference"]) for reply in record["replies"]]
+                followed += [ok for per_reply in record["instructions"] for ok in per_reply]
+            metrics["instruction_accuracy"] = sum(followed) / len(followed) if followed else 0.0
         metrics["examples"] = float(len(records))
         return EvalResult(metrics, records)
