@@ -82,7 +82,7 @@ def _summary_table(report: EvalReport) -> str:
         values = {o.label: o.result.metrics for o in report.outcomes if o.task.name == task.name}
         name, higher = headline(task, next(iter(values.values()), {}))
         cells = []
-        best = [v.get(name) for v in values.values() if v.get(name) is not None]
+        best = [value for v in values.values() if (value := v.get(name)) is not None]
         top = (max(best) if higher else min(best)) if best else None
         for label in report.labels:
             value = values.get(label, {}).get(name)
