@@ -1,4 +1,4 @@
-"""Evaluation anchors: our numbers are the ones plain ``transformers`` gives.
+"""Evaluation anchors: our numbers are the ones plain ``transformers`` gives, and queued prompts share passes.
 
 The NLL anchor runs the ``nll`` evaluator (``chitchat_nll``) on the local backend, then computes
 the same by hand: ``AutoModelForCausalLM`` on the same weights in float32, the conversations
@@ -94,3 +94,42 @@ def test_nll_of_smollm2_equals_a_plain_transformers_forward(tmp_path: Path) -> N
         sampler = ports.training_client.create_sampling_client(base_model=SMOLLM2)
         renderer = get_renderer("chatml", sampler.get_tokenizer())
         check_anchor(ports, sampler, renderer, cache / "HuggingFaceTB--SmolLM2-135M-Instruct")
+
+
+# --- batching ------------------------------------------------------------------------------------
+
+
+def test_generation_prompts_share_forward_passes_and_batches_change_no_reply(
+    tiny: tuple[Ports, LocalTorchSamplingClient, Renderer],
+) -> None:
+    """The generation evaluator submits every prompt before awaiting one; the local backend decodes them
+    as one batch (one forward pass per token for all of them, not one per prompt and token). A smaller
+    batch budget cuts the same queue into several batches, each within the budget, and changes no
+    greedy reply."""
+    ports, sampler, renderer = tiny
+    prompts, new_tokens = 8, 6
+    task = {"name": "chitchat_replies", "evaluator": "generation", "dataset": "chitchat", "limit": prompts,
+            "max_tokens": new_tokens}
+    passes: list[tuple[int, int]] = []
+    model: Any = sampler.model
+    hook = model.base_model.register_forward_hook(
+        lambda module, args, kwargs, out: passes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+
+    def replies() -> list[list[str]]:
+        passes.clear()
+        [outcome] = run_tasks(resolve_tasks([task]), [EvalTarget("base", sampler, renderer)], EvalEnv(ports))
+        assert outcome.result.metrics["examples"] == prompts
+        return [record["replies"] for record in outcome.result.records]
+
+    try:
+        together = replies()
+        assert passes[0][0] == prompts  # one prefill of every prompt
+        assert len(passes) <= new_tokens < prompts * new_tokens
+        budget = sampler.batch_tokens = 3 * (passes[0][1] + new_tokens)  # three of the longest prompts
+        assert replies() == together
+    finally:
+        hook.remove()
+    prefills = [(rows, length) for rows, length in passes if length > 1]
+    assert sum(rows for rows, _ in prefills) == prompts and len(prefills) >= 2
+    assert all(rows * (length + new_tokens) <= budget for rows, length in prefills)
+    assert len(passes) <= len(prefills) * new_tokens
