@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.adapters.training.local_generation import Request, plan_batches
 from tinkex_cookbook.adapters.training.local_models import (
     cache_keyword,
     decoder_states,
@@ -512,6 +513,17 @@ def test_batches_are_fixed_by_call_order_so_samples_repeat(service: LocalTorchTr
         return [tuple(s.tokens for s in f.result().sequences) for f in futures]
 
     assert burst() == burst()
+
+
+def test_a_queue_is_cut_into_batches_in_call_order_within_the_cache_budget() -> None:
+    """Rows x (longest prompt + longest reply) stays within the budget; a request over it runs alone."""
+    def request(prompt: int, count: int) -> Request:
+        return Request([1] * prompt, count, SamplingParams(max_tokens=10), torch.Generator(), None)
+
+    queue = [request(10, 1), request(5, 2), request(30, 1), request(100, 1), request(4, 1)]
+    batches = plan_batches(queue, 60)
+    assert [[queue.index(r) for r in batch] for batch in batches] == [[0, 1], [2], [3], [4]]
+    assert plan_batches(queue, 10**6) == [queue] and plan_batches([], 60) == []
 
 
 def test_ports_opened_by_a_script_keep_working_through_a_garbage_collection() -> None:
