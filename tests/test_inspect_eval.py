@@ -8,6 +8,8 @@ gives when it scores the same replies itself, replayed through its own mock mode
 
 from __future__ import annotations
 
+import gc
+
 import asyncio
 import json
 import subprocess
@@ -393,3 +395,4 @@ def test_the_eval_command_runs_an_inspect_task_file_and_prints_its_log(tmp_path:
     assert "letters" in result.output and "accuracy (higher is better)" in result.output
     logged = next(line for line in result.output.splitlines() if line.startswith("inspect log (letters, "))
     assert Path(logged.split(": ", 1)[1]).is_file()
+    gc.collect()  # inspect's unclosed streams (see pytestmark) are collected here, under this module's filter
