@@ -156,9 +156,13 @@ def evaluate_inspect_task(
     failed is an ``EvalError`` with inspect's message and the log's location.
     """
     options = {key: value for key, value in generate.items() if value is not None}
-    log = run_inspect(task, inspect_model(target, seed), limit=limit, task_args=dict(task_args or {}),
-                      log_dir=log_dir, **options)
-    return result_from_log(log)
+
+    def run() -> EvalResult:  # all of inspect off a running loop: inspect re-enters one by patching asyncio
+        log = run_inspect(task, inspect_model(target, seed), limit=limit, task_args=dict(task_args or {}),
+                          log_dir=log_dir, **options)
+        return result_from_log(log)
+
+    return _run_on_own_loop(run)
 
 
 def result_from_log(log: EvalLog) -> EvalResult:

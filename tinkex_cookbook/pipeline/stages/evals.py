@@ -116,10 +116,3 @@ def evals_final(ctx: Context[EvalsConfig], training_client: TrainingService, blo
     if "final_checkpoint" not in ctx.state:
         _submit(ctx, training_client, blob_store)
     _report(ctx, wait=True)
-
-
-@stage("evals_now", reads=(TRAINER, RENDERER), optional=(EVALS_PENDING,), writes=(EVALS_PENDING,))
-def evals_now(ctx: Context[EvalsConfig], training_client: TrainingService, blob_store: BlobStore) -> None:
-    """An eval spec's tasks on the weights it loaded: the run's checkpoint, else the base model."""
-    _submit(ctx, training_client, blob_store)
-    _report(ctx, wait=True)
