@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tinkex_cookbook.eval.suite import EvalReport, TaskOutcome, headline
+from tinkex_cookbook.eval.suite import EvalReport, TaskOutcome
 from tinkex_cookbook.ports import BlobStore
 
 EXAMPLES_SHOWN = 20
@@ -85,14 +85,12 @@ def _summary_table(report: EvalReport) -> str:
     head = "".join(f"<th>{html.escape(label)}</th>" for label in report.labels)
     rows = []
     for task in report.tasks:
-        values = {o.label: o.result.metrics for o in report.outcomes if o.task.name == task.name}
-        name, higher = headline(task, next(iter(values.values()), {}))
+        name, higher, values = report.headline(task)
+        given = [v for v in values.values() if v is not None]
+        top = (max(given) if higher else min(given)) if given else None
         cells = []
-        best = [float(v[name]) for v in values.values() if v.get(name) is not None]
-        top = (max(best) if higher else min(best)) if best else None
-        for label in report.labels:
-            value = values.get(label, {}).get(name)
-            mark = " class='best'" if value is not None and value == top and len(best) > 1 else ""
+        for value in values.values():
+            mark = " class='best'" if value is not None and value == top and len(given) > 1 else ""
             cells.append(f"<td{mark}>{'-' if value is None else f'{value:.4f}'}</td>")
         rows.append(f"<tr><td>{html.escape(task.name)}</td><td>{html.escape(name)} "
                     f"({'↑' if higher else '↓'})</td>{''.join(cells)}</tr>")

@@ -81,18 +81,20 @@ class EvalReport:
                 found.setdefault(outcome.task.name, {})[outcome.label] = dict(outcome.result.details)
         return found
 
+    def headline(self, task: EvalTask) -> tuple[str, bool, dict[str, float | None]]:
+        """``task``'s headline metric, whether higher is better, and its value on each target (``None``: none)."""
+        values = {o.label: o.result.metrics for o in self.outcomes if o.task.name == task.name}
+        name, higher = headline(task, next(iter(values.values()), {}))
+        return name, higher, {label: values.get(label, {}).get(name) for label in self.labels}
+
     def table(self) -> str:
         """The task x target table; with two or more targets, the change from the first to the last."""
         rows = [["task", "metric", *self.labels, *(["change"] if len(self.labels) > 1 else [])]]
         for task in self.tasks:
-            values = {o.label: o.result.metrics for o in self.outcomes if o.task.name == task.name}
-            first = next(iter(values.values()), {})
-            name, higher = headline(task, first)
-            cells = [_fmt(values.get(label, {}).get(name)) for label in self.labels]
-            row = [task.name, f"{name} ({'higher' if higher else 'lower'} is better)", *cells]
+            name, higher, values = self.headline(task)
+            row = [task.name, f"{name} ({'higher' if higher else 'lower'} is better)", *map(_fmt, values.values())]
             if len(self.labels) > 1:
-                a = values.get(self.labels[0], {}).get(name)
-                b = values.get(self.labels[-1], {}).get(name)
+                a, b = values[self.labels[0]], values[self.labels[-1]]
                 row.append("" if a is None or b is None else f"{b - a:+.4f}")
             rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

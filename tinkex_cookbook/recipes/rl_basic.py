@@ -70,11 +70,9 @@ class RlBasicConfig(StepRecipeConfig):
     @field_validator("grader")
     @classmethod
     def _known_grader(cls, name: str) -> str:
-        from tinkex_cookbook.train.rl.graders import GRADERS
+        from tinkex_cookbook.train.rl.graders import check_grader
 
-        if name not in GRADERS:
-            raise ValueError(f"unknown grader {name!r}; valid: {', '.join(sorted(GRADERS))}")
-        return name
+        return check_grader(name)
 
 
 class MathRlConfig(RlBasicConfig):

@@ -12,9 +12,8 @@ folder is left as it was.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.eval.base import EvalEnv, EvalTarget
@@ -23,8 +22,7 @@ from tinkex_cookbook.eval.suite import EvalReport, TaskOutcome, run_tasks
 from tinkex_cookbook.eval.tasks import TaskInput, resolve_tasks
 from tinkex_cookbook.recipes.common import check_log_path
 from tinkex_cookbook.runtime.options import RunOptions
-from tinkex_cookbook.runtime.targets import Target, open_target_sampler, resolve_target, target_tokenizer
-from tinkex_cookbook.train.renderers import get_renderer
+from tinkex_cookbook.runtime.targets import Target, open_deployment, resolve_target, target_sampler
 
 
 def eval_targets(model: str | None, run: str | None, checkpoints: Sequence[str] = (), base: bool = True,
@@ -57,28 +55,21 @@ def evaluate(
     eval_dir: str | None = None, options: RunOptions | None = None,
     on_outcome: Callable[[TaskOutcome], None] | None = None,
 ) -> EvalReport:
-    from tinkex_cookbook.runtime.runtime import Runtime, register_manifest_models
-
     options = options or RunOptions()
     chosen = resolve_tasks(list(tasks) if not isinstance(tasks, str) else tasks)
     targets = eval_targets(model, run, checkpoints, base, renderer)
     first = targets[0][1]
-    ref, recorded = first.deployment(options.manifest)
-    if first.run is not None:
-        register_manifest_models(first.run.manifest.get("models") or {})
     prefix = check_log_path(eval_dir) or f"evals/{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    overrides: Mapping[str, Any] = {**(recorded or {}), **(options.ports or {})}
-    with Runtime.open(ref, overrides, options.settings) as ports:
+    with open_deployment(first, options.manifest, options.ports, options.settings) as ports:
         service = ports.training_client
         env = EvalEnv(ports, seed=seed)
         outcomes: list[TaskOutcome] = []
         for label, target in targets:
-            sampler = open_target_sampler(service, target)
-            target_renderer = get_renderer(target.renderer_name, target_tokenizer(service, sampler, target.model_name))
-            outcomes += run_tasks(chosen, [EvalTarget(label, sampler, target_renderer)], env, on_outcome)
+            outcomes += run_tasks(chosen, [EvalTarget(label, *target_sampler(service, target))], env, on_outcome)
         report = EvalReport(chosen, [label for label, _ in targets], outcomes)
         request = {
-            "created": datetime.now(UTC).isoformat(timespec="seconds"), "seed": seed, "manifest": ref or "default",
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), "seed": seed,
+            "manifest": first.deployment(options.manifest)[0] or "default",
             "tasks": [task.model_dump(mode="json") for task in chosen],
             "targets": [{"label": label, "model_name": t.model_name, "renderer_name": t.renderer_name,
                          "weights_path": t.weights_path, "run": str(t.run.path) if t.run else None,

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
-from tinkex_cookbook.ports import SamplingClient, Tokenizer, TrainingService
+from tinkex_cookbook.ports import Ports, SamplingClient, Tokenizer, TrainingService
 from tinkex_cookbook.runs import Run, RunsError, find_run_folders, is_run_folder
+from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 
@@ -180,17 +181,32 @@ def open_target_sampler(service: TrainingService, target: Target) -> SamplingCli
 
 
 @contextmanager
-def open_sampler(
+def open_deployment(
     target: Target, manifest: str | None = None, ports: Mapping[str, Any] | None = None,
-) -> Iterator[tuple[SamplingClient, Renderer, TrainingService]]:
-    """The target's sampling client and renderer, on ``manifest`` (else the run's own, else the default)."""
+    settings: Settings | None = None,
+) -> Iterator[Ports]:
+    """The ports of ``target``'s deployment: ``manifest``, else the run's own bindings (its models registered)."""
     from tinkex_cookbook.runtime.runtime import Runtime, register_manifest_models
 
     ref, recorded = target.deployment(manifest)
     if target.run is not None:
         register_manifest_models(target.run.manifest.get("models") or {})
-    with Runtime.open(ref, {**(recorded or {}), **(ports or {})}) as opened:
+    with Runtime.open(ref, {**(recorded or {}), **(ports or {})}, settings) as opened:
+        yield opened
+
+
+def target_sampler(service: TrainingService, target: Target) -> tuple[SamplingClient, Renderer]:
+    """A sampling client on the target's weights and the renderer its prompts are written with."""
+    sampler = open_target_sampler(service, target)
+    return sampler, get_renderer(target.renderer_name, target_tokenizer(service, sampler, target.model_name))
+
+
+@contextmanager
+def open_sampler(
+    target: Target, manifest: str | None = None, ports: Mapping[str, Any] | None = None,
+) -> Iterator[tuple[SamplingClient, Renderer, TrainingService]]:
+    """The target's sampling client and renderer, on ``manifest`` (else the run's own, else the default)."""
+    with open_deployment(target, manifest, ports) as opened:
         service = opened.training_client
-        sampler = open_target_sampler(service, target)
-        renderer = get_renderer(target.renderer_name, target_tokenizer(service, sampler, target.model_name))
+        sampler, renderer = target_sampler(service, target)
         yield sampler, renderer, service

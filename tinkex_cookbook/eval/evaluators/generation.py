@@ -29,13 +29,7 @@ from tinkex_cookbook.eval.evaluators._data import load_rows
 from tinkex_cookbook.eval.metrics import example_seed, pass_at_k
 from tinkex_cookbook.train.renderers import Message, get_text_content
 from tinkex_cookbook.train.replies import parse_reply, sampling_params
-from tinkex_cookbook.train.rl.graders import GRADERS, get_grader
-
-
-def check_grader(name: str) -> str:
-    if name not in GRADERS:
-        raise ValueError(f"unknown grader {name!r}; valid: {', '.join(sorted(GRADERS))}")
-    return name
+from tinkex_cookbook.train.rl.graders import check_grader, get_grader
 
 
 class SamplingEvalConfig(BaseModel):

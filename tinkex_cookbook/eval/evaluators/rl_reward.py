@@ -15,12 +15,12 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, field_validator, model_validator
 
 from tinkex_cookbook.eval.base import EvalConfig, EvalEnv, EvalResult, EvalTarget, EvaluatorBase, register_evaluator
-from tinkex_cookbook.eval.evaluators.generation import SamplingEvalConfig, check_grader, sample_metrics
+from tinkex_cookbook.eval.evaluators.generation import SamplingEvalConfig, sample_metrics
 from tinkex_cookbook.eval.metrics import example_seed
 from tinkex_cookbook.ports import SamplingParams
 from tinkex_cookbook.train.replies import parse_reply
 from tinkex_cookbook.train.rl.envs import BOXED_SUFFIX, DigitsEnv, ProblemEnv, arithmetic_problem, load_problems
-from tinkex_cookbook.train.rl.graders import get_grader
+from tinkex_cookbook.train.rl.graders import check_grader, get_grader
 from tinkex_cookbook.train.rl.types import Env
 from tinkex_cookbook.train.types import stop_tuple
 
@@ -89,7 +89,7 @@ class RlRewardEvaluator(EvaluatorBase[RlRewardConfig]):
             for index, question, answer, _prompt, future in submitted:
                 sequences = future.result().sequences
                 steps = [self._env(target, question, answer).step(list(s.tokens)) for s in sequences]
-                replies = [_reply_text(target, s.tokens) for s in sequences]
+                replies = [parse_reply(target.renderer, list(s.tokens)) for s in sequences]
                 sample_rewards = [step.reward for step in steps]
                 correct = [bool(step.metrics.get("correct", step.reward >= 1.0)) for step in steps]
                 rewards += sample_rewards
@@ -102,8 +102,4 @@ class RlRewardEvaluator(EvaluatorBase[RlRewardConfig]):
             metrics["pass@1"] = metrics["accuracy"]
         metrics["examples"] = float(len(records))
         return EvalResult(metrics, records)
-
-
-def _reply_text(target: EvalTarget, tokens: tuple[int, ...] | list[int]) -> str:
-    return parse_reply(target.renderer, list(tokens))
 

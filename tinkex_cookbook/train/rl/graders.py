@@ -785,6 +785,13 @@ def grader_names() -> list[str]:
     return sorted(GRADERS)
 
 
+def check_grader(name: str) -> str:
+    """A config validator's check: ``name`` is a registered grader (a ``ValueError`` listing them, if not)."""
+    if name not in GRADERS:
+        raise ValueError(f"unknown grader {name!r}; valid: {', '.join(sorted(GRADERS))}")
+    return name
+
+
 def get_grader(name: str) -> Grader:
     """A new grader by registry name; ``UnknownNameError`` lists the valid names. Building one can
     fail (``math_verify`` without the ``math`` extra raises ``ConfigError``); grading never does."""
