@@ -195,3 +195,14 @@ def test_a_run_imports_only_its_own_recipe_and_renderer() -> None:
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT, capture_output=True, text=True,
                           check=False, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_an_entry_point_must_name_the_object_of_its_own_name() -> None:
+    from tinkex_cookbook.eval.tasks import EvalTask, _checked_task
+    from tinkex_cookbook.registry import check_entry_name
+
+    check_entry_name("recipe", "sl_basic", "sl_basic")
+    with pytest.raises(ValueError, match="the entry point is named 'mine' but the recipe's name is 'sl_basic'"):
+        check_entry_name("recipe", "mine", "sl_basic")
+    with pytest.raises(ValueError, match="the task's name is 'other'"):
+        _checked_task("mine", EvalTask(name="other", evaluator="nll"))

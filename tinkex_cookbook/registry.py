@@ -61,6 +61,13 @@ def installed_entry_points(group: str, path: tuple[str, ...]) -> tuple[tuple[str
                  for point in entry_points(group=group))
 
 
+def check_entry_name(kind: str, entry: str, named: str) -> None:
+    """A plugin's entry point must point at the object of its own name: ``name = pkg:thing`` where
+    ``thing.name == name``, so the name users type is the name the object answers to."""
+    if named != entry:
+        raise ValueError(f"the entry point is named {entry!r} but the {kind}'s name is {named!r}")
+
+
 class Registry(Generic[T]):
     """Names -> objects of one kind; built-ins and plugins imported on first lookup.
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from tinkex_cookbook.ports import DatasetStore, LLMClient, SamplingClient
-from tinkex_cookbook.registry import Registry
+from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.train.renderers import Renderer
 
 
@@ -136,8 +136,7 @@ def _checked_evaluator(name: str, loaded: Any) -> type[Evaluator]:
     if not isinstance(loaded, type) or not hasattr(loaded, "Config") or not hasattr(loaded, "evaluate"):
         raise TypeError(f"{loaded!r} is not an evaluator class (one with name, Config and evaluate)")
     evaluator = typing.cast(type[Evaluator], loaded)
-    if evaluator.name != name:
-        raise ValueError(f"the entry point is named {name!r} but the evaluator's name is {evaluator.name!r}")
+    check_entry_name("evaluator", name, evaluator.name)
     return evaluator
 
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tinkex_cookbook.errors import ConfigError, choices
 from tinkex_cookbook.eval.base import EVALUATORS, Evaluator
 from tinkex_cookbook.recipes.base import config_problems
-from tinkex_cookbook.registry import Registry
+from tinkex_cookbook.registry import Registry, check_entry_name
 
 
 class EvalTask(BaseModel):
@@ -64,8 +64,7 @@ SHIPPED_TASKS: dict[str, EvalTask] = {
 
 def _checked_task(name: str, loaded: Any) -> EvalTask:
     task = loaded if isinstance(loaded, EvalTask) else EvalTask.model_validate(loaded)
-    if task.name != name:
-        raise ValueError(f"the entry point is named {name!r} but the task's name is {task.name!r}")
+    check_entry_name("task", name, task.name)
     return task
 
 

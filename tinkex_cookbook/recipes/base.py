@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 from pydantic import BaseModel, ValidationError
 
 from tinkex_cookbook.errors import ConfigError, choices
-from tinkex_cookbook.registry import Registry
+from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
 
@@ -121,8 +121,7 @@ def _checked_recipe(name: str, loaded: Any) -> type[Recipe]:
     if not isinstance(loaded, type) or not isinstance(loaded, Recipe):
         raise TypeError(f"{loaded!r} is not a recipe class (one with name, Config and build_spec)")
     recipe = typing.cast(type[Recipe], loaded)
-    if recipe.name != name:
-        raise ValueError(f"the entry point is named {name!r} but the recipe's name is {recipe.name!r}")
+    check_entry_name("recipe", name, recipe.name)
     return recipe
 
 

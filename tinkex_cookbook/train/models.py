@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tinkex_cookbook.errors import ConfigError
-from tinkex_cookbook.registry import Registry
+from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.train.tokenizer_sources import DEEPSEEK_V3_MODELS, LLAMA3_MODELS, QWEN3_MODELS
 
 
@@ -91,8 +91,7 @@ def _checked_model(name: str, loaded: Any) -> ModelEntry:
     """A plugin's entry point must name a ``ModelEntry`` whose ``name`` is the entry point's name."""
     if not isinstance(loaded, ModelEntry):
         raise TypeError(f"{loaded!r} is not a ModelEntry")
-    if loaded.name != name:
-        raise ValueError(f"the entry point is named {name!r} but the model's name is {loaded.name!r}")
+    check_entry_name("model", name, loaded.name)
     _claim_names(loaded, replace=False)
     return loaded
 
