@@ -23,7 +23,7 @@ Importing this module imports no pipeline, recipe or adapter: browsing stays fas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
@@ -179,10 +179,10 @@ class RunFolder:
             html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
             self.store.write(self.key(REPORT), html.encode())
 
-    def artifacts(self, names: Sequence[str] = ARTIFACTS) -> dict[str, str]:
-        """The URIs of the files in ``names`` that exist, and of the ``evals/`` folder if a run wrote one."""
-        found = {name: self.uri(name) for name in names if self.exists(name)}
-        if names is ARTIFACTS and self.store.list(self.key(EVALS + "/")):
+    def artifacts(self) -> dict[str, str]:
+        """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
+        found = {name: self.uri(name) for name in ARTIFACTS if self.exists(name)}
+        if self.store.list(self.key(EVALS + "/")):
             found[EVALS] = self.uri(EVALS)
         return found
 
