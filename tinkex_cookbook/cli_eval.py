@@ -45,7 +45,8 @@ def eval_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the table and the folder."),
 ) -> None:
     """Evaluate a base model or a run's checkpoints on tasks; print a table, write an evaluation folder."""
-    from tinkex_cookbook import CookbookError
+    from tinkex_cookbook import ConfigError, CookbookError
+    from tinkex_cookbook.cli_models import _fail
     from tinkex_cookbook.eval.tasks import describe_tasks
     from tinkex_cookbook.runs import RunsError
     from tinkex_cookbook.runtime.evaluation import evaluate
@@ -55,8 +56,7 @@ def eval_command(
         typer.echo(describe_tasks())
         return
     if not tasks:
-        typer.echo("error: name the tasks to run with --tasks (see --list-tasks)", err=True)
-        raise typer.Exit(2)
+        _fail(ConfigError("name the tasks to run with --tasks (see --list-tasks)"))
 
     def progress(outcome: Any) -> None:
         if not quiet:
@@ -67,8 +67,7 @@ def eval_command(
                           renderer=renderer, seed=seed, eval_dir=out, options=RunOptions(manifest=manifest),
                           on_outcome=progress)
     except (CookbookError, RunsError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        _fail(exc)
     typer.echo(report.table())
     for task, by_target in report.outcome_details().items():
         for label, details in by_target.items():

@@ -89,7 +89,7 @@ def _report(ctx: Context[EvalsConfig], wait: bool) -> None:
         return
     while pending.running and (wait or pending.running[0][1].done()):
         step, future = pending.running.pop(0)
-        outcomes = future.result()  # an evaluator's error stops the run here, naming its task
+        outcomes = future.result()  # an evaluator's error is raised here, and stops the run
         row = {f"{o.task.name}/{name}": value for o in outcomes for name, value in o.result.metrics.items()}
         ctx.emit("train.eval", step=step, **row)
     if wait:
