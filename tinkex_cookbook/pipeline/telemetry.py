@@ -1,7 +1,8 @@
 """Telemetry: events a run emits, and the sinks that record them.
 
 Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
-``train.step``, ``train.epoch``, ``train.eval``, ``train.checkpoint``, and
+``train.dataset`` (the data's format and split sizes), ``train.step``,
+``train.epoch``, ``train.eval``, ``train.checkpoint``, and
 ``task.start|progress|stop`` for the long loops inside a stage (dataset
 preparation, sampling, evaluation; see ``TaskProgress``). A sink is
 anything with ``handle(event)`` and ``close()``; a sink that raises does not
@@ -300,7 +301,7 @@ def _console_line(event: Event) -> str | None:
         if data.get("seconds", 0) < SLOW_TASK_SECONDS:
             return None
         return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
-    if event.name in ("train.epoch", "train.eval", "train.checkpoint", "train.resume", "workflow.exception",
-                      "workflow.stop"):
+    if event.name in ("train.dataset", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
+                      "workflow.exception", "workflow.stop"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
     return None

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from tinkex_cookbook.recipes.base import RecipeBase, eval_stages, register_recipe, stages
 from tinkex_cookbook.recipes.common import RENDERER_HELP, MaxLength, Name, RecipeConfig, check_renderer
 from tinkex_cookbook.spec import LoopSpec, Node, StageSpec
+from tinkex_cookbook.train.formats import FormatName
 from tinkex_cookbook.train.renderers import TrainOnWhat
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -27,9 +28,19 @@ class SlBasicConfig(RecipeConfig):
     model_config = ConfigDict(use_enum_values=True)
 
     model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to fine-tune")
-    dataset: Name = Field("no_robots", description="dataset name for the dataset_store port")
+    dataset: Name = Field("no_robots", description="dataset name for the dataset_store port, or a .jsonl/.json file path")
     dataset_split: Name = Field("train", description="split to train on")
-    test_size: NonNegativeInt = Field(32, description="rows held out for evaluation")
+    dataset_format: FormatName = Field(
+        "auto", description="row shape: auto (detected from the rows' keys), messages, sharegpt, alpaca, "
+        "prompt_completion or text (docs/datasets.md)")
+    messages_field: Name | None = Field(
+        None, description="column holding the message list (default: messages; conversations for sharegpt)")
+    role_map: dict[str, str] = Field(
+        default_factory=dict, description='role names in the data -> ours, e.g. {"bot": "assistant"} '
+        "(over sharegpt's usual names: human, gpt, ...)")
+    text_field: Name = Field("text", description="column holding plain text (dataset_format=text)")
+    test_size: NonNegativeInt | None = Field(
+        None, description="rows held out for evaluation (default: 32, or 10% of a dataset too small for that)")
     train_size: PositiveInt | None = Field(None, description="use at most this many training rows (default: all)")
     renderer_name: str | None = Field(None, description=RENDERER_HELP)
     train_on_what: TrainOnWhat = Field(
@@ -86,9 +97,9 @@ class SlBasic(RecipeBase[SlBasicConfig]):
     @classmethod
     def train(cls, cfg: SlBasicConfig) -> list[Node]:
         step = stages("get_batch", "forward_backward", "optim_step", "log_step_metrics")
-        if cfg.test_size:
+        if cfg.test_size != 0:
             step.append(StageSpec(name="evaluate_at_end"))
-        if cfg.eval_every and cfg.test_size:
+        if cfg.eval_every and cfg.test_size != 0:
             step.append(StageSpec(name="evaluate", every=cfg.eval_every))
         step += eval_stages(cfg)
         if cfg.save_every:  # a checkpoint is of finished steps: read the ones in flight first

@@ -12,13 +12,14 @@ anything under that ``train_on_what``, so it is a data mistake, not a budget.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 
 from tinkex_cookbook.errors import DatasetError, choices
-from tinkex_cookbook.ports import Datum, ModelInput, TensorData
+from tinkex_cookbook.ports import Datum, ModelInput, TensorData, Tokenizer
 from tinkex_cookbook.train.renderers import Message, Renderer, TrainOnWhat, validate_conversation
 
 Reduction = Literal["none", "mean"]
@@ -85,20 +86,42 @@ def conversations_to_datums(
     truncated (see the module docstring); rows that carry no loss weight are errors.
     """
     mode = TrainOnWhat(train_on_what)
-    datums = []
-    for index, row in zip(indices if indices is not None else range(len(rows)), rows, strict=True):
-        messages = check_conversation(row, index)
-        try:
-            model_input, weights = renderer.build_supervised_example(messages, mode)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DatasetError(f"row {index}: {type(exc).__name__}: {exc}") from exc
-        if not any(weight > 0 for weight in weights):
-            raise _no_loss_weight(index, messages, mode)
-        try:
-            datums.append(datum_from_model_input_weights(model_input, weights, max_length, reduction))
-        except ValueError as exc:
-            raise DatasetError(f"row {index}: {exc}") from exc
-    return datums
+    return [
+        messages_to_datum(check_conversation(row, index), index, renderer, max_length, mode, reduction)
+        for index, row in zip(indices if indices is not None else range(len(rows)), rows, strict=True)
+    ]
+
+
+def messages_to_datum(
+    messages: Sequence[Message], index: int, renderer: Renderer, max_length: int | None, mode: TrainOnWhat,
+    reduction: Reduction,
+) -> Datum:
+    """One checked conversation (``check_conversation``) as a datum; errors name the row ``index``."""
+    try:
+        model_input, weights = renderer.build_supervised_example(messages, mode)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"row {index}: {type(exc).__name__}: {exc}") from exc
+    if not any(weight > 0 for weight in weights):
+        raise _no_loss_weight(index, messages, mode)
+    try:
+        return datum_from_model_input_weights(model_input, weights, max_length, reduction)
+    except ValueError as exc:
+        raise DatasetError(f"row {index}: {exc}") from exc
+
+
+def text_to_datum(text: str, index: int, tokenizer: Tokenizer, max_length: int | None, reduction: Reduction) -> Datum:
+    """Plain text trained on every token, as pretraining does: the tokenizer's own special tokens (a BOS if
+    the model's tokenizer adds one) and an EOS at the end (as TRL's language-modeling data does), so the
+    model also learns where a document stops. No chat template."""
+    tokens = tokenizer.encode(text, add_special_tokens=True)
+    eos = tokenizer.eos_token_id
+    if eos is not None and (not tokens or tokens[-1] != eos):
+        tokens.append(eos)
+    try:
+        return datum_from_model_input_weights(ModelInput.from_ints(tokens), [1.0] * len(tokens), max_length,
+                                              reduction)
+    except ValueError as exc:
+        raise DatasetError(f"row {index}: {exc}") from exc
 
 
 def check_conversation(row: Any, index: int) -> list[Message]:
@@ -109,7 +132,9 @@ def check_conversation(row: Any, index: int) -> list[Message]:
         role = message["role"]
         if role not in KNOWN_ROLES:
             guess = role.strip().lower()
-            hint = f"write {guess!r}" if guess in KNOWN_ROLES else "map it to one of them, or drop the message"
+            hint = f"write {guess!r}" if guess in KNOWN_ROLES else (
+                f"map it to one of them with role_map='{json.dumps({role: 'assistant'})}' (or the role it stands "
+                "for), or drop the message")
             raise DatasetError(f"{where}, field 'role': unknown role {role!r}; valid roles: {choices(KNOWN_ROLES)}. "
                                f"Fix: {hint}")
         if isinstance(message["content"], list):

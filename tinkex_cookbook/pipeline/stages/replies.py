@@ -19,6 +19,7 @@ from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import RENDERER, TRAINER
 from tinkex_cookbook.pipeline.stages.supervised import (
     IN_FLIGHT,
+    ROW_FORMAT,
     TEST_DATUMS,
     TEST_INDICES,
     TEST_ROWS,
@@ -28,9 +29,10 @@ from tinkex_cookbook.pipeline.stages.supervised import (
 from tinkex_cookbook.ports import BlobStore, SamplingClient, TrainingService
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
 from tinkex_cookbook.run_folder import SAMPLES, SUMMARY
+from tinkex_cookbook.train.formats import chat_row
 from tinkex_cookbook.train.replies import Prompt, held_out_prompt, replies, sampling_params
 
-READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS)
+READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS, ROW_FORMAT)
 """What both stages read: the held-out rows (for prompts) and datums (for the NLL)."""
 
 
@@ -41,7 +43,8 @@ def _prompts(ctx: Context[SlBasicConfig]) -> list[tuple[int, Prompt]]:
     for row, index in zip(rows, indices, strict=True):
         if len(chosen) >= ctx.config.sample_prompts:
             break
-        prompt = held_out_prompt(row, index)
+        chat = chat_row(row, ctx.need(ROW_FORMAT), index)  # None: plain text has no prompt to answer
+        prompt = held_out_prompt(chat, index) if chat is not None else None
         if prompt is not None:
             chosen.append((index, prompt))
     return chosen

@@ -23,7 +23,9 @@ from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import NUM_BATCHES, RENDERER, TOTAL_STEPS, TRAINER, adam_params
 from tinkex_cookbook.ports import APIFuture, DatasetStore, Datum, ForwardBackwardOutput, Row
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
-from tinkex_cookbook.train.datum import conversations_to_datums, weighted_nll
+from tinkex_cookbook.train.datum import weighted_nll
+from tinkex_cookbook.train.formats import RowFormat, resolve_format, rows_to_datums
+from tinkex_cookbook.train.holdout import check_batch_size, hold_out
 from tinkex_cookbook.train.renderers import TrainOnWhat
 
 
@@ -53,6 +55,8 @@ TEST_ROWS: Key[list[Row]] = Key("test_rows")
 TRAIN_INDICES: Key[list[int]] = Key("train_indices")
 """Each row's index in the dataset file, so a row that fails to render is named by it."""
 TEST_INDICES: Key[list[int]] = Key("test_indices")
+ROW_FORMAT: Key[RowFormat] = Key("row_format")
+"""The dataset's format (resolved from "auto"), which every row was read in by ``load_dataset``."""
 TRAIN_DATUMS: Key[list[Datum]] = Key("train_datums")
 TEST_DATUMS: Key[list[Datum]] = Key("test_datums")
 EPOCH_ORDER: Key[list[int]] = Key("epoch_order")
@@ -61,30 +65,34 @@ FWD_BWD: Key[APIFuture[ForwardBackwardOutput]] = Key("fwd_bwd")
 IN_FLIGHT: Key[Pipeline] = Key("in_flight")
 
 
-@stage("load_dataset", writes=(TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES))
+@stage("load_dataset", writes=(TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, ROW_FORMAT))
 def load_dataset(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) -> None:
-    """Shuffle once with the run's seed, hold out ``test_size`` rows, remember each row's index."""
+    """Read every row in its format (before any session opens), shuffle once with the run's seed, hold out
+    the test rows, remember each row's index."""
     cfg = ctx.config
-    dataset = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split)
-    if len(dataset) <= cfg.test_size:
-        raise DatasetError(
-            f"dataset {cfg.dataset!r} has {len(dataset)} rows, not more than test_size={cfg.test_size}"
-        )
-    order = list(range(len(dataset)))
+    raw = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list()
+    row_format = resolve_format(raw, RowFormat(cfg.dataset_format, cfg.messages_field, cfg.role_map, cfg.text_field))
+    held = hold_out(len(raw), cfg.test_size, cfg.batch_size, cfg.dataset)
+    order = list(range(len(raw)))
     random.Random(cfg.seed).shuffle(order)
-    rows = dataset.select(order).to_list()
-    ctx.put(TEST_ROWS, rows[: cfg.test_size])
-    ctx.put(TEST_INDICES, order[: cfg.test_size])
-    end = cfg.test_size + cfg.train_size if cfg.train_size else len(rows)
-    ctx.put(TRAIN_ROWS, rows[cfg.test_size : end])
-    ctx.put(TRAIN_INDICES, order[cfg.test_size : end])
+    rows = [raw[i] for i in order]
+    end = held.size + cfg.train_size if cfg.train_size else len(rows)
+    check_batch_size(len(rows[held.size : end]), cfg.batch_size)
+    ctx.put(ROW_FORMAT, row_format)
+    ctx.put(TEST_ROWS, rows[: held.size])
+    ctx.put(TEST_INDICES, order[: held.size])
+    ctx.put(TRAIN_ROWS, rows[held.size : end])
+    ctx.put(TRAIN_INDICES, order[held.size : end])
+    note = {"note": held.note} if held.note else {}
+    ctx.emit("train.dataset", dataset=cfg.dataset, format=row_format.name, rows=len(raw),
+             train_rows=len(ctx.need(TRAIN_ROWS)), test_rows=held.size, **note)
 
 
 RENDER_CHUNK = 256
 """Rows rendered between two progress updates."""
 
 
-@stage("build_dataset", reads=(RENDERER, TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES),
+@stage("build_dataset", reads=(RENDERER, TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, ROW_FORMAT),
        writes=(TRAIN_DATUMS, TEST_DATUMS, NUM_BATCHES, TOTAL_STEPS))
 def build_dataset(ctx: Context[SlBasicConfig]) -> None:
     cfg = ctx.config
@@ -105,8 +113,8 @@ def _render(ctx: Context[SlBasicConfig], split: str, rows: list[Row], indices: l
     with ctx.task(f"render {split} rows", len(rows)) as task:
         for start in range(0, len(rows), RENDER_CHUNK):
             chunk = rows[start : start + RENDER_CHUNK]
-            datums += conversations_to_datums(
-                chunk, renderer, cfg.max_length, mode, cfg.loss_reduction,
+            datums += rows_to_datums(
+                chunk, ctx.need(ROW_FORMAT), renderer, cfg.max_length, mode, cfg.loss_reduction,
                 indices=indices[start : start + RENDER_CHUNK],
             )
             task.advance(len(chunk))
