@@ -38,6 +38,10 @@ class RlBasicConfig(StepRecipeConfig):
     env: str = Field("arithmetic", description=f"environment: {', '.join(RL_ENVS)}")
     dataset: Name = Field("math_word_problems", description="problems dataset (env=problems)")
     dataset_split: Name = Field("train", description="split of the problems dataset")
+    question_field: Name = Field("question", description="column holding the question (e.g. problem for MATH)")
+    answer_field: Name = Field(
+        "answer", description="column holding the answer; a whole solution (MATH's solution, GSM8K's answer) "
+        "counts by its final \\boxed{...} or '#### N' answer")
     grader: str = Field("numeric", description="answer grader: numeric, boxed, boxed_sympy, gsm8k, exact_match, contains")
     format_coef: NonNegativeFloat = Field(0.1, description="reward lost when the answer's format is wrong")
     group_size: PositiveInt = Field(4, description="samples per problem, compared with each other")
@@ -92,7 +96,8 @@ class RlBasic(RecipeBase[RlBasicConfig]):
 
     @classmethod
     def setup(cls, cfg: RlBasicConfig) -> list[Node]:
-        return stages("init_session", "init_tokenizer", "rl_build_envs", "resume", "rl_open_samplers")
+        first = ["rl_load_problems"] if cfg.env == "problems" else []  # bad rows fail before a session opens
+        return stages(*first, "init_session", "init_tokenizer", "rl_build_envs", "resume", "rl_open_samplers")
 
     @classmethod
     def train(cls, cfg: RlBasicConfig) -> list[Node]:

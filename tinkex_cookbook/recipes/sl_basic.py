@@ -28,7 +28,8 @@ class SlBasicConfig(RecipeConfig):
     model_config = ConfigDict(use_enum_values=True)
 
     model_name: Name = Field("meta-llama/Llama-3.2-1B", description="base model to fine-tune")
-    dataset: Name = Field("no_robots", description="dataset name for the dataset_store port, or a .jsonl/.json file path")
+    dataset: Name = Field(
+        "no_robots", description="dataset name for the dataset_store port, or a .jsonl/.json file path")
     dataset_split: Name = Field("train", description="split to train on")
     dataset_format: FormatName = Field(
         "auto", description="row shape: auto (detected from the rows' keys), messages, sharegpt, alpaca, "

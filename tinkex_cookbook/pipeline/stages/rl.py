@@ -52,7 +52,7 @@ from tinkex_cookbook.train.rl.data import (
     to_datum,
     turn_samples,
 )
-from tinkex_cookbook.train.rl.envs import build_rl_dataset
+from tinkex_cookbook.train.rl.envs import build_rl_dataset, problem_set
 from tinkex_cookbook.train.rl.rollouts import PendingRollouts, start_rollouts
 from tinkex_cookbook.train.rl.types import RLDataset, TrajectoryGroup
 
@@ -65,6 +65,8 @@ class Prefetched(NamedTuple):
     sampler_path: str
 
 
+PROBLEMS: Key[list[tuple[str, str]]] = Key("problems")
+"""(question, final answer) rows of the ``problems`` env."""
 RL_DATASET: Key[RLDataset] = Key("rl_dataset")
 BASE_SAMPLER: Key[SamplingClient] = Key("base_sampler")
 """The base model, for the KL penalty (``kl_penalty_coef`` > 0)."""
@@ -80,10 +82,17 @@ def _sampling_params(cfg: RlBasicConfig) -> SamplingParams:
     return SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
 
 
-@stage("rl_build_envs", reads=(TRAINER, RENDERER), writes=(RL_DATASET, NUM_STEPS, TOTAL_STEPS))
+@stage("rl_load_problems", writes=(PROBLEMS,))
+def rl_load_problems(ctx: Context[RlBasicConfig], dataset_store: DatasetStore) -> None:
+    """The ``problems`` env's rows, read and checked before any session opens."""
+    ctx.put(PROBLEMS, problem_set(dataset_store, ctx.config))
+
+
+@stage("rl_build_envs", reads=(TRAINER, RENDERER), optional=(PROBLEMS,),
+       writes=(RL_DATASET, NUM_STEPS, TOTAL_STEPS))
 def rl_build_envs(ctx: Context[RlBasicConfig], dataset_store: DatasetStore) -> None:
     tokenizer = ctx.need(TRAINER).get_tokenizer()
-    dataset = build_rl_dataset(ctx.config, ctx.need(RENDERER), tokenizer, dataset_store)
+    dataset = build_rl_dataset(ctx.config, ctx.need(RENDERER), tokenizer, dataset_store, ctx.get(PROBLEMS))
     ctx.put(RL_DATASET, dataset)
     ctx.put(NUM_STEPS, len(dataset))
     ctx.put(TOTAL_STEPS, len(dataset))

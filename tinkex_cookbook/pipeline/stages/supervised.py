@@ -71,7 +71,8 @@ def load_dataset(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) -> No
     the test rows, remember each row's index."""
     cfg = ctx.config
     raw = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list()
-    row_format = resolve_format(raw, RowFormat(cfg.dataset_format, cfg.messages_field, cfg.role_map, cfg.text_field))
+    row_format = RowFormat(cfg.dataset_format, cfg.messages_field, cfg.role_map, cfg.text_field)
+    row_format = resolve_format(raw, row_format)
     held = hold_out(len(raw), cfg.test_size, cfg.batch_size, cfg.dataset)
     order = list(range(len(raw)))
     random.Random(cfg.seed).shuffle(order)

@@ -20,7 +20,7 @@ from typing import Any
 from tinkex_cookbook.errors import DatasetError, UnknownNameError, choices
 from tinkex_cookbook.ports import DatasetStore, ModelInput, Tokenizer
 from tinkex_cookbook.train.renderers import Message, Renderer, get_text_content
-from tinkex_cookbook.train.rl.graders import Grader, get_grader, reward
+from tinkex_cookbook.train.rl.graders import Grader, extract_boxed, extract_gsm8k, get_grader, reward
 from tinkex_cookbook.train.rl.types import Env, EnvGroupBuilder, StepResult, StopCondition
 
 BOXED_SUFFIX = " Write your final answer in \\boxed{}."
@@ -136,20 +136,50 @@ def arithmetic_problem(rng: random.Random) -> tuple[str, str]:
     return f"What is {x} + {y}?", str(x + y)
 
 
-def load_problems(store: DatasetStore, name: str, split: str, limit: int | None = None) -> list[tuple[str, str]]:
-    """``question``/``answer`` rows; a malformed row is named by its index."""
+def load_problems(store: DatasetStore, name: str, split: str, limit: int | None = None,
+                  question_field: str = "question", answer_field: str = "answer") -> list[tuple[str, str]]:
+    """(question, final answer) per row; a malformed row is named by its index, with the keys it has.
+
+    An answer that is a whole solution keeps only its final answer: the last ``\\boxed{...}`` (MATH's
+    ``solution``) or what follows ``####`` (GSM8K's ``answer``), so the grader compares like with like.
+    """
     rows = store.load_dataset(name, split).to_list()
     problems = []
+    where = f"of dataset {name!r} ({split})"
     for index, row in enumerate(rows[:limit] if limit else rows):
-        question, answer = row.get("question"), row.get("answer")
+        question, answer = row.get(question_field), row.get(answer_field)
         if not isinstance(question, str) or not question or answer is None:
-            raise DatasetError(f"row {index} of dataset {name!r} ({split}) needs a non-empty string 'question' "
-                               f"and an 'answer'; got keys {sorted(row)}")
+            raise DatasetError(
+                f"row {index} {where} needs a non-empty string {question_field!r} and an {answer_field!r}; got "
+                f"keys {sorted(row)}. Fix: set question_field= and answer_field= to the columns holding them "
+                "(e.g. question_field=problem answer_field=solution for MATH)")
+        answer = final_answer(answer) if isinstance(answer, str) else answer
         if not _is_answer(answer):
-            raise DatasetError(f"row {index} of dataset {name!r} ({split}): field 'answer' must be a non-empty "
-                               f"string or a finite number, got {answer!r:.60}. Fix: write the expected final "
-                               'answer, e.g. "42" or 42, or drop the row')
+            raise DatasetError(f"row {index} {where}: field {answer_field!r} must be a non-empty string or a "
+                               f"finite number, got {answer!r:.60}. Fix: write the expected final answer, e.g. "
+                               '"42" or 42, or drop the row')
         problems.append((question, str(answer)))
+    return problems
+
+
+def final_answer(text: str) -> str:
+    """A solution's final answer (its last ``\\boxed{...}``, else what follows ``####``), or ``text`` as it is."""
+    if "\\boxed" in text:
+        boxed = extract_boxed(text)
+        if boxed is not None:
+            return boxed
+    if "####" in text:
+        return extract_gsm8k(text) or ""
+    return text
+
+
+def problem_set(store: DatasetStore, cfg: Any) -> list[tuple[str, str]]:
+    """The ``problems`` env's rows, checked: enough of them for one batch."""
+    problems = load_problems(store, cfg.dataset, cfg.dataset_split, question_field=cfg.question_field,
+                             answer_field=cfg.answer_field)
+    if len(problems) < cfg.batch_size:
+        raise DatasetError(f"dataset {cfg.dataset!r} has {len(problems)} problems, fewer than "
+                           f"batch_size={cfg.batch_size}. Fix: set batch_size={max(len(problems), 1)} or lower")
     return problems
 
 
@@ -163,8 +193,10 @@ def _is_answer(value: Any) -> bool:
 RL_ENVS = ("problems", "arithmetic", "digits")
 
 
-def build_rl_dataset(cfg: Any, renderer: Renderer, tokenizer: Tokenizer, dataset_store: DatasetStore) -> Any:
-    """The step-indexed groups for ``cfg.env`` (one of ``RL_ENVS``)."""
+def build_rl_dataset(cfg: Any, renderer: Renderer, tokenizer: Tokenizer, dataset_store: DatasetStore,
+                     problems: list[tuple[str, str]] | None = None) -> Any:
+    """The step-indexed groups for ``cfg.env`` (one of ``RL_ENVS``); ``problems``: the ``problems`` env's rows
+    when already read (``problem_set``)."""
     sizes = {"batch_size": cfg.batch_size, "group_size": cfg.group_size, "num_steps": cfg.num_steps,
              "seed": cfg.seed}
     if cfg.env == "digits":
@@ -181,9 +213,6 @@ def build_rl_dataset(cfg: Any, renderer: Renderer, tokenizer: Tokenizer, dataset
     if cfg.env == "arithmetic":
         return GeneratedDataset(arithmetic_problem, problem, **sizes)
     if cfg.env == "problems":
-        problems = load_problems(dataset_store, cfg.dataset, cfg.dataset_split)
-        if len(problems) < cfg.batch_size:
-            raise DatasetError(f"dataset {cfg.dataset!r} has {len(problems)} problems, fewer than "
-                               f"batch_size={cfg.batch_size}")
-        return ProblemDataset(problems, problem, **sizes)
+        return ProblemDataset(problems if problems is not None else problem_set(dataset_store, cfg), problem,
+                              **sizes)
     raise UnknownNameError(f"unknown RL environment {cfg.env!r}; valid: {choices(RL_ENVS)}")
