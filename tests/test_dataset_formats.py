@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinkex_cookbook import DatasetError, Runtime, StageError
+from tinkex_cookbook import ConfigError, DatasetError, Runtime, StageError
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.train.datum import conversation_to_datum
 from tinkex_cookbook.train.formats import RowFormat, detect_format, resolve_format, rows_to_datums, to_example
@@ -120,6 +120,8 @@ def test_messages_field_reads_the_list_from_another_column(tmp_path: Path) -> No
     assert dataset_event(result)["format"] == "messages"
     shared = [{"turns": as_shape(m, "sharegpt")["conversations"]} for m in chitchat(20)]
     assert dataset_event(run(tmp_path / "s", shared, messages_field="turns", batch_size=4))["format"] == "sharegpt"
+    with pytest.raises(DatasetError, match=r"row 0 has no column messages_field='dialogue'; its keys: \['dialog'\]"):
+        detect_format(rows[0], RowFormat(messages_field="dialogue"))
 
 
 def test_an_ambiguous_row_asks_for_dataset_format(tmp_path: Path) -> None:
@@ -145,6 +147,8 @@ def test_an_unknown_speaker_is_mapped_with_role_map(tmp_path: Path) -> None:
     assert "unknown role 'customer'" in message and "role_map=" in message
     result = run(tmp_path / "mapped", rows, role_map={"customer": "user", "bot": "assistant"}, batch_size=4)
     assert dataset_event(result)["format"] == "sharegpt"
+    with pytest.raises(ConfigError, match=r"role_map maps to unknown roles \{'bot': 'helper'\}"):
+        run(tmp_path / "typo", rows, role_map={"bot": "helper"})
 
 
 def test_a_text_column_beside_a_conversation_is_not_ambiguous() -> None:

@@ -281,7 +281,8 @@ def test_malformed_row_names_the_stage_and_the_row() -> None:
     rows = [{"messages": [{"role": "user"}]} for _ in range(40)]
     with pytest.raises(StageError) as caught:
         Runtime.run(SlBasic, SMALL, manifest="test", ports={"dataset_store": MemoryDatasetStore({"no_robots": rows})})
-    assert "build_dataset" in str(caught.value) and re.search(r"row \d+, message 0", str(caught.value))
+    # every row is read in load_dataset, before the session opens
+    assert "load_dataset" in str(caught.value) and re.search(r"row \d+, message 0", str(caught.value))
     assert "content" in str(caught.value)
 
 

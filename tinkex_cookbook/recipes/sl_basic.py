@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 from tinkex_cookbook.recipes.base import RecipeBase, eval_stages, register_recipe, stages
 from tinkex_cookbook.recipes.common import RENDERER_HELP, MaxLength, Name, RecipeConfig, check_renderer
 from tinkex_cookbook.spec import LoopSpec, Node, StageSpec
-from tinkex_cookbook.train.formats import FormatName
+from tinkex_cookbook.train.formats import FormatName, check_role_map
 from tinkex_cookbook.train.renderers import TrainOnWhat
 from tinkex_cookbook.train.schedules import LRSchedule
 
@@ -80,6 +80,11 @@ class SlBasicConfig(RecipeConfig):
     @classmethod
     def _known_renderer(cls, name: str | None) -> str | None:
         return check_renderer(name)
+
+    @field_validator("role_map")
+    @classmethod
+    def _known_roles(cls, roles: dict[str, str]) -> dict[str, str]:
+        return dict(check_role_map(roles))
 
 
 @register_recipe

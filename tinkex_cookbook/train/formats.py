@@ -24,9 +24,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.errors import DatasetError, choices
 from tinkex_cookbook.ports import Datum
-from tinkex_cookbook.train.datum import Reduction, check_conversation, messages_to_datum, text_to_datum
+from tinkex_cookbook.train.datum import (
+    KNOWN_ROLES,
+    Reduction,
+    check_conversation,
+    messages_to_datum,
+    text_to_datum,
+)
 from tinkex_cookbook.train.renderers import Message, Renderer, TrainOnWhat
 
 FormatName = Literal["auto", "messages", "sharegpt", "alpaca", "prompt_completion", "text"]
@@ -65,6 +71,14 @@ class RowFormat:
         return self.messages_field or ("conversations" if name == "sharegpt" else "messages")
 
 
+def check_role_map(roles: Mapping[str, str]) -> Mapping[str, str]:
+    """A ``role_map`` maps to roles the renderers know; anything else is a config mistake, caught before a run."""
+    bad = {name: role for name, role in roles.items() if role not in KNOWN_ROLES}
+    if bad:
+        raise ValueError(f"role_map maps to unknown roles {bad}; map each name to one of {choices(KNOWN_ROLES)}")
+    return roles
+
+
 @dataclass(frozen=True)
 class Example:
     """A row in canonical form: a conversation, or plain text (``messages`` is then ``None``).
@@ -97,6 +111,9 @@ def detect_format(row: Any, row_format: RowFormat, index: int = 0) -> FormatName
     if not isinstance(row, Mapping):
         raise DatasetError(f"row {index}: expected a JSON object, got {type(row).__name__}")
     keys = sorted(row)
+    if row_format.messages_field is not None and row_format.messages_field not in row:
+        raise DatasetError(f"row {index} has no column messages_field={row_format.messages_field!r}; its keys: "
+                           f"{keys}. Fix: set messages_field= to the column holding the message list")
     found: list[FormatName] = [name for name in CHAT_FORMATS if _has_columns(row, name, row_format)]
     if not found and row_format.text_field in row:
         return "text"
@@ -247,5 +264,6 @@ def chat_row(row: Any, row_format: RowFormat, index: int) -> dict[str, Any] | No
 
 __all__ = [
     "CHAT_FORMATS", "FORMATS", "SHAREGPT_ROLES", "Example", "FormatName", "RowFormat", "accepted", "chat_row",
+    "check_role_map",
     "detect_format", "example_to_datum", "resolve_format", "rows_to_datums", "to_example",
 ]
