@@ -109,7 +109,7 @@ def test_a_batch_size_bigger_than_the_training_rows_names_one_that_works(tmp_pat
 
 def test_a_row_of_no_known_format_lists_its_keys_the_formats_and_the_keys_to_set(tmp_path: Path) -> None:
     message = failure(tmp_path, [{"dialog": [{"role": "user", "content": "hi"}], "id": 3}] * 20)
-    for words in ("row 0", "['dialog', 'id']", "sharegpt", "alpaca", "prompt_completion", "messages_field=",
+    for words in ("row 0", "['dialog', 'id']", "sharegpt", "alpaca", "prompt_completion", "messages_field=dialog",
                   "dataset_format="):
         assert words in message, (words, message)
 

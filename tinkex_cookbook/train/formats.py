@@ -123,7 +123,10 @@ def detect_format(row: Any, row_format: RowFormat, index: int = 0) -> FormatName
         raise DatasetError(
             f"row {index} matches several dataset formats ({', '.join(found)}); its keys: {keys}. "
             f"Fix: set dataset_format= to the one to train on, e.g. dataset_format={found[0]}")
-    raise DatasetError(f"row {index}: no known dataset format in its keys {keys}. {accepted()}")
+    lists = [key for key, value in row.items() if isinstance(value, list) and value and isinstance(value[0], Mapping)]
+    guess = f" Column {lists[0]!r} holds a list of objects: if they are the messages, set messages_field={lists[0]}." \
+        if lists else ""
+    raise DatasetError(f"row {index}: no known dataset format in its keys {keys}.{guess} {accepted()}")
 
 
 def accepted() -> str:

@@ -48,5 +48,6 @@ def check_batch_size(train_rows: int, batch_size: int) -> None:
     if train_rows == 0:
         raise DatasetError("no rows are left to train on. Fix: use a dataset with rows, or lower test_size=")
     if train_rows < batch_size:
-        raise DatasetError(f"{train_rows} training rows is fewer than batch_size={batch_size}. Fix: set "
+        rows = "1 training row is" if train_rows == 1 else f"{train_rows} training rows is"
+        raise DatasetError(f"{rows} fewer than batch_size={batch_size}. Fix: set "
                            f"batch_size={train_rows} or lower, or hold out fewer rows with test_size=")
