@@ -107,7 +107,7 @@ def counter(monkeypatch: pytest.MonkeyPatch) -> Counter:
 
 def test_adapters_are_closed_when_a_stage_fails(counter: Counter) -> None:
     rows = [{"messages": "not a list"} for _ in range(40)]
-    with pytest.raises(StageError, match="build_dataset"):
+    with pytest.raises(StageError, match="load_dataset"):
         Runtime.run(SlBasic, SMALL, manifest="test",
                     ports={"blob_store": "counting", "dataset_store": MemoryDatasetStore({"no_robots": rows})})
     assert (counter.built, counter.closed) == (1, 1)
