@@ -166,11 +166,12 @@ def test_run_and_spec_take_a_config_file_under_the_overrides(tmp_path: Path) -> 
     from tinkex_cookbook import Experiment
 
     (tmp_path / "run.yaml").write_text("batch_size: 4\nlearning_rate: 1e-4\n")
-    spec = CliRunner().invoke(app, ["spec", "sl_basic", "--config", str(tmp_path / "run.yaml"), "batch_size=2"])
+    config = ["--config", str(tmp_path / "run.yaml")]
+    spec = CliRunner().invoke(app, ["spec", "sl_basic", *config, "batch_size=2"])
     assert spec.exit_code == 0, spec.output
     assert {k: Experiment.from_json(spec.output).config[k] for k in ("batch_size", "learning_rate")} == {
         "batch_size": 2, "learning_rate": 1e-4}
-    plan = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--dry-run", "-c", str(tmp_path / "run.yaml")])
+    plan = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--dry-run", *config])
     assert plan.exit_code == 0 and "save_final" in plan.output, plan.output
     nope = str(tmp_path / "nope.yaml")
     missing = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--config", nope])

@@ -95,7 +95,7 @@ def run(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
@@ -171,7 +171,7 @@ def serve(
 def spec(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
-    config: Path | None = typer.Option(None, "--config", "-c", help=CONFIG_HELP),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`)."""
     from tinkex_cookbook import CookbookError, Runtime
