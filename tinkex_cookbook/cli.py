@@ -9,6 +9,8 @@
 
 Cookbook errors print as one line on stderr and exit with status 2; they name
 the bad value and the valid choices, so a traceback would only add noise.
+Help text is plain (``rich_markup_mode=None`` on every app): rich markup would
+eat bracketed text such as the extra ``[wandb]``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from tinkex_cookbook.cli_eval import eval_command
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
-manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
+manifests_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="List and show deployment manifests.")
 app.add_typer(manifests_app, name="manifests")
-recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
+recipes_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="List recipes and describe their configs.")
 app.add_typer(recipes_app, name="recipes")
-adapters_app = typer.Typer(no_args_is_help=True, help="List the adapters manifests can bind to each port.")
+adapters_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="List the adapters manifests can bind to each port.")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(runs_app, name="runs")
 app.command()(doctor)
@@ -39,6 +45,8 @@ app.command()(export)
 app.command("eval")(eval_command)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
+CONFIG_HELP = ("YAML or JSON file of config keys (e.g. 'learning_rate: 1e-4'); key=value overrides win "
+               "over it. A dotted key sets one key of a mapping field: loss_fn_config.clip_high_threshold=1.3.")
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -87,6 +95,7 @@ def run(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
@@ -96,10 +105,11 @@ def run(
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
+    from tinkex_cookbook.runtime.config_file import config_from
 
     try:
         result = Runtime.run(
-            recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose,
+            recipe, config_from(config, overrides or []), manifest=manifest, dry_run=dry_run, verbose=verbose,
             sinks=[*_progress_sinks(verbose, quiet), *_wandb_sinks(wandb_project, wandb_name, quiet)],
         )
     except CookbookError as exc:
@@ -161,12 +171,14 @@ def serve(
 def spec(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
     """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`)."""
     from tinkex_cookbook import CookbookError, Runtime
+    from tinkex_cookbook.runtime.config_file import config_from
 
     try:
-        typer.echo(Runtime.build_spec(recipe, overrides or []).to_json())
+        typer.echo(Runtime.build_spec(recipe, config_from(config, overrides or [])).to_json())
     except CookbookError as exc:
         _fail(exc)
 

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from tinkex_cookbook.runs import Run
 
 runs_app = typer.Typer(
-    no_args_is_help=True, help="Browse run folders: list, show, compare and plot their metrics.")
+    no_args_is_help=True, rich_markup_mode=None,
+    help="Browse run folders: list, show, compare and plot their metrics.")
 
 ROOT_HELP = "Folder holding run folders, searched at any depth (default: $TINKEX_LOG_DIR, else ./runs)."
 DIR_HELP = "A run folder (one holding spec.json or metrics.jsonl), as a path or relative to the root."

@@ -29,6 +29,7 @@ arguments are plain strings) so it crosses process boundaries intact::
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +45,22 @@ def choices(names: Iterable[str]) -> str:
     """Render valid names the same way in every error message."""
     listed = sorted(names)
     return ", ".join(repr(n) for n in listed) if listed else "(none)"
+
+
+def did_you_mean(name: str, valid: Iterable[str], cutoff: float = 0.6) -> str:
+    """``did you mean 'x'?`` naming the valid names closest to a mistyped one (all of them when several are
+    as close, e.g. ``adam_beta1`` and ``adam_beta2``), or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=cutoff)
+    if not close:
+        return ""
+    best = _similarity(name, close[0])
+    tied = sorted(c for c in close if _similarity(name, c) == best)
+    return "did you mean " + " or ".join(repr(c) for c in tied) + "?"
+
+
+def _similarity(name: str, candidate: str) -> float:
+    """The score ``difflib.get_close_matches`` ranks by."""
+    return difflib.SequenceMatcher(None, candidate, name).ratio()
 
 
 def validation_problems(exc: Any) -> str:

@@ -3,7 +3,8 @@
 ``Runtime.run``, ``run_spec`` and ``eval`` take ``RunOptions``' fields as keyword
 arguments (``Runtime.run(SlBasic, cfg, manifest="prod", verbose=True)``), or a
 whole ``RunOptions`` as ``options=`` for code that builds one and runs several
-specs with it; keywords given beside it replace its fields.
+specs with it; not both, since which would win is a guess (change a field with
+``dataclasses.replace(options, manifest="prod")``).
 """
 
 from __future__ import annotations
@@ -45,11 +46,16 @@ class RunOptions:
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **fields: Any) -> RunOptions:
-        """``options`` (else the defaults) with ``fields`` replaced; an unknown field is a TypeError naming it."""
+        """``options``, else the ``fields``; an unknown field, or fields given beside ``options``, is a
+        TypeError naming them."""
         unknown = sorted(set(fields) - set(RUN_OPTION_NAMES))
         if unknown:
             raise TypeError(f"unknown run option {unknown[0]!r}; run options are {choices(RUN_OPTION_NAMES)}")
-        return cls(**fields) if options is None else dataclasses.replace(options, **fields)
+        if options is not None and fields:
+            given = ", ".join(f"{name}=" for name in sorted(fields))
+            raise TypeError(f"options= and {given} given together; pass one: set the field in the options "
+                            f"(dataclasses.replace(options, {min(fields)}=...)) or drop options=")
+        return options if options is not None else cls(**fields)
 
 
 class RunFields(TypedDict, total=False):

@@ -13,6 +13,7 @@ settings and the registries all at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
 from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
+from tinkex_cookbook.runtime.config_file import load_config_file
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
 from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
@@ -51,7 +53,9 @@ if TYPE_CHECKING:
     from tinkex_cookbook.eval.suite import EvalReport
     from tinkex_cookbook.eval.tasks import TaskInput
 
-ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | None
+ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | os.PathLike[str] | None
+"""A config model, a mapping (dotted keys set one key inside a mapping field), ``key=value`` strings, or the
+path of a YAML or JSON config file."""
 
 
 @dataclass
@@ -153,7 +157,7 @@ class Runtime:
     @classmethod
     def build_spec(cls, recipe: str | type[Recipe], cfg: ConfigInput = None) -> Experiment:
         recipe_cls = get_recipe(recipe)
-        return recipe_cls.build_spec(parse_config(recipe_cls.Config, cfg))
+        return recipe_cls.build_spec(parse_config(recipe_cls.Config, _config_input(cfg)))
 
     @classmethod
     def resolve_manifest(
@@ -376,8 +380,18 @@ class Runtime:
             telemetry.close()
 
 
+def _config_input(cfg: ConfigInput) -> BaseModel | Mapping[str, Any] | Sequence[str] | None:
+    """A config file's mapping for a path. A lone string is refused: it would read as one override per
+    character."""
+    if isinstance(cfg, str):
+        raise ConfigError(f"config {cfg!r:.60} is a string; pass a list of key=value strings, a dict, or a "
+                          "pathlib.Path to a YAML or JSON config file")
+    return load_config_file(cfg) if isinstance(cfg, os.PathLike) else cfg
+
+
 def _given_keys(cfg: ConfigInput) -> dict[str, Any]:
     """The config keys a caller set, from any accepted config form (a model counts only the fields set)."""
+    cfg = _config_input(cfg)
     if cfg is None:
         return {}
     if isinstance(cfg, BaseModel):
