@@ -9,11 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinkex_cookbook import Distillation, RlBasic, Runtime
+from tinkex_cookbook import Distillation, RlBasic, Runtime, StageError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.adapters.training.noop import NoopTrainingService
+from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.ports import ModelInput
+from tinkex_cookbook.recipes.base import parse_config
+from tinkex_cookbook.recipes.distillation import DistillationConfig
 from tinkex_cookbook.run_folder import TRANSCRIPTS, TRANSCRIPTS_PAGE, RunFolder
 from tinkex_cookbook.train.rl.types import Trajectory, TrajectoryGroup, Transition
+from tinkex_cookbook.train.tokenizer_match import tokenizers_differ
+from tinkex_cookbook.train.tokenizers import CHAT_SPECIAL_TOKENS, ByteTokenizer
 from tinkex_cookbook.train.transcripts import kept
 
 RL = {"num_steps": 3, "batch_size": 3, "group_size": 4, "max_tokens": 8, "env": "digits", "renderer_name": "role_colon",
@@ -110,3 +116,49 @@ def test_kept_takes_the_first_trajectories_in_batch_order_up_to_the_limit(sizes:
     taken = [(g, i) for g, i, _ in kept(_groups(sizes), limit)]
     every = [(g, i) for g, n in enumerate(sizes) for i in range(n)]
     assert taken == every[:limit]
+
+
+# -- a teacher must read the student's tokens ---------------------------------------------------------------
+
+
+def test_a_teacher_of_another_tokenizer_family_is_refused_naming_both_and_the_fix() -> None:
+    with pytest.raises(ConfigError) as refused:
+        Runtime.run(Distillation, {**DISTILL, "teacher_model": "Qwen/Qwen3-8B"}, manifest="test")
+    message = str(refused.value)
+    assert all(s in message for s in ("'Qwen/Qwen3-8B'", "qwen3 tokenizer", "'meta-llama/Llama-3.2-1B'",
+                                      "llama3 tokenizer", "such as meta-llama/Llama-3.1-", "teacher=llm"))
+    with pytest.raises(ConfigError, match="tinkex/bytes tokenizer"):  # off-policy pairs ids too (prompt, parse)
+        parse_config(DistillationConfig, {"model_name": "tiny-bytes", "teacher_model": "tiny-llama3",
+                                          "mode": "off_policy"})
+
+
+def test_a_teacher_of_the_same_family_and_a_text_teacher_are_accepted() -> None:
+    folder, _ = run(Distillation, {**DISTILL, "teacher_model": "meta-llama/Llama-3.1-8B-Instruct", "num_steps": 1})
+    assert transcript(folder, 1)
+    parse_config(DistillationConfig, {"model_name": "Qwen/Qwen3-8B", "teacher": "llm", "mode": "off_policy"})
+    parse_config(DistillationConfig, {"teacher_model": "acme/unknown-7b"})  # the catalog cannot tell: the session will
+
+
+class OtherTokenizerTeacher(NoopTrainingService):
+    """Noop, but base model ``acme/other`` samples with a tokenizer lacking the chat special tokens."""
+
+    def create_sampling_client(self, model_path: str | None = None, base_model: str | None = None) -> Any:
+        client = super().create_sampling_client(model_path, base_model)
+        if base_model == "acme/other":
+            client.get_tokenizer = lambda: ByteTokenizer(special_tokens=())
+        return client
+
+
+def test_the_session_compares_the_opened_tokenizers_when_the_catalog_cannot_tell() -> None:
+    ports = {"training_client": OtherTokenizerTeacher(), "blob_store": MemoryBlobStore()}
+    with pytest.raises(StageError, match=r"distill_setup.*acme/other.*'meta-llama/Llama-3.2-1B'.*vocabulary sizes"):
+        Runtime.run(Distillation, {**DISTILL, "teacher_model": "acme/other"}, manifest="test", ports=ports)
+    Runtime.run(Distillation, {**DISTILL, "teacher_model": "acme/same", "num_steps": 1}, manifest="test", ports=ports)
+
+
+def test_tokenizers_differ_by_vocabulary_or_by_the_ids_of_the_probe() -> None:
+    chat = ByteTokenizer()
+    assert tokenizers_differ(chat, ByteTokenizer(), ["<|im_start|>"]) is None
+    assert "vocabulary sizes" in (tokenizers_differ(chat, ByteTokenizer(special_tokens=("<|eot_id|>",))) or "")
+    swapped = ByteTokenizer(special_tokens=tuple(reversed(CHAT_SPECIAL_TOKENS)))
+    assert "different ids" in (tokenizers_differ(chat, swapped, ["<|eot_id|>"]) or "")

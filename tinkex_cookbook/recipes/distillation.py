@@ -25,6 +25,7 @@ from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, st
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
 from tinkex_cookbook.spec import Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
+from tinkex_cookbook.train.tokenizer_match import check_catalog_pair
 from tinkex_cookbook.train.transcripts import (
     DEFAULT_PER_STEP,
     TRANSCRIPT_EVERY_HELP,
@@ -68,6 +69,14 @@ class DistillationConfig(StepRecipeConfig):
             raise ValueError("set exactly one of teacher_model (a base model) or teacher_path (saved weights)")
         if self.teacher == "llm" and self.mode == "on_policy":
             raise ValueError("teacher=llm cannot score the student's tokens; use mode=off_policy")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_reads_the_students_tokens(self) -> DistillationConfig:
+        """A sampler teacher pairs token ids with the student (both modes): its tokenizer must be the student's.
+        Checked here when the model catalog knows both; the session compares the opened tokenizers."""
+        if self.teacher == "sampler" and self.teacher_model is not None:
+            check_catalog_pair(self.model_name, self.teacher_model, self.renderer_name)
         return self
 
 

@@ -16,7 +16,7 @@ from functools import partial
 
 import numpy as np
 
-from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.errors import CookbookError, DatasetError
 from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import (
@@ -39,6 +39,7 @@ from tinkex_cookbook.ports import (
     SamplingParams,
     TrainingService,
 )
+from tinkex_cookbook.ports.training import TokenizingSampler, TokenizingService
 from tinkex_cookbook.recipes.distillation import DistillationConfig
 from tinkex_cookbook.train.datum import datum_from_model_input_weights, weighted_nll
 from tinkex_cookbook.train.distillation import (
@@ -53,6 +54,7 @@ from tinkex_cookbook.train.rl.data import rollout_metrics, to_datum
 from tinkex_cookbook.train.rl.envs import GroupOf
 from tinkex_cookbook.train.rl.rollouts import request_seed, start_rollouts
 from tinkex_cookbook.train.rl.types import TrajectoryGroup
+from tinkex_cookbook.train.tokenizer_match import check_session_pair
 from tinkex_cookbook.train.transcripts import distill_rows, example_nlls, off_policy_rows
 from tinkex_cookbook.train.types import stop_tuple
 
@@ -65,7 +67,7 @@ TEACHER: Key[SamplingClient] = Key("teacher")
 """The teacher on the training backend (``teacher=sampler``); absent when the teacher is the llm_client port."""
 
 
-@stage("distill_setup", writes=(PROMPTS, EVAL_PROMPTS, TEACHER, NUM_STEPS, TOTAL_STEPS))
+@stage("distill_setup", reads=(TRAINER, RENDERER), writes=(PROMPTS, EVAL_PROMPTS, TEACHER, NUM_STEPS, TOTAL_STEPS))
 def distill_setup(ctx: Context[DistillationConfig], training_client: TrainingService,
                   dataset_store: DatasetStore) -> None:
     cfg = ctx.config
@@ -78,8 +80,29 @@ def distill_setup(ctx: Context[DistillationConfig], training_client: TrainingSer
     ctx.put(NUM_STEPS, cfg.num_steps)
     ctx.put(TOTAL_STEPS, cfg.num_steps)
     if cfg.teacher == "sampler":
-        ctx.put(TEACHER, training_client.create_sampling_client(
-            model_path=cfg.teacher_path, base_model=None if cfg.teacher_path else cfg.teacher_model))
+        teacher = training_client.create_sampling_client(
+            model_path=cfg.teacher_path, base_model=None if cfg.teacher_path else cfg.teacher_model)
+        _check_teacher_tokenizer(ctx, training_client, teacher)
+        ctx.put(TEACHER, teacher)
+
+
+def _check_teacher_tokenizer(ctx: Context[DistillationConfig], service: TrainingService,
+                             teacher: SamplingClient) -> None:
+    """Compare the opened teacher's tokenizer with the student's, when the backend can say what it is
+    (its sampling clients' ``get_tokenizer``, else the service's ``tokenizer_for`` a base model name)."""
+    cfg = ctx.config
+    try:
+        if isinstance(teacher, TokenizingSampler):
+            theirs = teacher.get_tokenizer()
+        elif isinstance(service, TokenizingService) and cfg.teacher_model is not None:
+            theirs = service.tokenizer_for(cfg.teacher_model)
+        else:  # e.g. a Tinker checkpoint: its backend names no tokenizer for a saved path
+            return
+    except CookbookError:  # no tokenizer files to be found for the teacher: a safeguard, not a requirement
+        return
+    name = f"teacher_model {cfg.teacher_model!r}" if cfg.teacher_model else f"at teacher_path {cfg.teacher_path!r}"
+    renderer = ctx.need(RENDERER)
+    check_session_pair(cfg.model_name, ctx.need(TRAINER).get_tokenizer(), name, theirs, renderer.special_tokens)
 
 
 def _batch_prompts(ctx: Context[DistillationConfig], step: int) -> list[list[Message]]:
