@@ -179,15 +179,14 @@ class RunFolder:
         return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
 
     def write_report(self, title: str) -> None:
-        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them; and
-        ``transcripts.html`` when the run kept transcripts or evaluation records."""
+        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
         from tinkex_cookbook.pipeline.report import loss_curve_html
         from tinkex_cookbook.pipeline.transcripts import write_transcripts_page
 
+        write_transcripts_page(self, title)  # before the report, so a report linking the pages beside it finds this one
         if self.exists(METRICS):
             html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
             self.store.write(self.key(REPORT), html.encode())
-        write_transcripts_page(self, title)
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
