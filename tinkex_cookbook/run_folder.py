@@ -53,10 +53,10 @@ EVALS = "evals"
 TRANSCRIPTS = "transcripts"
 """What RL and distillation steps generated, a few rows per step: ``transcripts/<step>.jsonl``."""
 TRANSCRIPTS_PAGE = "transcripts.html"
-"""The page that shows ``transcripts/`` and the ``evals/`` examples, written with the report."""
+"""The page that shows ``transcripts/`` and the ``evals/`` examples, written with the report (an artifact)."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
-ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY, TRANSCRIPTS_PAGE)
+ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
 """Files a finished run lists in ``RunResult.artifacts`` when they exist (besides the run files it saved)."""
 
 
@@ -190,7 +190,7 @@ class RunFolder:
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
-        found = {name: self.uri(name) for name in ARTIFACTS if self.exists(name)}
+        found = {name: self.uri(name) for name in (*ARTIFACTS, TRANSCRIPTS_PAGE) if self.exists(name)}
         if self.store.list(self.key(EVALS + "/")):
             found[EVALS] = self.uri(EVALS)
         if self.store.list(self.key(TRANSCRIPTS + "/")):
