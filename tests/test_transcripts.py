@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import escape
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from tinkex_cookbook import Distillation, RlBasic, Runtime, StageError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.pipeline.transcripts import transcripts_html
 from tinkex_cookbook.ports import ModelInput
 from tinkex_cookbook.recipes.base import parse_config
 from tinkex_cookbook.recipes.distillation import DistillationConfig
@@ -162,3 +164,11 @@ def test_tokenizers_differ_by_vocabulary_or_by_the_ids_of_the_probe() -> None:
     assert "vocabulary sizes" in (tokenizers_differ(chat, ByteTokenizer(special_tokens=("<|eot_id|>",))) or "")
     swapped = ByteTokenizer(special_tokens=tuple(reversed(CHAT_SPECIAL_TOKENS)))
     assert "different ids" in (tokenizers_differ(chat, swapped, ["<|eot_id|>"]) or "")
+
+
+@given(st.text(max_size=60) | st.sampled_from(["<script>x</script>", "</pre><script>", "<SCRIPT src=x>"]))
+def test_any_completion_appears_on_the_page_only_escaped(text: str) -> None:
+    html = transcripts_html("t", [(1, [{"group": 0, "sample": 0, "prompt": text, "completion": text, "reward": 0.0}])],
+                            {})
+    assert f"<pre>{escape(text)}</pre>" in html
+    assert "<script" not in html.lower()  # no script of the page's own, and none a completion could smuggle in
