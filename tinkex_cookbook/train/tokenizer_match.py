@@ -74,14 +74,15 @@ def tokenizers_differ(student: Tokenizer, teacher: Tokenizer, special_tokens: Se
 
 def check_session_pair(student: str, student_tokenizer: Tokenizer, teacher: str, teacher_tokenizer: Tokenizer,
                        special_tokens: Sequence[str] = ()) -> None:
-    """Refuse a teacher whose opened tokenizer differs from the student's."""
+    """Refuse a teacher whose opened tokenizer differs from the student's (``teacher`` says which config key
+    named it, e.g. ``teacher_path '...'``)."""
     difference = tokenizers_differ(student_tokenizer, teacher_tokenizer, special_tokens)
     if difference is None:
         return
     suggestions = same_family(student)[:3]
     instead = f"a teacher such as {', '.join(suggestions)}" if suggestions else "a teacher with the student's tokenizer"
     raise ConfigError(
-        f"the teacher {teacher} reads another tokenizer than the student model_name {student!r} ({difference}): "
+        f"the teacher ({teacher}) reads another tokenizer than the student model_name {student!r} ({difference}): "
         f"it would score token ids that spell other text, and teacher_kl would mean nothing. Fix: choose "
         f"{instead}, or use {TEXT_TEACHER}"
     )

@@ -100,7 +100,7 @@ def _check_teacher_tokenizer(ctx: Context[DistillationConfig], service: Training
             return
     except CookbookError:  # no tokenizer files to be found for the teacher: a safeguard, not a requirement
         return
-    name = f"teacher_model {cfg.teacher_model!r}" if cfg.teacher_model else f"at teacher_path {cfg.teacher_path!r}"
+    name = f"teacher_model {cfg.teacher_model!r}" if cfg.teacher_model else f"teacher_path {cfg.teacher_path!r}"
     renderer = ctx.need(RENDERER)
     check_session_pair(cfg.model_name, ctx.need(TRAINER).get_tokenizer(), name, theirs, renderer.special_tokens)
 
@@ -161,13 +161,13 @@ def distill_on_policy_step(ctx: Context[DistillationConfig]) -> None:
     prompts = _batch_prompts(ctx, step)
     groups = _rollouts(ctx, prompts, step, cfg.group_size)
     samples = on_policy_samples(groups)
-    teacher = teacher_logprobs(ctx.need(TEACHER), samples)
-    kl = apply_teacher_advantages(samples, teacher, cfg.kl_coef)
+    teacher_lps = teacher_logprobs(ctx.need(TEACHER), samples)
+    kl = apply_teacher_advantages(samples, teacher_lps, cfg.kl_coef)
     metrics = {**rollout_metrics(groups), "teacher_kl": kl, "num_datums": float(len(samples))}
     for name in ("reward_mean", "reward_std"):
         metrics.pop(name, None)
     _train(ctx, [to_datum(s) for s in samples], cfg.loss_fn, metrics, started)
-    kls = [np.asarray(s.transition.action_logprobs, np.float32) - t for s, t in zip(samples, teacher, strict=True)]
+    kls = [np.asarray(s.transition.action_logprobs, np.float32) - t for s, t in zip(samples, teacher_lps, strict=True)]
     ctx.put(TRANSCRIPT, distill_rows(groups, prompts, ctx.need(RENDERER).tokenizer, kls, _kept(cfg)))
 
 
