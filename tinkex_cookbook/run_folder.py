@@ -16,6 +16,9 @@ its files, its lock, and the local backend's checkpoint weights (``checkpoints/`
       checkpoints/        the local backend's weights (Tinker keeps its own server-side)
       summary.json, samples.jsonl   held-out replies of the base and final model (SL)
       loss.html           the report written when the run ends
+      evals/<task>/<step>.jsonl   per-example records of the evaluations run during training (``evals=``)
+      transcripts/<step>.jsonl    a few of the step's prompts and completions with rewards (RL, distillation)
+      transcripts.html    the transcripts and evaluation examples, step by step, written when the run ends
 
 Importing this module imports no pipeline, recipe or adapter: browsing stays fast.
 """
@@ -47,6 +50,10 @@ SAMPLES = "samples.jsonl"
 REPORT = "loss.html"
 EVALS = "evals"
 """Per-example records of the evaluations a run ran (``evals=``): ``evals/<task>/<step>.jsonl``."""
+TRANSCRIPTS = "transcripts"
+"""What RL and distillation steps generated, a few rows per step: ``transcripts/<step>.jsonl``."""
+TRANSCRIPTS_PAGE = "transcripts.html"
+"""The page that shows ``transcripts/`` and the ``evals/`` examples, written with the report (an artifact)."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
 ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
@@ -174,16 +181,20 @@ class RunFolder:
     def write_report(self, title: str) -> None:
         """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
         from tinkex_cookbook.pipeline.report import loss_curve_html
+        from tinkex_cookbook.pipeline.transcripts import write_transcripts_page
 
+        write_transcripts_page(self, title)  # before the report, so a report linking the pages beside it finds this one
         if self.exists(METRICS):
             html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
             self.store.write(self.key(REPORT), html.encode())
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
-        found = {name: self.uri(name) for name in ARTIFACTS if self.exists(name)}
+        found = {name: self.uri(name) for name in (*ARTIFACTS, TRANSCRIPTS_PAGE) if self.exists(name)}
         if self.store.list(self.key(EVALS + "/")):
             found[EVALS] = self.uri(EVALS)
+        if self.store.list(self.key(TRANSCRIPTS + "/")):
+            found[TRANSCRIPTS] = self.uri(TRANSCRIPTS)
         return found
 
 

@@ -63,6 +63,7 @@ BUILTIN_STAGES: dict[str, str] = {
                      "rl_evaluate"), _STAGE_MODULE + "rl"),
     **dict.fromkeys(("dpo_load_pairs", "dpo_reference", "dpo_step", "dpo_evaluate"), _STAGE_MODULE + "dpo"),
     **dict.fromkeys(("evals_start", "run_evals", "evals_final"), _STAGE_MODULE + "evals"),
+    "write_transcript": _STAGE_MODULE + "transcripts",
     **dict.fromkeys(("distill_setup", "distill_on_policy_step", "distill_off_policy_step", "distill_evaluate"),
                     _STAGE_MODULE + "distillation"),
 }

@@ -114,6 +114,13 @@ def eval_stages(cfg: BaseModel) -> list[Node]:
     return [StageSpec(name="run_evals", every=every)] if _evals(cfg) and every else []
 
 
+def transcript_stages(cfg: BaseModel) -> list[Node]:
+    """What a step loop runs to keep transcripts: ``write_transcript`` every ``transcript_every`` steps (none
+    when that or ``transcripts_per_step`` is 0)."""
+    every, kept = (int(getattr(cfg, key, 0) or 0) for key in ("transcript_every", "transcripts_per_step"))
+    return [StageSpec(name="write_transcript", every=every)] if every and kept else []
+
+
 def stages(*names: str) -> list[Node]:
     """Plain stages, in order."""
     return [StageSpec(name=name) for name in names]
