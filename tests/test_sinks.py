@@ -341,3 +341,12 @@ def test_without_the_extras_the_keys_fail_before_any_work_and_nothing_imports_th
     assert done.returncode == 0, done.stderr
     assert "pip install 'tinkex-cookbook[tensorboard]'" in done.stdout
     assert "pip install 'tinkex-cookbook[trackio]'" in done.stdout
+
+
+def test_recipes_describe_lists_the_sink_keys_after_the_recipes_own() -> None:
+    from tinkex_cookbook.recipes import describe_recipe
+
+    fields = [line.split()[0] for line in describe_recipe("sl_basic").split("\n\n")[1].splitlines()[1:]]
+    assert fields[-len(SINK_KEYS):] == ["wandb_project", "wandb_name", "tensorboard", "tensorboard_dir",
+                                        "trackio_project"]
+    assert fields[0] == "evals"

@@ -100,8 +100,8 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
         None, "--wandb-project",
-        help="Also log to this W&B project: the config key wandb_project (extra [wandb]; WANDB_MODE=offline keeps "
-             "it local)."),
+        help="Also log to this W&B project: the config key wandb_project (extra \\[wandb]; WANDB_MODE=offline "
+             "keeps it local)."),
     wandb_name: str | None = typer.Option(
         None, "--wandb-name", help="W&B run name: the config key wandb_name (default: the experiment name)."),
 ) -> None:

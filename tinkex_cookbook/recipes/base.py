@@ -242,7 +242,10 @@ def describe_recipe(name: str) -> str:
 
     recipe = get_recipe(name)
     lines = [f"{recipe.name}: {recipe_summary(recipe)}", "", "config:"]
-    for field_name, field in recipe.Config.model_fields.items():
+    from tinkex_cookbook.recipes.sink_keys import SINK_KEYS
+
+    fields = recipe.Config.model_fields.items()
+    for field_name, field in sorted(fields, key=lambda item: item[0] in SINK_KEYS):  # the recipe's own first
         kind = _type_name(field.annotation)
         default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
         help_text = f"  {field.description}" if field.description else ""
