@@ -350,3 +350,13 @@ def test_recipes_describe_lists_the_sink_keys_after_the_recipes_own() -> None:
     assert fields[-len(SINK_KEYS):] == ["wandb_project", "wandb_name", "tensorboard", "tensorboard_dir",
                                         "trackio_project"]
     assert fields[0] == "evals"
+
+
+def test_a_callers_sink_replaces_the_one_the_key_would_build(tmp_path: Path) -> None:
+    from tinkex_cookbook.pipeline.tensorboard_sink import TensorBoardSink
+
+    own = TensorBoardSink(tmp_path / "mine")
+    result = Runtime.run("sl_basic", {**CFG, "num_epochs": 1, "tensorboard": True}, manifest="test",
+                         ports=local_blobs(tmp_path / "blobs"), sinks=[own])
+    assert event_files(tmp_path / "mine") and not (tmp_path / "blobs" / "run" / "tensorboard").exists()
+    assert result.artifacts["tensorboard"] == str(tmp_path / "mine")

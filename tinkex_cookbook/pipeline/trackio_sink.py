@@ -84,6 +84,8 @@ class TrackioSink:
                 self._run = self._trackio.init(
                     project=self.project, name=name, config=self.config, resume="allow", embed=False,
                     auto_log_cpu=False, auto_log_gpu=False, capture_console=False)
+        except ValueError as exc:  # trackio's word for a setting it cannot use (TRACKIO_SERVER_URL, ...)
+            raise ConfigError(f"trackio could not start a run in project {self.project!r}: {exc}") from None
         finally:
             context.reset(callers)
         self._gate = StepGate(logged if logged is not None else -1)

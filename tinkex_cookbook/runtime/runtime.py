@@ -318,7 +318,9 @@ class Runtime:
         runner.validate(spec)
         sinks = [*options.sinks]
         if spec.purpose != "eval":  # a run's own sinks: an evaluation of it logs to the caller's only
-            sinks += config_sinks(config, str(spec.config.get("log_path") or spec.recipe), options.quiet)
+            given = {type(sink) for sink in sinks}  # a caller's sink of a kind replaces the key's
+            built = config_sinks(config, str(spec.config.get("log_path") or spec.recipe), options.quiet)
+            sinks += [sink for sink in built if type(sink) not in given]
         if options.dry_run:
             plan = settings.scrub(describe_plan(spec, resolved))
             print(plan, file=options.out or sys.stdout)
