@@ -66,13 +66,21 @@ def _progress_sinks(verbose: bool, quiet: bool) -> list[Any]:
     return [ProgressSink()] if sys.stderr.isatty() else [PlainProgressSink()]
 
 
-def _wandb_sinks(project: str | None, name: str | None, quiet: bool) -> list[Any]:
-    """A W&B sink when asked for (extra ``[wandb]``); ``WANDB_MODE=offline`` keeps it on this machine."""
-    if not project:
-        return []
-    from tinkex_cookbook.pipeline.wandb_sink import WandbSink
+def _with_flags(overrides: list[str], **flags: str | None) -> list[str]:
+    """``--wandb-project X`` is the override ``wandb_project=X``, so the saved config keeps it; the same key
+    given both ways with two values is an error naming both."""
+    from tinkex_cookbook import ConfigError
+    from tinkex_cookbook.recipes import parse_overrides
 
-    return [WandbSink(project, name=name, quiet=quiet)]
+    given = parse_overrides(overrides)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} and the override {key}={given[key]!r} disagree; give one of them")
+        overrides = [*overrides, f"{key}={value}"]
+    return overrides
 
 
 def _summary(result: Any) -> str:
@@ -100,8 +108,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
-        None, "--wandb-project", help="Also log to this W&B project (extra [wandb]; WANDB_MODE=offline keeps it local)."),
-    wandb_name: str | None = typer.Option(None, "--wandb-name", help="W&B run name (default: the experiment name)."),
+        None, "--wandb-project",
+        help="Also log to this W&B project: the config key wandb_project (extra [wandb]; WANDB_MODE=offline "
+             "keeps it local)."),
+    wandb_name: str | None = typer.Option(
+        None, "--wandb-name", help="W&B run name: the config key wandb_name (default: the experiment name)."),
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
@@ -109,8 +120,8 @@ def run(
 
     try:
         result = Runtime.run(
-            recipe, config_from(config, overrides or []), manifest=manifest, dry_run=dry_run, verbose=verbose,
-            sinks=[*_progress_sinks(verbose, quiet), *_wandb_sinks(wandb_project, wandb_name, quiet)],
+            recipe, config_from(config, _with_flags(overrides or [], wandb_project=wandb_project, wandb_name=wandb_name)),
+            manifest=manifest, dry_run=dry_run, verbose=verbose, quiet=quiet, sinks=_progress_sinks(verbose, quiet),
         )
     except CookbookError as exc:
         _fail(exc)

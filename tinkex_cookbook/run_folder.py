@@ -26,7 +26,7 @@ Importing this module imports no pipeline, recipe or adapter: browsing stays fas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
@@ -142,9 +142,10 @@ class RunFolder:
 
         return RunLease(self.store, self.prefix)
 
-    def refuse_changed_config(self, config_json: str) -> None:
+    def refuse_changed_config(self, config_json: str, ignore: Collection[str] = ()) -> None:
         """A folder with checkpoints belongs to the config that made them: resuming it under another config
-        would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones."""
+        would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones.
+        Keys in ``ignore`` may change (where metrics are sent besides the folder)."""
         if not self.exists(CHECKPOINTS) or not self.exists(CONFIG):
             return
         try:
@@ -152,8 +153,11 @@ class RunFolder:
         except ValueError as exc:
             raise ConfigError(f"log_path {self.prefix!r} holds checkpoints, but its saved config {self.uri(CONFIG)} "
                               f"is not valid JSON ({exc}); restore it, or pick a new log_path") from None
-        new = json.loads(config_json)
-        if not isinstance(saved, dict) or saved == new:
+        new = {k: v for k, v in json.loads(config_json).items() if k not in ignore}
+        if not isinstance(saved, dict):
+            return
+        saved = {k: v for k, v in saved.items() if k not in ignore}
+        if saved == new:
             return
         absent = object()
         changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, absent) != new.get(k, absent))

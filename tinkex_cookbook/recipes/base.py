@@ -287,9 +287,12 @@ def describe_recipe(name: str) -> str:
     from tinkex_cookbook.pipeline.registry import STAGES
 
     recipe = get_recipe(name)
+    from tinkex_cookbook.recipes.sink_keys import SINK_KEYS
+
     lines = [f"{recipe.name}: {recipe_summary(recipe)}", "",
              "config (key=value, or keys of a --config YAML or JSON file):"]
-    lines += [_field_line(field_name, field) for field_name, field in recipe.Config.model_fields.items()]
+    fields = sorted(recipe.Config.model_fields.items(), key=lambda item: item[0] in SINK_KEYS)  # the recipe's own first
+    lines += [_field_line(field_name, field) for field_name, field in fields]
     spec = recipe.build_spec(recipe.Config.model_validate(_describe_defaults(recipe)))
     stage_names = spec.stage_names()
     ports = sorted({port for s in stage_names for port in STAGES.get(s).ports})

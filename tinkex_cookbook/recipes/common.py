@@ -14,7 +14,6 @@ import typing
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     NonNegativeInt,
@@ -25,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from tinkex_cookbook.recipes.sink_keys import SinkKeys
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 from tinkex_cookbook.train.schedules import LRSchedule
@@ -77,8 +77,9 @@ EVALS_HELP = ("evaluation tasks run on the weights before the first step, every 
               "last: names (chitchat_nll, arithmetic, ...) or {\"task\": name, key: value} objects")
 
 
-class RecipeConfig(BaseModel):
-    """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``."""
+class RecipeConfig(SinkKeys):
+    """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``; the
+    sink keys (``wandb_project``, ``tensorboard``, ...: ``sink_keys.py``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -35,6 +35,8 @@ class RunOptions:
     dry_run: bool = False
     """Print the plan (manifest, bindings, stages) and build nothing."""
     verbose: bool = False
+    quiet: bool = False
+    """The config's sinks (``wandb_project``, ``trackio_project``) keep their libraries' console lines off."""
     settings: Settings = field(default_factory=Settings)
     sinks: Sequence[Sink] = ()
     """Extra telemetry sinks (e.g. ``WandbSink``), after the run folder's own."""
@@ -65,6 +67,7 @@ class RunFields(TypedDict, total=False):
     ports: PortsInput
     dry_run: bool
     verbose: bool
+    quiet: bool
     settings: Settings
     sinks: Sequence[Sink]
     out: TextIO | None

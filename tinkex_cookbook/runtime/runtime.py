@@ -38,6 +38,7 @@ from tinkex_cookbook.pipeline.context import PortLookup
 from tinkex_cookbook.pipeline.telemetry import RunAwareSink
 from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
+from tinkex_cookbook.recipes.sink_keys import SINK_KEYS
 from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.config_file import load_config_file
@@ -47,6 +48,7 @@ from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
 from tinkex_cookbook.runtime.options import PortsInput, RunFields, RunOptions
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
+from tinkex_cookbook.runtime.sinks import config_sinks, sink_artifacts
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
 
 if TYPE_CHECKING:
@@ -318,12 +320,17 @@ class Runtime:
         resolved = cls.resolve_manifest(options.manifest, options.ports, settings)
         runner = Runner(STAGES)
         runner.validate(spec)
+        sinks = [*options.sinks]
+        if spec.purpose != "eval":  # a run's own sinks: an evaluation of it logs to the caller's only
+            given = {type(sink) for sink in sinks}  # a caller's sink of a kind replaces the key's
+            built = config_sinks(config, str(spec.config.get("log_path") or spec.recipe), options.quiet)
+            sinks += [sink for sink in built if type(sink) not in given]
         if options.dry_run:
             plan = settings.scrub(describe_plan(spec, resolved))
             print(plan, file=options.out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
         with cls._open(resolved, settings, _split_overrides(options.ports)[1]) as ports:
-            return cls._execute(spec, config, resolved, ports, runner, list(options.sinks), options.verbose,
+            return cls._execute(spec, config, resolved, ports, runner, sinks, options.verbose,
                                 settings.scrub)
 
     @classmethod
@@ -336,7 +343,7 @@ class Runtime:
             return cls._evaluate(spec, config, manifest, ports, folder, runner, sinks, verbose)
         config_text, spec_text = config_json(spec.config, scrub), scrub(spec.to_json())
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
-            folder.refuse_changed_config(config_text)
+            folder.refuse_changed_config(config_text, ignore=SINK_KEYS)
             artifacts = folder.save_run_files(config_text, spec_text,
                                               scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
             shown = Experiment.from_json(spec_text)  # what sinks may upload: no pasted secret
@@ -351,7 +358,7 @@ class Runtime:
             finally:
                 if lease.lost is None:
                     folder.write_report(spec.name)
-        artifacts |= folder.artifacts()
+        artifacts |= folder.artifacts() | sink_artifacts(sinks)
         return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
 
     @classmethod
