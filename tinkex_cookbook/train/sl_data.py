@@ -109,7 +109,6 @@ class RowStream:
         self._weights = [p.weight for p in parts]
         self._seed, self._buffer, self._held = seed, buffer_size, list(held)
         self.pass_number, self.taken = 0, 0
-        self.counts: Counter[str] = Counter()
         self._rows: Iterator[Pulled] | None = None
 
     @property
@@ -145,7 +144,6 @@ class RowStream:
                     raise DatasetError("the stream has no training rows after the held-out ones. Fix: lower "
                                        "test_size, or train on a larger dataset")
                 self.pass_number, self.taken, self._rows = self.pass_number + 1, 0, None
-        self.counts.update(p.source for p in out)
         return out
 
     def _open(self, pass_number: int) -> Iterator[Pulled]:
@@ -201,17 +199,18 @@ def render_pulled(pulled: Sequence[Pulled], render: RenderRows) -> list[Datum]:
 class BatchStream:
     """Batches rendered as they are handed out: ``size`` rows, or with ``pack_length`` that many packed
     sequences. ``position`` is the row stream's place after the last batch (a row rendered and not yet
-    packed is not past it), for a checkpoint to record."""
+    packed is not past it), for a checkpoint to record; ``counts`` are the rows handed out per source."""
 
     rows: RowStream
     pack_length: int | None = None
     started: bool = False
     """Whether a batch was handed out (a resumed run seeks before its first)."""
-    _pending: tuple[Datum, tuple[int, int]] | None = field(default=None, repr=False)
+    counts: Counter[str] = field(default_factory=Counter)
+    _pending: tuple[Datum, str, tuple[int, int]] | None = field(default=None, repr=False)
 
     @property
     def position(self) -> tuple[int, int]:
-        return self._pending[1] if self._pending else self.rows.position
+        return self._pending[2] if self._pending else self.rows.position
 
     def seek(self, pass_number: int, taken: int) -> None:
         self._pending = None
@@ -222,6 +221,7 @@ class BatchStream:
         self.started = True
         if self.pack_length is None:
             pulled = self.rows.take(size)
+            self.counts.update(p.source for p in pulled)
             return render_pulled(pulled, render), len(pulled)
         packs = [self._next_pack(self.pack_length, render) for _ in range(size)]
         return [p.datum for p in packs], sum(p.examples for p in packs)
@@ -230,18 +230,20 @@ class BatchStream:
         group: list[Datum] = []
         length = 0
         while True:
-            datum, at = self._pending or self._pull(render)
+            datum, source, at = self._pending or self._pull(render)
             if group and length + datum.model_input.length > max_length:
-                self._pending = (datum, at)
+                self._pending = (datum, source, at)
                 return Packed(concat_datums(group), len(group))
             self._pending = None
+            self.counts[source] += 1
             group.append(datum)
             length += datum.model_input.length
 
-    def _pull(self, render: RenderRows) -> tuple[Datum, tuple[int, int]]:
+    def _pull(self, render: RenderRows) -> tuple[Datum, str, tuple[int, int]]:
         at = self.rows.position
-        (datum,) = render_pulled(self.rows.take(1), render)
-        return datum, at
+        pulled = self.rows.take(1)
+        (datum,) = render_pulled(pulled, render)
+        return datum, pulled[0].source, at
 
 
 @dataclass(frozen=True)

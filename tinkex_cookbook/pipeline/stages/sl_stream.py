@@ -81,13 +81,13 @@ def get_stream_batch(ctx: Context[SlBasicConfig]) -> None:
     if stream.pack_length is not None:
         ctx.put(BATCH_EXAMPLES, examples)
     ctx.state["epoch"] = stream.rows.pass_number
-    ctx.state["rows_by_source"]["train"] = dict(stream.rows.counts)
+    ctx.state["rows_by_source"]["train"] = dict(stream.counts)
     pass_number, row = stream.position
     ctx.put(CHECKPOINT_EXTRA, {"stream_pass": str(pass_number), "stream_row": str(row),
-                               "rows_by_source": json.dumps(dict(stream.rows.counts))})
+                               "rows_by_source": json.dumps(dict(stream.counts))})
     if stream.rows.pass_number != before:
         ctx.emit("train.epoch", epoch=stream.rows.pass_number, streaming=True,
-                 rows_by_source=dict(stream.rows.counts))
+                 rows_by_source=dict(stream.counts))
 
 
 def _seek(ctx: Context[SlBasicConfig], stream: BatchStream) -> None:
@@ -99,4 +99,4 @@ def _seek(ctx: Context[SlBasicConfig], stream: BatchStream) -> None:
         raise DatasetError(f"checkpoint {resumed.name!r} records no stream position, so a streamed run cannot "
                            "resume from it. Fix: start a new run (another log_path)")
     stream.seek(int(extra["stream_pass"]), int(extra["stream_row"]))
-    stream.rows.counts.update(json.loads(extra.get("rows_by_source", "{}")))
+    stream.counts.update(json.loads(extra.get("rows_by_source", "{}")))
