@@ -378,3 +378,18 @@ def test_buffer_shuffle_is_a_permutation(items: list[int], buffer: int, seed: in
 def test_interleave_stops_when_the_drawn_stream_runs_out() -> None:
     out = list(interleave([iter(range(3)), iter(range(100, 200))], [1.0, 1.0], random.Random(0)))
     assert [x for k, x in out if k == 0] == [0, 1, 2] and len(out) < 103
+
+
+def test_dpo_trains_on_a_named_preference_set(tmp_path: Path) -> None:
+    from tinkex_cookbook.recipes.dpo import Dpo
+
+    rows = [{"prompt": f"Question {i}?", "response": r, "helpfulness": h}
+            for i in range(12) for r, h in ((f"A careful answer {i}.", 4), (f"Dunno {i}.", 1))]
+    write_jsonl(tmp_path / "HelpSteer" / "train.jsonl", rows)
+    result = Runtime.run(Dpo, {"dataset": "HelpSteer", "batch_size": 2, "test_size": 2, "save_every": 0},
+                         manifest="test", ports={"dataset_store": LocalDatasetStore(tmp_path)})
+    assert len(steps(result)) == 5
+    with pytest.raises(StageError, match="'gsm8k' .* has no preference pairs"):
+        write_jsonl(tmp_path / "gsm8k" / "train.jsonl", gsm8k_rows(4))
+        Runtime.run(Dpo, {"dataset": "gsm8k", "batch_size": 2, "test_size": 2}, manifest="test",
+                    ports={"dataset_store": LocalDatasetStore(tmp_path)})
