@@ -18,6 +18,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     ├── PluginError (ImportError)           an installed plugin's entry point fails to load; names it
     ├── SpecError (ValueError)              malformed experiment spec
     ├── DatasetError (ValueError)           dataset missing or a malformed row (with its index)
+    │   └── DatasetNotFoundError (LookupError)  the store has no dataset of that name and split
     ├── RendererError (ValueError)          a conversation a renderer cannot render or parse
     ├── BlobStoreError (OSError)
     │   ├── BlobNotFoundError (KeyError)
@@ -123,6 +124,11 @@ class SpecError(CookbookError, ValueError):
 
 class DatasetError(CookbookError, ValueError):
     """A dataset is unavailable or one of its rows is malformed."""
+
+
+class DatasetNotFoundError(DatasetError, LookupError):
+    """The store has no dataset of that name and split (as opposed to one it found and could not read), so a
+    caller may look elsewhere, e.g. under a named dataset's hub id."""
 
 
 class RendererError(CookbookError, ValueError):

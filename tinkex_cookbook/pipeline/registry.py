@@ -58,6 +58,7 @@ BUILTIN_STAGES: dict[str, str] = {
                      "update_sampler", "log_step"), _STAGE_MODULE + "common"),
     **dict.fromkeys(("load_dataset", "build_dataset", "set_epoch", "get_batch", "forward_backward", "optim_step",
                      "log_step_metrics", "finish_steps", "evaluate_at_end", "evaluate"), _STAGE_MODULE + "supervised"),
+    **dict.fromkeys(("open_stream", "build_stream", "get_stream_batch"), _STAGE_MODULE + "sl_stream"),
     **dict.fromkeys(("evaluate_base", "evaluate_final"), _STAGE_MODULE + "replies"),
     **dict.fromkeys(("rl_build_envs", "rl_open_samplers", "rl_sample", "rl_train", "rl_update_sampler",
                      "rl_evaluate"), _STAGE_MODULE + "rl"),
