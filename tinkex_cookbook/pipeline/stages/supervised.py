@@ -155,7 +155,7 @@ def optim_step(ctx: Context[SlBasicConfig]) -> None:
 
 def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
     result = done.fwd_bwd.result()
-    done.optim.result()
+    optim = done.optim.result()  # the backend's optimizer-step metrics (grad_norm ...) join the row
     now = time.monotonic()
     seconds, pipeline.last_finished = now - (pipeline.last_finished or now), now
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], done.batch)
@@ -168,6 +168,7 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         "num_tokens": tokens, "num_loss_tokens": weight_sum, "tokens_seen": ctx.state["tokens_seen"],
         "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         **{k: float(v) for k, v in result.metrics.items()},
+        **{k: float(v) for k, v in optim.metrics.items()},
     }
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
