@@ -157,20 +157,24 @@ def test_compare_another_metric_and_default_file_name(
     monkeypatch.chdir(tmp_path)
     code, out, err = invoke("compare", root / SL, root / RL, "--metric", "learning_rate")
     assert code == 0, err
-    page = (tmp_path / out.strip()).read_text()
-    assert out.strip() == "compare-learning_rate.html" and SL in page and RL in page and "<svg" in page
+    written = Path(out.strip())
+    assert written.parent == root and written.name.startswith("compare-") and not list(tmp_path.iterdir())
+    page = written.read_text()
+    assert SL in page and RL in page and "<svg" in page
+    written.unlink()
 
 
 def test_plot_one_rl_run_by_reward(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, err = invoke("plot", RL, "--root", root, "--metric", "reward_mean")
     assert code == 0, err
-    assert out == "rl_basic_20261123-120500-reward_mean.html\n"
-    page = (tmp_path / out.strip()).read_text()
+    assert out == f"{root / RL / 'plot-reward_mean.html'}\n"
+    page = (root / RL / "plot-reward_mean.html").read_text()
     rows = (root / RL / "metrics.jsonl").read_text().splitlines()
     rewards = [json.loads(line)["reward_mean"] for line in rows]
     assert "<svg" in page and page.count("<circle") == len(rewards) == 3
-    assert f"last {rewards[-1]:.4g} at step 3" in page
+    assert f"last {rewards[-1]:.4g} at step 3" in page and not list(tmp_path.iterdir())
+    (root / RL / "plot-reward_mean.html").unlink()
 
 
 def test_plot_svg_and_png_without_matplotlib(

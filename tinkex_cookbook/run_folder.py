@@ -49,6 +49,8 @@ EVALS = "evals"
 """Per-example records of the evaluations a run ran (``evals=``): ``evals/<task>/<step>.jsonl``."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
+LINKED_FILES = (CONFIG, SPEC, METRICS, LOG, CHECKPOINTS, SUMMARY, SAMPLES)
+"""The run's data files its report links to when they exist (after its other pages)."""
 ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
 """Files a finished run lists in ``RunResult.artifacts`` when they exist (besides the run files it saved)."""
 
@@ -172,12 +174,23 @@ class RunFolder:
         return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
 
     def write_report(self, title: str) -> None:
-        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
+        """``loss.html``: a chart per metric, the held-out replies and summary when the run wrote them, and
+        links to the folder's other pages and files (``report_links``)."""
         from tinkex_cookbook.pipeline.report import loss_curve_html
 
         if self.exists(METRICS):
-            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
+            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY),
+                                   self.report_links())
             self.store.write(self.key(REPORT), html.encode())
+
+    def report_links(self) -> list[str]:
+        """What the report links to, by name: every other page at the folder's top (any ``.html``: the
+        transcripts, charts ``runs plot`` wrote), then the ``LINKED_FILES`` it holds. A page written after
+        the report is linked the next time the report is written."""
+        start = len(self.key(""))
+        names = {key[start:] for key in self.keys()}
+        pages = sorted(name for name in names if name.endswith(".html") and "/" not in name and name != REPORT)
+        return pages + [name for name in LINKED_FILES if name in names]
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
