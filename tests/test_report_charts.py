@@ -148,7 +148,8 @@ def test_tick_labels_show_the_digits_the_step_needs() -> None:
     ticks = nice_ticks(1.1, 1.6)
     assert ticks == [1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
     assert [tick_label(t, ticks[1] - ticks[0]) for t in ticks] == ["1.1", "1.2", "1.3", "1.4", "1.5", "1.6"]
-    assert tick_label(0.0, 0.5) == "0" and tick_label(-0.25, 0.05) == "-0.25"
+    assert tick_label(0.0, 0.5) == "0.0" and tick_label(-0.0, 1.0) == "0" and tick_label(-0.25, 0.05) == "-0.25"
+    assert tick_label(0.0, 2e-6) == "0" and tick_label(8e-6, 2e-6) == "8e-06"
     assert nice_ticks(1, 2, integer=True) == [1, 2, 3] and nice_ticks(0, 23, integer=True) == [0, 5, 10, 15, 20, 25]
 
 

@@ -97,12 +97,12 @@ def nice_ticks(low: float, high: float, integer: bool = False) -> list[float]:
 def tick_label(value: float, step: float) -> str:
     """``value`` with as many decimals as the tick step needs (``0.25``, ``1500``), very large or very
     small numbers in exponent form."""
-    if value == 0:
-        return "0"
     step_power = math.floor(math.log10(step) + 1e-9)  # 0.0999...98, a difference of two ticks, is 0.1
     magnitude = max(abs(value), step)
     if 1e-4 <= step and magnitude < 1e6:
-        return f"{value:.{max(0, -step_power)}f}"
+        return f"{value + 0.0:.{max(0, -step_power)}f}"  # + 0.0: no "-0.0"
+    if value == 0:
+        return "0"
     digits = max(1, math.floor(math.log10(magnitude)) - step_power + 1)
     return f"{value:.{digits}g}"
 

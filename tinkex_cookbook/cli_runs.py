@@ -284,8 +284,9 @@ def runs_compare(
     run_dirs: list[str] = typer.Argument(
         ..., metavar="DIR", help="Run folders to put on one chart."),
     metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: compare-<time>.html in the root the runs are in.",
-                             show_default=False),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=OUT_HELP + " Default: compare-<time>.html in the root the runs are in.",
+        show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
     manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
@@ -298,8 +299,8 @@ def runs_compare(
 def runs_plot(
     run_dir: str = typer.Argument(..., metavar="DIR", help=DIR_HELP),
     metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: plot-METRIC.html in the run's folder.",
-                             show_default=False),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=OUT_HELP + " Default: plot-METRIC.html in the run's folder.", show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
     manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
