@@ -168,8 +168,8 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         "num_tokens": tokens, "num_loss_tokens": weight_sum, "tokens_seen": ctx.state["tokens_seen"],
         "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         **{k: float(v) for k, v in result.metrics.items()},
-        **{k: float(v) for k, v in optim.metrics.items()},
     }
+    metrics |= {k: float(v) for k, v in optim.metrics.items() if k not in metrics}  # step, epoch ... stay ours
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
 
