@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tinkex_cookbook import Runtime
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
-from tinkex_cookbook.charts import line_chart, nice_ticks, tick_label
+from tinkex_cookbook.charts import LIMIT, line_chart, nice_ticks, tick_label
 from tinkex_cookbook.pipeline.report import loss_curve_html, report_charts
 from tinkex_cookbook.run_folder import RunFolder
 
@@ -158,12 +158,14 @@ def _is_round(step: float) -> bool:
     return any(math.isclose(mantissa, m, rel_tol=1e-6) for m in (1, 2, 5, 10))
 
 
-finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False)
+def _clamp(value: float) -> float:
+    return min(max(value, -LIMIT), LIMIT)
 
 
-@given(finite, finite, st.booleans())
+@given(st.floats(allow_nan=False, allow_infinity=False), st.floats(allow_nan=False, allow_infinity=False),
+       st.booleans())
 def test_ticks_are_round_few_and_cover_the_range(a: float, b: float, integer: bool) -> None:
-    low, high = min(a, b), max(a, b)
+    low, high = _clamp(min(a, b)), _clamp(max(a, b))  # beyond +-LIMIT nothing is drawn
     ticks = nice_ticks(a, b, integer=integer)
     assert 3 <= len(ticks) <= 10
     step = ticks[1] - ticks[0]
@@ -172,6 +174,16 @@ def test_ticks_are_round_few_and_cover_the_range(a: float, b: float, integer: bo
     assert all(math.isclose(t / step, round(t / step), abs_tol=1e-6) for t in ticks)  # multiples of the step
     slack = step * 1e-6
     assert ticks[0] <= low + slack and ticks[-1] >= high - slack  # cover the range
-    if high - low > max(abs(low), abs(high)) * 1e-9 and not (integer and len(ticks) == 3):
+    padded = not (high - low > max(abs(low), abs(high)) * 1e-9 and high - low > 1 / LIMIT)  # one value
+    if not padded and not (integer and len(ticks) == 3):
         assert ticks[0] > low - step - slack and ticks[-1] < high + step + slack  # no empty step outside
     json.dumps(ticks, allow_nan=False)
+
+
+@pytest.mark.parametrize(("low", "high"), [(0.0, 5e-324), (-1.7e308, 1.7e308), (1e308, 1e308), (-1e-310, 1e-310)])
+def test_ticks_of_extreme_ranges_are_still_ticks(low: float, high: float) -> None:
+    for integer in (False, True):
+        ticks = nice_ticks(low, high, integer=integer)
+        assert 3 <= len(ticks) <= 10 and all(math.isfinite(t) for t in ticks)
+    svg = line_chart([("x", [(0.0, low), (1.0, high), (2.0, 0.5)])], "x", "x")
+    assert len(list(ET.fromstring(svg).iter(f"{SVG}circle"))) == 3 - sum(abs(v) > LIMIT for v in (low, high))

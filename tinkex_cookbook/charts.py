@@ -21,6 +21,8 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf")
 MAX_TICKS = 8
 """At most this many ticks on an axis (``nice_ticks`` gives 3 to 10 in every case)."""
+LIMIT = 1e300
+"""Values beyond +-LIMIT are as good as infinite: not drawn (and ticks stop there), so no range overflows."""
 DOTS_UP_TO = 60
 """A line with this many points or fewer shows each point as a dot; a longer one only its last."""
 
@@ -68,10 +70,10 @@ def _steps_from(smallest: float) -> tuple[float, ...]:
 
 def _padded(low: float, high: float) -> tuple[float, float]:
     """A range wide enough to divide: a single value (or one too close to its neighbour to tell apart at
-    float precision) gets a tenth of its size, or 1, on either side."""
-    if high - low > max(abs(low), abs(high)) * 1e-9:
+    float precision) gets a tenth of its size, or 1 around zero, on either side."""
+    if high - low > max(abs(low), abs(high)) * 1e-9 and high - low > LIMIT**-1:
         return low, high
-    pad = abs(low) * 0.1 or 1.0
+    pad = max(abs(low) * 0.1, LIMIT**-1) if low else 1.0
     return low - pad, high + pad
 
 
@@ -81,7 +83,8 @@ def nice_ticks(low: float, high: float, integer: bool = False) -> list[float]:
     (optimizer steps are whole numbers)."""
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(f"ticks need a finite range, got {low!r} to {high!r}")
-    low, high = _padded(min(low, high), max(low, high))
+    low, high = (min(max(value, -LIMIT), LIMIT) for value in (min(low, high), max(low, high)))
+    low, high = _padded(low, high)
     first = last = 0
     step = 1.0
     for step in _steps_from(max((high - low) / 10, 1.0) if integer else (high - low) / 10):
@@ -111,7 +114,8 @@ def tick_label(value: float, step: float) -> str:
 
 
 def finite_points(points: Sequence[Point]) -> list[Point]:
-    return [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    """The points a chart can draw: both coordinates finite and within +-``LIMIT``."""
+    return [(x, y) for x, y in points if abs(x) <= LIMIT and abs(y) <= LIMIT]
 
 
 class _Frame:
