@@ -63,17 +63,18 @@ def axis_label(metric: str) -> str:
 
 
 def _steps_from(smallest: float) -> tuple[float, ...]:
-    """Round step sizes (1, 2, 5 x 10^k) from the largest one not above ``smallest``, increasing."""
+    """Round step sizes (1, 2, 5 x 10^k), increasing over three decades from the power of ten not above
+    ``smallest``."""
     power = 10.0 ** math.floor(math.log10(smallest))
-    return tuple(m * power * 10.0**k for k in range(4) for m in (1, 2, 5) if m * power * 10.0**k >= power)
+    return tuple(m * power * 10.0**k for k in range(4) for m in (1, 2, 5))
 
 
 def _padded(low: float, high: float) -> tuple[float, float]:
     """A range wide enough to divide: a single value (or one too close to its neighbour to tell apart at
     float precision) gets a tenth of its size, or 1 around zero, on either side."""
-    if high - low > max(abs(low), abs(high)) * 1e-9 and high - low > LIMIT**-1:
+    if high - low > max(abs(low), abs(high)) * 1e-9 and high - low > 1 / LIMIT:
         return low, high
-    pad = max(abs(low) * 0.1, LIMIT**-1) if low else 1.0
+    pad = max(abs(low) * 0.1, 1 / LIMIT) if low else 1.0
     return low - pad, high + pad
 
 
@@ -170,11 +171,15 @@ def _line(frame: _Frame, label: str, points: list[Point], color: str) -> str:
     return f"<g><title>{html.escape(label)}</title>{line}{dots}</g>"
 
 
-def _legend(series: Sequence[tuple[str, list[Point]]], top: float) -> list[str]:
+def _color(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def _legend(lines: Sequence[tuple[int, str, list[Point]]], top: float) -> list[str]:
     return [
-        f'<rect x="{_Frame.LEFT}" y="{top + 16 * i - 8:.1f}" width="10" height="10" '
-        f'fill="{PALETTE[i % len(PALETTE)]}"/>' + _text(_Frame.LEFT + 14, top + 16 * i + 1, label, anchor="start")
-        for i, (label, _points) in enumerate(series)
+        f'<rect x="{_Frame.LEFT}" y="{top + 16 * row - 8:.1f}" width="10" height="10" fill="{_color(index)}"/>'
+        + _text(_Frame.LEFT + 14, top + 16 * row + 1, label, anchor="start")
+        for row, (index, label, _points) in enumerate(lines)
     ]
 
 
@@ -183,9 +188,10 @@ def line_chart(
     width: int = 380, height: int = 240, legend: bool | None = None,
 ) -> str:
     """An SVG of ``series`` on shared axes, with ``title`` above and the legend below (by default only
-    when there is more than one line). Non-finite points are dropped; with none left, a note says so."""
-    lines = [(label, finite_points(points)) for label, points in series]
-    lines = [(label, points) for label, points in lines if points]
+    when there is more than one line). Non-finite points are dropped; with none left, a note says so.
+    The n-th series has the n-th colour of ``PALETTE`` whether or not the ones before it are drawn."""
+    drawable = [(index, label, finite_points(points)) for index, (label, points) in enumerate(series)]
+    lines = [(index, label, points) for index, label, points in drawable if points]
     show_legend = len(lines) > 1 if legend is None else legend
     total = height + (16 * len(lines) + 4 if show_legend else 0)
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total}" '
@@ -194,11 +200,11 @@ def line_chart(
     if not lines:
         parts.append(_text(width / 2, height / 2, "no finite values recorded"))
         return head + "".join(parts) + "</svg>"
-    xs = [x for _, points in lines for x, _ in points]
-    ys = [y for _, points in lines for _, y in points]
+    xs = [x for _, _, points in lines for x, _ in points]
+    ys = [y for _, _, points in lines for _, y in points]
     frame = _Frame(width, height, nice_ticks(min(xs), max(xs), integer=True), nice_ticks(min(ys), max(ys)))
     parts += _axes(frame, x_label, y_label)
-    parts += [_line(frame, label, points, PALETTE[i % len(PALETTE)]) for i, (label, points) in enumerate(lines)]
+    parts += [_line(frame, label, points, _color(index)) for index, label, points in lines]
     if show_legend:
         parts += _legend(lines, height + 8)
     return head + "".join(parts) + "</svg>"
