@@ -137,6 +137,7 @@ def test_the_report_links_the_folders_other_pages_and_files() -> None:
     assert folder.report_links() == ["plot-x.html", "transcripts.html", "config.json", "metrics.jsonl"]
     page = store.read("team/run/loss.html").decode()
     assert "href='transcripts.html'" in page and "href='metrics.jsonl'" in page and "href='loss.html'" not in page
+    assert page.index("Other pages: ") < page.index("transcripts.html") < page.index("Files: ") < page.index("config.json")
 
 
 def test_a_run_with_no_rows_yet_says_so() -> None:

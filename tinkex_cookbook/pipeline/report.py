@@ -97,11 +97,13 @@ def charts_html(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def links_html(links: Sequence[str]) -> str:
-    """The run's other files, linked relative to the report (it sits in the same folder)."""
-    if not links:
-        return ""
-    items = " &middot; ".join(f"<a href='{html.escape(name)}'>{html.escape(name)}</a>" for name in links)
-    return f"<p style='font-size:small'>In this run's folder: {items}</p>"
+    """The run's other pages (``.html``: transcripts, plots) and files, linked relative to the report,
+    which sits in the same folder."""
+    pages = [name for name in links if name.endswith(".html")]
+    files = [name for name in links if not name.endswith(".html")]
+    parts = [f"{heading}: " + " &middot; ".join(f"<a href='{html.escape(n)}'>{html.escape(n)}</a>" for n in names)
+             for heading, names in (("Other pages", pages), ("Files", files)) if names]
+    return f"<p style='font-size:small'>{'<br>'.join(parts)}</p>" if parts else ""
 
 
 def samples_html(samples: Sequence[dict[str, Any]]) -> str:
