@@ -56,6 +56,8 @@ TRANSCRIPTS_PAGE = "transcripts.html"
 """The page that shows ``transcripts/`` and the ``evals/`` examples, written with the report (an artifact)."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
+LINKED_FILES = (CONFIG, SPEC, METRICS, LOG, CHECKPOINTS, SUMMARY, SAMPLES)
+"""The run's data files its report links to when they exist (after its other pages)."""
 ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
 """Files a finished run lists in ``RunResult.artifacts`` when they exist (besides the run files it saved)."""
 
@@ -183,14 +185,25 @@ class RunFolder:
         return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
 
     def write_report(self, title: str) -> None:
-        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
+        """``loss.html``: a chart per metric, the held-out replies and summary when the run wrote them, and
+        links to the folder's other pages and files (``report_links``)."""
         from tinkex_cookbook.pipeline.report import loss_curve_html
         from tinkex_cookbook.pipeline.transcripts import write_transcripts_page
 
         write_transcripts_page(self, title)  # before the report, so a report linking the pages beside it finds this one
         if self.exists(METRICS):
-            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
+            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY),
+                                   self.report_links())
             self.store.write(self.key(REPORT), html.encode())
+
+    def report_links(self) -> list[str]:
+        """What the report links to, by name: every other page at the folder's top (any ``.html``: the
+        transcripts, charts ``runs plot`` wrote), then the ``LINKED_FILES`` it holds. A page written after
+        the report is linked the next time the report is written."""
+        start = len(self.key(""))
+        names = {key[start:] for key in self.keys()}
+        pages = sorted(name for name in names if name.endswith(".html") and "/" not in name and name != REPORT)
+        return pages + [name for name in LINKED_FILES if name in names]
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""

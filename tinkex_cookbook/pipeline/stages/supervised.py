@@ -185,7 +185,7 @@ def optim_step(ctx: Context[SlBasicConfig]) -> None:
 
 def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
     result = done.fwd_bwd.result()
-    done.optim.result()
+    optim = done.optim.result()  # the backend's optimizer-step metrics (grad_norm ...) join the row
     now = time.monotonic()
     seconds, pipeline.last_finished = now - (pipeline.last_finished or now), now
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], done.batch)
@@ -200,6 +200,7 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         **({} if done.examples is None else {"num_examples": done.examples}),
         **{k: float(v) for k, v in result.metrics.items()},
     }
+    metrics |= {k: float(v) for k, v in optim.metrics.items() if k not in metrics}  # step, epoch ... stay ours
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
 
