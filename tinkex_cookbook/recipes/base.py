@@ -94,10 +94,10 @@ class RecipeBase(Generic[C]):
 
     @classmethod
     def _experiment(cls, cfg: C, stages: list[Node]) -> Experiment:
-        log_path = timestamped(cls.name, cfg.model_dump(include={"log_path"}).get("log_path"))
-        config = cfg.model_copy(update={"log_path": log_path})
+        """The spec; an unset ``log_path`` stays unset (a run gets a fresh timestamped folder when it starts,
+        so a printed spec replays into a new folder each time)."""
         return Experiment(name=f"{cls.name}:{cls.title(cfg)}", recipe=cls.name,
-                          config=config.model_dump(mode="json"), stages=stages)
+                          config=cfg.model_dump(mode="json"), stages=stages)
 
 
 def _evals(cfg: BaseModel) -> list[Any]:

@@ -35,9 +35,10 @@ from tinkex_cookbook.pipeline import (
 )
 from tinkex_cookbook.pipeline.context import PortLookup
 from tinkex_cookbook.pipeline.telemetry import RunAwareSink
-from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
+from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
-from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json
+from tinkex_cookbook.recipes.base import timestamped
+from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json, folder_key
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
@@ -290,7 +291,7 @@ class Runtime:
         if not log_path:
             return {}
         with cls.open(options.manifest, options.ports, options.settings) as ports:
-            return RunFolder(ports.blob_store, str(log_path)).read_json(CONFIG)
+            return RunFolder(ports.blob_store, folder_key(ports.blob_store, str(log_path))).read_json(CONFIG)
 
     @classmethod
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
@@ -309,6 +310,7 @@ class Runtime:
     @classmethod
     def _run_spec(cls, spec: Experiment, options: RunOptions) -> RunResult:
         settings = options.settings
+        spec = _dated(spec)
         recipe_cls = get_recipe(spec.recipe)
         config = parse_config(recipe_cls.Config, spec.config)
         resolved = cls.resolve_manifest(options.manifest, options.ports, settings)
@@ -319,6 +321,9 @@ class Runtime:
             print(plan, file=options.out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
         with cls._open(resolved, settings, _split_overrides(options.ports)[1]) as ports:
+            located = _located(spec, ports.blob_store)
+            if located is not spec:
+                spec, config = located, parse_config(recipe_cls.Config, located.config)
             return cls._execute(spec, config, resolved, ports, runner, list(options.sinks), options.verbose,
                                 settings.scrub)
 
@@ -374,6 +379,24 @@ class Runtime:
             return runner.run(spec, ctx), ctx, memory
         finally:
             telemetry.close()
+
+
+def _dated(spec: Experiment) -> Experiment:
+    """``spec`` with an unset ``log_path`` set to a fresh ``<recipe>/<UTC time>`` folder, so the spec the run
+    saves names its own folder (and a printed spec replayed twice makes two runs, not one)."""
+    if "log_path" not in spec.config or spec.config["log_path"]:
+        return spec
+    return spec.with_config(log_path=timestamped(spec.recipe, None))
+
+
+def _located(spec: Experiment, store: BlobStore) -> Experiment:
+    """``spec`` with its ``log_path`` as the store's key: a path or URI the store printed for a run folder
+    (``runs/sl_basic/<time>``, an absolute path) names that folder, not a new one below the root."""
+    log_path = spec.config.get("log_path")
+    if not isinstance(log_path, str) or not log_path:
+        return spec
+    key = folder_key(store, log_path)
+    return spec if key == log_path else spec.with_config(log_path=key)
 
 
 def _given_keys(cfg: ConfigInput) -> dict[str, Any]:

@@ -72,6 +72,11 @@ class Experiment(_Spec):
     def from_json(cls, text: str | bytes) -> Experiment:
         return cls.model_validate_json(text)
 
+    def with_config(self, **updates: JsonValue) -> Experiment:
+        """This spec with config keys replaced, its stages unchanged (e.g. ``log_path``: replay it into
+        another run folder)."""
+        return self.model_copy(update={"config": {**self.config, **updates}})
+
     def stage_names(self) -> list[str]:
         """Every stage name in the tree, in first-appearance order."""
         return list(dict.fromkeys(_walk_names(self.stages)))
