@@ -6,18 +6,25 @@ A ``log_path`` copied from a run's output (relative to the working directory, ab
 
 from __future__ import annotations
 
+import io
+import json
+import signal
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.faults import CrashAfter, local_blobs
+from tests.faults import CrashAfter, SignalAt, SignalOnStep, local_blobs
 from tinkex_cookbook import Runtime, SlBasic, StageError
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.blobs.s3 import S3BlobStore
-from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.errors import ConfigError, RunStoppedError
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.run_folder import folder_key
 
 CFG = {"batch_size": 8, "save_every": 2, "test_size": 16, "num_epochs": 2}
@@ -100,3 +107,89 @@ def test_the_printed_relative_path_resumes_the_same_folder(tmp_path: Path, monke
 
 def test_a_file_uri_resumes_the_same_folder(tmp_path: Path) -> None:
     assert _crash_then_resume(tmp_path / "runs", (tmp_path / "runs" / "first").as_uri()) == ["first"]
+
+
+# -- Ctrl-C and SIGTERM: stop at a step boundary, checkpointed ----------------------------------------------
+
+STOP_CONFIGS: dict[str, dict[str, Any]] = {
+    "sl_basic": {**CFG, "save_every": 20, "eval_every": 3},
+    "rl_basic": {"env": "digits", "num_steps": 5, "batch_size": 2, "group_size": 2, "max_tokens": 4,
+                 "off_policy_steps": 1, "save_every": 20},
+    "math_rl": {"num_steps": 4, "batch_size": 2, "group_size": 2, "max_tokens": 4, "save_every": 20},
+    "dpo": {"batch_size": 4, "save_every": 20, "eval_every": 2},
+    "distillation": {"teacher_model": "meta-llama/Llama-3.2-1B", "num_steps": 4, "batch_size": 2, "group_size": 2,
+                     "max_tokens": 4, "save_every": 20, "eval_size": 0},
+}
+"""Configs that checkpoint only when stopped. Distillation evaluates nothing: its evaluation before the loop
+runs again at a resumed run's first step, a row an uninterrupted run does not have (a crash resume too)."""
+
+
+def _run(recipe: str, root: Path, training_client: Any = None, sinks: Sequence[Any] = (), **cfg: Any) -> Any:
+    ports = {**local_blobs(root), **({"training_client": training_client} if training_client else {})}
+    return Runtime.run(recipe, {"renderer_name": "role_colon", **STOP_CONFIGS[recipe], "log_path": "run", **cfg},
+                       manifest="test", ports=ports, sinks=sinks)
+
+
+def _rows(root: Path) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` without wall-clock fields (step and sampling times, throughputs)."""
+    lines = (root / "run" / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if "seconds" not in k and "per_second" not in k}
+            for line in lines]
+
+
+def _records(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (root / "run" / "checkpoints.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("recipe", sorted(STOP_CONFIGS))
+def test_ctrl_c_checkpoints_the_step_reached_and_the_resume_matches_an_uninterrupted_run(
+        tmp_path: Path, recipe: str) -> None:
+    whole = _run(recipe, tmp_path / "whole")
+    with pytest.raises(RunStoppedError) as stopped:
+        _run(recipe, tmp_path / "b", sinks=[SignalOnStep(2)])  # Ctrl-C while step 2 is logged
+    [record] = _records(tmp_path / "b")  # save_every=20: the stop's checkpoint is the only one
+    step = record["step"]
+    assert 2 <= step < whole.state["total_steps"] and not record["final"]
+    assert f"stopped after step {step} (SIGINT): step {step} is checkpointed" in str(stopped.value)
+    assert stopped.value.log_path == "run" and stopped.value.signal_name == "SIGINT"
+    assert str(tmp_path / "b" / "run") in str(stopped.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+    resumed = _run(recipe, tmp_path / "b")
+    assert next(e for e in resumed.events if e.name == "train.step").data["step"] == step + 1
+    assert _rows(tmp_path / "b") == _rows(tmp_path / "whole")
+    assert resumed.state["final_checkpoint"] == whole.state["final_checkpoint"]
+    assert f"workflow.stopped reason=SIGINT step={step}" in (tmp_path / "b" / "run" / "run.log").read_text()
+
+
+def test_sigterm_stops_the_same_way_and_a_periodic_checkpoint_is_not_saved_twice(tmp_path: Path) -> None:
+    with pytest.raises(RunStoppedError, match="SIGTERM"):
+        _run("sl_basic", tmp_path, SignalAt(4, signal.SIGTERM), save_every=2)
+    assert [r["step"] for r in _records(tmp_path)] == [2, 4]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_stop_asked_for_by_another_thread_needs_no_signal(tmp_path: Path) -> None:
+    stop = StopRequest()
+    stop.request("asked by the caller")
+    with pytest.raises(RunStoppedError, match=r"after step 0 \(asked by the caller\): no step had finished"):
+        Runtime.run(SlBasic, {**CFG, "log_path": "run"}, manifest="test", ports=local_blobs(tmp_path), stop=stop)
+    assert not (tmp_path / "run" / "checkpoints.jsonl").exists()
+
+
+def test_a_second_ctrl_c_quits_at_once_naming_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt) as caught:
+        _run("sl_basic", tmp_path, SignalAt(2, again=True))
+    assert any(str(tmp_path / "run") in note and "log_path=run" in note for note in caught.value.__notes__)
+    assert not (tmp_path / "run" / "checkpoints.jsonl").exists()  # interrupted while saving the stop's checkpoint
+
+
+def test_an_evaluation_in_flight_is_left_behind(tmp_path: Path) -> None:
+    with pytest.raises(RunStoppedError):
+        _run("sl_basic", tmp_path, SignalAt(3), evals=["chitchat_nll"], eval_every=1)
+    assert not [t for t in threading.enumerate() if t.name == "evals" and not t.daemon]
+
+
+def test_the_plan_says_what_a_stop_runs() -> None:
+    out = io.StringIO()
+    Runtime.run(SlBasic, CFG, manifest="test", dry_run=True, out=out)
+    assert "on stop: finish_steps, checkpoint" in out.getvalue()

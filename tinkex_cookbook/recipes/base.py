@@ -219,12 +219,14 @@ def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
 
 def step_loop(body: list[Node], save_every: int, cfg: BaseModel | None = None) -> LoopSpec:
     """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, running the config's
-    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps."""
+    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps and when a stop
+    is asked for (Ctrl-C, SIGTERM)."""
     if cfg is not None:
         body = [*body, *eval_stages(cfg)]
     if save_every:
         body = [*body, StageSpec(name="checkpoint", every=save_every)]
-    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body)
+    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body,
+                    on_stop=stages("checkpoint"))
 
 
 def timestamped(recipe: str, log_path: str | None) -> str:

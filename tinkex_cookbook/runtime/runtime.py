@@ -15,13 +15,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from pydantic import BaseModel
 
-from tinkex_cookbook.errors import ConfigError, CookbookError, RunFolderInUseError, UnknownPortError, choices
+from tinkex_cookbook.errors import (
+    ConfigError,
+    CookbookError,
+    RunFolderInUseError,
+    RunStoppedError,
+    UnknownPortError,
+    choices,
+)
 from tinkex_cookbook.pipeline import (
     STAGES,
     BlobLinesSink,
@@ -34,11 +41,19 @@ from tinkex_cookbook.pipeline import (
     Telemetry,
 )
 from tinkex_cookbook.pipeline.context import PortLookup
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.pipeline.telemetry import RunAwareSink
 from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
 from tinkex_cookbook.recipes.base import timestamped
-from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json, folder_key
+from tinkex_cookbook.run_folder import (
+    CHECKPOINTS,
+    CONFIG,
+    CheckpointPlacement,
+    RunFolder,
+    config_json,
+    folder_key,
+)
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
@@ -46,7 +61,9 @@ from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
 from tinkex_cookbook.runtime.options import PortsInput, RunFields, RunOptions
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
+from tinkex_cookbook.runtime.signals import stop_on_signals
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
+from tinkex_cookbook.train.checkpoints import load_checkpoints
 
 if TYPE_CHECKING:
     from tinkex_cookbook.eval.suite import EvalReport
@@ -68,6 +85,9 @@ class RunResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     plan: str = ""
+    already_finished: bool = False
+    """The run folder held a finished run: it resumed past its last step (no step ran); ``state`` names
+    its final checkpoint."""
 
     @property
     def event_names(self) -> list[str]:
@@ -141,6 +161,8 @@ def _plan_nodes(nodes: Sequence[Node], indent: str) -> list[str]:
             times = node.count if node.count is not None else f"state[{node.count_key!r}]"
             lines.append(f"{indent}for {node.var} in range({times}):  # {node.name}")
             lines.extend(_plan_nodes(node.body, indent + "  "))
+            if node.on_stop:
+                lines.append(f"{indent}  on stop: {', '.join(n.name for n in node.on_stop)}")
         else:
             lines.append(f"{indent}{node.name}" + (f"  (every {node.every} {node.every_key}s)" if node.every else ""))
     return lines
@@ -325,19 +347,22 @@ class Runtime:
             if located is not spec:
                 spec, config = located, parse_config(recipe_cls.Config, located.config)
             return cls._execute(spec, config, resolved, ports, runner, list(options.sinks), options.verbose,
-                                settings.scrub)
+                                settings.scrub, options.stop or StopRequest())
 
     @classmethod
     def _execute(
         cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: Ports,
         runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
+        stop: StopRequest | None = None,
     ) -> RunResult:
         folder = RunFolder(ports.blob_store, str(spec.config.get("log_path") or spec.recipe))
         if spec.purpose == "eval":
             return cls._evaluate(spec, config, manifest, ports, folder, runner, sinks, verbose)
         config_text, spec_text = config_json(spec.config, scrub), scrub(spec.to_json())
+        stop = stop or StopRequest()
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
             folder.refuse_changed_config(config_text)
+            finished = _finished(folder)  # it still resumes, which checks its final checkpoint loads
             artifacts = folder.save_run_files(config_text, spec_text,
                                               scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
             shown = Experiment.from_json(spec_text)  # what sinks may upload: no pasted secret
@@ -346,14 +371,23 @@ class Runtime:
                     sink.configure(shown, folder.uri())
             folder_sinks = folder.sinks()
             try:
-                completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
-                                                         [*folder_sinks, *sinks], verbose,
-                                                         _lease_guard(lease, folder_sinks))
+                with stop_on_signals(stop) if _stoppable(spec.stages) else nullcontext():
+                    completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
+                                                             [*folder_sinks, *sinks], verbose,
+                                                             _lease_guard(lease, folder_sinks), stop)
+            except RunStoppedError as exc:
+                raise RunStoppedError(f"{exc}. Run folder: {folder.uri()}; rerun with log_path={folder.prefix} "
+                                      "to resume", folder.prefix, stop.reason) from None
+            except KeyboardInterrupt as exc:
+                exc.add_note(f"run folder: {folder.uri()}; rerun with log_path={folder.prefix} to resume from its "
+                             "last checkpoint")
+                raise
             finally:
                 if lease.lost is None:
                     folder.write_report(spec.name)
         artifacts |= folder.artifacts()
-        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts,
+                         already_finished=finished)
 
     @classmethod
     def _evaluate(
@@ -369,16 +403,33 @@ class Runtime:
     @staticmethod
     def _run_stages(
         spec: Experiment, config: BaseModel, ports: Ports, folder: RunFolder, runner: Runner, sinks: list[Sink],
-        verbose: bool, guard: Callable[[bool], None] | None = None,
+        verbose: bool, guard: Callable[[bool], None] | None = None, stop: StopRequest | None = None,
     ) -> tuple[list[str], Context[BaseModel], MemorySink]:
         """Walk the spec with telemetry to memory (the result), ``sinks`` and, if ``verbose``, the console."""
         memory = MemorySink()
         telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])], guard=guard)
-        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix)
+        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix,
+                      stop=stop or StopRequest())
         try:
             return runner.run(spec, ctx), ctx, memory
         finally:
             telemetry.close()
+
+
+def _stoppable(nodes: Sequence[Node]) -> bool:
+    """Some loop says what a stop needs (``on_stop``): only then is Ctrl-C a request to stop at a step
+    boundary; a spec without one (saved by an older version) keeps Python's Ctrl-C."""
+    return any(isinstance(node, LoopSpec) and (node.on_stop or _stoppable(node.body)) for node in nodes)
+
+
+def _finished(folder: RunFolder) -> bool:
+    """The folder's run had finished (its last checkpoint record is the final one); a damaged record is for
+    the ``resume`` stage to report, naming it."""
+    try:
+        records = load_checkpoints(folder.store, folder.key(CHECKPOINTS))
+    except CookbookError:
+        return False
+    return bool(records) and records[-1].final
 
 
 def _dated(spec: Experiment) -> Experiment:
