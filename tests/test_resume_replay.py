@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,12 +21,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from tests.faults import CrashAfter, SignalAt, SignalOnStep, local_blobs
 from tinkex_cookbook import Runtime, SlBasic, StageError
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.blobs.s3 import S3BlobStore
+from tinkex_cookbook.cli import app
 from tinkex_cookbook.errors import ConfigError, RunStoppedError
 from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.run_folder import folder_key
@@ -130,9 +136,9 @@ def _run(recipe: str, root: Path, training_client: Any = None, sinks: Sequence[A
                        manifest="test", ports=ports, sinks=sinks)
 
 
-def _rows(root: Path) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` without wall-clock fields (step and sampling times, throughputs)."""
-    lines = (root / "run" / "metrics.jsonl").read_text().splitlines()
+def _rows(folder: Path) -> list[dict[str, Any]]:
+    """A run folder's ``metrics.jsonl`` without wall-clock fields (step and sampling times, throughputs)."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if "seconds" not in k and "per_second" not in k}
             for line in lines]
 
@@ -156,7 +162,7 @@ def test_ctrl_c_checkpoints_the_step_reached_and_the_resume_matches_an_uninterru
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
     resumed = _run(recipe, tmp_path / "b")
     assert next(e for e in resumed.events if e.name == "train.step").data["step"] == step + 1
-    assert _rows(tmp_path / "b") == _rows(tmp_path / "whole")
+    assert _rows(tmp_path / "b" / "run") == _rows(tmp_path / "whole" / "run")
     assert resumed.state["final_checkpoint"] == whole.state["final_checkpoint"]
     assert f"workflow.stopped reason=SIGINT step={step}" in (tmp_path / "b" / "run" / "run.log").read_text()
 
@@ -193,3 +199,82 @@ def test_the_plan_says_what_a_stop_runs() -> None:
     out = io.StringIO()
     Runtime.run(SlBasic, CFG, manifest="test", dry_run=True, out=out)
     assert "on stop: finish_steps, checkpoint" in out.getvalue()
+
+
+# -- the command line: the printed resume command, replaying into a new folder ------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+CLI_CFG = ["batch_size=8", "save_every=20", "learning_rate=1e-4"]
+
+
+def _cli(cwd: Path, *args: str, signal_at: int | None = None, again: bool = False) -> subprocess.CompletedProcess[str]:
+    """``tinkex-cookbook ARGS`` in its own process, in ``cwd``, with runs under ``cwd/runs``; its noop backend
+    sends it SIGINT when optimizer step ``signal_at`` is submitted (``again``: once more while it checkpoints)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TINKEX_PORTS__BLOB_STORE__ADAPTER": "local",
+           "TINKEX_LOG_DIR": str(cwd / "runs"), "TINKEX_PORTS__TRAINING_CLIENT__ADAPTER": "signal_at"}
+    for name in ("TINKEX_SIGNAL_AT", "TINKEX_SIGNAL_AGAIN", "TINKEX_MANIFEST"):
+        env.pop(name, None)
+    if signal_at is not None:
+        env |= {"TINKEX_SIGNAL_AT": str(signal_at), **({"TINKEX_SIGNAL_AGAIN": "1"} if again else {})}
+    return subprocess.run([sys.executable, "-m", "tests.stop_child", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_the_printed_resume_command_continues_at_the_next_step(tmp_path: Path) -> None:
+    stopped = _cli(tmp_path, "run", "sl_basic", "--manifest", "test", "-q", *CLI_CFG, signal_at=3)
+    assert stopped.returncode == 130, stopped.stderr
+    resume = next(line for line in stopped.stderr.splitlines() if line.startswith("resume: "))
+    command = shlex.split(resume.removeprefix("resume: "))
+    [folder] = (tmp_path / "runs" / "sl_basic").iterdir()
+    assert command == ["tinkex-cookbook", "run", "sl_basic", "--manifest", "test", *CLI_CFG,
+                       f"log_path=sl_basic/{folder.name}"]
+    assert [json.loads(line)["step"] for line in (folder / "checkpoints.jsonl").read_text().splitlines()] == [3]
+    resumed = _cli(tmp_path, *command[1:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "train.resume" in (folder / "run.log").read_text()
+    Runtime.run(SlBasic, {**dict(o.split("=") for o in CLI_CFG), "log_path": "run"}, manifest="test",
+                ports=local_blobs(tmp_path / "whole"))
+    assert _rows(folder) == _rows(tmp_path / "whole" / "run")
+
+
+def test_a_second_ctrl_c_in_the_command_line_quits_naming_the_folder(tmp_path: Path) -> None:
+    quit_ = _cli(tmp_path, "run", "sl_basic", "--manifest", "test", "-q", *CLI_CFG, signal_at=3, again=True)
+    [folder] = (tmp_path / "runs" / "sl_basic").iterdir()
+    assert quit_.returncode == 130
+    assert f"interrupted: run folder: {folder}; rerun with log_path=sl_basic/{folder.name}" in quit_.stderr
+
+
+def _manifest(tmp_path: Path) -> str:
+    manifest = tmp_path / "disk.yaml"
+    manifest.write_text(f"extends: test\nports:\n  blob_store: {{adapter: local, root: {tmp_path / 'runs'}}}\n")
+    return str(manifest)
+
+
+def test_run_spec_with_a_log_path_replays_into_a_new_folder_and_a_finished_run_says_so(tmp_path: Path) -> None:
+    runner, manifest, runs = CliRunner(), _manifest(tmp_path), tmp_path / "runs"
+    assert runner.invoke(app, ["run", "sl_basic", "-m", manifest, "log_path=first", *CLI_CFG]).exit_code == 0
+    spec = runs / "first" / "spec.json"
+    again = runner.invoke(app, ["run-spec", str(spec), "-m", manifest])
+    assert again.exit_code == 0 and "holds a finished run (step 8): no step ran" in again.stdout
+    assert f"run-spec {spec} --log-path NEW_FOLDER" in again.stdout
+    rerun = runner.invoke(app, ["run", "sl_basic", "-m", manifest, f"log_path={runs / 'first'}", *CLI_CFG])
+    assert "holds a finished run" in rerun.stdout
+    replay = runner.invoke(app, ["run-spec", str(spec), "-m", manifest, "--log-path", "second"])
+    assert replay.exit_code == 0, replay.output
+    assert json.loads((runs / "second" / "spec.json").read_text())["config"]["log_path"] == "second"
+    assert _rows(runs / "second") == _rows(runs / "first")
+    assert len((runs / "first" / "checkpoints.jsonl").read_text().splitlines()) == 1  # the first is untouched
+
+
+def test_a_printed_spec_names_no_folder_and_each_replay_gets_its_own(tmp_path: Path) -> None:
+    runner, manifest, runs = CliRunner(), _manifest(tmp_path), tmp_path / "runs"
+    printed = runner.invoke(app, ["spec", "sl_basic", *CLI_CFG])
+    assert json.loads(printed.stdout)["config"]["log_path"] is None
+    spec = tmp_path / "spec.json"
+    spec.write_text(printed.stdout)
+    for _ in range(2):
+        assert runner.invoke(app, ["run-spec", str(spec), "-m", manifest]).exit_code == 0
+    folders = sorted((runs / "sl_basic").iterdir())
+    assert len(folders) == 2
+    for folder in folders:  # the spec each run saved names its own folder: replaying it resumes that run
+        assert json.loads((folder / "spec.json").read_text())["config"]["log_path"] == f"sl_basic/{folder.name}"
