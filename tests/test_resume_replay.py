@@ -79,13 +79,21 @@ def test_an_absolute_path_outside_the_root_says_where_the_root_is(tmp_path: Path
         folder_key(store, str(tmp_path / "elsewhere" / "run"))
 
 
+def test_a_printed_file_is_not_taken_for_its_folder(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.write("sl_basic/t/spec.json", b"{}")
+    with pytest.raises(ConfigError, match=f"is a file, not a run folder: its run folder is '{tmp_path}/sl_basic/t'"):
+        folder_key(store, store.uri("sl_basic/t/spec.json"))
+
+
 def test_a_uri_of_another_store_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a location in this blob store"):
         folder_key(LocalBlobStore("/srv/runs"), "s3://bucket/runs/x")
-    store = S3BlobStore("bucket", "cookbook/")
-    assert folder_key(store, store.uri("sl_basic/t")) == "sl_basic/t"
+    store = S3BlobStore("bucket", "cookbook/")  # no request is made: key_for only reads the location
+    assert store.key_for(store.uri("sl_basic/t")) == "sl_basic/t"
+    assert store.key_for("sl_basic/t") is None
     with pytest.raises(ConfigError, match="outside this blob store"):
-        folder_key(store, "s3://other/cookbook/sl_basic/t")
+        store.key_for("s3://other/cookbook/sl_basic/t")
 
 
 # -- a run resumed with the printed folder ------------------------------------------------------------------

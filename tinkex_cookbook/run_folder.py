@@ -87,6 +87,10 @@ def folder_key(store: BlobStore, log_path: str) -> str:
     if not key:
         raise ConfigError(f"log_path {log_path!r} is the blob store's root itself, not a folder in it: name one "
                           f"inside it, e.g. {store.uri('sl_basic/my-run')!r}")
+    if store.exists(key):  # e.g. a run's spec.json, copied from the lines the CLI prints
+        folder = key.rpartition("/")[0]
+        hint = f"its run folder is {store.uri(folder)!r}" if folder else "name a folder"
+        raise ConfigError(f"log_path {log_path!r} is a file, not a run folder: {hint}")
     return key
 
 
