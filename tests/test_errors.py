@@ -30,6 +30,7 @@ EXPECTED_PARENTS = {
     errors.TrainingBackendError: RuntimeError,
     errors.EvalError: RuntimeError,
     errors.StageError: RuntimeError,
+    errors.RunStoppedError: RuntimeError,
 }
 
 

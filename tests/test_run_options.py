@@ -115,7 +115,7 @@ def test_settings_are_read_from_the_environment_when_the_options_are_made(monkey
 
 def test_the_typed_keywords_list_every_option() -> None:
     assert tuple(RunFields.__annotations__) == RUN_OPTION_NAMES == (
-        "manifest", "ports", "dry_run", "verbose", "quiet", "settings", "sinks", "out")
+        "manifest", "ports", "dry_run", "verbose", "quiet", "settings", "sinks", "out", "stop")
 
 
 def test_a_run_with_options_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,17 +116,33 @@ def run(
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
+    from tinkex_cookbook.cli_resume import (
+        exit_interrupted,
+        exit_stopped,
+        finished_message,
+        manifest_args,
+        without_log_path,
+    )
+    from tinkex_cookbook.errors import RunStoppedError
     from tinkex_cookbook.runtime.config_file import config_from
 
+    pairs: list[str] = []
     try:
+        pairs = _with_flags(overrides or [], wandb_project=wandb_project, wandb_name=wandb_name)
         result = Runtime.run(
-            recipe, config_from(config, _with_flags(overrides or [], wandb_project=wandb_project, wandb_name=wandb_name)),
-            manifest=manifest, dry_run=dry_run, verbose=verbose, quiet=quiet, sinks=_progress_sinks(verbose, quiet),
+            recipe, config_from(config, pairs), manifest=manifest, dry_run=dry_run, verbose=verbose, quiet=quiet,
+            sinks=_progress_sinks(verbose, quiet),
         )
+    except RunStoppedError as exc:
+        config_args = ["--config", str(config)] if config else []
+        exit_stopped(exc, ["run", recipe, *manifest_args(manifest), *config_args, *without_log_path(pairs),
+                           f"log_path={exc.log_path}"])
     except CookbookError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:
+        exit_interrupted(exc)
     if not dry_run:
-        typer.echo(_summary(result))
+        typer.echo(finished_message(result) if result.already_finished else _summary(result))
 
 
 @app.command("run-spec")
@@ -135,21 +151,34 @@ def run_spec(
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     dry_run: bool = typer.Option(False, "--dry-run"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    log_path: str | None = typer.Option(
+        None, "--log-path", help="Run in this folder instead of the spec's own (replay a finished run anew)."),
 ) -> None:
-    """Replay an experiment spec saved by an earlier run."""
+    """Replay an experiment spec: it resumes the spec's own run folder, or runs in --log-path's.
+
+    A spec without a log_path (as `spec` prints one) runs in a new timestamped folder each time.
+    """
     from pydantic import ValidationError
 
     from tinkex_cookbook import CookbookError, Experiment, Runtime
+    from tinkex_cookbook.cli_resume import exit_interrupted, exit_stopped, finished_message, manifest_args
+    from tinkex_cookbook.errors import RunStoppedError
 
     try:
         spec = Experiment.from_json(spec_file.read_bytes())
+        if log_path is not None:
+            spec = spec.with_config(log_path=log_path)
         result = Runtime.run_spec(spec, manifest=manifest, dry_run=dry_run, verbose=verbose)
     except ValidationError as exc:
         _fail(ValueError(f"{spec_file} is not an experiment spec: {exc.error_count()} problem(s): {exc}"))
+    except RunStoppedError as exc:
+        exit_stopped(exc, ["run-spec", str(spec_file), *manifest_args(manifest), "--log-path", exc.log_path])
     except CookbookError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:
+        exit_interrupted(exc)
     if not dry_run:
-        typer.echo(_summary(result))
+        typer.echo(finished_message(result) if result.already_finished else _summary(result))
 
 
 @app.command()
@@ -184,7 +213,11 @@ def spec(
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
-    """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`)."""
+    """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`).
+
+    Without a log_path override the spec names no run folder: each `run-spec` of it starts a new
+    timestamped one (and saves the spec, with that folder, in it).
+    """
     from tinkex_cookbook import CookbookError, Runtime
     from tinkex_cookbook.runtime.config_file import config_from
 

@@ -25,7 +25,8 @@ arguments are plain strings) so it crosses process boundaries intact::
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
     ├── TrainingBackendError (RuntimeError) a training/sampling backend request failed; names it
     ├── EvalError (RuntimeError)            an evaluation ran and failed (e.g. inspect marked its task failed)
-    └── StageError (RuntimeError)           a pipeline stage failed; names the stage
+    ├── StageError (RuntimeError)           a pipeline stage failed; names the stage
+    └── RunStoppedError (RuntimeError)      a stop was asked for (Ctrl-C, SIGTERM): checkpointed, then stopped
 """
 
 from __future__ import annotations
@@ -161,6 +162,20 @@ class EvalError(CookbookError, RuntimeError):
 
 class StageError(CookbookError, RuntimeError):
     """A pipeline stage raised; the message names the stage, the cause is chained."""
+
+
+class RunStoppedError(CookbookError, RuntimeError):
+    """A stop was asked for (Ctrl-C, SIGTERM, ``StopRequest.request``): the run saved a checkpoint at a step
+    boundary and stopped. ``args``: the message, then (when known) the run folder's ``log_path`` and the
+    name of the signal (``SIGINT``), so a command line can print the command that resumes it."""
+
+    @property
+    def log_path(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else ""
+
+    @property
+    def signal_name(self) -> str:
+        return str(self.args[2]) if len(self.args) > 2 else ""
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:

@@ -73,6 +73,36 @@ class CheckpointPlacement(Protocol):
         ...
 
 
+@runtime_checkable
+class LocatesKeys(Protocol):
+    """A blob store that can read back the locations its ``uri`` prints (a path, a ``file://`` or ``s3://``
+    URI), so a ``log_path`` copied from a run's output names the same folder."""
+
+    def key_for(self, location: str) -> str | None:
+        """The key ``location`` names in this store; ``None`` if it is a plain key. A location of this
+        store's kind that lies outside it raises ``ConfigError``."""
+        ...
+
+
+def folder_key(store: BlobStore, log_path: str) -> str:
+    """The run folder's key for ``log_path``: a key as given, or a location the store printed (its root
+    stripped). A location that is not this store's, or its root itself, is a ``ConfigError``."""
+    key = store.key_for(log_path) if isinstance(store, LocatesKeys) else None
+    if key is None:
+        if "://" in log_path:
+            raise ConfigError(f"log_path {log_path!r} is not a location in this blob store ({store!r}): give "
+                              "a folder relative to its root (e.g. 'sl_basic/my-run') or a location it printed")
+        return log_path.strip("/")
+    if not key:
+        raise ConfigError(f"log_path {log_path!r} is the blob store's root itself, not a folder in it: name one "
+                          f"inside it, e.g. {store.uri('sl_basic/my-run')!r}")
+    if store.exists(key):  # e.g. a run's spec.json, copied from the lines the CLI prints
+        folder = key.rpartition("/")[0]
+        hint = f"its run folder is {store.uri(folder)!r}" if folder else "name a folder"
+        raise ConfigError(f"log_path {log_path!r} is a file, not a run folder: {hint}")
+    return key
+
+
 class RunFolder:
     """One run's folder in ``store`` under ``prefix``: names its files, holds its lease, writes and reads them."""
 

@@ -97,10 +97,10 @@ class RecipeBase(Generic[C]):
 
     @classmethod
     def _experiment(cls, cfg: C, stages: list[Node]) -> Experiment:
-        log_path = timestamped(cls.name, cfg.model_dump(include={"log_path"}).get("log_path"))
-        config = cfg.model_copy(update={"log_path": log_path})
+        """The spec; an unset ``log_path`` stays unset (a run gets a fresh timestamped folder when it starts,
+        so a printed spec replays into a new folder each time)."""
         return Experiment(name=f"{cls.name}:{cls.title(cfg)}", recipe=cls.name,
-                          config=config.model_dump(mode="json"), stages=stages)
+                          config=cfg.model_dump(mode="json"), stages=stages)
 
 
 def _evals(cfg: BaseModel) -> list[Any]:
@@ -265,12 +265,14 @@ def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
 
 def step_loop(body: list[Node], save_every: int, cfg: BaseModel | None = None) -> LoopSpec:
     """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, running the config's
-    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps."""
+    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps and when a stop
+    is asked for (Ctrl-C, SIGTERM)."""
     if cfg is not None:
         body = [*body, *eval_stages(cfg)]
     if save_every:
         body = [*body, StageSpec(name="checkpoint", every=save_every)]
-    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body)
+    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body,
+                    on_stop=stages("checkpoint"))
 
 
 def timestamped(recipe: str, log_path: str | None) -> str:

@@ -10,6 +10,7 @@ everywhere; a recipe subclasses it and adds (or re-defaults) its own fields.
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Annotated, Any
 
@@ -35,13 +36,19 @@ Name = Annotated[str, Field(min_length=1)]
 """A model, dataset or split name: an empty one can only fail later, further from the cause."""
 
 
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
 def check_log_path(value: str | None) -> str | None:
     """``log_path`` must name a folder inside the blob store; ``None`` or ``""`` mean a timestamped one.
 
     The run strips leading and trailing ``/``; what is left must be a relative key
     every blob store accepts, so the run cannot write outside its root or into it.
+    A path or URI the blob store printed (``runs/sl_basic/<time>``, an absolute
+    path, ``file://...``, ``s3://...``) names the same folder: the run maps it to
+    its key when it opens the store (``run_folder.folder_key``).
     """
-    if not value:
+    if not value or _URI.match(value):  # a location a blob store printed: the run resolves it in that store
         return value
     segments = [s for s in value.strip("/").split("/") if s != "."]
     problem = (

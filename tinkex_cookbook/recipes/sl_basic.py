@@ -164,12 +164,14 @@ class SlBasic(RecipeBase[SlBasicConfig]):
         if cfg.save_every:  # a checkpoint is of finished steps: read the ones in flight first
             step += [StageSpec(name="finish_steps", every=cfg.save_every),
                      StageSpec(name="checkpoint", every=cfg.save_every)]
+        on_stop = stages("finish_steps", "checkpoint")  # Ctrl-C, SIGTERM: checkpoint the steps reached
         batches = LoopSpec(
-            name="batches", var="batch", count_key="num_batches", start_key="start_batch", body=step
+            name="batches", var="batch", count_key="num_batches", start_key="start_batch", body=step,
+            on_stop=on_stop,
         )
         epochs = LoopSpec(  # a stream's passes are its own: one loop of max_steps batches
             name="epochs", var="epoch", count=cfg.num_epochs, start_key="start_epoch",
-            body=[batches] if cfg.streaming else [StageSpec(name="set_epoch"), batches],
+            body=[batches] if cfg.streaming else [StageSpec(name="set_epoch"), batches], on_stop=on_stop,
         )
         return [StageSpec(name="evaluate_base"), epochs]
 

@@ -16,6 +16,7 @@ from typing import Any, TextIO, TypedDict
 
 from tinkex_cookbook.errors import choices
 from tinkex_cookbook.pipeline import Sink
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.runtime.settings import Settings
 
 PortsInput = Mapping[str, Any] | None
@@ -42,6 +43,9 @@ class RunOptions:
     """Extra telemetry sinks (e.g. ``WandbSink``), after the run folder's own."""
     out: TextIO | None = None
     """Where a dry run prints its plan (default: stdout)."""
+    stop: StopRequest | None = None
+    """Set it (from another thread) to stop the run at its next step boundary, checkpointed; the run then
+    raises ``RunStoppedError``. Ctrl-C and SIGTERM set it too while a run holds the main thread."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))  # a caller's list, copied: the options stay frozen
@@ -71,6 +75,7 @@ class RunFields(TypedDict, total=False):
     settings: Settings
     sinks: Sequence[Sink]
     out: TextIO | None
+    stop: StopRequest | None
 
 
 RUN_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunOptions))
