@@ -4,6 +4,7 @@ a dead pid."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -69,3 +70,45 @@ def crashing_local_service(root: Any, crash_at: int) -> Any:
 
     service.create_lora_training_client = create_crashing  # type: ignore[method-assign]
     return service
+
+
+class SignalAt(NoopTrainingService):
+    """The noop training backend, sending this process ``sig`` when optimizer step ``at`` is submitted (Ctrl-C
+    mid-step); with ``again``, a second one when the stop's checkpoint is being saved (Ctrl-C twice)."""
+
+    def __init__(self, at: int, sig: int = signal.SIGINT, again: bool = False) -> None:
+        super().__init__()
+        self.at, self.sig, self.again = at, sig, again
+
+    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
+        client: Any = super().create_lora_training_client(base_model, rank, seed)
+        optim_step, save_state, submitted = client.optim_step, client.save_state, [0]
+
+        def signalling_optim_step(params: Any) -> Any:
+            submitted[0] += 1
+            if submitted[0] == self.at:
+                signal.raise_signal(self.sig)
+            return optim_step(params)
+
+        def signalling_save_state(name: str) -> Any:
+            if self.again and submitted[0] >= self.at:
+                signal.raise_signal(self.sig)
+            return save_state(name)
+
+        client.optim_step, client.save_state = signalling_optim_step, signalling_save_state
+        return client
+
+
+class SignalOnStep:
+    """A telemetry sink sending this process ``sig`` when step ``step``'s metrics are logged: Ctrl-C during a
+    step, for any recipe (one whose optimizer steps are not its steps, e.g. RL skipping a batch, too)."""
+
+    def __init__(self, step: int, sig: int = signal.SIGINT) -> None:
+        self.step, self.sig = step, sig
+
+    def handle(self, event: Any) -> None:
+        if event.name == "train.step" and event.data.get("step") == self.step:
+            signal.raise_signal(self.sig)
+
+    def close(self) -> None:
+        pass

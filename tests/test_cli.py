@@ -160,3 +160,19 @@ def test_piped_runs_print_a_line_every_tenth_of_the_run() -> None:
     assert result.exit_code == 0
     steps = [line.split()[1] for line in result.output.splitlines() if line.startswith("step ")]
     assert steps == [f"{n}/32" for n in (3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 32)]
+
+
+def test_run_and_spec_take_a_config_file_under_the_overrides(tmp_path: Path) -> None:
+    from tinkex_cookbook import Experiment
+
+    (tmp_path / "run.yaml").write_text("batch_size: 4\nlearning_rate: 1e-4\n")
+    config = ["--config", str(tmp_path / "run.yaml")]
+    spec = CliRunner().invoke(app, ["spec", "sl_basic", *config, "batch_size=2"])
+    assert spec.exit_code == 0, spec.output
+    assert {k: Experiment.from_json(spec.output).config[k] for k in ("batch_size", "learning_rate")} == {
+        "batch_size": 2, "learning_rate": 1e-4}
+    plan = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--dry-run", *config])
+    assert plan.exit_code == 0 and "save_final" in plan.output, plan.output
+    nope = str(tmp_path / "nope.yaml")
+    missing = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--config", nope])
+    assert missing.exit_code == 2 and missing.output.strip() == f"error: config file {nope!r} does not exist"

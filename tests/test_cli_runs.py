@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -157,20 +158,24 @@ def test_compare_another_metric_and_default_file_name(
     monkeypatch.chdir(tmp_path)
     code, out, err = invoke("compare", root / SL, root / RL, "--metric", "learning_rate")
     assert code == 0, err
-    page = (tmp_path / out.strip()).read_text()
-    assert out.strip() == "compare-learning_rate.html" and SL in page and RL in page and "<svg" in page
+    written = Path(out.strip())
+    assert written.parent == root and written.name.startswith("compare-") and not list(tmp_path.iterdir())
+    page = written.read_text()
+    assert SL in page and RL in page and "<svg" in page
+    written.unlink()
 
 
 def test_plot_one_rl_run_by_reward(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     code, out, err = invoke("plot", RL, "--root", root, "--metric", "reward_mean")
     assert code == 0, err
-    assert out == "rl_basic_20261123-120500-reward_mean.html\n"
-    page = (tmp_path / out.strip()).read_text()
+    assert out == f"{root / RL / 'plot-reward_mean.html'}\n"
+    page = (root / RL / "plot-reward_mean.html").read_text()
     rows = (root / RL / "metrics.jsonl").read_text().splitlines()
     rewards = [json.loads(line)["reward_mean"] for line in rows]
     assert "<svg" in page and page.count("<circle") == len(rewards) == 3
-    assert f"last {rewards[-1]:.4g} at step 3" in page
+    assert f"last {rewards[-1]:.4g} at step 3" in page and not list(tmp_path.iterdir())
+    (root / RL / "plot-reward_mean.html").unlink()
 
 
 def test_plot_svg_and_png_without_matplotlib(
@@ -240,3 +245,67 @@ def test_list_and_show_read_runs_in_the_prod_manifests_s3_bucket(monkeypatch: py
                               "e.g. team/sl")
         code, out, err = invoke("plot", "team/sl", "--manifest", "prod", "--out", tmp_path / "sl.svg")
         assert code == 0 and (tmp_path / "sl.svg").read_text().startswith("<svg"), err
+
+
+@pytest.fixture
+def lr_runs(root: Path, tmp_path: Path) -> Path:
+    """Three copies of SL under a new root: two with learning_rate 1e-4 (one in another folder) and one 3e-4."""
+    lr_root = tmp_path / "lr"
+    for name, rate in (("a", 1e-4), ("b", 3e-4), ("c/a", 1e-4)):
+        shutil.copytree(root / SL, lr_root / name)
+        config = json.loads((lr_root / name / "config.json").read_text())
+        (lr_root / name / "config.json").write_text(json.dumps({**config, "learning_rate": rate, "log_path": name}))
+    return lr_root
+
+
+def series_labels(page: str) -> list[str]:
+    return list(json.loads(page.split("id='series'>")[1].split("</script>")[0].replace("&quot;", '"'))["series"])
+
+
+def test_compare_names_each_run_by_the_config_values_that_differ(lr_runs: Path, tmp_path: Path) -> None:
+    code, _, err = invoke("compare", "a", "b", "--root", lr_runs, "--out", tmp_path / "lr.html")
+    assert code == 0, err
+    page = (tmp_path / "lr.html").read_text()
+    assert series_labels(page) == ["learning_rate=1e-4", "learning_rate=3e-4"]  # log_path differs too: left out
+    assert "<title>learning_rate=1e-4</title>" in page
+    code, _, err = invoke("compare", "a", "b", "c/a", "--root", lr_runs, "--out", tmp_path / "three.html")
+    assert code == 0, err
+    assert series_labels((tmp_path / "three.html").read_text()) == [
+        "learning_rate=1e-4 (a)", "learning_rate=3e-4", "learning_rate=1e-4 (c/a)"]
+
+
+def test_compare_of_runs_with_one_config_names_them_by_folder(root: Path, tmp_path: Path) -> None:
+    code, _, err = invoke("compare", SL, SL_CUT, "--root", root, "--out", tmp_path / "same.html")
+    assert code == 0, err
+    assert series_labels((tmp_path / "same.html").read_text()) == [SL, SL_CUT]
+
+
+def test_compare_writes_into_the_root_the_runs_are_in_and_prints_it(
+    lr_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    code, out, err = invoke("compare", "a", "b", "--root", lr_runs)
+    assert code == 0, err
+    written = Path(out.strip())
+    assert written.parent == lr_runs and re.fullmatch(r"compare-\d{8}-\d{6}\.html", written.name)
+    assert "learning_rate=3e-4" in written.read_text() and not list(workdir.iterdir())
+    written.unlink()
+    code, out, err = invoke("compare", lr_runs / "c" / "a", lr_runs / "b")  # paths outside the default root
+    assert code == 0, err
+    assert Path(out.strip()).parent == lr_runs and not list(workdir.iterdir())
+
+
+def test_plot_writes_into_the_run_folder_or_to_out(lr_runs: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = invoke("plot", "c/a", "--root", lr_runs, "--metric", "test_mean_nll")
+    assert code == 0, err
+    assert out == f"{lr_runs / 'c' / 'a' / 'plot-test_mean_nll.html'}\n"
+    page = (lr_runs / "c" / "a" / "plot-test_mean_nll.html").read_text()
+    assert "test_mean_nll (nats/token)" in page and "<svg" in page
+    code, out, err = invoke("plot", "a", "--root", lr_runs, "--out", "charts.svg")
+    assert code == 0, err
+    assert out == "charts.svg\n" and (tmp_path / "charts.svg").read_text().startswith("<svg")
+    assert not list((tmp_path).glob(".*tmp"))  # written whole: no temp file left beside it

@@ -296,3 +296,33 @@ def test_rl_rows_without_the_columns_name_them_before_a_session_opens(tmp_path: 
     message = failure(tmp_path, MATH_ROWS, **RL)
     assert "['level', 'problem', 'solution']" in message and "question_field=" in message
     assert "answer_field=" in message
+
+
+# --- formats with mixtures and streaming ----------------------------------------------------------
+
+
+def test_a_mixture_reads_each_dataset_in_its_own_format(tmp_path: Path) -> None:
+    conversations = chitchat(60)
+    sharegpt = write_rows(tmp_path / "a", [as_shape(m, "sharegpt") for m in conversations[:30]])
+    alpaca = write_rows(tmp_path / "b", [as_shape(m, "alpaca") for m in conversations[30:]])
+    ports = {"dataset_store": {"adapter": "local", "root": str(tmp_path)},
+             "blob_store": {"adapter": "local", "root": str(tmp_path / "blobs")}}
+    mixture = [{"dataset": str(sharegpt)}, {"dataset": str(alpaca)}]
+    result = Runtime.run("sl_basic", {"mixture": mixture, "batch_size": 4, "test_size": 6, "log_path": "mix"},
+                         manifest="test", ports=ports)
+    event = dataset_event(result)
+    assert event["format"] == f"{sharegpt}:sharegpt,{alpaca}:alpaca"
+    assert result.state["step"] > 0
+
+
+def test_a_streamed_dataset_in_another_format_trains_and_names_it(tmp_path: Path) -> None:
+    rows = [as_shape(m, "sharegpt") for m in chitchat(40)]
+    result = run(tmp_path, rows, streaming=True, max_steps=3, batch_size=4, test_size=4)
+    assert dataset_event(result)["format"] == "sharegpt"
+    assert result.state["step"] == 3
+
+
+def test_a_streamed_dataset_of_no_known_format_fails_before_the_session(tmp_path: Path) -> None:
+    message = failure(tmp_path, [{"dialog": "x", "id": i} for i in range(20)], streaming=True, max_steps=2,
+                      batch_size=4, test_size=2)
+    assert "['dialog', 'id']" in message

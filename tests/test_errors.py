@@ -22,6 +22,7 @@ EXPECTED_PARENTS = {
     errors.PluginError: ImportError,
     errors.SpecError: ValueError,
     errors.DatasetError: ValueError,
+    errors.DatasetNotFoundError: LookupError,
     errors.RendererError: ValueError,
     errors.BlobStoreError: OSError,
     errors.BlobNotFoundError: KeyError,
@@ -29,6 +30,7 @@ EXPECTED_PARENTS = {
     errors.TrainingBackendError: RuntimeError,
     errors.EvalError: RuntimeError,
     errors.StageError: RuntimeError,
+    errors.RunStoppedError: RuntimeError,
 }
 
 

@@ -64,3 +64,14 @@ def test_resume_after_a_crash_gives_the_same_weights_and_metrics(tmp_path: Path)
     weights_a, weights_b = final_a["lora"], final_b["lora"]
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
+def test_each_step_row_keeps_the_optimizer_steps_gradient_norm(tmp_path: Path) -> None:
+    """The backend measures the gradient norm before clipping; the row is where a user sees it."""
+    config = {**BASE, "train_size": 8, "test_size": 0, "eval_every": 0, "save_every": 0, "sample_prompts": 0}
+    result = Runtime.run(SlBasic, config, manifest="local", ports=local_blobs(tmp_path))
+    steps = rows(tmp_path)
+    assert [row["step"] for row in steps if row["event"] == "train.step"] == [1, 2]
+    for row in (m for m in result.metrics if m["event"] == "train.step"):
+        assert row["grad_norm"] > 0 and row["optim_steps"] == row["step"]
+    assert all(row["grad_norm"] > 0 for row in steps if row["event"] == "train.step")

@@ -67,7 +67,7 @@ def test_keywords_round_trip_through_the_options(fields: dict[str, Any]) -> None
     for name, value in fields.items():
         assert getattr(options, name) == (tuple(value) if name == "sinks" else value)
     assert RunOptions.of(**{f.name: getattr(options, f.name) for f in dataclasses.fields(options)}) == options
-    assert RunOptions.of(options) == options and RunOptions.of(RunOptions(), **fields) == options
+    assert RunOptions.of(options) == options
 
 
 @given(fields=option_fields)
@@ -81,11 +81,16 @@ def test_every_entry_point_hands_its_keywords_to_the_run_as_one_value(fields: di
         assert reached(lambda: Runtime.run_spec(spec, options=expected)) == expected
 
 
-def test_keywords_beside_options_replace_its_fields(capture: None) -> None:
+def test_keywords_beside_options_are_an_error_naming_both(capture: None) -> None:
     base = RunOptions(manifest="local", verbose=True, sinks=[SINK])
-    options = reached(lambda: Runtime.run(SlBasic, {}, options=base, manifest="test"))
-    assert (options.manifest, options.verbose, options.sinks) == ("test", True, (SINK,))
-    assert base.manifest == "local"
+    for call in (lambda: Runtime.run(SlBasic, {}, options=base, manifest="test"),
+                 lambda: Runtime.run_spec(Runtime.build_spec(SlBasic, {}), options=base, dry_run=True,
+                                          verbose=False),
+                 lambda: Runtime.eval(SlBasic, {}, options=base, manifest="test")):
+        with pytest.raises(TypeError, match=r"options= and (dry_run=, )?(manifest=|verbose=) given together"):
+            call()
+    replaced = dataclasses.replace(base, manifest="test")
+    assert reached(lambda: Runtime.run(SlBasic, {}, options=replaced)).manifest == "test"
 
 
 def test_an_unknown_keyword_is_a_type_error_naming_the_options() -> None:
@@ -110,7 +115,7 @@ def test_settings_are_read_from_the_environment_when_the_options_are_made(monkey
 
 def test_the_typed_keywords_list_every_option() -> None:
     assert tuple(RunFields.__annotations__) == RUN_OPTION_NAMES == (
-        "manifest", "ports", "dry_run", "verbose", "settings", "sinks", "out")
+        "manifest", "ports", "dry_run", "verbose", "quiet", "settings", "sinks", "out", "stop")
 
 
 def test_a_run_with_options_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,6 +9,8 @@
 
 Cookbook errors print as one line on stderr and exit with status 2; they name
 the bad value and the valid choices, so a traceback would only add noise.
+Help text is plain (``rich_markup_mode=None`` on every app): rich markup would
+eat bracketed text such as the extra ``[wandb]``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from tinkex_cookbook.cli_eval import eval_command
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
-manifests_app = typer.Typer(no_args_is_help=True, help="List and show deployment manifests.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
+manifests_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="List and show deployment manifests.")
 app.add_typer(manifests_app, name="manifests")
-recipes_app = typer.Typer(no_args_is_help=True, help="List recipes and describe their configs.")
+recipes_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="List recipes and describe their configs.")
 app.add_typer(recipes_app, name="recipes")
-adapters_app = typer.Typer(no_args_is_help=True, help="List the adapters manifests can bind to each port.")
+adapters_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="List the adapters manifests can bind to each port.")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(runs_app, name="runs")
 app.command()(doctor)
@@ -39,6 +45,8 @@ app.command()(export)
 app.command("eval")(eval_command)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
+CONFIG_HELP = ("YAML or JSON file of config keys (e.g. 'learning_rate: 1e-4'); key=value overrides win "
+               "over it. A dotted key sets one key of a mapping field: loss_fn_config.clip_high_threshold=1.3.")
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -58,13 +66,21 @@ def _progress_sinks(verbose: bool, quiet: bool) -> list[Any]:
     return [ProgressSink()] if sys.stderr.isatty() else [PlainProgressSink()]
 
 
-def _wandb_sinks(project: str | None, name: str | None, quiet: bool) -> list[Any]:
-    """A W&B sink when asked for (extra ``[wandb]``); ``WANDB_MODE=offline`` keeps it on this machine."""
-    if not project:
-        return []
-    from tinkex_cookbook.pipeline.wandb_sink import WandbSink
+def _with_flags(overrides: list[str], **flags: str | None) -> list[str]:
+    """``--wandb-project X`` is the override ``wandb_project=X``, so the saved config keeps it; the same key
+    given both ways with two values is an error naming both."""
+    from tinkex_cookbook import ConfigError
+    from tinkex_cookbook.recipes import parse_overrides
 
-    return [WandbSink(project, name=name, quiet=quiet)]
+    given = parse_overrides(overrides)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        if key in given and given[key] != value:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{flag} {value!r} and the override {key}={given[key]!r} disagree; give one of them")
+        overrides = [*overrides, f"{key}={value}"]
+    return overrides
 
 
 def _summary(result: Any) -> str:
@@ -87,25 +103,46 @@ def run(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
-        None, "--wandb-project", help="Also log to this W&B project (extra [wandb]; WANDB_MODE=offline keeps it local)."),
-    wandb_name: str | None = typer.Option(None, "--wandb-name", help="W&B run name (default: the experiment name)."),
+        None, "--wandb-project",
+        help="Also log to this W&B project: the config key wandb_project (extra [wandb]; WANDB_MODE=offline "
+             "keeps it local)."),
+    wandb_name: str | None = typer.Option(
+        None, "--wandb-name", help="W&B run name: the config key wandb_name (default: the experiment name)."),
 ) -> None:
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
+    from tinkex_cookbook.cli_resume import (
+        exit_interrupted,
+        exit_stopped,
+        finished_message,
+        manifest_args,
+        without_log_path,
+    )
+    from tinkex_cookbook.errors import RunStoppedError
+    from tinkex_cookbook.runtime.config_file import config_from
 
+    pairs: list[str] = []
     try:
+        pairs = _with_flags(overrides or [], wandb_project=wandb_project, wandb_name=wandb_name)
         result = Runtime.run(
-            recipe, overrides or [], manifest=manifest, dry_run=dry_run, verbose=verbose,
-            sinks=[*_progress_sinks(verbose, quiet), *_wandb_sinks(wandb_project, wandb_name, quiet)],
+            recipe, config_from(config, pairs), manifest=manifest, dry_run=dry_run, verbose=verbose, quiet=quiet,
+            sinks=_progress_sinks(verbose, quiet),
         )
+    except RunStoppedError as exc:
+        config_args = ["--config", str(config)] if config else []
+        exit_stopped(exc, ["run", recipe, *manifest_args(manifest), *config_args, *without_log_path(pairs),
+                           f"log_path={exc.log_path}"])
     except CookbookError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:
+        exit_interrupted(exc)
     if not dry_run:
-        typer.echo(_summary(result))
+        typer.echo(finished_message(result) if result.already_finished else _summary(result))
 
 
 @app.command("run-spec")
@@ -114,21 +151,34 @@ def run_spec(
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     dry_run: bool = typer.Option(False, "--dry-run"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
+    log_path: str | None = typer.Option(
+        None, "--log-path", help="Run in this folder instead of the spec's own (replay a finished run anew)."),
 ) -> None:
-    """Replay an experiment spec saved by an earlier run."""
+    """Replay an experiment spec: it resumes the spec's own run folder, or runs in --log-path's.
+
+    A spec without a log_path (as `spec` prints one) runs in a new timestamped folder each time.
+    """
     from pydantic import ValidationError
 
     from tinkex_cookbook import CookbookError, Experiment, Runtime
+    from tinkex_cookbook.cli_resume import exit_interrupted, exit_stopped, finished_message, manifest_args
+    from tinkex_cookbook.errors import RunStoppedError
 
     try:
         spec = Experiment.from_json(spec_file.read_bytes())
+        if log_path is not None:
+            spec = spec.with_config(log_path=log_path)
         result = Runtime.run_spec(spec, manifest=manifest, dry_run=dry_run, verbose=verbose)
     except ValidationError as exc:
         _fail(ValueError(f"{spec_file} is not an experiment spec: {exc.error_count()} problem(s): {exc}"))
+    except RunStoppedError as exc:
+        exit_stopped(exc, ["run-spec", str(spec_file), *manifest_args(manifest), "--log-path", exc.log_path])
     except CookbookError as exc:
         _fail(exc)
+    except KeyboardInterrupt as exc:
+        exit_interrupted(exc)
     if not dry_run:
-        typer.echo(_summary(result))
+        typer.echo(finished_message(result) if result.already_finished else _summary(result))
 
 
 @app.command()
@@ -161,12 +211,18 @@ def serve(
 def spec(
     recipe: str = typer.Argument(..., help="Recipe name, e.g. sl_basic."),
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
+    config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
 ) -> None:
-    """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`)."""
+    """Print RECIPE's experiment spec as JSON (replay it with `run-spec FILE`).
+
+    Without a log_path override the spec names no run folder: each `run-spec` of it starts a new
+    timestamped one (and saves the spec, with that folder, in it).
+    """
     from tinkex_cookbook import CookbookError, Runtime
+    from tinkex_cookbook.runtime.config_file import config_from
 
     try:
-        typer.echo(Runtime.build_spec(recipe, overrides or []).to_json())
+        typer.echo(Runtime.build_spec(recipe, config_from(config, overrides or [])).to_json())
     except CookbookError as exc:
         _fail(exc)
 

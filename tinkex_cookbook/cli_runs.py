@@ -3,8 +3,9 @@
     tinkex-cookbook runs list
     tinkex-cookbook runs list --manifest prod         # the runs in the prod manifest's blob store (S3)
     tinkex-cookbook runs show sl_basic/20261123-120000
-    tinkex-cookbook runs compare runs/sl_basic/a runs/sl_basic/b --metric test_mean_nll --out nll.html
-    tinkex-cookbook runs plot runs/rl_basic/20261123-120000 --metric reward_mean
+    tinkex-cookbook runs compare runs/sl_basic/a runs/sl_basic/b --metric test_mean_nll   # runs/compare-<time>.html
+    tinkex-cookbook runs compare runs/sl_basic/a runs/sl_basic/b --out nll.svg
+    tinkex-cookbook runs plot runs/rl_basic/20261123-120000 --metric reward_mean   # in the run folder
 
 Mounted by ``cli.py`` as ``app.add_typer(runs_app, name="runs")``. Errors follow
 ``cli._fail``: one line on stderr, exit status 2. Only typer is imported here;
@@ -13,6 +14,7 @@ Mounted by ``cli.py`` as ``app.add_typer(runs_app, name="runs")``. Errors follow
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from tinkex_cookbook.runs import Run
 
 runs_app = typer.Typer(
-    no_args_is_help=True, help="Browse run folders: list, show, compare and plot their metrics.")
+    no_args_is_help=True, rich_markup_mode=None,
+    help="Browse run folders: list, show, compare and plot their metrics.")
 
 ROOT_HELP = "Folder holding run folders, searched at any depth (default: $TINKEX_LOG_DIR, else ./runs)."
 DIR_HELP = "A run folder (one holding spec.json or metrics.jsonl), as a path or relative to the root."
@@ -53,6 +56,24 @@ class Runs:
         if self.root is not None:
             return resolve_local_run(arg, self.root)
         return resolve_run(arg, self.store, self.where)
+
+    def chart_place(self, runs: list[Run], metric: str, compare: bool) -> tuple[BlobStore, str]:
+        """Where a chart goes without ``--out``: one run's ``plot-METRIC.html`` in its own folder; a
+        comparison's ``compare-<time>.html`` in the root the runs were found in (runs given by a path
+        outside the local root: the folder holding them all)."""
+        from tinkex_cookbook.runs import chart_file_name, compare_file_name, local_store
+
+        if not compare:
+            folder = runs[0].folder
+            return folder.store, folder.key(chart_file_name("plot", metric))
+        name = compare_file_name(time.time())
+        if self.root is None:
+            return self.store, name
+        root = os.path.abspath(self.root)
+        paths = [os.path.abspath(run.path) for run in runs]
+        if all(os.path.commonpath([root, path]) == root for path in paths):
+            return self.store, name
+        return local_store(Path(os.path.commonpath(paths))), name
 
     def labels(self, runs: list[Run]) -> list[str]:
         from tinkex_cookbook.runs import run_labels
@@ -235,24 +256,28 @@ def _chart(
     run_dirs: list[str], metric: str | None, out: Path | None, root: Path | None, manifest: str | None,
     compare: bool,
 ) -> None:
+    """Chart ``metric`` for the runs, into ``out`` or beside the runs (``Runs.chart_place``); print where."""
     from tinkex_cookbook import CookbookError
-    from tinkex_cookbook.runs import RunsError, default_chart_name, pick_metric, write_chart
+    from tinkex_cookbook.runs import RunsError, config_labels, pick_metric, store_chart, write_chart
 
     try:
         with _runs(root, manifest) as runs:
             found = [runs.resolve(run_dir) for run_dir in run_dirs]
-            labels = runs.labels(found)
-        chosen = pick_metric(found, metric)
-        series = [(label, run.series(chosen)) for label, run in zip(labels, found, strict=True)]
-        if compare:
-            title = f"{chosen}: {', '.join(labels)}"
-            path = out or default_chart_name("compare", chosen)
-        else:
-            title = f"{chosen}: {labels[0]} ({found[0].spec.get('name', found[0].recipe)})"
-            path = out or default_chart_name(labels[0], chosen)
-        typer.echo(str(write_chart(path, series, chosen, title)))
+            names = runs.labels(found)
+            chosen = pick_metric(found, metric)
+            labels = config_labels(found, names) if compare else names
+            series = [(label, run.series(chosen)) for label, run in zip(labels, found, strict=True)]
+            if compare:
+                title = f"{chosen}: {' vs '.join(labels)}"
+            else:
+                title = f"{chosen}: {labels[0]} ({found[0].spec.get('name', found[0].recipe)})"
+            if out is not None:
+                written = str(write_chart(out, series, chosen, title))
+            else:
+                written = store_chart(*runs.chart_place(found, chosen, compare), series, chosen, title)
     except (RunsError, CookbookError) as exc:
         _fail(exc)
+    typer.echo(written)
 
 
 @runs_app.command("compare")
@@ -260,12 +285,14 @@ def runs_compare(
     run_dirs: list[str] = typer.Argument(
         ..., metavar="DIR", help="Run folders to put on one chart."),
     metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./compare-METRIC.html.",
-                             show_default=False),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=OUT_HELP + " Default: compare-<time>.html in the root the runs are in.",
+        show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
     manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
-    """Chart one metric against step for several runs on shared axes; prints the file written."""
+    """Chart one metric against step for several runs on shared axes, each run named by the config values
+    that differ between them (learning_rate=1e-4); prints where the chart went."""
     _chart(run_dirs, metric, out, root, manifest, compare=True)
 
 
@@ -273,10 +300,10 @@ def runs_compare(
 def runs_plot(
     run_dir: str = typer.Argument(..., metavar="DIR", help=DIR_HELP),
     metric: str | None = typer.Option(None, "--metric", "-m", help=METRIC_HELP, show_default=False),
-    out: Path | None = typer.Option(None, "--out", "-o", help=OUT_HELP + " Default: ./RUN-METRIC.html.",
-                             show_default=False),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help=OUT_HELP + " Default: plot-METRIC.html in the run's folder.", show_default=False),
     root: Path | None = typer.Option(None, "--root", help=ROOT_HELP, show_default=False),
     manifest: str | None = typer.Option(None, "--manifest", help=MANIFEST_HELP, show_default=False),
 ) -> None:
-    """Chart one metric of one run against step; prints the file written."""
+    """Chart one metric of one run against step; prints where the chart went."""
     _chart([run_dir], metric, out, root, manifest, compare=False)

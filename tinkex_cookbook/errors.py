@@ -18,17 +18,20 @@ arguments are plain strings) so it crosses process boundaries intact::
     ├── PluginError (ImportError)           an installed plugin's entry point fails to load; names it
     ├── SpecError (ValueError)              malformed experiment spec
     ├── DatasetError (ValueError)           dataset missing or a malformed row (with its index)
+    │   └── DatasetNotFoundError (LookupError)  the store has no dataset of that name and split
     ├── RendererError (ValueError)          a conversation a renderer cannot render or parse
     ├── BlobStoreError (OSError)
     │   ├── BlobNotFoundError (KeyError)
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
     ├── TrainingBackendError (RuntimeError) a training/sampling backend request failed; names it
     ├── EvalError (RuntimeError)            an evaluation ran and failed (e.g. inspect marked its task failed)
-    └── StageError (RuntimeError)           a pipeline stage failed; names the stage
+    ├── StageError (RuntimeError)           a pipeline stage failed; names the stage
+    └── RunStoppedError (RuntimeError)      a stop was asked for (Ctrl-C, SIGTERM): checkpointed, then stopped
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import Any
 
@@ -44,6 +47,22 @@ def choices(names: Iterable[str]) -> str:
     """Render valid names the same way in every error message."""
     listed = sorted(names)
     return ", ".join(repr(n) for n in listed) if listed else "(none)"
+
+
+def did_you_mean(name: str, valid: Iterable[str], cutoff: float = 0.6) -> str:
+    """``did you mean 'x'?`` naming the valid names closest to a mistyped one (all of them when several are
+    as close, e.g. ``adam_beta1`` and ``adam_beta2``), or ``""`` when none is close."""
+    close = difflib.get_close_matches(name, list(valid), n=3, cutoff=cutoff)
+    if not close:
+        return ""
+    best = _similarity(name, close[0])
+    tied = sorted(c for c in close if _similarity(name, c) == best)
+    return "did you mean " + " or ".join(repr(c) for c in tied) + "?"
+
+
+def _similarity(name: str, candidate: str) -> float:
+    """The score ``difflib.get_close_matches`` ranks by."""
+    return difflib.SequenceMatcher(None, candidate, name).ratio()
 
 
 def validation_problems(exc: Any) -> str:
@@ -108,6 +127,11 @@ class DatasetError(CookbookError, ValueError):
     """A dataset is unavailable or one of its rows is malformed."""
 
 
+class DatasetNotFoundError(DatasetError, LookupError):
+    """The store has no dataset of that name and split (as opposed to one it found and could not read), so a
+    caller may look elsewhere, e.g. under a named dataset's hub id."""
+
+
 class RendererError(CookbookError, ValueError):
     """A conversation a renderer cannot render, or a response it cannot parse."""
 
@@ -138,6 +162,20 @@ class EvalError(CookbookError, RuntimeError):
 
 class StageError(CookbookError, RuntimeError):
     """A pipeline stage raised; the message names the stage, the cause is chained."""
+
+
+class RunStoppedError(CookbookError, RuntimeError):
+    """A stop was asked for (Ctrl-C, SIGTERM, ``StopRequest.request``): the run saved a checkpoint at a step
+    boundary and stopped. ``args``: the message, then (when known) the run folder's ``log_path`` and the
+    name of the signal (``SIGINT``), so a command line can print the command that resumes it."""
+
+    @property
+    def log_path(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else ""
+
+    @property
+    def signal_name(self) -> str:
+        return str(self.args[2]) if len(self.args) > 2 else ""
 
 
 def error_chain(exc: BaseException) -> list[BaseException]:

@@ -18,7 +18,6 @@ to import fails with a ``PluginError`` naming its distribution and entry point.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -26,7 +25,14 @@ from dataclasses import dataclass
 from functools import cache, reduce
 from typing import Any, Generic, TypeVar
 
-from tinkex_cookbook.errors import CookbookError, NameTakenError, PluginError, UnknownNameError, choices
+from tinkex_cookbook.errors import (
+    CookbookError,
+    NameTakenError,
+    PluginError,
+    UnknownNameError,
+    choices,
+    did_you_mean,
+)
 
 T = TypeVar("T")
 
@@ -180,8 +186,7 @@ class Registry(Generic[T]):
     def describe_unknown(self, name: str) -> str:
         """Why ``name`` is unknown: the valid names, and the closest one when it looks like a typo."""
         valid = self.names()
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else self._hint
+        hint = did_you_mean(name, valid) or self._hint
         return f"unknown {self.kind} {name!r}{self.where}; valid {self.kind}s: {choices(valid)}" + (
             f" ({hint})" if hint else "")
 

@@ -16,6 +16,9 @@ its files, its lock, and the local backend's checkpoint weights (``checkpoints/`
       checkpoints/        the local backend's weights (Tinker keeps its own server-side)
       summary.json, samples.jsonl   held-out replies of the base and final model (SL)
       loss.html           the report written when the run ends
+      evals/<task>/<step>.jsonl   per-example records of the evaluations run during training (``evals=``)
+      transcripts/<step>.jsonl    a few of the step's prompts and completions with rewards (RL, distillation)
+      transcripts.html    the transcripts and evaluation examples, step by step, written when the run ends
 
 Importing this module imports no pipeline, recipe or adapter: browsing stays fast.
 """
@@ -23,7 +26,7 @@ Importing this module imports no pipeline, recipe or adapter: browsing stays fas
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
@@ -47,8 +50,14 @@ SAMPLES = "samples.jsonl"
 REPORT = "loss.html"
 EVALS = "evals"
 """Per-example records of the evaluations a run ran (``evals=``): ``evals/<task>/<step>.jsonl``."""
+TRANSCRIPTS = "transcripts"
+"""What RL and distillation steps generated, a few rows per step: ``transcripts/<step>.jsonl``."""
+TRANSCRIPTS_PAGE = "transcripts.html"
+"""The page that shows ``transcripts/`` and the ``evals/`` examples, written with the report (an artifact)."""
 RUN_MARKERS = (SPEC, METRICS)
 """A folder holding either is a run folder."""
+LINKED_FILES = (CONFIG, SPEC, METRICS, LOG, CHECKPOINTS, SUMMARY, SAMPLES)
+"""The run's data files its report links to when they exist (after its other pages)."""
 ARTIFACTS = (METRICS, CHECKPOINTS, LOG, REPORT, SAMPLES, SUMMARY)
 """Files a finished run lists in ``RunResult.artifacts`` when they exist (besides the run files it saved)."""
 
@@ -62,6 +71,36 @@ class CheckpointPlacement(Protocol):
     def place_checkpoints(self, prefix: str) -> None:
         """Write checkpoints saved from now on under the blob key folder ``prefix``."""
         ...
+
+
+@runtime_checkable
+class LocatesKeys(Protocol):
+    """A blob store that can read back the locations its ``uri`` prints (a path, a ``file://`` or ``s3://``
+    URI), so a ``log_path`` copied from a run's output names the same folder."""
+
+    def key_for(self, location: str) -> str | None:
+        """The key ``location`` names in this store; ``None`` if it is a plain key. A location of this
+        store's kind that lies outside it raises ``ConfigError``."""
+        ...
+
+
+def folder_key(store: BlobStore, log_path: str) -> str:
+    """The run folder's key for ``log_path``: a key as given, or a location the store printed (its root
+    stripped). A location that is not this store's, or its root itself, is a ``ConfigError``."""
+    key = store.key_for(log_path) if isinstance(store, LocatesKeys) else None
+    if key is None:
+        if "://" in log_path:
+            raise ConfigError(f"log_path {log_path!r} is not a location in this blob store ({store!r}): give "
+                              "a folder relative to its root (e.g. 'sl_basic/my-run') or a location it printed")
+        return log_path.strip("/")
+    if not key:
+        raise ConfigError(f"log_path {log_path!r} is the blob store's root itself, not a folder in it: name one "
+                          f"inside it, e.g. {store.uri('sl_basic/my-run')!r}")
+    if store.exists(key):  # e.g. a run's spec.json, copied from the lines the CLI prints
+        folder = key.rpartition("/")[0]
+        hint = f"its run folder is {store.uri(folder)!r}" if folder else "name a folder"
+        raise ConfigError(f"log_path {log_path!r} is a file, not a run folder: {hint}")
+    return key
 
 
 class RunFolder:
@@ -135,9 +174,10 @@ class RunFolder:
 
         return RunLease(self.store, self.prefix)
 
-    def refuse_changed_config(self, config_json: str) -> None:
+    def refuse_changed_config(self, config_json: str, ignore: Collection[str] = ()) -> None:
         """A folder with checkpoints belongs to the config that made them: resuming it under another config
-        would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones."""
+        would continue old checkpoints and metrics with new settings, and overwrite the record of the old ones.
+        Keys in ``ignore`` may change (where metrics are sent besides the folder)."""
         if not self.exists(CHECKPOINTS) or not self.exists(CONFIG):
             return
         try:
@@ -145,8 +185,11 @@ class RunFolder:
         except ValueError as exc:
             raise ConfigError(f"log_path {self.prefix!r} holds checkpoints, but its saved config {self.uri(CONFIG)} "
                               f"is not valid JSON ({exc}); restore it, or pick a new log_path") from None
-        new = json.loads(config_json)
-        if not isinstance(saved, dict) or saved == new:
+        new = {k: v for k, v in json.loads(config_json).items() if k not in ignore}
+        if not isinstance(saved, dict):
+            return
+        saved = {k: v for k, v in saved.items() if k not in ignore}
+        if saved == new:
             return
         absent = object()
         changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, absent) != new.get(k, absent))
@@ -172,18 +215,33 @@ class RunFolder:
         return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
 
     def write_report(self, title: str) -> None:
-        """``loss.html``: the loss curves, with the held-out replies and summary when the run wrote them."""
+        """``loss.html``: a chart per metric, the held-out replies and summary when the run wrote them, and
+        links to the folder's other pages and files (``report_links``)."""
         from tinkex_cookbook.pipeline.report import loss_curve_html
+        from tinkex_cookbook.pipeline.transcripts import write_transcripts_page
 
+        write_transcripts_page(self, title)  # before the report, so a report linking the pages beside it finds this one
         if self.exists(METRICS):
-            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY))
+            html = loss_curve_html(self.read_rows(METRICS), title, self.read_rows(SAMPLES), self.read_json(SUMMARY),
+                                   self.report_links())
             self.store.write(self.key(REPORT), html.encode())
+
+    def report_links(self) -> list[str]:
+        """What the report links to, by name: every other page at the folder's top (any ``.html``: the
+        transcripts, charts ``runs plot`` wrote), then the ``LINKED_FILES`` it holds. A page written after
+        the report is linked the next time the report is written."""
+        start = len(self.key(""))
+        names = {key[start:] for key in self.keys()}
+        pages = sorted(name for name in names if name.endswith(".html") and "/" not in name and name != REPORT)
+        return pages + [name for name in LINKED_FILES if name in names]
 
     def artifacts(self) -> dict[str, str]:
         """The URIs of the run's files that exist (``ARTIFACTS``), and of its ``evals/`` folder if it wrote one."""
-        found = {name: self.uri(name) for name in ARTIFACTS if self.exists(name)}
+        found = {name: self.uri(name) for name in (*ARTIFACTS, TRANSCRIPTS_PAGE) if self.exists(name)}
         if self.store.list(self.key(EVALS + "/")):
             found[EVALS] = self.uri(EVALS)
+        if self.store.list(self.key(TRANSCRIPTS + "/")):
+            found[TRANSCRIPTS] = self.uri(TRANSCRIPTS)
         return found
 
 

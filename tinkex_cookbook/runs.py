@@ -10,8 +10,10 @@ those files: no recipe, port or backend is imported, so browsing stays fast.
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tinkex_cookbook.charts import PALETTE, Series, axis_label, line_chart
 from tinkex_cookbook.ports.blobs import BlobStore
 from tinkex_cookbook.run_folder import (
     CHECKPOINTS,
@@ -39,12 +42,8 @@ LOSS_METRICS = ("train_mean_nll", "dpo_loss", "reward_mean", "teacher_kl")
 COUNTERS = frozenset({"step", "total_steps", "batch", "epoch"})
 """Numeric row fields that are positions, not metrics."""
 CHART_FORMATS = (".html", ".svg", ".png")
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
-
-
-Series = tuple[str, list[tuple[float, float]]]
-"""A chart line: its label and ``(step, value)`` points."""
+LABEL_KEYS = 4
+"""``runs compare`` names runs by their differing config values when at most this many keys differ."""
 
 
 class RunsError(ValueError):
@@ -251,8 +250,7 @@ def _below(folder: str, base: str) -> str:
 def resolve_run(arg: str, store: BlobStore, where: str) -> Run:
     """The run folder ``arg`` names: a key folder in ``store`` (``where`` says what the store is, for errors)."""
     root_uri = store.uri("_").removesuffix("_")  # where keys start: the store has no empty key to ask about
-    if arg.startswith(root_uri):  # the URI a run prints (``run: s3://bucket/prefix/name``)
-        arg = arg[len(root_uri) :]
+    arg = arg.removeprefix(root_uri)  # the URI a run prints (``run: s3://bucket/prefix/name``)
     prefix = arg.strip("/")
     if prefix in ("", "."):
         prefix = ""
@@ -317,40 +315,49 @@ def pick_metric(runs: Sequence[Run], metric: str | None) -> str:
                     f"the metrics all share: {', '.join(sorted(shared)) or 'none'}")
 
 
-def default_chart_name(stem: str, metric: str) -> Path:
-    return Path(re.sub(r"[^A-Za-z0-9._-]+", "_", f"{stem}-{metric}").strip("_") + ".html")
+def chart_file_name(*parts: str) -> str:
+    """A file name from ``parts`` (``plot``, a metric such as ``env/correct``): ``plot-env_correct.html``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts)).strip("_") + ".html"
+
+
+def compare_file_name(now: float) -> str:
+    """``compare-<UTC time>.html``: a new name for each comparison, in the clock order of the run folders."""
+    return f"compare-{datetime.fromtimestamp(now, UTC):%Y%m%d-%H%M%S}.html"
+
+
+def config_labels(runs: Sequence[Run], names: Sequence[str]) -> list[str]:
+    """Each run named by the config values that tell it from the others (``learning_rate=1e-4``), leaving
+    out ``log_path`` and the keys equal in every run. Its name from ``names`` instead when no key differs
+    or more than ``LABEL_KEYS`` do (runs of different recipes), and beside the values when two runs have
+    the same ones."""
+    keys = sorted({key for run in runs for key in run.config} - {"log_path"})
+    differing = [key for key in keys if len({_config_value(run.config, key) for run in runs}) > 1]
+    if not differing or len(differing) > LABEL_KEYS:
+        return list(names)
+    labels = [", ".join(f"{key}={_config_value(run.config, key)}" for key in differing) for run in runs]
+    return [f"{label} ({name})" if labels.count(label) > 1 else label
+            for label, name in zip(labels, names, strict=True)]
+
+
+def _config_value(config: dict[str, Any], key: str) -> str:
+    if key not in config:
+        return "(absent)"
+    value = config[key]
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    if isinstance(value, float) and value != 0 and math.isfinite(value) and not 1e-3 <= abs(value) < 1e5:
+        mantissa, exponent = f"{value:.6e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"  # 1e-4, not 0.0001 or 1e-04
+    return format_value(value)
 
 
 # --- charts -------------------------------------------------------------------------------------------
 
 
-def chart_svg(series: Sequence[Series], metric: str) -> str:
-    """One polyline per run on shared axes (``report._polyline``), min/max printed on the axes."""
-    from tinkex_cookbook.pipeline.report import HEIGHT, PAD, WIDTH, _polyline
-
-    everything = [p for _, points in series for p in points]
-    xs, ys = [p[0] for p in everything], [p[1] for p in everything]
-    x0, x1, y0, y1 = bounds = (min(xs), max(xs), min(ys), max(ys))
-    scale_x = (WIDTH - 2 * PAD) / ((x1 - x0) or 1.0)
-    scale_y = (HEIGHT - 2 * PAD) / ((y1 - y0) or 1.0)
-    parts = [
-        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
-        f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>',
-        f'<text x="{PAD}" y="{HEIGHT - PAD + 16}" font-size="11">{x0:g}</text>',
-        (f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 16}" font-size="11" text-anchor="end">'
-         f"step {x1:g}</text>"),
-        f'<text x="{PAD + 4}" y="{PAD - 6}" font-size="11">{html.escape(metric)} {y1:.4g}</text>',
-        f'<text x="{PAD + 4}" y="{HEIGHT - PAD - 6}" font-size="11">{y0:.4g}</text>',
-    ]
-    for index, (label, points) in enumerate(series):
-        color = PALETTE[index % len(PALETTE)]
-        dots = "".join(  # every point of a short series (one point draws no line), else the last
-            f'<circle cx="{PAD + (x - x0) * scale_x:.1f}" cy="{HEIGHT - PAD - (y - y0) * scale_y:.1f}" '
-            f'r="2.5" fill="{color}"/>' for x, y in (points if len(points) <= 60 else points[-1:])
-        )
-        parts.append(f"<g><title>{html.escape(label)}</title>{_polyline(points, bounds, color)}{dots}</g>")
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'viewBox="0 0 {WIDTH} {HEIGHT}">{"".join(parts)}</svg>')
+def chart_svg(series: Sequence[Series], metric: str, legend: bool = True) -> str:
+    """One line per run on shared axes: ticks, the metric and its unit, and (unless the page around it
+    has one) a legend."""
+    return line_chart(series, metric, axis_label(metric), width=720, height=360, legend=legend)
 
 
 def chart_html(series: Sequence[Series], metric: str, title: str) -> str:
@@ -358,21 +365,19 @@ def chart_html(series: Sequence[Series], metric: str, title: str) -> str:
     legend = "".join(
         f'<li><span style="color:{PALETTE[i % len(PALETTE)]}">&#9632;</span> {html.escape(label)}: '
         f"{len(points)} points, last {points[-1][1]:.4g} at step {points[-1][0]:g}</li>"
-        for i, (label, points) in enumerate(series)
+        for i, (label, points) in enumerate(series) if points
     )
-    steps, values = [p[0] for _, ps in series for p in ps], [p[1] for _, ps in series for p in ps]
-    ranges = (f"{html.escape(metric)} against step: steps {min(steps):g} to {max(steps):g}; "
-              f"values {min(values):.4g} to {max(values):.4g}")
     data = html.escape(json.dumps({"metric": metric, "series": {label: points for label, points in series}}))
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-        f"<h3>{html.escape(title)}</h3><div style='display:inline-block;border:1px solid #ccc'>"
-        f"{chart_svg(series, metric)}</div><p>{ranges}</p><ul style='list-style:none;padding:0'>{legend}</ul>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
+        f"<body style='font-family:sans-serif'><h3>{html.escape(title)}</h3>"
+        f"<div style='display:inline-block;border:1px solid #ccc'>{chart_svg(series, metric, legend=False)}</div>"
+        f"<ul style='list-style:none;padding:0'>{legend}</ul>"
         f"<script type='application/json' id='series'>{data}</script></body></html>"
     )
 
 
-def _write_png(path: Path, series: Sequence[Series], metric: str, title: str) -> None:
+def _png(path: Path, series: Sequence[Series], metric: str, title: str) -> bytes:
     try:
         from matplotlib.figure import Figure  # pyright: ignore[reportMissingImports]  # optional: PNG charts only
     except ImportError:
@@ -384,27 +389,43 @@ def _write_png(path: Path, series: Sequence[Series], metric: str, title: str) ->
         color = PALETTE[index % len(PALETTE)]
         axes.plot([p[0] for p in points], [p[1] for p in points], label=label, color=color)
     axes.set_xlabel("step")
-    axes.set_ylabel(metric)
+    axes.set_ylabel(axis_label(metric))
     axes.set_title(title)
     axes.legend()
-    figure.savefig(path, dpi=120, bbox_inches="tight")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
 
 
-def write_chart(path: Path, series: Sequence[Series], metric: str, title: str) -> Path:
-    """``path``'s suffix picks the format: .html (inline SVG), .svg, or .png (only with matplotlib)."""
+def render_chart(path: Path, series: Sequence[Series], metric: str, title: str) -> bytes:
+    """The chart in the format ``path``'s suffix names: .html (inline SVG), .svg, or .png (with matplotlib)."""
     suffix = path.suffix.lower()
     if suffix not in CHART_FORMATS:
         raise RunsError(f"cannot write {path}: --out must end in {', '.join(CHART_FORMATS)}")
+    if suffix == ".png":
+        return _png(path, series, metric, title)
+    if suffix == ".svg":
+        return chart_svg(series, metric).encode()
+    return chart_html(series, metric, title).encode()
+
+
+def write_chart(path: Path, series: Sequence[Series], metric: str, title: str) -> Path:
+    """The chart as a local file, written whole (a temp file beside it, renamed into place)."""
+    data = render_chart(path, series, metric, title)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        if suffix == ".png":
-            _write_png(path, series, metric, title)
-        elif suffix == ".svg":
-            path.write_text(chart_svg(series, metric))
-        else:
-            path.write_text(chart_html(series, metric, title))
+        temp.write_bytes(data)
+        os.replace(temp, path)
     except OSError as exc:
+        temp.unlink(missing_ok=True)
         raise RunsError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def store_chart(store: BlobStore, key: str, series: Sequence[Series], metric: str, title: str) -> str:
+    """The chart as an HTML page under ``key`` in ``store`` (beside the runs it charts); its URI."""
+    store.write(key, chart_html(series, metric, title).encode())
+    return store.uri(key)
 
 
 # --- text summaries -----------------------------------------------------------------------------------

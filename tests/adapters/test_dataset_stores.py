@@ -136,7 +136,7 @@ def test_memory_store_unknown_lists_known_names() -> None:
 
 
 def test_memory_store_rejects_unknown_option() -> None:
-    with pytest.raises(DatasetError, match="'shuffle'.*valid options: 'limit'"):
+    with pytest.raises(DatasetError, match="'shuffle'.*valid options: 'config', 'limit', 'streaming'"):
         MemoryDatasetStore({"a": rows(1)}).load_dataset("a", shuffle=True)
 
 
@@ -240,8 +240,10 @@ def test_shipped_chat_sample_loads_from_any_root(tmp_path: Path) -> None:
 
 def test_local_unknown_option_lists_valid_ones(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "ds.jsonl", rows(1))
-    with pytest.raises(DatasetError, match="'streaming'.*valid options: 'limit'"):
-        LocalDatasetStore(tmp_path).load_dataset("ds", streaming=True)
+    with pytest.raises(DatasetError, match="'shuffle'.*valid options: 'config', 'limit', 'streaming'"):
+        LocalDatasetStore(tmp_path).load_dataset("ds", shuffle=True)
+    with pytest.raises(DatasetError, match="'streaming'.*must be true or false"):
+        LocalDatasetStore(tmp_path).load_dataset("ds", streaming="yes")
 
 
 @pytest.mark.parametrize("limit", [-1, "3"])

@@ -26,6 +26,7 @@ from typing import Any
 
 from tinkex_cookbook import data
 from tinkex_cookbook.eval.tasks import EvalTask
+from tinkex_cookbook.train.named_datasets import provide_hint
 from tinkex_cookbook.train.rl.eval_graders import CHOICE_LETTERS
 from tinkex_cookbook.train.rl.graders import extract_boxed, extract_gsm8k
 
@@ -132,15 +133,8 @@ class PublicSet:
     format: str
 
     def how_to_provide(self) -> str:
-        args = ", ".join(f'"{a}"' for a in (self.hub_id, self.config) if a)
-        download = f"python -c 'import datasets; datasets.load_dataset({args})'"
-        export = (f"python -c 'import datasets; datasets.load_dataset({args}, split=\"{self.split}\")"
-                  f".to_json(\"{self.split}.jsonl\")'")
-        return (f"To evaluate on {self.hub_id}: download it once with `{download}` on a machine with network "
-                "(it lands in the Hugging Face cache; use that HF_HOME here, with the hf dataset store), or "
-                f"export the split with `{export}` and pass dataset=/path/to/{self.split}.jsonl (or save it "
-                f"as {self.hub_id}/{self.split}.jsonl under the local dataset store's root). Rows need "
-                f"{ROW_FORMATS[self.format].fields}.")
+        return provide_hint(f"To evaluate on {self.hub_id}", self.hub_id, self.config, self.split, self.hub_id,
+                            ROW_FORMATS[self.format].fields)
 
 
 PUBLIC_SETS: dict[str, PublicSet] = {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tinkex_cookbook.eval.suite import EvalReport, TaskOutcome
@@ -67,7 +67,7 @@ def _jsonable(value: Any) -> Any:
 
 def render_html(report: EvalReport) -> str:
     """One self-contained page: the table, then per task its examples with each target's reply side by side."""
-    parts = ["<!doctype html><meta charset='utf-8'><title>evaluation</title>", _STYLE,
+    parts = ["<!doctype html><meta charset='utf-8'><title>evaluation</title>", STYLE,
              "<h1>Evaluation</h1>", _summary_table(report)]
     for task in report.tasks:
         outcomes = [o for o in report.outcomes if o.task.name == task.name]
@@ -77,7 +77,7 @@ def render_html(report: EvalReport) -> str:
         parts.extend(f"<p><b>{html.escape(o.label)}</b>: " + ", ".join(
             f"{html.escape(str(k))} <code>{html.escape(str(v))}</code>" for k, v in o.result.details.items()) + "</p>"
             for o in outcomes if o.result.details)
-        parts.append(_examples(outcomes))
+        parts.append(examples_table([(o.label, o.result.records) for o in outcomes]))
     return "\n".join(parts)
 
 
@@ -114,19 +114,20 @@ def _cell(value: float | None) -> str:
 _SHOWN_KEYS = ("prompt", "conversation", "reference", "chosen", "rejected")
 
 
-def _examples(outcomes: list[TaskOutcome]) -> str:
-    if not outcomes or not outcomes[0].result.records:
+def examples_table(columns: Sequence[tuple[str, Sequence[Mapping[str, Any]]]], shown: int = EXAMPLES_SHOWN) -> str:
+    """The first ``shown`` examples, one row each, with every column's (label, records) reply side by side."""
+    if not columns or not columns[0][1]:
         return ""
-    head = "".join(f"<th>{html.escape(o.label)}</th>" for o in outcomes)
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in columns)
     rows = []
-    for i, first in enumerate(outcomes[0].result.records[:EXAMPLES_SHOWN]):
-        shown = "".join(f"<div><b>{k}</b><pre>{html.escape(str(first[k]))}</pre></div>"
-                        for k in _SHOWN_KEYS if first.get(k) not in (None, ""))
+    for i, first in enumerate(columns[0][1][:shown]):
+        shown_keys = "".join(f"<div><b>{k}</b><pre>{html.escape(str(first[k]))}</pre></div>"
+                             for k in _SHOWN_KEYS if first.get(k) not in (None, ""))
         cells = []
-        for outcome in outcomes:
-            record = outcome.result.records[i] if i < len(outcome.result.records) else {}
+        for _, records in columns:
+            record = records[i] if i < len(records) else {}
             cells.append(f"<td>{_record_cell(record)}</td>")
-        rows.append(f"<tr><td class='ex'>#{first.get('index', i)}{shown}</td>{''.join(cells)}</tr>")
+        rows.append(f"<tr><td class='ex'>#{first.get('index', i)}{shown_keys}</td>{''.join(cells)}</tr>")
     return f"<table class='examples'><tr><th>example</th>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -148,7 +149,7 @@ def _record_cell(record: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
-_STYLE = """<style>
+STYLE = """<style>
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f4f4f4}td.best{font-weight:bold;background:#eef8ee}pre{white-space:pre-wrap;margin:2px 0;

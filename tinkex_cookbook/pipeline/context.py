@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 
 from tinkex_cookbook.errors import SpecError
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.pipeline.telemetry import TaskProgress, Telemetry
 from tinkex_cookbook.spec import StageSpec
 
@@ -66,6 +67,8 @@ class Context(Generic[ConfigT_co]):
     stage: StageSpec | None = None
     access: Access | None = None
     """Set by the runner while a stage runs; ``None`` (no checks) outside a run."""
+    stop: StopRequest = field(default_factory=StopRequest)
+    """Set (Ctrl-C, SIGTERM, another thread) to stop the run at its next step boundary, checkpointed."""
 
     def emit(self, name: str, /, **data: Any) -> None:
         self.telemetry.emit(name, **data)

@@ -58,11 +58,13 @@ BUILTIN_STAGES: dict[str, str] = {
                      "update_sampler", "log_step"), _STAGE_MODULE + "common"),
     **dict.fromkeys(("load_dataset", "build_dataset", "set_epoch", "get_batch", "forward_backward", "optim_step",
                      "log_step_metrics", "finish_steps", "evaluate_at_end", "evaluate"), _STAGE_MODULE + "supervised"),
+    **dict.fromkeys(("open_stream", "build_stream", "get_stream_batch"), _STAGE_MODULE + "sl_stream"),
     **dict.fromkeys(("evaluate_base", "evaluate_final"), _STAGE_MODULE + "replies"),
     **dict.fromkeys(("rl_load_problems", "rl_build_envs", "rl_open_samplers", "rl_sample", "rl_train",
                      "rl_update_sampler", "rl_evaluate"), _STAGE_MODULE + "rl"),
     **dict.fromkeys(("dpo_load_pairs", "dpo_reference", "dpo_step", "dpo_evaluate"), _STAGE_MODULE + "dpo"),
     **dict.fromkeys(("evals_start", "run_evals", "evals_final"), _STAGE_MODULE + "evals"),
+    "write_transcript": _STAGE_MODULE + "transcripts",
     **dict.fromkeys(("distill_setup", "distill_on_policy_step", "distill_off_policy_step", "distill_evaluate"),
                     _STAGE_MODULE + "distillation"),
 }

@@ -1,29 +1,109 @@
-"""A self-contained loss-curve page for a run: inline SVG, no plotting library, opens anywhere."""
+"""A run's report page (``loss.html``): a small chart per metric, the held-out replies, links to the
+run's other pages. Self-contained: inline SVG (``charts.py``), no plotting library, opens anywhere.
+
+The charts come from the ``metrics.jsonl`` rows alone, so every recipe gets its own: the headline
+metric of each (SL ``train_mean_nll``, DPO ``dpo_loss``, RL ``reward_mean``, distillation
+``teacher_kl``), the accuracy, margin and ``env/*`` metrics a recipe logs, the gradient norm, and
+each evaluation task's ``<task>/<metric>`` rows. A held-out measure of a training metric
+(``test_mean_nll`` beside ``train_mean_nll``, ``eval_teacher_kl`` beside ``teacher_kl``) shares its
+chart, being on the same scale.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
-SERIES = (
-    ("train_mean_nll", "train.step", "#1f77b4"), ("test_mean_nll", "train.eval", "#d62728"),
-    ("reward_mean", "train.step", "#2ca02c"),  # RL runs
-)
-WIDTH, HEIGHT, PAD = 720, 360, 48
+from tinkex_cookbook.charts import Point, Series, axis_label, line_chart
+
+STEP_CHARTS = ("train_mean_nll", "dpo_loss", "reward_mean", "teacher_kl", "accuracy", "margin")
+"""``train.step`` metrics charted, in this order (then ``env/*``, then ``grad_norm``)."""
+LAST_CHARTS = ("grad_norm",)
+EVAL_COUNTS = frozenset({"examples", "tokens"})
+"""``<task>/<metric>`` fields that count what was measured: not charted."""
 
 
-def _points(rows: Sequence[dict[str, Any]], key: str, event: str) -> list[tuple[float, float]]:
-    return [(float(r["step"]), float(r[key])) for r in rows if r.get("event") == event and key in r]
+def _step_chart(key: str) -> bool:
+    return key in STEP_CHARTS or key in LAST_CHARTS or key.startswith("env/")
 
 
-def _polyline(points: list[tuple[float, float]], bounds: tuple[float, float, float, float], color: str) -> str:
-    x0, x1, y0, y1 = bounds
-    scale_x = (WIDTH - 2 * PAD) / ((x1 - x0) or 1.0)
-    scale_y = (HEIGHT - 2 * PAD) / ((y1 - y0) or 1.0)
-    coords = " ".join(f"{PAD + (x - x0) * scale_x:.1f},{HEIGHT - PAD - (y - y0) * scale_y:.1f}" for x, y in points)
-    return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{coords}"/>'
+def chart_of(event: str, key: str) -> str | None:
+    """The chart a row field is drawn on (named by the training metric it belongs to), or ``None``."""
+    if event == "train.step":
+        return key if _step_chart(key) else None
+    if event != "train.eval":
+        return None
+    held_out = key.removeprefix("test_").removeprefix("eval_")
+    for name in (held_out, f"train_{held_out}"):
+        if _step_chart(name):
+            return name
+    if "/" in key and not key.startswith(("test_", "eval_")) and key.rsplit("/", 1)[1] not in EVAL_COUNTS:
+        return key
+    return None
+
+
+def _order(chart: str) -> tuple[int, int, str]:
+    if chart in STEP_CHARTS:
+        return (0, STEP_CHARTS.index(chart), "")
+    if chart.startswith("env/"):
+        return (1, 0, chart)
+    if chart in LAST_CHARTS:
+        return (2, LAST_CHARTS.index(chart), "")
+    return (3, 0, chart)
+
+
+def report_charts(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[Series]]]:
+    """Each chart (named by its metric) with its lines: one per row field drawn on it, labelled by the
+    field. Fields that are not numbers, and points that are not finite, are left out."""
+    charts: dict[str, dict[str, list[Point]]] = {}
+    for row in rows:
+        step, event = _number(row.get("step")), str(row.get("event"))
+        for key, value in row.items():
+            chart, number = chart_of(event, key), _number(value)
+            if chart is not None and step is not None and number is not None:
+                charts.setdefault(chart, {}).setdefault(key, []).append((step, number))
+    found = []
+    for chart in sorted(charts, key=_order):
+        keys = sorted(charts[chart], key=lambda key: key != chart)  # the training metric's line first
+        found.append((chart, [(key, charts[chart][key]) for key in keys]))
+    return found
+
+
+def _number(value: Any) -> float | None:
+    """A finite float; ``None`` for text, flags, NaN and infinities."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def chart_title(chart: str) -> str:
+    """``mean_nll`` for the chart of ``train_mean_nll`` and ``test_mean_nll``; other charts keep their name."""
+    return chart.removeprefix("train_")
+
+
+def charts_html(rows: Sequence[dict[str, Any]]) -> str:
+    """The small multiples: one chart per metric, wrapped to the page's width."""
+    charts = report_charts(rows)
+    if not charts:
+        return "<p>No steps recorded yet.</p>"
+    figures = []
+    for chart, lines in charts:
+        title = chart_title(chart)
+        figures.append(f"<figure style='margin:0'>{line_chart(lines, title, axis_label(title), legend=True)}</figure>")
+    return f"<div style='display:flex;flex-wrap:wrap;gap:16px'>{''.join(figures)}</div>"
+
+
+def links_html(links: Sequence[str]) -> str:
+    """The run's other pages (``.html``: transcripts, plots) and files, linked relative to the report,
+    which sits in the same folder."""
+    pages = [name for name in links if name.endswith(".html")]
+    files = [name for name in links if not name.endswith(".html")]
+    parts = [f"{heading}: " + " &middot; ".join(f"<a href='{html.escape(n)}'>{html.escape(n)}</a>" for n in names)
+             for heading, names in (("Other pages", pages), ("Files", files)) if names]
+    return f"<p style='font-size:small'>{'<br>'.join(parts)}</p>" if parts else ""
 
 
 def samples_html(samples: Sequence[dict[str, Any]]) -> str:
@@ -51,27 +131,16 @@ def summary_html(summary: dict[str, Any]) -> str:
 
 def loss_curve_html(
     rows: Sequence[dict[str, Any]], title: str, samples: Sequence[dict[str, Any]] = (),
-    summary: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None, links: Sequence[str] = (),
 ) -> str:
-    """Train and test NLL (SL) or mean reward (RL) against step, axis ranges printed; empty runs get a note.
-    An SL run adds its held-out NLL before and after, and the replies of both models."""
-    series = [(key, _points(rows, key, event), color) for key, event, color in SERIES]
-    everything = [p for _, points, _ in series for p in points]
-    if not everything:
-        body = "<p>No steps recorded yet.</p>"
-    else:
-        xs, ys = [p[0] for p in everything], [p[1] for p in everything]
-        bounds = (min(xs), max(xs), min(ys), max(ys))
-        lines = "".join(_polyline(points, bounds, color) for _, points, color in series if points)
-        legend = " ".join(f'<span style="color:{c}">&#9632; {k}</span>' for k, p, c in series if p)
-        body = (
-            f'<svg width="{WIDTH}" height="{HEIGHT}" style="border:1px solid #ccc">{lines}</svg>'
-            f"<p>{legend}</p><p>steps {bounds[0]:g} to {bounds[1]:g}; values {bounds[2]:.4g} to {bounds[3]:.4g}</p>"
-        )
+    """The run's page: links to its other files, an SL run's held-out NLL before and after, a chart per
+    metric (``report_charts``; a run with no rows yet gets a note), the replies of both models, and the
+    rows themselves as JSON for whoever wants the numbers."""
     data = html.escape(json.dumps(list(rows)))
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head>"
-        f"<body><h3>{html.escape(title)}</h3>{summary_html(summary or {})}{body}{samples_html(samples)}"
+        f"<body style='font-family:sans-serif'><h3>{html.escape(title)}</h3>{links_html(links)}"
+        f"{summary_html(summary or {})}{charts_html(rows)}{samples_html(samples)}"
         f"<script type='application/json' id='metrics'>{data}"
         "</script></body></html>"
     )

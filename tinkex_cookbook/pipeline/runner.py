@@ -8,6 +8,11 @@ its body's writes), and that each loop's count is written before the loop. So a
 spec with a stage missing fails before any port is built, naming the stage and
 the key. A stage that raises stops the run with a ``StageError`` that names the
 stage; the original error is chained as its cause.
+
+A requested stop (``ctx.stop``: Ctrl-C, SIGTERM) is read at the iteration boundaries
+of each loop that has ``on_stop`` stages (before each iteration and after the last):
+the stages running finish, the loop runs its ``on_stop`` (a step loop's checkpoint),
+and the run ends with ``RunStoppedError`` and a ``workflow.stopped`` event.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tinkex_cookbook.errors import SpecError, StageError
+from tinkex_cookbook.errors import RunStoppedError, SpecError, StageError
 from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
@@ -45,6 +50,7 @@ class Runner:
                     self._require_counter(f"loop {node.name!r} start_key", node.start_key, written)
                 written.add(Key(node.var, state=True))
                 self._check_flow(node.body, written)
+                self._check_flow(node.on_stop, written)  # after an iteration, or before the first
                 continue
             entry = self._registry.get(node.name)
             if node.every is not None:
@@ -78,6 +84,9 @@ class Runner:
         started = time.monotonic()
         try:
             self._walk(spec.stages, ctx, completed)
+        except RunStoppedError:
+            ctx.emit("workflow.stopped", step=ctx.state.get("step"), reason=ctx.stop.reason)
+            raise
         except BaseException as exc:
             ctx.emit("workflow.exception", error=type(exc).__name__, stage=ctx.stage and ctx.stage.name)
             raise
@@ -103,8 +112,23 @@ class Runner:
             )
         start = ctx.state.pop(loop.start_key, 0) if loop.start_key else 0
         for index in range(start, count):
+            self._stop_if_asked(loop, ctx, completed)
             ctx.state[loop.var] = index
             self._walk(loop.body, ctx, completed)
+        self._stop_if_asked(loop, ctx, completed)
+
+    def _stop_if_asked(self, loop: LoopSpec, ctx: Context[Any], completed: dict[str, None]) -> None:
+        """At an iteration boundary: if a stop was asked for and the loop says what it needs, run that
+        (every stage of it, whatever its ``every``) and stop the run."""
+        if not loop.on_stop or not ctx.stop.requested:
+            return
+        self._walk([_unconditional(node) for node in loop.on_stop], ctx, completed)
+        step = ctx.state.get("step")
+        if not isinstance(step, int):
+            raise RunStoppedError(f"run stopped at an iteration boundary of loop {loop.name!r} ({ctx.stop.reason})")
+        saved = f"step {step} is checkpointed" if step else "no step had finished"
+        raise RunStoppedError(f"run stopped after step {step} ({ctx.stop.reason}): {saved}; a resume continues "
+                              f"at step {step + 1}")
 
     def _stage(self, spec: StageSpec, ctx: Context[Any]) -> None:
         entry = self._registry.get(spec.name)
@@ -116,6 +140,10 @@ class Runner:
             ctx.emit("stage.stop", stage=spec.name, seconds=time.monotonic() - started)
         except Exception as exc:
             raise StageError(f"stage {spec.name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _unconditional(node: Node) -> Node:
+    return node.model_copy(update={"every": None}) if isinstance(node, StageSpec) else node
 
 
 def _due(spec: StageSpec, ctx: Context[Any]) -> bool:

@@ -1,6 +1,6 @@
 """Telemetry: events a run emits, and the sinks that record them.
 
-Event names: ``workflow.start|stop|exception``, ``stage.start|stop``,
+Event names: ``workflow.start|stop|stopped|exception`` (``stopped``: on request, checkpointed), ``stage.start|stop``,
 ``train.dataset`` (the data's format and split sizes), ``train.step``,
 ``train.epoch``, ``train.eval``, ``train.checkpoint``, and
 ``task.start|progress|stop`` for the long loops inside a stage (dataset
@@ -302,6 +302,6 @@ def _console_line(event: Event) -> str | None:
             return None
         return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
     if event.name in ("train.dataset", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
-                      "workflow.exception", "workflow.stop"):
+                      "workflow.exception", "workflow.stop", "workflow.stopped"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
     return None

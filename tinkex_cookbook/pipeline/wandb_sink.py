@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 MODES = ("online", "offline", "disabled", "shared")
 INSTALL_HINT = "pip install 'tinkex-cookbook[wandb]'"
+PROJECT_RULE = "use a non-empty name without / \\ # ? % :"
+
+
+def is_project_name(project: object) -> bool:
+    """A name W&B takes for a project (it refuses these characters); one rule for the sink and the config key."""
+    return isinstance(project, str) and bool(project.strip()) and not any(c in project for c in "/\\#?%:")
 
 
 def run_id_for(run_uri: str) -> str:
@@ -90,11 +96,8 @@ class WandbSink:
         quiet: bool = False,
         settings: Mapping[str, Any] | None = None,
     ) -> None:
-        if not isinstance(project, str) or not project.strip() or any(c in project for c in "/\\#?%:"):
-            raise ConfigError(
-                f"WandbSink project={project!r} is not a W&B project name; use a non-empty name "
-                "without / \\ # ? % :"
-            )
+        if not is_project_name(project):
+            raise ConfigError(f"WandbSink project={project!r} is not a W&B project name; {PROJECT_RULE}")
         if mode is not None and mode not in MODES:
             raise ConfigError(f"WandbSink mode={mode!r} is not one of {', '.join(MODES)}; or pass None for WANDB_MODE")
         self._wandb = _import_wandb()

@@ -149,3 +149,17 @@ class TrainingService(Protocol):
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None
     ) -> SamplingClient: ...
+
+
+@runtime_checkable
+class TokenizingSampler(Protocol):
+    """A sampling client that can say which tokenizer it samples with (not every backend's can)."""
+
+    def get_tokenizer(self) -> Tokenizer: ...
+
+
+@runtime_checkable
+class TokenizingService(Protocol):
+    """A training backend that can say which tokenizer a base model uses."""
+
+    def tokenizer_for(self, model_name: str) -> Tokenizer: ...

@@ -4,12 +4,14 @@ A recipe is a config model plus ``build_spec(cfg) -> Experiment`` (a training
 run) and ``build_eval_spec(cfg) -> Experiment`` (set-up, the run's checkpoint if
 any, the recipe's evaluation). ``RecipeBase`` builds both from the parts a recipe
 supplies. Configs come from a dict, a model instance, or CLI ``key=value``
-strings; unknown keys and bad values raise ``ConfigError`` naming the key, the
-value and what is valid.
+strings; a dotted key (``loss_fn_config.clip_high_threshold=1.3``) sets one key
+inside a mapping field. Unknown keys and bad values raise ``ConfigError`` naming
+the key, the value and what is valid (and the closest key to a mistyped one).
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import types
 import typing
@@ -18,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from tinkex_cookbook.errors import ConfigError, choices
+from tinkex_cookbook.errors import ConfigError, choices, did_you_mean
 from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
@@ -94,10 +97,10 @@ class RecipeBase(Generic[C]):
 
     @classmethod
     def _experiment(cls, cfg: C, stages: list[Node]) -> Experiment:
-        log_path = timestamped(cls.name, cfg.model_dump(include={"log_path"}).get("log_path"))
-        config = cfg.model_copy(update={"log_path": log_path})
+        """The spec; an unset ``log_path`` stays unset (a run gets a fresh timestamped folder when it starts,
+        so a printed spec replays into a new folder each time)."""
         return Experiment(name=f"{cls.name}:{cls.title(cfg)}", recipe=cls.name,
-                          config=config.model_dump(mode="json"), stages=stages)
+                          config=cfg.model_dump(mode="json"), stages=stages)
 
 
 def _evals(cfg: BaseModel) -> list[Any]:
@@ -109,6 +112,13 @@ def eval_stages(cfg: BaseModel) -> list[Node]:
     task is given or ``eval_every`` is 0: then only before the first step and after the last)."""
     every = int(getattr(cfg, "eval_every", 0) or 0)
     return [StageSpec(name="run_evals", every=every)] if _evals(cfg) and every else []
+
+
+def transcript_stages(cfg: BaseModel) -> list[Node]:
+    """What a step loop runs to keep transcripts: ``write_transcript`` every ``transcript_every`` steps (none
+    when that or ``transcripts_per_step`` is 0)."""
+    every, kept = (int(getattr(cfg, key, 0) or 0) for key in ("transcript_every", "transcripts_per_step"))
+    return [StageSpec(name="write_transcript", every=every)] if every and kept else []
 
 
 def stages(*names: str) -> list[Node]:
@@ -159,12 +169,17 @@ def get_recipe(recipe: str | type[Recipe]) -> type[Recipe]:
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """CLI ``key=value`` strings -> a dict; JSON lists/objects and ``null`` are decoded."""
+    """CLI ``key=value`` strings -> a dict; JSON lists/objects and ``null`` are decoded.
+
+    Keys stay as given (dotted ones too) in the order of their last occurrence, so ``layer_config``
+    applies them as the command line reads: a later pair wins.
+    """
     parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ConfigError(f"config override {pair!r} is not key=value (e.g. learning_rate=1e-4)")
+        parsed.pop(key.strip(), None)
         parsed[key.strip()] = _decode_value(value)
     return parsed
 
@@ -180,6 +195,34 @@ def _decode_value(value: str) -> Any:
     return value
 
 
+def layer_config(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """One config from layers applied in order (e.g. a config file, then the command line's overrides).
+
+    A plain key replaces the value; a dotted key ``field.key`` sets one key inside the mapping ``field``
+    holds (a new mapping when it holds none), so ``loss_fn_config.clip_high_threshold=1.3`` keeps the
+    field's other keys. The result has no dotted keys; the layers are not modified.
+    """
+    config: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            path = str(key).split(".")
+            if not all(part.strip() for part in path):
+                raise ConfigError(f"config key {key!r} has an empty part; a dotted key reads FIELD.KEY, "
+                                  "e.g. loss_fn_config.clip_high_threshold=1.3")
+            _set_key(config, path, value)
+    return config
+
+
+def _set_key(config: dict[str, Any], path: list[str], value: Any) -> None:
+    head, *rest = path
+    if not rest:
+        config[head] = value
+        return
+    inner = config.get(head)
+    config[head] = inner = dict(inner) if isinstance(inner, Mapping) else {}
+    _set_key(inner, rest, value)
+
+
 def parse_config(
     config_model: type[BaseModel], cfg: BaseModel | Mapping[str, Any] | Sequence[str] | None
 ) -> BaseModel:
@@ -190,7 +233,7 @@ def parse_config(
     elif cfg is not None and not isinstance(cfg, Mapping):
         cfg = parse_overrides(list(cfg))
     try:
-        return config_model.model_validate(dict(cfg or {}))
+        return config_model.model_validate(layer_config(cfg or {}))
     except ValidationError as exc:
         raise ConfigError(_describe(config_model, exc)) from None
 
@@ -205,7 +248,8 @@ def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown config key {key!r}")
+            close = did_you_mean(key, config_model.model_fields) if len(err["loc"]) == 1 else ""
+            problems.append(f"unknown config key {key!r}" + (f"; {close}" if close else ""))
             unknown = True
         elif err["type"] == "missing":
             problems.append(f"config key {key!r} is required")
@@ -213,18 +257,22 @@ def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
             problems.append(err["msg"].removeprefix("Value error, "))
         else:
             problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
-    valid = f". Valid keys: {choices(config_model.model_fields)}" if unknown else ""
-    return "; ".join(problems) + valid
+    text = "; ".join(problems)
+    if not unknown:
+        return text
+    return text + ("" if text.endswith("?") else ".") + f" Valid keys: {choices(config_model.model_fields)}"
 
 
 def step_loop(body: list[Node], save_every: int, cfg: BaseModel | None = None) -> LoopSpec:
     """The ``num_steps`` loop of a step-based recipe, resumable at ``start_step``, running the config's
-    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps."""
+    evaluation tasks every ``eval_every`` steps, checkpointing every ``save_every`` steps and when a stop
+    is asked for (Ctrl-C, SIGTERM)."""
     if cfg is not None:
         body = [*body, *eval_stages(cfg)]
     if save_every:
         body = [*body, StageSpec(name="checkpoint", every=save_every)]
-    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body)
+    return LoopSpec(name="steps", var="step_index", count_key="num_steps", start_key="start_step", body=body,
+                    on_stop=stages("checkpoint"))
 
 
 def timestamped(recipe: str, log_path: str | None) -> str:
@@ -241,12 +289,12 @@ def describe_recipe(name: str) -> str:
     from tinkex_cookbook.pipeline.registry import STAGES
 
     recipe = get_recipe(name)
-    lines = [f"{recipe.name}: {recipe_summary(recipe)}", "", "config:"]
-    for field_name, field in recipe.Config.model_fields.items():
-        kind = _type_name(field.annotation)
-        default = "required" if field.is_required() else f"default {field.get_default(call_default_factory=True)!r}"
-        help_text = f"  {field.description}" if field.description else ""
-        lines.append(f"  {field_name} ({kind}, {default}){help_text}")
+    from tinkex_cookbook.recipes.sink_keys import SINK_KEYS
+
+    lines = [f"{recipe.name}: {recipe_summary(recipe)}", "",
+             "config (key=value, or keys of a --config YAML or JSON file):"]
+    fields = sorted(recipe.Config.model_fields.items(), key=lambda item: item[0] in SINK_KEYS)  # the recipe's own first
+    lines += [_field_line(field_name, field) for field_name, field in fields]
     spec = recipe.build_spec(recipe.Config.model_validate(_describe_defaults(recipe)))
     stage_names = spec.stage_names()
     ports = sorted({port for s in stage_names for port in STAGES.get(s).ports})
@@ -260,6 +308,58 @@ def recipe_summary(recipe: type[Recipe]) -> str:
 
     doc = recipe.__doc__ or sys.modules[recipe.__module__].__doc__ or ""
     return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _field_line(name: str, field: FieldInfo) -> str:
+    """``name (type, default X)  help``; a field with a closed set of values lists them as typed on the
+    command line, and a mapping field shows how a dotted key sets one of its keys."""
+    values = _choices(field.annotation)
+    kind = "one of: " + ", ".join(values) if values else _type_name(field.annotation)
+    default = "required" if field.is_required() else "default " + _shown(
+        field.get_default(call_default_factory=True), bool(values))
+    notes = [field.description] if field.description else []
+    if _is_mapping(field.annotation):
+        notes.append(f"set one key with {name}.KEY=VALUE")
+    return f"  {name} ({kind}, {default})" + ("  " + "; ".join(notes) if notes else "")
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    """The values a Literal or an Enum (optionally ``| None``) allows, as typed on the command line."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _choices(args[0])
+    if origin is typing.Literal:
+        return [str(arg.value if isinstance(arg, enum.Enum) else arg) for arg in args]
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    if annotation is type(None):
+        return ["None"]
+    if origin in (typing.Union, types.UnionType):
+        parts = [_choices(arg) for arg in args]
+        return None if any(part is None for part in parts) else [v for part in parts if part for v in part]
+    return None
+
+
+def _shown(default: Any, plain: bool) -> str:
+    """A default as it would be typed: an enum's value, JSON for lists and mappings."""
+    if isinstance(default, enum.Enum):
+        default = default.value
+    if plain:
+        return str(default)
+    if isinstance(default, (list, dict)):
+        try:
+            return json.dumps(default)
+        except TypeError:
+            return repr(default)
+    return repr(default)
+
+
+def _is_mapping(annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Annotated, typing.Union, types.UnionType):
+        return any(_is_mapping(arg) for arg in (args[:1] if origin is typing.Annotated else args))
+    return origin in (dict, Mapping) or annotation in (dict, Mapping) or (
+        isinstance(annotation, type) and issubclass(annotation, BaseModel))
 
 
 def _type_name(annotation: Any) -> str:

@@ -10,11 +10,11 @@ everywhere; a recipe subclasses it and adds (or re-defaults) its own fields.
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     NonNegativeInt,
@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from tinkex_cookbook.recipes.sink_keys import SinkKeys
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 from tinkex_cookbook.train.schedules import LRSchedule
@@ -35,13 +36,19 @@ Name = Annotated[str, Field(min_length=1)]
 """A model, dataset or split name: an empty one can only fail later, further from the cause."""
 
 
+_URI = re.compile(r"[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
 def check_log_path(value: str | None) -> str | None:
     """``log_path`` must name a folder inside the blob store; ``None`` or ``""`` mean a timestamped one.
 
     The run strips leading and trailing ``/``; what is left must be a relative key
     every blob store accepts, so the run cannot write outside its root or into it.
+    A path or URI the blob store printed (``runs/sl_basic/<time>``, an absolute
+    path, ``file://...``, ``s3://...``) names the same folder: the run maps it to
+    its key when it opens the store (``run_folder.folder_key``).
     """
-    if not value:
+    if not value or _URI.match(value):  # a location a blob store printed: the run resolves it in that store
         return value
     segments = [s for s in value.strip("/").split("/") if s != "."]
     problem = (
@@ -77,8 +84,9 @@ EVALS_HELP = ("evaluation tasks run on the weights before the first step, every 
               "last: names (chitchat_nll, arithmetic, ...) or {\"task\": name, key: value} objects")
 
 
-class RecipeConfig(BaseModel):
-    """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``."""
+class RecipeConfig(SinkKeys):
+    """Base of every recipe config: strict keys, finite floats, real numbers, a safe ``log_path``; the
+    sink keys (``wandb_project``, ``tensorboard``, ...: ``sink_keys.py``)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

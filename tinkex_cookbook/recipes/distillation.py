@@ -21,10 +21,16 @@ from pydantic import (
     model_validator,
 )
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop, transcript_stages
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
 from tinkex_cookbook.spec import Node, StageSpec
 from tinkex_cookbook.train.schedules import LRSchedule
+from tinkex_cookbook.train.tokenizer_match import check_catalog_pair
+from tinkex_cookbook.train.transcripts import (
+    DEFAULT_PER_STEP,
+    TRANSCRIPT_EVERY_HELP,
+    TRANSCRIPTS_HELP,
+)
 
 
 class DistillationConfig(StepRecipeConfig):
@@ -54,6 +60,8 @@ class DistillationConfig(StepRecipeConfig):
     eval_every: NonNegativeInt = Field(
         5, description="measure the KL on held-out prompts, and run the evals= tasks, every N steps (0: start only)")
     seed: int = Field(0, description="prompt order and sampling seed")
+    transcripts_per_step: NonNegativeInt = Field(DEFAULT_PER_STEP, description=TRANSCRIPTS_HELP)
+    transcript_every: NonNegativeInt = Field(1, description=TRANSCRIPT_EVERY_HELP)
 
     @model_validator(mode="after")
     def _one_teacher(self) -> DistillationConfig:
@@ -61,6 +69,14 @@ class DistillationConfig(StepRecipeConfig):
             raise ValueError("set exactly one of teacher_model (a base model) or teacher_path (saved weights)")
         if self.teacher == "llm" and self.mode == "on_policy":
             raise ValueError("teacher=llm cannot score the student's tokens; use mode=off_policy")
+        return self
+
+    @model_validator(mode="after")
+    def _teacher_reads_the_students_tokens(self) -> DistillationConfig:
+        """A sampler teacher pairs token ids with the student (both modes): its tokenizer must be the student's.
+        Checked here when the model catalog knows both; the session compares the opened tokenizers."""
+        if self.teacher == "sampler" and self.teacher_model is not None:
+            check_catalog_pair(self.model_name, self.teacher_model, self.renderer_name)
         return self
 
 
@@ -81,7 +97,7 @@ class Distillation(RecipeBase[DistillationConfig]):
     @classmethod
     def train(cls, cfg: DistillationConfig) -> list[Node]:
         step = "distill_on_policy_step" if cfg.mode == "on_policy" else "distill_off_policy_step"
-        body = stages(step, "update_sampler", "log_step")
+        body = [*stages(step, "update_sampler", "log_step"), *transcript_stages(cfg)]
         if cfg.eval_every:
             body.append(StageSpec(name="distill_evaluate", every=cfg.eval_every))
         return [StageSpec(name="distill_evaluate"), step_loop(body, cfg.save_every, cfg)]

@@ -24,11 +24,16 @@ from pydantic import (
     field_validator,
 )
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
+from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop, transcript_stages
 from tinkex_cookbook.recipes.common import Name, StepRecipeConfig
 from tinkex_cookbook.spec import Node
 from tinkex_cookbook.train.rl.envs import RL_ENVS
 from tinkex_cookbook.train.schedules import LRSchedule
+from tinkex_cookbook.train.transcripts import (
+    DEFAULT_PER_STEP,
+    TRANSCRIPT_EVERY_HELP,
+    TRANSCRIPTS_HELP,
+)
 
 
 class RlBasicConfig(StepRecipeConfig):
@@ -63,6 +68,8 @@ class RlBasicConfig(StepRecipeConfig):
     eval_every: NonNegativeInt = Field(
         10, description="run the evals= tasks every N steps (0: only before the first step and after the last)")
     seed: int = Field(0, description="problem order and sampling seed")
+    transcripts_per_step: NonNegativeInt = Field(DEFAULT_PER_STEP, description=TRANSCRIPTS_HELP)
+    transcript_every: NonNegativeInt = Field(1, description=TRANSCRIPT_EVERY_HELP)
 
     @field_validator("env")
     @classmethod
@@ -101,7 +108,8 @@ class RlBasic(RecipeBase[RlBasicConfig]):
 
     @classmethod
     def train(cls, cfg: RlBasicConfig) -> list[Node]:
-        return [step_loop(stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), cfg.save_every, cfg)]
+        body = [*stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), *transcript_stages(cfg)]
+        return [step_loop(body, cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: RlBasicConfig) -> list[Node]:

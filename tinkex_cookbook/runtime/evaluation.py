@@ -21,6 +21,7 @@ from tinkex_cookbook.eval.report import write_report
 from tinkex_cookbook.eval.suite import EvalReport, TaskOutcome, run_tasks
 from tinkex_cookbook.eval.tasks import TaskInput, resolve_tasks
 from tinkex_cookbook.recipes.common import check_log_path
+from tinkex_cookbook.run_folder import folder_key
 from tinkex_cookbook.runtime.options import RunOptions
 from tinkex_cookbook.runtime.targets import Target, open_deployment, resolve_target, target_sampler
 
@@ -75,6 +76,7 @@ def evaluate(
                          "weights_path": t.weights_path, "run": str(t.run.path) if t.run else None,
                          "checkpoint": t.checkpoint.get("name")} for label, t in targets],
         }
+        prefix = folder_key(ports.blob_store, prefix)
         files = write_report(ports.blob_store, prefix, report, request)
         report.uri = ports.blob_store.uri(prefix)
         report.details["files"] = files

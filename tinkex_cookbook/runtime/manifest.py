@@ -165,7 +165,7 @@ def _read_source(
     )
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """A safe loader that refuses repeated mapping keys, which plain YAML loading silently collapses."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -185,7 +185,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def _parse(label: str, text: str) -> ManifestFile:
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: plain data only
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data only
     except yaml.YAMLError as exc:
         raise ManifestError(f"manifest {label!r} is not valid YAML: {exc}") from None
     if data is None:  # an empty file: every port keeps its parent's or the default binding

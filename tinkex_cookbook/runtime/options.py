@@ -3,7 +3,8 @@
 ``Runtime.run``, ``run_spec`` and ``eval`` take ``RunOptions``' fields as keyword
 arguments (``Runtime.run(SlBasic, cfg, manifest="prod", verbose=True)``), or a
 whole ``RunOptions`` as ``options=`` for code that builds one and runs several
-specs with it; keywords given beside it replace its fields.
+specs with it; not both, since which would win is a guess (change a field with
+``dataclasses.replace(options, manifest="prod")``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, TextIO, TypedDict
 
 from tinkex_cookbook.errors import choices
 from tinkex_cookbook.pipeline import Sink
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.runtime.settings import Settings
 
 PortsInput = Mapping[str, Any] | None
@@ -34,22 +36,32 @@ class RunOptions:
     dry_run: bool = False
     """Print the plan (manifest, bindings, stages) and build nothing."""
     verbose: bool = False
+    quiet: bool = False
+    """The config's sinks (``wandb_project``, ``trackio_project``) keep their libraries' console lines off."""
     settings: Settings = field(default_factory=Settings)
     sinks: Sequence[Sink] = ()
     """Extra telemetry sinks (e.g. ``WandbSink``), after the run folder's own."""
     out: TextIO | None = None
     """Where a dry run prints its plan (default: stdout)."""
+    stop: StopRequest | None = None
+    """Set it (from another thread) to stop the run at its next step boundary, checkpointed; the run then
+    raises ``RunStoppedError``. Ctrl-C and SIGTERM set it too while a run holds the main thread."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sinks", tuple(self.sinks))  # a caller's list, copied: the options stay frozen
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **fields: Any) -> RunOptions:
-        """``options`` (else the defaults) with ``fields`` replaced; an unknown field is a TypeError naming it."""
+        """``options``, else the ``fields``; an unknown field, or fields given beside ``options``, is a
+        TypeError naming them."""
         unknown = sorted(set(fields) - set(RUN_OPTION_NAMES))
         if unknown:
             raise TypeError(f"unknown run option {unknown[0]!r}; run options are {choices(RUN_OPTION_NAMES)}")
-        return cls(**fields) if options is None else dataclasses.replace(options, **fields)
+        if options is not None and fields:
+            given = ", ".join(f"{name}=" for name in sorted(fields))
+            raise TypeError(f"options= and {given} given together; pass one: set the field in the options "
+                            f"(dataclasses.replace(options, {min(fields)}=...)) or drop options=")
+        return options if options is not None else cls(**fields)
 
 
 class RunFields(TypedDict, total=False):
@@ -59,9 +71,11 @@ class RunFields(TypedDict, total=False):
     ports: PortsInput
     dry_run: bool
     verbose: bool
+    quiet: bool
     settings: Settings
     sinks: Sequence[Sink]
     out: TextIO | None
+    stop: StopRequest | None
 
 
 RUN_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RunOptions))

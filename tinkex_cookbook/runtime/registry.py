@@ -8,7 +8,6 @@ adapters with ``register_adapter``, or install a plugin that declares them as en
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from tinkex_cookbook.errors import (
     UnknownAdapterError,
     UnknownPortError,
     choices,
+    did_you_mean,
     validation_problems,
 )
 from tinkex_cookbook.ports import PORT_NAMES
@@ -151,8 +151,8 @@ class AdapterRegistry:
 
     def _port(self, port: str) -> Registry[AdapterEntry]:
         if port not in self._ports:
-            close = difflib.get_close_matches(port, self._ports, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = did_you_mean(port, self._ports)
+            hint = f" ({close})" if close else ""
             raise UnknownPortError(f"unknown port {port!r}; valid ports: {choices(self._ports)}{hint}")
         return self._ports[port]
 

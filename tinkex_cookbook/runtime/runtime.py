@@ -13,15 +13,23 @@ settings and the registries all at once.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Unpack, overload
 
 from pydantic import BaseModel
 
-from tinkex_cookbook.errors import ConfigError, CookbookError, RunFolderInUseError, UnknownPortError, choices
+from tinkex_cookbook.errors import (
+    ConfigError,
+    CookbookError,
+    RunFolderInUseError,
+    RunStoppedError,
+    UnknownPortError,
+    choices,
+)
 from tinkex_cookbook.pipeline import (
     STAGES,
     BlobLinesSink,
@@ -34,24 +42,40 @@ from tinkex_cookbook.pipeline import (
     Telemetry,
 )
 from tinkex_cookbook.pipeline.context import PortLookup
+from tinkex_cookbook.pipeline.stopping import StopRequest
 from tinkex_cookbook.pipeline.telemetry import RunAwareSink
-from tinkex_cookbook.ports import PORT_PROTOCOLS, Ports
+from tinkex_cookbook.ports import PORT_PROTOCOLS, BlobStore, Ports
 from tinkex_cookbook.recipes import Recipe, get_recipe, parse_config, parse_overrides
-from tinkex_cookbook.run_folder import CONFIG, CheckpointPlacement, RunFolder, config_json
+from tinkex_cookbook.recipes.base import timestamped
+from tinkex_cookbook.recipes.sink_keys import SINK_KEYS
+from tinkex_cookbook.run_folder import (
+    CHECKPOINTS,
+    CONFIG,
+    CheckpointPlacement,
+    RunFolder,
+    config_json,
+    folder_key,
+)
 from tinkex_cookbook.runtime.builtin_adapters import ADAPTERS
+from tinkex_cookbook.runtime.config_file import load_config_file
 from tinkex_cookbook.runtime.container import build_container
 from tinkex_cookbook.runtime.lease import RunLease
 from tinkex_cookbook.runtime.manifest import Manifest, ManifestLoader
 from tinkex_cookbook.runtime.options import PortsInput, RunFields, RunOptions
 from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
+from tinkex_cookbook.runtime.signals import stop_on_signals
+from tinkex_cookbook.runtime.sinks import config_sinks, sink_artifacts
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
+from tinkex_cookbook.train.checkpoints import load_checkpoints
 
 if TYPE_CHECKING:
     from tinkex_cookbook.eval.suite import EvalReport
     from tinkex_cookbook.eval.tasks import TaskInput
 
-ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | None
+ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | os.PathLike[str] | None
+"""A config model, a mapping (dotted keys set one key inside a mapping field), ``key=value`` strings, or the
+path of a YAML or JSON config file."""
 
 
 @dataclass
@@ -67,6 +91,9 @@ class RunResult:
     artifacts: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
     plan: str = ""
+    already_finished: bool = False
+    """The run folder held a finished run: it resumed past its last step (no step ran); ``state`` names
+    its final checkpoint."""
 
     @property
     def event_names(self) -> list[str]:
@@ -140,6 +167,8 @@ def _plan_nodes(nodes: Sequence[Node], indent: str) -> list[str]:
             times = node.count if node.count is not None else f"state[{node.count_key!r}]"
             lines.append(f"{indent}for {node.var} in range({times}):  # {node.name}")
             lines.extend(_plan_nodes(node.body, indent + "  "))
+            if node.on_stop:
+                lines.append(f"{indent}  on stop: {', '.join(n.name for n in node.on_stop)}")
         else:
             lines.append(f"{indent}{node.name}" + (f"  (every {node.every} {node.every_key}s)" if node.every else ""))
     return lines
@@ -153,7 +182,7 @@ class Runtime:
     @classmethod
     def build_spec(cls, recipe: str | type[Recipe], cfg: ConfigInput = None) -> Experiment:
         recipe_cls = get_recipe(recipe)
-        return recipe_cls.build_spec(parse_config(recipe_cls.Config, cfg))
+        return recipe_cls.build_spec(parse_config(recipe_cls.Config, _config_input(cfg)))
 
     @classmethod
     def resolve_manifest(
@@ -290,7 +319,7 @@ class Runtime:
         if not log_path:
             return {}
         with cls.open(options.manifest, options.ports, options.settings) as ports:
-            return RunFolder(ports.blob_store, str(log_path)).read_json(CONFIG)
+            return RunFolder(ports.blob_store, folder_key(ports.blob_store, str(log_path))).read_json(CONFIG)
 
     @classmethod
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
@@ -309,30 +338,39 @@ class Runtime:
     @classmethod
     def _run_spec(cls, spec: Experiment, options: RunOptions) -> RunResult:
         settings = options.settings
+        spec = _dated(spec)
         recipe_cls = get_recipe(spec.recipe)
         config = parse_config(recipe_cls.Config, spec.config)
         resolved = cls.resolve_manifest(options.manifest, options.ports, settings)
         runner = Runner(STAGES)
         runner.validate(spec)
+        sinks = _run_sinks(spec, config, options)  # built now: a missing extra fails a dry run too
         if options.dry_run:
             plan = settings.scrub(describe_plan(spec, resolved))
             print(plan, file=options.out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
         with cls._open(resolved, settings, _split_overrides(options.ports)[1]) as ports:
-            return cls._execute(spec, config, resolved, ports, runner, list(options.sinks), options.verbose,
-                                settings.scrub)
+            located = _located(spec, ports.blob_store)
+            if located is not spec:  # the sinks name the folder by its key, not the path it was given as
+                spec, config = located, parse_config(recipe_cls.Config, located.config)
+                sinks = _run_sinks(spec, config, options)
+            return cls._execute(spec, config, resolved, ports, runner, sinks, options.verbose,
+                                settings.scrub, options.stop or StopRequest())
 
     @classmethod
     def _execute(
         cls, spec: Experiment, config: BaseModel, manifest: Manifest, ports: Ports,
         runner: Runner, sinks: list[Sink], verbose: bool, scrub: Callable[[str], str] = str,
+        stop: StopRequest | None = None,
     ) -> RunResult:
         folder = RunFolder(ports.blob_store, str(spec.config.get("log_path") or spec.recipe))
         if spec.purpose == "eval":
             return cls._evaluate(spec, config, manifest, ports, folder, runner, sinks, verbose)
         config_text, spec_text = config_json(spec.config, scrub), scrub(spec.to_json())
+        stop = stop or StopRequest()
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
-            folder.refuse_changed_config(config_text)
+            folder.refuse_changed_config(config_text, ignore=SINK_KEYS)
+            finished = _finished(folder)  # it still resumes, which checks its final checkpoint loads
             artifacts = folder.save_run_files(config_text, spec_text,
                                               scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
             shown = Experiment.from_json(spec_text)  # what sinks may upload: no pasted secret
@@ -341,14 +379,23 @@ class Runtime:
                     sink.configure(shown, folder.uri())
             folder_sinks = folder.sinks()
             try:
-                completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
-                                                         [*folder_sinks, *sinks], verbose,
-                                                         _lease_guard(lease, folder_sinks))
+                with stop_on_signals(stop) if _stoppable(spec.stages) else nullcontext():
+                    completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
+                                                             [*folder_sinks, *sinks], verbose,
+                                                             _lease_guard(lease, folder_sinks), stop)
+            except RunStoppedError as exc:
+                raise RunStoppedError(f"{exc}. Run folder: {folder.uri()}; rerun with log_path={folder.prefix} "
+                                      "to resume", folder.prefix, stop.reason) from None
+            except KeyboardInterrupt as exc:
+                exc.add_note(f"run folder: {folder.uri()}; rerun with log_path={folder.prefix} to resume from its "
+                             "last checkpoint")
+                raise
             finally:
                 if lease.lost is None:
                     folder.write_report(spec.name)
-        artifacts |= folder.artifacts()
-        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts)
+        artifacts |= folder.artifacts() | sink_artifacts(sinks)
+        return RunResult(spec, manifest, completed, dict(ctx.state), memory.metrics(), memory.events, artifacts,
+                         already_finished=finished)
 
     @classmethod
     def _evaluate(
@@ -364,20 +411,76 @@ class Runtime:
     @staticmethod
     def _run_stages(
         spec: Experiment, config: BaseModel, ports: Ports, folder: RunFolder, runner: Runner, sinks: list[Sink],
-        verbose: bool, guard: Callable[[bool], None] | None = None,
+        verbose: bool, guard: Callable[[bool], None] | None = None, stop: StopRequest | None = None,
     ) -> tuple[list[str], Context[BaseModel], MemorySink]:
         """Walk the spec with telemetry to memory (the result), ``sinks`` and, if ``verbose``, the console."""
         memory = MemorySink()
         telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])], guard=guard)
-        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix)
+        ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix,
+                      stop=stop or StopRequest())
         try:
             return runner.run(spec, ctx), ctx, memory
         finally:
             telemetry.close()
 
 
+def _config_input(cfg: ConfigInput) -> BaseModel | Mapping[str, Any] | Sequence[str] | None:
+    """A config file's mapping for a path. A lone string is refused: it would read as one override per
+    character."""
+    if isinstance(cfg, str):
+        raise ConfigError(f"config {cfg!r:.60} is a string; pass a list of key=value strings, a dict, or a "
+                          "pathlib.Path to a YAML or JSON config file")
+    return load_config_file(cfg) if isinstance(cfg, os.PathLike) else cfg
+
+
+def _run_sinks(spec: Experiment, config: BaseModel, options: RunOptions) -> list[Sink]:
+    """The caller's sinks plus those the config's keys ask for (a caller's sink of a kind replaces the key's);
+    an evaluation of a run logs to the caller's only."""
+    sinks = [*options.sinks]
+    if spec.purpose != "eval":
+        given = {type(sink) for sink in sinks}
+        built = config_sinks(config, str(spec.config.get("log_path") or spec.recipe), options.quiet)
+        sinks += [sink for sink in built if type(sink) not in given]
+    return sinks
+
+
+def _stoppable(nodes: Sequence[Node]) -> bool:
+    """Some loop says what a stop needs (``on_stop``): only then is Ctrl-C a request to stop at a step
+    boundary; a spec without one (saved by an older version) keeps Python's Ctrl-C."""
+    return any(isinstance(node, LoopSpec) and (node.on_stop or _stoppable(node.body)) for node in nodes)
+
+
+def _finished(folder: RunFolder) -> bool:
+    """The folder's run had finished (its last checkpoint record is the final one); a damaged record is for
+    the ``resume`` stage to report, naming it."""
+    try:
+        records = load_checkpoints(folder.store, folder.key(CHECKPOINTS))
+    except CookbookError:
+        return False
+    return bool(records) and records[-1].final
+
+
+def _dated(spec: Experiment) -> Experiment:
+    """``spec`` with an unset ``log_path`` set to a fresh ``<recipe>/<UTC time>`` folder, so the spec the run
+    saves names its own folder (and a printed spec replayed twice makes two runs, not one)."""
+    if "log_path" not in spec.config or spec.config["log_path"]:
+        return spec
+    return spec.with_config(log_path=timestamped(spec.recipe, None))
+
+
+def _located(spec: Experiment, store: BlobStore) -> Experiment:
+    """``spec`` with its ``log_path`` as the store's key: a path or URI the store printed for a run folder
+    (``runs/sl_basic/<time>``, an absolute path) names that folder, not a new one below the root."""
+    log_path = spec.config.get("log_path")
+    if not isinstance(log_path, str) or not log_path:
+        return spec
+    key = folder_key(store, log_path)
+    return spec if key == log_path else spec.with_config(log_path=key)
+
+
 def _given_keys(cfg: ConfigInput) -> dict[str, Any]:
     """The config keys a caller set, from any accepted config form (a model counts only the fields set)."""
+    cfg = _config_input(cfg)
     if cfg is None:
         return {}
     if isinstance(cfg, BaseModel):

@@ -13,30 +13,17 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
 from tinkex_cookbook.ports import Ports, SamplingClient, Tokenizer, TrainingService
+from tinkex_cookbook.ports.training import TokenizingSampler, TokenizingService
 from tinkex_cookbook.runs import Run, RunsError, find_run_folders, is_run_folder
 from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 
 CHECKPOINT_SCHEMES = ("local://", "tinker://")
-
-
-@runtime_checkable
-class TokenizingSampler(Protocol):
-    """A sampling client that can say which tokenizer it samples with (not every backend's can)."""
-
-    def get_tokenizer(self) -> Tokenizer: ...
-
-
-@runtime_checkable
-class TokenizingService(Protocol):
-    """A training backend that can say which tokenizer a base model uses."""
-
-    def tokenizer_for(self, model_name: str) -> Tokenizer: ...
 
 
 @dataclass(frozen=True)

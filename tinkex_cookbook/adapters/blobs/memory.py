@@ -70,5 +70,9 @@ class MemoryBlobStore:
     def uri(self, key: str) -> str:
         return f"memory://{normalize_key(key)}"
 
+    def key_for(self, location: str) -> str | None:
+        """The key of a ``memory://`` location as ``uri`` prints it; ``None`` for anything else (a key)."""
+        return location.removeprefix("memory://").strip("/") if location.startswith("memory://") else None
+
     def __repr__(self) -> str:
         return f"MemoryBlobStore({len(self._blobs)} blobs)"

@@ -266,6 +266,19 @@ class S3BlobStore:
     def uri(self, key: str) -> str:
         return f"s3://{self._bucket}/{self._object_key(key)}"
 
+    def key_for(self, location: str) -> str | None:
+        """The key of an ``s3://`` location as ``uri`` prints it (``""``: the store's prefix itself); ``None``
+        for anything else (a key). An ``s3://`` location outside this bucket and prefix is a ``ConfigError``."""
+        if not location.startswith("s3://"):
+            return None
+        bucket, _, name = location.removeprefix("s3://").partition("/")
+        name = name.strip("/")
+        mine = self._prefix.rstrip("/")
+        if bucket == self._bucket and (not mine or name == mine or name.startswith(mine + "/")):
+            return name[len(mine):].strip("/")
+        raise ConfigError(f"log_path {location!r} is outside this blob store, s3://{self._bucket}/{self._prefix}: "
+                          f"name a folder inside it, or a key relative to it (e.g. 'sl_basic/my-run')")
+
     def close(self) -> None:
         """Close the HTTP connection pool of a client this store built (an injected one is the caller's)."""
         with self._lock:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from tinkex_cookbook.adapters.datasets.memory import parse_limit
-from tinkex_cookbook.errors import AdapterUnavailableError, DatasetError, choices
+from tinkex_cookbook.errors import AdapterUnavailableError, DatasetError, DatasetNotFoundError, choices
 from tinkex_cookbook.ports.datasets import Row
 
 HF_LOAD_OPTIONS = ("config", "data_files", "limit", "revision", "streaming")
@@ -284,7 +284,7 @@ class HFDatasetStore:
             return DatasetError(f"cannot load {where}: {reason}")
         if self._offline:
             cache = self._cache_dir or _default_cache()
-            return DatasetError(
+            return DatasetNotFoundError(
                 f"{where} is not on disk nor in the Hugging Face datasets cache ({cache}), and the hf "
                 "dataset store is offline, so nothing is downloaded. Provide it locally: export it to "
                 "JSONL and use the `local` dataset store (or pass the file's path as the dataset name), "
@@ -359,7 +359,7 @@ def _source(name: str, split: str, data_files: Any) -> tuple[str, Any, bool]:
     if path.is_dir():
         return str(path.resolve()), data_files, True
     if suffix in BUILDERS:
-        raise DatasetError(
+        raise DatasetNotFoundError(
             f"dataset file {str(path.absolute())!r} (split {split!r}) not found. Fix: check the path, or "
             "name a hub dataset id such as 'org/name'"
         )

@@ -6,17 +6,26 @@
 ``root/name.json``; last, a dataset shipped inside the package under that name
 (``chitchat``: 300 + 40 real chat conversations), so the ``local`` manifest
 trains out of the box and a user's own files of the same name take precedence.
+With the ``config`` option only ``root/name/config/split.jsonl`` (or ``.json``) is
+read, the layout of a hub dataset with configurations (``openai/gsm8k/main/train.jsonl``).
+
+With ``streaming=True`` a JSONL file is read line by line as the rows are iterated
+(a ``LazyDataset``: no length, never held whole); a JSON file is one document, so it
+is read whole either way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from tinkex_cookbook.adapters.datasets.lazy import LazyDataset
 from tinkex_cookbook.adapters.datasets.memory import ListDataset, parse_limit
-from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.errors import DatasetError, DatasetNotFoundError, choices
 from tinkex_cookbook.ports.datasets import Row
 
 SUFFIXES = (".jsonl", ".json")
@@ -38,19 +47,23 @@ class LocalDatasetStore:
     def __repr__(self) -> str:
         return f"LocalDatasetStore(root={str(self._root)!r})"
 
-    def load_dataset(self, name: str, split: str = "train", **options: Any) -> ListDataset:
+    def load_dataset(self, name: str, split: str = "train", **options: Any) -> ListDataset | LazyDataset:
         limit = parse_limit(name, options)
         if not isinstance(name, str) or not name:
             raise DatasetError(f"dataset name must be a non-empty string, got {name!r}")
-        path = self._resolve(name, split)
+        path = self._resolve(name, split, options.get("config"))
+        if options.get("streaming") and path.suffix == ".jsonl":
+            return LazyDataset(lambda: _stream_jsonl(name, path, limit), name)
         try:
             rows = _read_jsonl(path, limit) if path.suffix == ".jsonl" else _read_json(path, split)
         except (OSError, UnicodeDecodeError) as exc:
             raise DatasetError(f"cannot read dataset {name!r} from {path}: {exc}") from exc
         return ListDataset(rows if limit is None else rows[:limit])
 
-    def candidates(self, name: str, split: str = "train") -> list[Path]:
-        """Every path ``load_dataset`` tries for ``name`` and ``split``, in order."""
+    def candidates(self, name: str, split: str = "train", config: str | None = None) -> list[Path]:
+        """Every path ``load_dataset`` tries for ``name`` and ``split`` (and ``config``), in order."""
+        if config is not None:
+            return [self._root / name / config / f"{split}.jsonl", self._root / name / config / f"{split}.json"]
         direct = self._root / name
         paths = [direct] if direct.suffix in SUFFIXES else []
         paths += [self._root / name / f"{split}.jsonl", self._root / name / f"{split}.json"]
@@ -58,13 +71,13 @@ class LocalDatasetStore:
             paths += [self._root / f"{name}.jsonl", self._root / f"{name}.json"]
         return paths + [SHIPPED / name / f"{split}.jsonl"]
 
-    def _resolve(self, name: str, split: str) -> Path:
-        tried = self.candidates(name, split)
+    def _resolve(self, name: str, split: str, config: str | None = None) -> Path:
+        tried = self.candidates(name, split, config)
         for path in tried:
             if path.is_file():
                 return path
         kind = "JSON" if tried[0].suffix == ".json" else "JSONL"
-        raise DatasetError(
+        raise DatasetNotFoundError(
             f"dataset {name!r} (split {split!r}) not found; tried: {', '.join(map(str, tried))}. "
             f"Fix: put a {kind} file (one JSON object per row) at {tried[0]}, or use a dataset "
             f"shipped with the cookbook: {choices(shipped_names())}"
@@ -77,20 +90,27 @@ def shipped_names() -> list[str]:
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[Row]:
-    """One object per non-blank line; stops reading once ``limit`` rows are in.
-
-    Bytes that are not UTF-8 are kept as escapes while reading, so the error
-    can name their line rather than a byte offset into some read buffer.
-    """
-    rows: list[Row] = []
+    """One object per non-blank line; stops reading once ``limit`` rows are in."""
     with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if limit is not None and len(rows) >= limit:
-                break
-            _check_utf8(path, lineno, line)
-            if line.strip():
-                rows.append(_parse_line(path, lineno, line))
-    return rows
+        return list(islice(_jsonl_rows(path, handle), limit))
+
+
+def _stream_jsonl(name: str, path: Path, limit: int | None) -> Iterator[Row]:
+    """``_read_jsonl``'s rows one at a time, the file open only while they are read."""
+    try:
+        with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
+            yield from islice(_jsonl_rows(path, handle), limit)
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {name!r} from {path}: {exc}") from exc
+
+
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[Row]:
+    """Bytes that are not UTF-8 are kept as escapes while reading (``surrogateescape``), so the error
+    can name their line rather than a byte offset into some read buffer."""
+    for lineno, line in enumerate(lines, start=1):
+        _check_utf8(path, lineno, line)
+        if line.strip():
+            yield _parse_line(path, lineno, line)
 
 
 def _check_utf8(path: Path, lineno: int, line: str) -> None:

@@ -7,11 +7,13 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.errors import DatasetError, DatasetNotFoundError, choices
 from tinkex_cookbook.ports.datasets import Row
 
-LOAD_OPTIONS = ("limit",)
-"""Options every cookbook dataset store accepts in ``load_dataset``."""
+LOAD_OPTIONS = ("config", "limit", "streaming")
+"""Options every cookbook dataset store accepts in ``load_dataset``. ``streaming`` asks for rows read as
+they are iterated (in-memory stores have them already and ignore it); ``config`` names a dataset's
+configuration (in-memory stores hold one table per name and ignore it)."""
 
 
 class ListDataset:
@@ -87,6 +89,11 @@ def parse_limit(name: str, options: Mapping[str, Any]) -> int | None:
     limit = options.get("limit")
     if limit is not None:
         _count(f"limit for dataset {name!r}", limit)
+    streaming, config = options.get("streaming"), options.get("config")
+    if streaming is not None and not isinstance(streaming, bool):
+        raise DatasetError(f"option 'streaming' for dataset {name!r} must be true or false, got {streaming!r}")
+    if config is not None and (not isinstance(config, str) or not config):
+        raise DatasetError(f"option 'config' for dataset {name!r} must be a non-empty string, got {config!r}")
     return limit
 
 
@@ -105,7 +112,7 @@ class MemoryDatasetStore:
             if key in self._datasets:
                 dataset = self._datasets[key]
                 return dataset if limit is None else dataset.take(limit)
-        raise DatasetError(
+        raise DatasetNotFoundError(
             f"dataset {name!r} (split {split!r}) is not in the memory dataset store; "
             f"known datasets: {choices(self._datasets)}; "
             f"provide it as MemoryDatasetStore({{{name!r}: rows}})"

@@ -13,7 +13,6 @@ looks complete.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from tinkex_cookbook.errors import UnknownNameError
+from tinkex_cookbook.errors import UnknownNameError, did_you_mean
 from tinkex_cookbook.ports import HubClient
 from tinkex_cookbook.train.models import (
     HubRepo,
@@ -220,9 +219,9 @@ def ensure_model_folder(name: str, sources: ModelSources) -> Path:
 def missing_model_message(name: str, entry: ModelEntry | None, sources: ModelSources) -> str:
     looked = _looked_in(name, sources)
     known = "it is in the model catalog" if entry is not None else "it is not in the model catalog"
-    close = difflib.get_close_matches(name, [n for e in catalog() for n in (e.name, *e.aliases)], n=1, cutoff=0.8)
+    close = did_you_mean(name, [n for e in catalog() for n in (e.name, *e.aliases)], cutoff=0.8)
     if entry is None and close:
-        known += f"; did you mean {close[0]!r}?"
+        known += f"; {close}"
     return (
         f"no weights for model {name!r} ({known}). Put a Hugging Face model folder (config.json, "
         f"*.safetensors, tokenizer.json) at <models_dir>/{folder_name(name)} and set TINKEX_MODELS_DIR "

@@ -121,8 +121,10 @@ class NoopTrainingClient:
 
     def optim_step(self, adam_params: AdamParams) -> ResolvedFuture[OptimStepResponse]:
         self._service.record("optim_step", f"lr={adam_params.learning_rate:g}")
+        grad_norm = 1.0 / self.state.sharpness  # shrinks as steps accumulate, like a converging run's
         self.state = NoopModelState.after(self.state.optim_steps + 1)
-        return ResolvedFuture(OptimStepResponse({"optim_steps": float(self.state.optim_steps)}))
+        metrics = {"grad_norm": grad_norm, "optim_steps": float(self.state.optim_steps)}
+        return ResolvedFuture(OptimStepResponse(metrics))
 
     def _save(self, kind: str, name: str) -> str:
         path = f"noop://{self._info.model_id}/{kind}/{name}?{self.state.encode()}"

@@ -6,7 +6,9 @@ and hands the record on as ``RESUMED``, from which a recipe's own stages reopen
 what they need (an RL run's samplers, a DPO run's reference). ``checkpoint``
 (every ``save_every`` steps) and ``save_final`` record the trainer's state with
 ``CHECKPOINT_EXTRA``, the recipe's resume data, which those stages keep current.
-A run started again with the same ``log_path`` continues at the next step.
+A step loop's ``on_stop`` runs ``checkpoint`` too, so a run stopped by Ctrl-C or
+SIGTERM is checkpointed at the step it reached. A run started again with the same
+``log_path`` continues at the step after its last checkpoint.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def resume(ctx: Context[object], blob_store: BlobStore) -> None:
     if last is None:
         return
     ctx.need(TRAINER).load_state(last.state_path or "").result()
-    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen)
+    ctx.state.update(step=last.step, tokens_seen=last.tokens_seen, checkpoint_step=last.step)
     start = ctx.need(TOTAL_STEPS) if last.final else last.step
     per_epoch = ctx.get(NUM_BATCHES)
     if per_epoch:  # the epoch too: resumed after the last step, no epoch loop runs to set it
@@ -122,7 +124,11 @@ def resume(ctx: Context[object], blob_store: BlobStore) -> None:
 
 @stage("checkpoint", reads=(TRAINER,), optional=(CHECKPOINT_EXTRA,))
 def checkpoint(ctx: Context[object], blob_store: BlobStore) -> None:
-    _save(ctx, blob_store, f"{ctx.state['step']:06d}", final=False)
+    """Save the trainer's state at this step, unless it is saved already (a stop right after a periodic
+    checkpoint, or right after a resume) or no step has run."""
+    step = ctx.state["step"]
+    if step and ctx.state.get("checkpoint_step") != step:
+        _save(ctx, blob_store, f"{step:06d}", final=False)
 
 
 @stage("save_final", reads=(TRAINER,), optional=(CHECKPOINT_EXTRA, SAMPLER))
@@ -147,6 +153,7 @@ def _save(ctx: Context[object], blob_store: BlobStore, name: str, final: bool) -
                               ctx.state.get("tokens_seen", 0), dict(extra) if extra else {})
     ctx.telemetry.flush()  # metric rows first: once recorded, a resume starts after this step
     append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
+    ctx.state["checkpoint_step"] = record.step
     ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
     return record
 

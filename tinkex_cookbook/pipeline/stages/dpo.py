@@ -35,6 +35,7 @@ from tinkex_cookbook.ports import BlobStore, DatasetStore, Datum, ModelInput, Sa
 from tinkex_cookbook.recipes.dpo import DpoConfig
 from tinkex_cookbook.train.custom_loss import forward_backward_custom
 from tinkex_cookbook.train.dpo import dpo_loss, pair_datums
+from tinkex_cookbook.train.named_datasets import load_preference_rows
 from tinkex_cookbook.train.preference_data import parse_preference_rows
 
 TRAIN_PAIRS: Key[list[tuple[Datum, Datum]]] = Key("train_pairs")
@@ -50,11 +51,12 @@ BATCHES_PER_EPOCH: Key[int] = Key("batches_per_epoch", state=True)
 def dpo_load_pairs(ctx: Context[DpoConfig], dataset_store: DatasetStore) -> None:
     """Parse, shuffle with the run's seed, hold out ``test_size`` pairs, render both sides of each.
 
-    The seeded shuffle permutes row indices (the same permutation as shuffling the pairs: it
+    A named set (``hh-rlhf``, ``UltraFeedback``, ``HelpSteer``) is read by its hub id when the store has no
+    export under its name (``train/named_datasets.py``). The seeded shuffle permutes row indices (the same permutation as shuffling the pairs: it
     depends only on the length), so a pair that fails to render is named by its row in the file.
     """
     cfg = ctx.config
-    pairs = parse_preference_rows(dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list())
+    pairs = parse_preference_rows(load_preference_rows(dataset_store, cfg.dataset, cfg.dataset_split))
     order = list(range(len(pairs)))
     random.Random(cfg.seed).shuffle(order)
     if len(pairs) - cfg.test_size < cfg.batch_size:

@@ -8,8 +8,9 @@ and hands the rest (opening a sampler on those weights, sampling, scoring) to a 
 thread, then the loop goes on submitting steps. Each later eval stage emits the results
 that have finished as ``train.eval`` rows (``<task>/<metric>`` keys, the step measured), and
 ``evals_final`` waits for all. Every example is kept in the run folder at
-``evals/<task>/<step>.jsonl``. An evaluation still running when a run is interrupted is
-lost; the resumed run does not measure that step again.
+``evals/<task>/<step>.jsonl``. An evaluation still running when a run is interrupted or
+stopped is lost (the worker is a daemon thread, so it never delays the exit, and one not
+yet started is skipped); the resumed run does not measure that step again.
 
 The evaluators read their ports (a dataset store, an LLM judge) through the run's port
 lookup when they need them, so a run whose tasks need no judge never builds one.
@@ -17,7 +18,10 @@ lookup when they need them, so a run whose tasks need no judge never builds one.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,12 +43,44 @@ class EvalsConfig(Protocol):
     def seed(self) -> int: ...
 
 
+class EvalWorker:
+    """One daemon thread running evaluations in submission order. A daemon, so an evaluation still
+    running when a run stops (Ctrl-C, an error) does not hold the process open until it ends."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[list[TaskOutcome]], Callable[[], list[TaskOutcome]]] | None] = (
+            queue.SimpleQueue())
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], list[TaskOutcome]]) -> Future[list[TaskOutcome]]:
+        future: Future[list[TaskOutcome]] = Future()
+        self._jobs.put((future, job))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="evals", daemon=True)
+            self._thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._jobs.put(None)
+        if wait and self._thread is not None:
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            future, job = item
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+                    future.set_exception(exc)
+
+
 @dataclass
 class PendingEvals:
     """Evaluations submitted and not yet reported, oldest first; one worker runs them in order."""
 
     tasks: list[EvalTask]
-    worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "evals"))
+    worker: EvalWorker = field(default_factory=EvalWorker)
     running: list[tuple[int, Future[list[TaskOutcome]]]] = field(default_factory=list)
     measured: set[int] = field(default_factory=set)
 
@@ -73,6 +109,8 @@ def _submit(ctx: Context[EvalsConfig], training_client: TrainingService, blob_st
     prefix = ctx.artifact_key(EVALS)
 
     def evaluate() -> list[TaskOutcome]:
+        if ctx.stop.requested:  # the run is stopping: its result would never be reported
+            return []
         sampler = training_client.create_sampling_client(model_path=saved.result().path)
         outcomes = run_tasks(pending.tasks, [EvalTarget(f"step-{step}", sampler, renderer)], env)
         for outcome in outcomes:

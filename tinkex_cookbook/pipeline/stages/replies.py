@@ -19,10 +19,11 @@ from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import RENDERER, TRAINER
 from tinkex_cookbook.pipeline.stages.supervised import (
     IN_FLIGHT,
-    ROW_FORMAT,
+    ROW_FORMATS,
     TEST_DATUMS,
     TEST_INDICES,
     TEST_ROWS,
+    TEST_SOURCES,
     evaluate,
     held_out_nll,
 )
@@ -32,18 +33,19 @@ from tinkex_cookbook.run_folder import SAMPLES, SUMMARY
 from tinkex_cookbook.train.formats import chat_row
 from tinkex_cookbook.train.replies import Prompt, held_out_prompt, replies, sampling_params
 
-READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS, ROW_FORMAT)
+READS = (TRAINER, RENDERER, TEST_ROWS, TEST_INDICES, TEST_DATUMS, ROW_FORMATS)
 """What both stages read: the held-out rows (for prompts) and datums (for the NLL)."""
 
 
 def _prompts(ctx: Context[SlBasicConfig]) -> list[tuple[int, Prompt]]:
     """Up to ``sample_prompts`` held-out rows with an assistant reply, by dataset index."""
     chosen: list[tuple[int, Prompt]] = []
-    rows, indices = ctx.need(TEST_ROWS), ctx.need(TEST_INDICES)
-    for row, index in zip(rows, indices, strict=True):
+    rows, indices, formats = ctx.need(TEST_ROWS), ctx.need(TEST_INDICES), ctx.need(ROW_FORMATS)
+    sources = ctx.get(TEST_SOURCES) or [ctx.config.dataset] * len(rows)
+    for row, index, source in zip(rows, indices, sources, strict=True):
         if len(chosen) >= ctx.config.sample_prompts:
             break
-        chat = chat_row(row, ctx.need(ROW_FORMAT), index)  # None: plain text has no prompt to answer
+        chat = chat_row(row, formats[source], index)  # None: plain text has no prompt to answer
         prompt = held_out_prompt(chat, index) if chat is not None else None
         if prompt is not None:
             chosen.append((index, prompt))
@@ -65,7 +67,7 @@ def _read_summary(blob_store: BlobStore, key: str) -> dict[str, Any]:
     return json.loads(blob_store.read(key)) if blob_store.exists(key) else {}
 
 
-@stage("evaluate_base", reads=READS, optional=(IN_FLIGHT,))
+@stage("evaluate_base", reads=READS, optional=(IN_FLIGHT, TEST_SOURCES))
 def evaluate_base(ctx: Context[SlBasicConfig], blob_store: BlobStore, training_client: TrainingService) -> None:
     """The base model's held-out NLL and replies, measured by every attempt that starts at step 0; a run
     resumed from a checkpoint reads them back (they were written before its first checkpoint)."""
@@ -82,7 +84,7 @@ def evaluate_base(ctx: Context[SlBasicConfig], blob_store: BlobStore, training_c
     ctx.state["summary"] = summary
 
 
-@stage("evaluate_final", reads=READS, optional=(IN_FLIGHT,))
+@stage("evaluate_final", reads=READS, optional=(IN_FLIGHT, TEST_SOURCES))
 def evaluate_final(ctx: Context[SlBasicConfig], blob_store: BlobStore) -> None:
     """The final weights' held-out NLL and replies beside the base model's (``samples.jsonl``).
 

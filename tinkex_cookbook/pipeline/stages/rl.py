@@ -36,6 +36,7 @@ from tinkex_cookbook.pipeline.stages.common import (
     advance_step,
     save_sampler,
 )
+from tinkex_cookbook.pipeline.stages.transcripts import TRANSCRIPT
 from tinkex_cookbook.ports import (
     BlobStore,
     DatasetStore,
@@ -55,6 +56,7 @@ from tinkex_cookbook.train.rl.data import (
 from tinkex_cookbook.train.rl.envs import build_rl_dataset, problem_set
 from tinkex_cookbook.train.rl.rollouts import PendingRollouts, start_rollouts
 from tinkex_cookbook.train.rl.types import RLDataset, TrajectoryGroup
+from tinkex_cookbook.train.transcripts import rl_rows
 
 
 class Prefetched(NamedTuple):
@@ -159,7 +161,7 @@ def rl_sample(ctx: Context[RlBasicConfig]) -> None:
 
 
 @stage("rl_train", reads=(TRAINER, GROUPS, STEP_STARTED, SAMPLE_SECONDS), optional=(BASE_SAMPLER,),
-       writes=(STEP_METRICS,))
+       writes=(STEP_METRICS, TRANSCRIPT))
 def rl_train(ctx: Context[RlBasicConfig]) -> None:
     """Advantages, KL penalty, datums; one forward_backward and one optimizer step."""
     cfg = ctx.config
@@ -193,6 +195,8 @@ def rl_train(ctx: Context[RlBasicConfig]) -> None:
         metrics["kl_sample_train"] = 0.0
     metrics.update(advance_step(ctx, tokens, ctx.need(STEP_STARTED)), sample_seconds=ctx.need(SAMPLE_SECONDS))
     ctx.put(STEP_METRICS, metrics)
+    keep = cfg.transcripts_per_step if cfg.transcript_every else 0
+    ctx.put(TRANSCRIPT, rl_rows(groups, ctx.need(TRAINER).get_tokenizer(), keep, cfg.remove_constant_reward_groups))
 
 
 @stage("rl_update_sampler", reads=(TRAINER,), optional=(PREFETCHED,), writes=(SAMPLER, CHECKPOINT_EXTRA))

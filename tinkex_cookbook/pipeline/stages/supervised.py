@@ -6,7 +6,8 @@ awaited (``pipeline_depth`` steps may be in flight), so a remote backend is
 never idle while the loop logs. Evaluation drains what is in flight, and the
 spec puts ``finish_steps`` before each checkpoint, so every metric and
 checkpoint is of finished steps. Checkpoints and resume are the shared stages of
-``common.py``.
+``common.py``; a streamed dataset's stages are in ``sl_stream.py``. Rows become
+datums in one place, ``render_chunk``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tinkex_cookbook.errors import DatasetError
@@ -25,8 +28,9 @@ from tinkex_cookbook.ports import APIFuture, DatasetStore, Datum, ForwardBackwar
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
 from tinkex_cookbook.train.datum import weighted_nll
 from tinkex_cookbook.train.formats import RowFormat, resolve_format, rows_to_datums
-from tinkex_cookbook.train.holdout import check_batch_size, hold_out
+from tinkex_cookbook.train.holdout import check_batch_size
 from tinkex_cookbook.train.renderers import TrainOnWhat
+from tinkex_cookbook.train.sl_data import Pulled, load_rows, pack_datums, render_pulled
 
 
 @dataclass
@@ -40,6 +44,8 @@ class InFlight:
     batch: list[Datum]
     fwd_bwd: APIFuture[ForwardBackwardOutput]
     optim: APIFuture[Any]
+    examples: int | None = None
+    """Examples packed into the batch's sequences (``None``: one per sequence)."""
 
 
 @dataclass
@@ -55,71 +61,122 @@ TEST_ROWS: Key[list[Row]] = Key("test_rows")
 TRAIN_INDICES: Key[list[int]] = Key("train_indices")
 """Each row's index in the dataset file, so a row that fails to render is named by it."""
 TEST_INDICES: Key[list[int]] = Key("test_indices")
-ROW_FORMAT: Key[RowFormat] = Key("row_format")
-"""The dataset's format (resolved from "auto"), which every row was read in by ``load_dataset``."""
+ROW_FORMATS: Key[dict[str, RowFormat]] = Key("row_formats")
+"""Each dataset's row format (resolved from "auto"), by its label: a mixture's datasets may differ."""
+TRAIN_SOURCES: Key[list[str]] = Key("train_sources")
+"""Each row's dataset (a mixture has several), so counts and errors name it."""
+TEST_SOURCES: Key[list[str]] = Key("test_sources")
 TRAIN_DATUMS: Key[list[Datum]] = Key("train_datums")
 TEST_DATUMS: Key[list[Datum]] = Key("test_datums")
 EPOCH_ORDER: Key[list[int]] = Key("epoch_order")
+TRAIN_EXAMPLES: Key[list[int]] = Key("train_examples")
+"""With packing: how many examples each training sequence holds."""
 BATCH: Key[list[Datum]] = Key("batch")
+BATCH_EXAMPLES: Key[int] = Key("batch_examples")
+"""With packing: the examples in the current batch's sequences."""
 FWD_BWD: Key[APIFuture[ForwardBackwardOutput]] = Key("fwd_bwd")
 IN_FLIGHT: Key[Pipeline] = Key("in_flight")
 
 
-@stage("load_dataset", writes=(TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, ROW_FORMAT))
+@stage("load_dataset", writes=(TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, TRAIN_SOURCES, TEST_SOURCES,
+                               ROW_FORMATS))
 def load_dataset(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) -> None:
     """Read every row in its format (before any session opens), shuffle once with the run's seed, hold out
-    the test rows, remember each row's index."""
+    the test rows, remember each row's index and dataset (a mixture interleaves its datasets by weight:
+    ``sl_data.load_rows``)."""
     cfg = ctx.config
-    raw = dataset_store.load_dataset(cfg.dataset, cfg.dataset_split).to_list()
-    row_format = RowFormat(cfg.dataset_format, cfg.messages_field, cfg.role_map, cfg.text_field)
-    row_format = resolve_format(raw, row_format)
-    held = hold_out(len(raw), cfg.test_size, cfg.batch_size, cfg.dataset)
-    order = list(range(len(raw)))
-    random.Random(cfg.seed).shuffle(order)
-    rows = [raw[i] for i in order]
-    end = held.size + cfg.train_size if cfg.train_size else len(rows)
-    check_batch_size(len(rows[held.size : end]), cfg.batch_size)
-    ctx.put(ROW_FORMAT, row_format)
-    ctx.put(TEST_ROWS, rows[: held.size])
-    ctx.put(TEST_INDICES, order[: held.size])
-    ctx.put(TRAIN_ROWS, rows[held.size : end])
-    ctx.put(TRAIN_INDICES, order[held.size : end])
-    note = {"note": held.note} if held.note else {}
-    ctx.emit("train.dataset", dataset=cfg.dataset, format=row_format.name, rows=len(raw),
-             train_rows=len(ctx.need(TRAIN_ROWS)), test_rows=held.size, **note)
+    split = load_rows(dataset_store, cfg.parts(), cfg.seed, cfg.test_size, cfg.train_size, cfg.batch_size)
+    check_batch_size(len(split.train), cfg.batch_size)
+    formats = resolve_formats([*split.test, *split.train], row_format(cfg))
+    for pulled, keys in ((split.train, (TRAIN_ROWS, TRAIN_INDICES, TRAIN_SOURCES)),
+                         (split.test, (TEST_ROWS, TEST_INDICES, TEST_SOURCES))):
+        ctx.put(keys[0], [p.row for p in pulled])
+        ctx.put(keys[1], [p.index for p in pulled])
+        ctx.put(keys[2], [p.source for p in pulled])
+    ctx.put(ROW_FORMATS, formats)
+    ctx.state["rows_by_source"] = split.counts()
+    note = {"note": split.note} if split.note else {}
+    ctx.emit("train.dataset", dataset=cfg.dataset, format=format_names(formats),
+             rows=len(split.train) + len(split.test), train_rows=len(split.train), test_rows=len(split.test), **note)
+    ctx.emit("train.data", rows_by_source=split.counts())
+
+
+def row_format(cfg: SlBasicConfig) -> RowFormat:
+    """The config's row format settings (``dataset_format`` may still be "auto")."""
+    return RowFormat(cfg.dataset_format, cfg.messages_field, cfg.role_map, cfg.text_field)
+
+
+def resolve_formats(pulled: Sequence[Pulled], settings: RowFormat) -> dict[str, RowFormat]:
+    """Each dataset's format, detected from its first row in file order; every row given is checked in it, so
+    the first bad row named is the first in the file."""
+    by_source: dict[str, list[Pulled]] = {}
+    for p in sorted(pulled, key=lambda p: p.index):
+        by_source.setdefault(p.source, []).append(p)
+    return {source: resolve_format([p.row for p in rows], settings, [p.index for p in rows])
+            for source, rows in by_source.items()}
+
+
+def format_names(formats: dict[str, RowFormat]) -> str:
+    """``sharegpt``, or ``no_robots:messages,chats.jsonl:sharegpt`` for a mixture."""
+    if len(formats) == 1:
+        return next(iter(formats.values())).name
+    return ",".join(f"{source}:{fmt.name}" for source, fmt in formats.items())
 
 
 RENDER_CHUNK = 256
 """Rows rendered between two progress updates."""
 
 
-@stage("build_dataset", reads=(RENDERER, TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, ROW_FORMAT),
-       writes=(TRAIN_DATUMS, TEST_DATUMS, NUM_BATCHES, TOTAL_STEPS))
+def render_chunk(ctx: Context[SlBasicConfig], rows: list[Row], indices: list[int], source: str) -> list[Datum]:
+    """A chunk of one dataset's rows as datums: the one place a supervised row becomes a training example
+    (``indices`` are the rows' places in their dataset, for errors). A dataset first seen here (a streamed
+    mixture's, absent from the held-out rows) has its format detected from this chunk."""
+    cfg = ctx.config
+    formats = ctx.need(ROW_FORMATS)
+    if source not in formats:
+        formats[source] = resolve_format(rows, row_format(cfg), indices)
+    return rows_to_datums(rows, formats[source], ctx.need(RENDERER), cfg.max_length, TrainOnWhat(cfg.train_on_what),
+                          cfg.loss_reduction, indices=indices)
+
+
+@stage("build_dataset", reads=(RENDERER, TRAIN_ROWS, TEST_ROWS, TRAIN_INDICES, TEST_INDICES, ROW_FORMATS),
+       optional=(TRAIN_SOURCES, TEST_SOURCES), writes=(TRAIN_DATUMS, TEST_DATUMS, TRAIN_EXAMPLES, NUM_BATCHES, TOTAL_STEPS))
 def build_dataset(ctx: Context[SlBasicConfig]) -> None:
     cfg = ctx.config
-    splits = {"train": (TRAIN_ROWS, TRAIN_INDICES, TRAIN_DATUMS), "test": (TEST_ROWS, TEST_INDICES, TEST_DATUMS)}
-    for split, (rows_key, indices_key, datums_key) in splits.items():
-        ctx.put(datums_key, _render(ctx, split, ctx.need(rows_key), ctx.need(indices_key)))
+    splits = {"train": (TRAIN_ROWS, TRAIN_INDICES, TRAIN_SOURCES, TRAIN_DATUMS),
+              "test": (TEST_ROWS, TEST_INDICES, TEST_SOURCES, TEST_DATUMS)}
+    for split, (rows_key, indices_key, sources_key, datums_key) in splits.items():
+        rows, sources = ctx.need(rows_key), ctx.get(sources_key)
+        pulled = [Pulled(row, index, source) for row, index, source in
+                  zip(rows, ctx.need(indices_key), sources or [cfg.dataset] * len(rows), strict=True)]
+        ctx.put(datums_key, _render(ctx, split, pulled))
+    if cfg.packing and cfg.max_length is not None:
+        _pack(ctx, cfg.max_length)
     train = ctx.need(TRAIN_DATUMS)
     if len(train) < cfg.batch_size:
-        raise DatasetError(f"{len(train)} training rows is fewer than batch_size={cfg.batch_size}")
+        unit = "packed sequences" if cfg.packing else "training rows"
+        raise DatasetError(f"{len(train)} {unit} is fewer than batch_size={cfg.batch_size}")
     ctx.put(NUM_BATCHES, len(train) // cfg.batch_size)
     ctx.put(TOTAL_STEPS, ctx.need(NUM_BATCHES) * cfg.num_epochs)
 
 
-def _render(ctx: Context[SlBasicConfig], split: str, rows: list[Row], indices: list[int]) -> list[Datum]:
-    cfg = ctx.config
-    renderer, mode = ctx.need(RENDERER), TrainOnWhat(cfg.train_on_what)
+def _render(ctx: Context[SlBasicConfig], split: str, pulled: list[Pulled]) -> list[Datum]:
     datums: list[Datum] = []
-    with ctx.task(f"render {split} rows", len(rows)) as task:
-        for start in range(0, len(rows), RENDER_CHUNK):
-            chunk = rows[start : start + RENDER_CHUNK]
-            datums += rows_to_datums(
-                chunk, ctx.need(ROW_FORMAT), renderer, cfg.max_length, mode, cfg.loss_reduction,
-                indices=indices[start : start + RENDER_CHUNK],
-            )
+    with ctx.task(f"render {split} rows", len(pulled)) as task:
+        for start in range(0, len(pulled), RENDER_CHUNK):
+            chunk = pulled[start : start + RENDER_CHUNK]
+            datums += render_pulled(chunk, partial(render_chunk, ctx))
             task.advance(len(chunk))
     return datums
+
+
+def _pack(ctx: Context[SlBasicConfig], max_length: int) -> None:
+    """Training datums packed into sequences of up to ``max_length`` tokens, in the load order."""
+    examples = ctx.need(TRAIN_DATUMS)
+    packs = pack_datums(examples, max_length)
+    ctx.put(TRAIN_DATUMS, [p.datum for p in packs])
+    ctx.put(TRAIN_EXAMPLES, [p.examples for p in packs])
+    ctx.state["packing"] = {"examples": len(examples), "sequences": len(packs)}
 
 
 @stage("set_epoch", reads=(TRAIN_DATUMS, NUM_BATCHES), writes=(EPOCH_ORDER,))
@@ -132,12 +189,15 @@ def set_epoch(ctx: Context[SlBasicConfig]) -> None:
     ctx.emit("train.epoch", epoch=epoch, num_batches=ctx.need(NUM_BATCHES))
 
 
-@stage("get_batch", reads=(EPOCH_ORDER, TRAIN_DATUMS), writes=(BATCH,))
+@stage("get_batch", reads=(EPOCH_ORDER, TRAIN_DATUMS), optional=(TRAIN_EXAMPLES,), writes=(BATCH, BATCH_EXAMPLES))
 def get_batch(ctx: Context[SlBasicConfig]) -> None:
     size = ctx.config.batch_size
     start = ctx.state["batch"] * size
     indices = ctx.need(EPOCH_ORDER)[start : start + size]
     ctx.put(BATCH, [ctx.need(TRAIN_DATUMS)[i] for i in indices])
+    packed = ctx.get(TRAIN_EXAMPLES)
+    if packed is not None:
+        ctx.put(BATCH_EXAMPLES, sum(packed[i] for i in indices))
 
 
 @stage("forward_backward", reads=(TRAINER, BATCH), writes=(FWD_BWD,))
@@ -146,7 +206,7 @@ def forward_backward(ctx: Context[object]) -> None:
     ctx.put(FWD_BWD, ctx.need(TRAINER).forward_backward(batch, "cross_entropy"))
 
 
-@stage("optim_step", reads=(TRAINER, BATCH, FWD_BWD), optional=(IN_FLIGHT,), writes=(IN_FLIGHT,))
+@stage("optim_step", reads=(TRAINER, BATCH, FWD_BWD), optional=(IN_FLIGHT, BATCH_EXAMPLES), writes=(IN_FLIGHT,))
 def optim_step(ctx: Context[SlBasicConfig]) -> None:
     """Submit the optimizer step; its results are read later, by ``log_step_metrics``."""
     step, params = ctx.state["step"], adam_params(ctx)
@@ -158,13 +218,13 @@ def optim_step(ctx: Context[SlBasicConfig]) -> None:
     if pipeline.last_finished is None:
         pipeline.last_finished = time.monotonic()
     pipeline.steps.append(InFlight(step + 1, ctx.state["epoch"], ctx.state["batch"], params.learning_rate,
-                                   ctx.need(BATCH), ctx.need(FWD_BWD), optim))
+                                   ctx.need(BATCH), ctx.need(FWD_BWD), optim, ctx.get(BATCH_EXAMPLES)))
     ctx.state["step"] = step + 1
 
 
 def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
     result = done.fwd_bwd.result()
-    done.optim.result()
+    optim = done.optim.result()  # the backend's optimizer-step metrics (grad_norm ...) join the row
     now = time.monotonic()
     seconds, pipeline.last_finished = now - (pipeline.last_finished or now), now
     nll_sum, weight_sum = weighted_nll([o["logprobs"] for o in result.loss_fn_outputs], done.batch)
@@ -176,8 +236,10 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         "train_mean_nll": nll_sum / max(weight_sum, 1e-9), "num_sequences": len(done.batch),
         "num_tokens": tokens, "num_loss_tokens": weight_sum, "tokens_seen": ctx.state["tokens_seen"],
         "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        **({} if done.examples is None else {"num_examples": done.examples}),
         **{k: float(v) for k, v in result.metrics.items()},
     }
+    metrics |= {k: float(v) for k, v in optim.metrics.items() if k not in metrics}  # step, epoch ... stay ours
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
 
