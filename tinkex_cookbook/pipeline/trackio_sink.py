@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.pipeline.telemetry import METRIC_EVENTS, Event
-from tinkex_cookbook.pipeline.wandb_sink import StepGate, numeric_fields
+from tinkex_cookbook.pipeline.wandb_sink import StepGate
 
 if TYPE_CHECKING:
     from tinkex_cookbook.spec import Experiment
@@ -91,14 +91,7 @@ class TrackioSink:
         self._gate = StepGate(logged if logged is not None else -1)
 
     def _log(self, data: Mapping[str, Any]) -> None:
-        metrics = numeric_fields(data)
-        step = data.get("step")
-        if not metrics:
-            return
-        if step is None:
-            self._run.log(metrics)
-        elif self._gate.admit(int(step)):
-            self._run.log(metrics, step=int(step))
+        self._gate.log(self._run.log, data)
 
     def _finish(self) -> None:
         run, self._run = self._run, None

@@ -72,6 +72,18 @@ class StepGate:
         self.last = step
         return True
 
+    def log(self, log: Any, data: Mapping[str, Any]) -> None:
+        """Send ``data``'s numbers through ``log(metrics, step=...)`` (a W&B or trackio run's) if the step is
+        admitted; a row without a step is logged as it comes."""
+        metrics = numeric_fields(data)
+        step = data.get("step")
+        if not metrics:
+            return
+        if step is None:
+            log(metrics)
+        elif self.admit(int(step)):
+            log(metrics, step=int(step))
+
 
 class WandbSink:
     """Sends a run's metrics, checkpoints and outcome to one W&B run.
@@ -177,14 +189,7 @@ class WandbSink:
         return last
 
     def _log(self, data: Mapping[str, Any]) -> None:
-        metrics = numeric_fields(data)
-        step = data.get("step")
-        if not metrics:
-            return
-        if step is None:
-            self._run.log(metrics)
-        elif self._gate.admit(int(step)):
-            self._run.log(metrics, step=int(step))
+        self._gate.log(self._run.log, data)
 
     def _finish(self, exit_code: int) -> None:
         run, self._run = self._run, None
