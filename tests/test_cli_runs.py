@@ -309,3 +309,14 @@ def test_plot_writes_into_the_run_folder_or_to_out(lr_runs: Path, tmp_path: Path
     assert code == 0, err
     assert out == "charts.svg\n" and (tmp_path / "charts.svg").read_text().startswith("<svg")
     assert not list((tmp_path).glob(".*tmp"))  # written whole: no temp file left beside it
+
+
+def test_compare_labels_leave_out_where_runs_logged_and_write_rates_alike() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from tinkex_cookbook.runs import config_labels
+
+    runs = [SimpleNamespace(config={"learning_rate": 1e-4, "tensorboard": True, "wandb_project": None}),
+            SimpleNamespace(config={"learning_rate": 1e-3, "tensorboard": False, "wandb_project": "x"})]
+    assert config_labels(cast(Any, runs), ["a", "b"]) == ["learning_rate=1e-4", "learning_rate=1e-3"]

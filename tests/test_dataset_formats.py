@@ -144,7 +144,8 @@ def test_a_row_that_breaks_the_detected_format_is_named_by_its_index(tmp_path: P
 def test_an_unknown_speaker_is_mapped_with_role_map(tmp_path: Path) -> None:
     rows = [{"conversations": [{"from": "customer", "value": "hi"}, {"from": "bot", "value": "hello"}]}] * 20
     message = failure(tmp_path, rows)
-    assert "unknown role 'customer'" in message and "role_map=" in message
+    assert "unknown role 'customer'" in message
+    assert """role_map='{"customer": "user", "bot": "assistant"}'""" in message, message
     result = run(tmp_path / "mapped", rows, role_map={"customer": "user", "bot": "assistant"}, batch_size=4)
     assert dataset_event(result)["format"] == "sharegpt"
     with pytest.raises(ConfigError, match=r"role_map maps to unknown roles \{'bot': 'helper'\}"):
@@ -326,3 +327,12 @@ def test_a_streamed_dataset_of_no_known_format_fails_before_the_session(tmp_path
     message = failure(tmp_path, [{"dialog": "x", "id": i} for i in range(20)], streaming=True, max_steps=2,
                       batch_size=4, test_size=2)
     assert "['dialog', 'id']" in message
+
+
+def test_a_short_stream_holds_out_a_tenth_by_default_and_a_set_test_size_names_a_fix(tmp_path: Path) -> None:
+    rows = [as_shape(m, "sharegpt") for m in chitchat(30)]
+    result = run(tmp_path, rows, streaming=True, max_steps=2, batch_size=4, sample_prompts=0)
+    event = dataset_event(result)
+    assert event["test_rows"] == 3 and "10%" in event["note"]
+    message = failure(tmp_path / "big", rows, streaming=True, max_steps=2, batch_size=4, test_size=40)
+    assert "test_size=40" in message and "Fix: set test_size=3" in message

@@ -327,10 +327,12 @@ def compare_file_name(now: float) -> str:
 
 def config_labels(runs: Sequence[Run], names: Sequence[str]) -> list[str]:
     """Each run named by the config values that tell it from the others (``learning_rate=1e-4``), leaving
-    out ``log_path`` and the keys equal in every run. Its name from ``names`` instead when no key differs
+    out ``log_path``, where the run logged (W&B, TensorBoard ...) and the keys equal in every run. Its name from ``names`` instead when no key differs
     or more than ``LABEL_KEYS`` do (runs of different recipes), and beside the values when two runs have
     the same ones."""
-    keys = sorted({key for run in runs for key in run.config} - {"log_path"})
+    from tinkex_cookbook.recipes.sink_keys import SINK_KEYS  # where a run logged, not what it trained
+
+    keys = sorted({key for run in runs for key in run.config} - {"log_path", *SINK_KEYS})
     differing = [key for key in keys if len({_config_value(run.config, key) for run in runs}) > 1]
     if not differing or len(differing) > LABEL_KEYS:
         return list(names)
@@ -345,7 +347,7 @@ def _config_value(config: dict[str, Any], key: str) -> str:
     value = config[key]
     if isinstance(value, dict | list):
         return json.dumps(value, sort_keys=True)
-    if isinstance(value, float) and value != 0 and math.isfinite(value) and not 1e-3 <= abs(value) < 1e5:
+    if isinstance(value, float) and value != 0 and math.isfinite(value) and not 1e-2 <= abs(value) < 1e5:
         mantissa, exponent = f"{value:.6e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"  # 1e-4, not 0.0001 or 1e-04
     return format_value(value)

@@ -301,7 +301,7 @@ def _console_line(event: Event) -> str | None:
         if data.get("seconds", 0) < SLOW_TASK_SECONDS:
             return None
         return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
-    if event.name in ("train.dataset", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
+    if event.name in ("train.dataset", "train.data", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
                       "workflow.exception", "workflow.stop", "workflow.stopped"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
     return None

@@ -133,8 +133,8 @@ def check_conversation(row: Any, index: int) -> list[Message]:
         if role not in KNOWN_ROLES:
             guess = role.strip().lower()
             hint = f"write {guess!r}" if guess in KNOWN_ROLES else (
-                f"map it to one of them with role_map='{json.dumps({role: 'assistant'})}' (or the role it stands "
-                "for), or drop the message")
+                f"map the row's unknown roles with role_map='{json.dumps(_role_guesses(messages))}' (check the "
+                "role each stands for), or drop those messages")
             raise DatasetError(f"{where}, field 'role': unknown role {role!r}; valid roles: {choices(KNOWN_ROLES)}. "
                                f"Fix: {hint}")
         if isinstance(message["content"], list):
@@ -145,6 +145,15 @@ def check_conversation(row: Any, index: int) -> list[Message]:
                 raise DatasetError(f"{where}, field {key!r}: must be {expected}, got "
                                    f"{type(message[key]).__name__} {message[key]!r:.40}")
     return messages
+
+
+def _role_guesses(messages: Sequence[Message]) -> dict[str, str]:
+    """A role_map to suggest: the row's unknown roles, in order of appearance, for the chat roles it lacks
+    (a conversation's first speaker is usually the user)."""
+    present = {m["role"] for m in messages}
+    unknown = list(dict.fromkeys(m["role"] for m in messages if m["role"] not in KNOWN_ROLES))
+    missing = [r for r in ("user", "assistant") if r not in present]
+    return {role: missing[i] if i < len(missing) else "user|assistant|system|tool" for i, role in enumerate(unknown)}
 
 
 def _check_parts(parts: list[Any], where: str) -> None:
@@ -181,3 +190,9 @@ def weighted_nll(logprobs: Sequence[TensorData], data: Sequence[Datum]) -> tuple
         total += float(-(output.data * weights).sum())
         weight_sum += float(weights.sum())
     return total, weight_sum
+
+
+def loss_token_count(data: Sequence[Datum]) -> int:
+    """Target tokens that carry loss weight: under ``loss_reduction=mean`` the weights sum to one per example,
+    so their sum counts examples, not tokens."""
+    return sum(int((datum.loss_fn_inputs["weights"].data > 0).sum()) for datum in data)

@@ -29,7 +29,7 @@ import numpy as np
 
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.ports import DatasetStore, Datum, ModelInput, Row, TensorData
-from tinkex_cookbook.train.holdout import hold_out
+from tinkex_cookbook.train.holdout import DEFAULT_TEST_SIZE, hold_out
 from tinkex_cookbook.train.named_datasets import Source, open_source
 from tinkex_cookbook.train.streams import buffer_shuffle, interleave
 
@@ -158,14 +158,21 @@ class RowStream:
         return (p for _, p in interleave(streams, self._weights, random.Random(f"{self._seed}:{pass_number}")))
 
 
-def open_stream(store: DatasetStore, parts: Sequence[Part], seed: int, test_size: int,
-                buffer_size: int) -> tuple[list[Pulled], RowStream]:
-    """The held-out rows (the stream's first ``test_size``) and a ``RowStream`` of the rest."""
+def open_stream(store: DatasetStore, parts: Sequence[Part], seed: int, test_size: int | None,
+                buffer_size: int, batch_size: int = 1) -> tuple[list[Pulled], RowStream]:
+    """The held-out rows (the stream's first ``test_size``) and a ``RowStream`` of the rest.
+
+    ``test_size=None`` is ``hold_out``'s default: 32 rows, or 10% of a stream too short to spare them and
+    still fill a batch (found by reading at most ``32 + batch_size`` rows ahead, nothing more)."""
     sources = [open_source(store, p.dataset, p.split, streaming=True) for p in parts]
     streams = [_tagged(source, label) for source, label in zip(sources, labels(parts), strict=True)]
-    held_out = [p for _, p in islice(interleave(streams, [p.weight for p in parts], random.Random(seed)), test_size)]
-    if len(held_out) < test_size:
-        raise DatasetError(f"{describe(parts)} has {len(held_out)} rows, fewer than test_size={test_size}")
+    wanted = DEFAULT_TEST_SIZE + batch_size if test_size is None else test_size
+    ahead = [p for _, p in islice(interleave(streams, [p.weight for p in parts], random.Random(seed)), wanted)]
+    if len(ahead) < wanted:  # the whole stream is in ``ahead``: its length is known (too short: an error)
+        size = hold_out(len(ahead), test_size, batch_size, describe(parts)).size
+    else:
+        size = DEFAULT_TEST_SIZE if test_size is None else test_size
+    held_out = ahead[:size]
     per_source = Counter(p.source for p in held_out)
     return held_out, RowStream(sources, parts, seed, buffer_size, [per_source[label] for label in labels(parts)])
 

@@ -53,8 +53,8 @@ def open_stream_stage(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) 
     """Hold out the stream's first rows and detect each dataset's row format from them, before any session
     opens (a dataset with no held-out row has its format detected from its first batch)."""
     cfg = ctx.config
-    test_size = DEFAULT_TEST_SIZE if cfg.test_size is None else cfg.test_size  # a stream's length is unknown
-    held_out, rows = open_stream(dataset_store, cfg.parts(), cfg.seed, test_size, cfg.shuffle_buffer)
+    held_out, rows = open_stream(dataset_store, cfg.parts(), cfg.seed, cfg.test_size, cfg.shuffle_buffer,
+                                 cfg.batch_size)
     formats = resolve_formats(held_out, row_format(cfg))
     ctx.put(ROW_FORMATS, formats)
     ctx.put(TEST_ROWS, [p.row for p in held_out])
@@ -64,8 +64,11 @@ def open_stream_stage(ctx: Context[SlBasicConfig], dataset_store: DatasetStore) 
     counts = {"test": {label: sum(1 for p in held_out if p.source == label) for label in rows.labels}}
     ctx.state["rows_by_source"] = {**counts, "train": {}}
     ctx.emit("train.data", streaming=True, rows_by_source=counts)
+    small = cfg.test_size is None and len(held_out) < DEFAULT_TEST_SIZE
+    note = {"note": f"held out {len(held_out)} rows (10% of a short stream), not the default {DEFAULT_TEST_SIZE}; "
+                    "set test_size= to choose"} if small else {}
     ctx.emit("train.dataset", dataset=cfg.dataset, format=format_names(formats) if formats else "detected per batch",
-             streaming=True, test_rows=len(held_out))
+             streaming=True, test_rows=len(held_out), **note)
 
 
 @stage("build_stream", reads=(RENDERER, TEST_ROWS, TEST_INDICES, TEST_SOURCES, ROW_FORMATS),

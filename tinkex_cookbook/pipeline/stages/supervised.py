@@ -26,7 +26,7 @@ from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import NUM_BATCHES, RENDERER, TOTAL_STEPS, TRAINER, adam_params
 from tinkex_cookbook.ports import APIFuture, DatasetStore, Datum, ForwardBackwardOutput, Row
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
-from tinkex_cookbook.train.datum import weighted_nll
+from tinkex_cookbook.train.datum import loss_token_count, weighted_nll
 from tinkex_cookbook.train.formats import RowFormat, resolve_format, rows_to_datums
 from tinkex_cookbook.train.holdout import check_batch_size
 from tinkex_cookbook.train.renderers import TrainOnWhat
@@ -234,7 +234,7 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         "step": done.step, "total_steps": ctx.state["total_steps"], "epoch": done.epoch,
         "batch": done.batch_index, "learning_rate": done.learning_rate,
         "train_mean_nll": nll_sum / max(weight_sum, 1e-9), "num_sequences": len(done.batch),
-        "num_tokens": tokens, "num_loss_tokens": weight_sum, "tokens_seen": ctx.state["tokens_seen"],
+        "num_tokens": tokens, "num_loss_tokens": loss_token_count(done.batch), "tokens_seen": ctx.state["tokens_seen"],
         "step_seconds": seconds, "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
         **({} if done.examples is None else {"num_examples": done.examples}),
         **{k: float(v) for k, v in result.metrics.items()},
