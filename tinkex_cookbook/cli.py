@@ -104,7 +104,7 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan (an unset secret is a warning in it); touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
@@ -152,7 +152,7 @@ def run_spec(
         None, "--manifest", "-m",
         help="Manifest name or YAML path (default: the one recorded in the spec's run folder, else "
              "$TINKEX_MANIFEST, else 'default')."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan (an unset secret is a warning in it); touch no backend."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     log_path: str | None = typer.Option(
         None, "--log-path", help="Run in this folder instead of the spec's own (replay a finished run anew)."),
