@@ -45,6 +45,7 @@ app.command()(export)
 app.command("eval")(eval_command)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
+DRY_RUN_HELP = "Validate and print the plan (an unset secret is a warning in it); touch no backend."
 CONFIG_HELP = ("YAML or JSON file of config keys (e.g. 'learning_rate: 1e-4'); key=value overrides win "
                "over it. A dotted key sets one key of a mapping field: loss_fn_config.clip_high_threshold=1.3.")
 
@@ -104,7 +105,7 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan (an unset secret is a warning in it); touch no backend."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
@@ -152,7 +153,7 @@ def run_spec(
         None, "--manifest", "-m",
         help="Manifest name or YAML path (default: the one recorded in the spec's run folder, else "
              "$TINKEX_MANIFEST, else 'default')."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan (an unset secret is a warning in it); touch no backend."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     log_path: str | None = typer.Option(
         None, "--log-path", help="Run in this folder instead of the spec's own (replay a finished run anew)."),
