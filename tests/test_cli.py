@@ -176,3 +176,21 @@ def test_run_and_spec_take_a_config_file_under_the_overrides(tmp_path: Path) -> 
     nope = str(tmp_path / "nope.yaml")
     missing = CliRunner().invoke(app, ["run", "sl_basic", "-m", "test", "--config", nope])
     assert missing.exit_code == 2 and missing.output.strip() == f"error: config file {nope!r} does not exist"
+
+
+def test_a_dry_run_needs_no_secret_but_names_each_missing_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    code, out, err = invoke("run", "sl_basic", "-m", "default", "--dry-run")
+    assert code == 0, err
+    assert ("warning: needs TINKER_API_KEY (not set): a real run would fail; used by training_client (tinker)"
+            in out.splitlines())
+    assert "stages:" in out
+    code, out, err = invoke("run", "sl_basic", "-m", "default")  # a real run still fails before any work
+    assert code == 2 and "needs the environment variable TINKER_API_KEY, which is not set" in err
+
+
+def test_a_dry_run_with_the_secret_set_warns_of_nothing_and_shows_no_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKER_API_KEY", "tml-dry-run-marker")
+    code, out, _ = invoke("run", "sl_basic", "-m", "default", "--dry-run")
+    assert code == 0
+    assert "warning:" not in out and "tml-dry-run-marker" not in out

@@ -264,7 +264,7 @@ def test_run_spec_with_a_log_path_replays_into_a_new_folder_and_a_finished_run_s
     spec = runs / "first" / "spec.json"
     again = runner.invoke(app, ["run-spec", str(spec), "-m", manifest])
     assert again.exit_code == 0 and "holds a finished run (step 8): no step ran" in again.stdout
-    assert f"run-spec {spec} --log-path NEW_FOLDER" in again.stdout
+    assert f"run-spec {spec} --manifest {manifest} --log-path NEW_FOLDER" in again.stdout
     rerun = runner.invoke(app, ["run", "sl_basic", "-m", manifest, f"log_path={runs / 'first'}", *CLI_CFG])
     assert "holds a finished run" in rerun.stdout
     replay = runner.invoke(app, ["run-spec", str(spec), "-m", manifest, "--log-path", "second"])
@@ -286,3 +286,67 @@ def test_a_printed_spec_names_no_folder_and_each_replay_gets_its_own(tmp_path: P
     assert len(folders) == 2
     for folder in folders:  # the spec each run saved names its own folder: replaying it resumes that run
         assert json.loads((folder / "spec.json").read_text())["config"]["log_path"] == f"sl_basic/{folder.name}"
+
+
+# -- replaying on the manifest the run ran on ---------------------------------------------------------------
+
+
+def _finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[CliRunner, str, Path]:
+    """A finished run in ``runs/first`` on a YAML manifest; no Tinker key and ``$TINKEX_MANIFEST`` naming the
+    default manifest (which needs the key), so only the recorded manifest replays it."""
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    runner, manifest = CliRunner(), _manifest(tmp_path)
+    assert runner.invoke(app, ["run", "sl_basic", "-m", manifest, "log_path=first", *CLI_CFG]).exit_code == 0
+    monkeypatch.setenv("TINKEX_MANIFEST", "default")
+    return runner, manifest, tmp_path / "runs" / "first" / "spec.json"
+
+
+def test_run_spec_replays_on_the_manifest_recorded_beside_the_spec(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, manifest, spec = _finished_run(tmp_path, monkeypatch)
+    again = runner.invoke(app, ["run-spec", str(spec)])
+    assert again.exit_code == 0, again.output
+    assert again.stderr.splitlines() == [f"manifest: {manifest} (recorded beside {spec}; --manifest overrides)"]
+    assert f"run-spec {spec} --manifest {manifest} --log-path NEW_FOLDER" in again.stdout
+    plan = runner.invoke(app, ["run-spec", str(spec), "--dry-run"])
+    assert plan.exit_code == 0 and "manifest disk from test < " in plan.stdout and "recorded beside" in plan.stderr
+
+
+def test_an_explicit_manifest_wins_over_the_recorded_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, _, spec = _finished_run(tmp_path, monkeypatch)
+    plan = runner.invoke(app, ["run-spec", str(spec), "-m", "test", "--dry-run"])
+    assert plan.exit_code == 0 and "manifest test from test" in plan.stdout and plan.stderr == ""
+    refused = runner.invoke(app, ["run-spec", str(spec), "-m", "default"])
+    assert refused.exit_code == 2 and "needs the environment variable TINKER_API_KEY" in refused.stderr
+
+
+def test_a_spec_with_no_recorded_manifest_uses_the_usual_default(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINKEX_MANIFEST", "test")
+    spec = tmp_path / "spec.json"
+    spec.write_text(Runtime.build_spec(SlBasic, {}).to_json())
+    plan = CliRunner().invoke(app, ["run-spec", str(spec), "--dry-run"])
+    assert plan.exit_code == 0 and "manifest test from test" in plan.stdout and plan.stderr == ""
+
+
+def test_a_recorded_manifest_that_is_gone_is_named_not_swapped_for_another(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    runner, manifest, spec = _finished_run(tmp_path, monkeypatch)
+    Path(manifest).unlink()
+    gone = runner.invoke(app, ["run-spec", str(spec)])
+    assert gone.exit_code == 2
+    assert f"records manifest {manifest!r}, which is neither a shipped manifest nor a file here" in gone.stderr
+
+
+def test_the_resume_command_of_a_stopped_run_spec_names_its_manifest(tmp_path: Path) -> None:
+    Runtime.run(SlBasic, {**dict(o.split("=") for o in CLI_CFG), "log_path": "first"}, manifest="test",
+                ports=local_blobs(tmp_path / "runs"))
+    spec = "runs/first/spec.json"
+    stopped = _cli(tmp_path, "run-spec", spec, "--log-path", "second", signal_at=3)
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"manifest: test (recorded beside {spec}; --manifest overrides)" in stopped.stderr
+    resume = next(line for line in stopped.stderr.splitlines() if line.startswith("resume: "))
+    command = shlex.split(resume.removeprefix("resume: "))
+    assert command == ["tinkex-cookbook", "run-spec", spec, "--manifest", "test", "--log-path", "second"]
+    assert _cli(tmp_path, *command[1:]).returncode == 0
+    assert _rows(tmp_path / "runs" / "second") == _rows(tmp_path / "runs" / "first")

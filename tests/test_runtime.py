@@ -307,3 +307,12 @@ def test_an_adapter_that_needs_another_port_gets_the_runs_adapter(monkeypatch: p
     store = MemoryBlobStore()
     Runtime.run(SlBasic, SMALL, manifest="test", ports={"training_client": "needy", "blob_store": store})
     assert seen["blob_store"] is store
+
+
+@pytest.mark.parametrize("manifest", ["default", "prod"])
+def test_a_dry_run_needs_no_secret_and_its_plan_names_each_missing_one(
+        manifest: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real run refuses (``test_tinker_manifests_need_the_api_key_before_any_work``); its plan does not."""
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    result = Runtime.run(SlBasic, {}, manifest=manifest, dry_run=True, out=io.StringIO())
+    assert "warning: needs TINKER_API_KEY (not set): a real run would fail" in result.plan

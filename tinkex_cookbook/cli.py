@@ -45,6 +45,7 @@ app.command()(export)
 app.command("eval")(eval_command)
 
 MANIFEST_HELP = "Manifest name or YAML path (default: $TINKEX_MANIFEST, else 'default')."
+DRY_RUN_HELP = "Validate and print the plan (an unset secret is a warning in it); touch no backend."
 CONFIG_HELP = ("YAML or JSON file of config keys (e.g. 'learning_rate: 1e-4'); key=value overrides win "
                "over it. A dotted key sets one key of a mapping field: loss_fn_config.clip_high_threshold=1.3.")
 
@@ -104,7 +105,7 @@ def run(
     overrides: list[str] = typer.Argument(None, help="Config overrides as key=value."),
     manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
     config: Path | None = typer.Option(None, "--config", help=CONFIG_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the plan; touch no backend."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print a line per step instead of a bar."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output (for CI)."),
     wandb_project: str | None = typer.Option(
@@ -148,8 +149,11 @@ def run(
 @app.command("run-spec")
 def run_spec(
     spec_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="A saved spec.json."),
-    manifest: str | None = typer.Option(None, "--manifest", "-m", help=MANIFEST_HELP),
-    dry_run: bool = typer.Option(False, "--dry-run"),
+    manifest: str | None = typer.Option(
+        None, "--manifest", "-m",
+        help="Manifest name or YAML path (default: the one recorded in the spec's run folder, else "
+             "$TINKEX_MANIFEST, else 'default')."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     log_path: str | None = typer.Option(
         None, "--log-path", help="Run in this folder instead of the spec's own (replay a finished run anew)."),
@@ -157,14 +161,27 @@ def run_spec(
     """Replay an experiment spec: it resumes the spec's own run folder, or runs in --log-path's.
 
     A spec without a log_path (as `spec` prints one) runs in a new timestamped folder each time.
+    Without --manifest it runs on the manifest recorded beside the spec (the run folder's
+    manifest.json), so a run replays on the deployment it ran on.
     """
     from pydantic import ValidationError
 
-    from tinkex_cookbook import CookbookError, Experiment, Runtime
-    from tinkex_cookbook.cli_resume import exit_interrupted, exit_stopped, finished_message, manifest_args
+    from tinkex_cookbook import CookbookError, Experiment, Runtime, Settings
+    from tinkex_cookbook.cli_resume import (
+        exit_interrupted,
+        exit_stopped,
+        finished_message,
+        manifest_args,
+        recorded_manifest,
+    )
     from tinkex_cookbook.errors import RunStoppedError
 
     try:
+        if manifest is None:
+            manifest = recorded_manifest(spec_file)
+            if manifest is not None:
+                typer.echo(f"manifest: {manifest} (recorded beside {spec_file}; --manifest overrides)", err=True)
+        manifest = manifest or Settings().manifest or "default"  # named in the resume command printed on a stop
         spec = Experiment.from_json(spec_file.read_bytes())
         if log_path is not None:
             spec = spec.with_config(log_path=log_path)

@@ -99,14 +99,17 @@ class AdapterEntry:
                 f"which is not installed: {hint}"
             )
 
+    def missing_secrets(self, settings: Settings) -> list[str]:
+        """The environment variables this adapter needs that are not set (names only, never values)."""
+        return [env_var for env_var, field_name in self.secrets if getattr(settings, field_name) is None]
+
     def check_secrets(self, settings: Settings) -> None:
-        for env_var, field_name in self.secrets:
-            if getattr(settings, field_name) is None:
-                raise MissingSecretError(
-                    f"adapter {self.name!r} for port {self.port!r} needs the environment "
-                    f"variable {env_var}, which is not set. Export {env_var}=... or choose a "
-                    "manifest that does not need it (e.g. manifest='local' or 'test')"
-                )
+        for env_var in self.missing_secrets(settings):
+            raise MissingSecretError(
+                f"adapter {self.name!r} for port {self.port!r} needs the environment "
+                f"variable {env_var}, which is not set. Export {env_var}=... or choose a "
+                "manifest that does not need it (e.g. manifest='local' or 'test')"
+            )
 
     def build(self, options: BaseModel, settings: Settings, **ports: object) -> object:
         self.check_available()

@@ -149,12 +149,14 @@ def _scrub(exc: BaseException, scrub: Callable[[str], str]) -> BaseException | N
     return type(exc)(clean)
 
 
-def describe_plan(spec: Experiment, manifest: Manifest) -> str:
+def describe_plan(spec: Experiment, manifest: Manifest, warnings: Sequence[str] = ()) -> str:
+    """The dry run's plan: the manifest's bindings, then ``warnings`` (e.g. unset secrets), then the stages."""
     lines = [f"experiment {spec.name} (recipe {spec.recipe})",
              f"manifest {manifest.name} from {' < '.join(manifest.sources)}"]
     for port, binding in manifest.ports.items():
         options = binding.options.model_dump(mode="json", exclude_none=True)
         lines.append(f"  {port:<17} {binding.adapter} {options if options else ''}".rstrip())
+    lines.extend(f"warning: {warning}" for warning in warnings)
     lines.append("stages:")
     lines.extend(_plan_nodes(spec.stages, "  "))
     return "\n".join(lines)
@@ -189,10 +191,18 @@ class Runtime:
         cls, manifest: str | None = None, ports: PortsInput = None, settings: Settings | None = None
     ) -> Manifest:
         """The merged, validated manifest, after checking each bound adapter can be built here."""
-        settings = settings or Settings()
+        return cls._resolve_checked(manifest, ports, settings or Settings())[0]
+
+    @classmethod
+    def _resolve_checked(
+        cls, manifest: str | None, ports: PortsInput, settings: Settings, *, secrets: bool = True
+    ) -> tuple[Manifest, list[str]]:
+        """The checked manifest and, when ``secrets`` is off (a dry run, which needs none), a line for
+        each secret its adapters need that is unset, instead of failing on the first."""
         resolved, instances = cls._resolve(manifest, ports, settings)
-        cls._check_buildable(resolved, [port for port in resolved.ports if port not in instances], settings)
-        return resolved
+        unbuilt = [port for port in resolved.ports if port not in instances]
+        cls._check_buildable(resolved, unbuilt, settings, secrets=secrets)
+        return resolved, ([] if secrets else cls._missing_secrets(resolved, unbuilt, settings))
 
     @classmethod
     def _resolve(
@@ -208,14 +218,27 @@ class Runtime:
         return resolved, instances
 
     @classmethod
-    def _check_buildable(cls, manifest: Manifest, ports: Sequence[str], settings: Settings) -> None:
-        """Every secret of the ports' adapters first, then their extras: a missing key is named even
-        on a machine that also lacks the extra."""
+    def _check_buildable(
+        cls, manifest: Manifest, ports: Sequence[str], settings: Settings, *, secrets: bool = True
+    ) -> None:
+        """Every secret of the ports' adapters first (unless ``secrets`` is off), then their extras: a
+        missing key is named even on a machine that also lacks the extra."""
         entries = [cls.registry.get(port, manifest.ports[port].adapter) for port in ports]
-        for entry in entries:
+        for entry in entries if secrets else ():
             entry.check_secrets(settings)
         for entry in entries:
             entry.check_available()
+
+    @classmethod
+    def _missing_secrets(cls, manifest: Manifest, ports: Sequence[str], settings: Settings) -> list[str]:
+        """One line per unset secret (its name, never a value) with the ports whose adapters need it."""
+        users: dict[str, list[str]] = {}
+        for port in ports:
+            entry = cls.registry.get(port, manifest.ports[port].adapter)
+            for env_var in entry.missing_secrets(settings):
+                users.setdefault(env_var, []).append(f"{port} ({entry.name})")
+        return [f"needs {env_var} (not set): a real run would fail; used by {', '.join(names)}"
+                for env_var, names in users.items()]
 
     @classmethod
     @contextmanager
@@ -341,12 +364,13 @@ class Runtime:
         spec = _dated(spec)
         recipe_cls = get_recipe(spec.recipe)
         config = parse_config(recipe_cls.Config, spec.config)
-        resolved = cls.resolve_manifest(options.manifest, options.ports, settings)
+        resolved, missing = cls._resolve_checked(options.manifest, options.ports, settings,
+                                                 secrets=not options.dry_run)  # a dry run needs no secret
         runner = Runner(STAGES)
         runner.validate(spec)
         sinks = _run_sinks(spec, config, options)  # built now: a missing extra fails a dry run too
         if options.dry_run:
-            plan = settings.scrub(describe_plan(spec, resolved))
+            plan = settings.scrub(describe_plan(spec, resolved, missing))
             print(plan, file=options.out or sys.stdout)
             return RunResult(spec, resolved, dry_run=True, plan=plan)
         with cls._open(resolved, settings, _split_overrides(options.ports)[1]) as ports:
