@@ -336,3 +336,14 @@ def test_a_short_stream_holds_out_a_tenth_by_default_and_a_set_test_size_names_a
     assert event["test_rows"] == 3 and "10%" in event["note"]
     message = failure(tmp_path / "big", rows, streaming=True, max_steps=2, batch_size=4, test_size=40)
     assert "test_size=40" in message and "Fix: set test_size=3" in message
+
+
+def test_a_failed_runs_log_says_why_with_secrets_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "tml-" + "s3cr3t" * 6
+    monkeypatch.setenv("TINKER_API_KEY", secret)
+    with pytest.raises(StageError) as caught:  # the error names the role: the secret, scrubbed
+        run(tmp_path, [{"conversations": [{"from": secret, "value": "hi"}]}] * 20)
+    assert "unknown role" in str(caught.value) and secret not in str(caught.value)
+    log = (tmp_path / "blobs" / "run" / "run.log").read_text()
+    assert "workflow.exception" in log and "error: stage 'load_dataset' failed: DatasetError: row 0" in log, log
+    assert "unknown role" in log and secret not in log

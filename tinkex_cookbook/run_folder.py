@@ -208,11 +208,11 @@ class RunFolder:
             artifacts[name] = self.uri(name)
         return artifacts
 
-    def sinks(self) -> list[BlobLinesSink]:
-        """The sinks that append to this folder: ``metrics.jsonl`` and ``run.log``."""
+    def sinks(self, scrub: Callable[[str], str] = str) -> list[BlobLinesSink]:
+        """The sinks that append to this folder: ``metrics.jsonl`` and ``run.log`` (its lines through ``scrub``)."""
         from tinkex_cookbook.pipeline.telemetry import JsonlMetricsSink, LogFileSink
 
-        return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG))]
+        return [JsonlMetricsSink(self.store, self.key(METRICS)), LogFileSink(self.store, self.key(LOG), scrub=scrub)]
 
     def write_report(self, title: str) -> None:
         """``loss.html``: a chart per metric, the held-out replies and summary when the run wrote them, and

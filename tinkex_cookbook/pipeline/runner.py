@@ -27,6 +27,10 @@ from tinkex_cookbook.pipeline.registry import STAGES, StageRegistry
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
 
+MESSAGE_CHARS = 2000
+"""How much of a failed run's error its ``workflow.exception`` event keeps (for ``run.log``)."""
+
+
 class Runner:
     def __init__(self, registry: StageRegistry = STAGES) -> None:
         self._registry = registry
@@ -88,7 +92,8 @@ class Runner:
             ctx.emit("workflow.stopped", step=ctx.state.get("step"), reason=ctx.stop.reason)
             raise
         except BaseException as exc:
-            ctx.emit("workflow.exception", error=type(exc).__name__, stage=ctx.stage and ctx.stage.name)
+            ctx.emit("workflow.exception", error=type(exc).__name__, stage=ctx.stage and ctx.stage.name,
+                     message=str(exc)[:MESSAGE_CHARS])
             raise
         finally:
             ctx.access = None

@@ -268,11 +268,21 @@ def _step_of(line: str) -> int:
 
 
 class LogFileSink(BlobLinesSink):
-    """The console's lines, timestamped, appended to the run's log across attempts."""
+    """The console's lines, timestamped, appended to the run's log across attempts; a failed run's error
+    message too. Every line passes through ``scrub`` (the settings' secret scrubber) before it is kept."""
+
+    def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0,
+                 scrub: Callable[[str], str] = str) -> None:
+        super().__init__(blob_store, key, flush_seconds)
+        self._scrub = scrub
 
     def line_for(self, event: Event) -> str | None:
         line = _console_line(event) if event.name != "workflow.start" else f"workflow.start {event.data}"
-        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event.time))} {line}" if line else None
+        if line and event.name == "workflow.exception" and event.data.get("message"):
+            line += f"\nerror: {event.data['message']}"
+        if not line:
+            return None
+        return self._scrub(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event.time))} {line}")
 
 
 class ConsoleSink:
@@ -301,6 +311,8 @@ def _console_line(event: Event) -> str | None:
         if data.get("seconds", 0) < SLOW_TASK_SECONDS:
             return None
         return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
+    if event.name == "workflow.exception":  # its message goes to run.log only, scrubbed; the CLI prints the error
+        return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "message")
     if event.name in ("train.dataset", "train.data", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
                       "workflow.exception", "workflow.stop", "workflow.stopped"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))

@@ -401,7 +401,7 @@ class Runtime:
             for sink in sinks:
                 if isinstance(sink, RunAwareSink):
                     sink.configure(shown, folder.uri())
-            folder_sinks = folder.sinks()
+            folder_sinks = folder.sinks(scrub)
             try:
                 with stop_on_signals(stop) if _stoppable(spec.stages) else nullcontext():
                     completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
