@@ -34,6 +34,7 @@ from tinkex_cookbook.pipeline.stages.common import (
     SavedSampler,
     adam_params,
     advance_step,
+    eval_due,
     save_sampler,
 )
 from tinkex_cookbook.pipeline.stages.transcripts import TRANSCRIPT
@@ -212,6 +213,8 @@ EVAL_STEP = -1
 @stage("rl_evaluate", reads=(RL_DATASET, SAMPLER))
 def rl_evaluate(ctx: Context[RlBasicConfig]) -> None:
     """Rewards of the current sampler on the first batch of problems, with fixed seeds (``train.eval``)."""
+    if not eval_due(ctx):
+        return
     cfg = ctx.config
     builders = ctx.need(RL_DATASET).get_batch(0)
     pending = start_rollouts(ctx.need(SAMPLER).client, builders, _sampling_params(cfg), cfg.seed, EVAL_STEP)
