@@ -60,6 +60,16 @@ def test_rl_measures_rewards_after_the_last_step_once(tmp_path: Path, eval_every
     assert [r["step"] for r in evals()] == measured
 
 
+def test_problems_env_says_in_run_log_what_it_read(tmp_path: Path) -> None:
+    cfg = {**SMALL, "num_steps": 1, "renderer_name": "role_colon", "transcript_every": 0}
+    result = Runtime.run(MathRl, cfg, manifest="test", ports=local_blobs(tmp_path))
+    event = next(e.data for e in result.events if e.name == "train.dataset")
+    assert event["dataset"] == "math_word_problems" and event["rows"] > 0
+    assert (event["question_field"], event["answer_field"]) == ("question", "answer")
+    line = next(x for x in (tmp_path / "rl" / "run.log").read_text().splitlines() if "train.dataset" in x)
+    assert "dataset=math_word_problems" in line and f"rows={event['rows']}" in line and "answer_field=answer" in line
+
+
 def test_bad_rl_config_names_the_field() -> None:
     with pytest.raises(ConfigError, match="grader"):
         Runtime.run(RlBasic, {"grader": "vibes"}, manifest="test")

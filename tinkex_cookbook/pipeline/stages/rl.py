@@ -87,8 +87,13 @@ def _sampling_params(cfg: RlBasicConfig) -> SamplingParams:
 
 @stage("rl_load_problems", writes=(PROBLEMS,))
 def rl_load_problems(ctx: Context[RlBasicConfig], dataset_store: DatasetStore) -> None:
-    """The ``problems`` env's rows, read and checked before any session opens."""
-    ctx.put(PROBLEMS, problem_set(dataset_store, ctx.config))
+    """The ``problems`` env's rows, read and checked before any session opens; a ``train.dataset`` event
+    (shown in run.log, as supervised runs show theirs) says what was read and from which columns."""
+    cfg = ctx.config
+    problems = problem_set(dataset_store, cfg)
+    ctx.put(PROBLEMS, problems)
+    ctx.emit("train.dataset", dataset=cfg.dataset, split=cfg.dataset_split, rows=len(problems),
+             question_field=cfg.question_field, answer_field=cfg.answer_field)
 
 
 @stage("rl_build_envs", reads=(TRAINER, RENDERER), optional=(PROBLEMS,),
