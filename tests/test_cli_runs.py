@@ -172,7 +172,7 @@ def test_plot_one_rl_run_by_reward(root: Path, tmp_path: Path, monkeypatch: pyte
     assert out == f"{root / RL / 'plot-reward_mean.html'}\n"
     page = (root / RL / "plot-reward_mean.html").read_text()
     rows = (root / RL / "metrics.jsonl").read_text().splitlines()
-    rewards = [json.loads(line)["reward_mean"] for line in rows]
+    rewards = [row["reward_mean"] for row in map(json.loads, rows) if row["event"] == "train.step"]
     assert "<svg" in page and page.count("<circle") == len(rewards) == 3
     assert f"last {rewards[-1]:.4g} at step 3" in page and not list(tmp_path.iterdir())
     (root / RL / "plot-reward_mean.html").unlink()

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.faults import crashing_local_service, metric_rows
+from tests.faults import crashing_local_service, local_blobs, metric_rows
 from tinkex_cookbook import Distillation, Dpo, Runtime, StageError
 from tinkex_cookbook.errors import ConfigError
 from tinkex_cookbook.train.dpo import dpo_loss
@@ -58,9 +58,41 @@ def test_distillation_runs_on_test_in_both_modes() -> None:
             "batch_size": 2, "group_size": 2, "max_tokens": 8, "eval_every": 2, "save_every": 2, "log_path": "d"}
     on = Runtime.run(Distillation, base, manifest="test")
     assert all(DISTILL_METRICS <= r.keys() for r in steps(on))
-    assert [e["step"] for e in steps(on, "train.eval")] == [0, 2]
+    assert [e["step"] for e in steps(on, "train.eval")] == [0, 2, 3]  # and after the last step
     off = Runtime.run(Distillation, {**base, "mode": "off_policy"}, manifest="test")
     assert all("train_mean_nll" in r for r in steps(off))
+
+
+def eval_steps(root: Path, folder: str) -> list[int]:
+    lines = (root / folder / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in metric_rows(lines) if r["event"] == "train.eval"]
+
+
+@pytest.mark.parametrize(("num_steps", "eval_every", "measured"), [(3, 5, [0, 3]), (4, 2, [0, 2, 4]), (3, 0, [0, 3])])
+def test_distillation_measures_the_kl_after_the_last_step_once(
+    tmp_path: Path, num_steps: int, eval_every: int, measured: list[int]
+) -> None:
+    cfg = {"teacher_model": "meta-llama/Llama-3.2-1B", "renderer_name": "role_colon", "num_steps": num_steps,
+           "batch_size": 2, "max_tokens": 4, "eval_every": eval_every, "save_every": 2, "log_path": "d"}
+    Runtime.run(Distillation, cfg, manifest="test", ports=local_blobs(tmp_path))
+    assert eval_steps(tmp_path, "d") == measured
+    again = Runtime.run(Distillation, cfg, manifest="test", ports=local_blobs(tmp_path))  # a finished run
+    assert not [e for e in again.events if e.name in ("train.step", "train.eval")]
+    assert eval_steps(tmp_path, "d") == measured
+
+
+@pytest.mark.parametrize("eval_every", [2, 3, 0])
+def test_dpo_evaluates_after_the_last_step_once(tmp_path: Path, eval_every: int) -> None:
+    cfg = {"renderer_name": "role_colon", "batch_size": 8, "test_size": 8, "eval_every": eval_every,
+           "save_every": 2, "dataset_split": "test", "log_path": "dpo"}
+    store = {"dataset_store": {"adapter": "local", "root": "."}, **local_blobs(tmp_path)}
+    result = Runtime.run(Dpo, cfg, manifest="test", ports=store)
+    total = result.state["total_steps"]
+    measured = sorted({*(range(eval_every, total + 1, eval_every) if eval_every else []), total})
+    assert eval_steps(tmp_path, "dpo") == measured and measured[-1] == total
+    again = Runtime.run(Dpo, cfg, manifest="test", ports=store)  # a finished run
+    assert not [e for e in again.events if e.name in ("train.step", "train.eval")]
+    assert eval_steps(tmp_path, "dpo") == measured
 
 
 def test_distillation_config_names_the_teacher_fields() -> None:

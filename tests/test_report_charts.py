@@ -29,13 +29,13 @@ RECIPES: dict[str, tuple[dict[str, Any], dict[str, tuple[str, set[str]]]]] = {
         "grad_norm": ("grad_norm (L2 norm)", {"grad_norm"}),
     }),
     "rl_basic": ({"env": "digits", "num_steps": 2, "batch_size": 2}, {
-        "reward_mean": ("reward_mean (reward)", {"reward_mean"}),
-        "env/digit_share": ("env/digit_share", {"env/digit_share"}),
+        "reward_mean": ("reward_mean (reward)", {"reward_mean", "test_reward_mean"}),  # rl_evaluate's too
+        "env/digit_share": ("env/digit_share", {"env/digit_share", "test_env/digit_share"}),
         "grad_norm": ("grad_norm (L2 norm)", {"grad_norm"}),
     }),
     "math_rl": ({"num_steps": 2, "batch_size": 2}, {
-        "reward_mean": ("reward_mean (reward)", {"reward_mean"}),
-        "env/correct": ("env/correct (fraction)", {"env/correct"}),
+        "reward_mean": ("reward_mean (reward)", {"reward_mean", "test_reward_mean"}),
+        "env/correct": ("env/correct (fraction)", {"env/correct", "test_env/correct"}),
     }),
     "dpo": ({"batch_size": 4, "eval_every": 10}, {
         "dpo_loss": ("dpo_loss (nats/pair)", {"dpo_loss", "test_dpo_loss"}),

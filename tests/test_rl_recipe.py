@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults import crashing_local_service, metric_rows
+from tests.faults import crashing_local_service, local_blobs, metric_rows
 from tinkex_cookbook import MathRl, RlBasic, Runtime, StageError
 from tinkex_cookbook.errors import ConfigError
 
@@ -43,6 +43,31 @@ def test_math_rl_grades_the_shipped_word_problems(tmp_path: Path) -> None:
     rows = steps(result)
     assert len(rows) == 3 and all({"env/correct", "env/format", "kl_policy_base"} <= r.keys() for r in rows)
     assert all(-0.1 - 1e-9 <= r["reward_mean"] <= 1.0 for r in rows)
+
+
+@pytest.mark.parametrize(("eval_every", "measured"), [(10, [0, 3]), (3, [0, 3]), (2, [0, 2, 3]), (0, [0, 3])])
+def test_rl_measures_rewards_after_the_last_step_once(tmp_path: Path, eval_every: int, measured: list[int]) -> None:
+    cfg = {**SMALL, "renderer_name": "role_colon", "eval_every": eval_every, "transcript_every": 0}
+
+    def evals() -> list[dict[str, Any]]:
+        lines = (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()
+        return [r for r in metric_rows(lines) if r["event"] == "train.eval"]
+
+    Runtime.run(RlBasic, cfg, manifest="test", ports=local_blobs(tmp_path))
+    assert [r["step"] for r in evals()] == measured and all("test_reward_mean" in r for r in evals())
+    again = Runtime.run(RlBasic, cfg, manifest="test", ports=local_blobs(tmp_path))  # a finished run
+    assert not [e for e in again.events if e.name in ("train.step", "train.eval")]
+    assert [r["step"] for r in evals()] == measured
+
+
+def test_problems_env_says_in_run_log_what_it_read(tmp_path: Path) -> None:
+    cfg = {**SMALL, "num_steps": 1, "renderer_name": "role_colon", "transcript_every": 0}
+    result = Runtime.run(MathRl, cfg, manifest="test", ports=local_blobs(tmp_path))
+    event = next(e.data for e in result.events if e.name == "train.dataset")
+    assert event["dataset"] == "math_word_problems" and event["rows"] > 0
+    assert (event["question_field"], event["answer_field"]) == ("question", "answer")
+    line = next(x for x in (tmp_path / "rl" / "run.log").read_text().splitlines() if "train.dataset" in x)
+    assert "dataset=math_word_problems" in line and f"rows={event['rows']}" in line and "answer_field=answer" in line
 
 
 def test_bad_rl_config_names_the_field() -> None:

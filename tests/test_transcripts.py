@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinkex_cookbook import Distillation, RlBasic, Runtime, StageError
+from tinkex_cookbook import Distillation, MathRl, RlBasic, Runtime, StageError
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.errors import ConfigError
-from tinkex_cookbook.pipeline.transcripts import transcripts_html
+from tinkex_cookbook.pipeline.transcripts import transcripts_html, visible_controls
 from tinkex_cookbook.ports import ModelInput
 from tinkex_cookbook.recipes.base import parse_config
 from tinkex_cookbook.recipes.distillation import DistillationConfig
@@ -30,9 +32,9 @@ DISTILL = {"teacher_model": "meta-llama/Llama-3.2-1B", "renderer_name": "role_co
            "group_size": 2, "max_tokens": 8, "save_every": 0, "eval_every": 0, "log_path": "d"}
 
 
-def run(recipe: Any, cfg: dict[str, Any]) -> tuple[RunFolder, Any]:
+def run(recipe: Any, cfg: dict[str, Any], **ports: Any) -> tuple[RunFolder, Any]:
     store = MemoryBlobStore()
-    result = Runtime.run(recipe, cfg, manifest="test", ports={"blob_store": store})
+    result = Runtime.run(recipe, cfg, manifest="test", ports={"blob_store": store, **ports})
     return RunFolder(store, cfg["log_path"]), result
 
 
@@ -170,5 +172,39 @@ def test_tokenizers_differ_by_vocabulary_or_by_the_ids_of_the_probe() -> None:
 def test_any_completion_appears_on_the_page_only_escaped(text: str) -> None:
     html = transcripts_html("t", [(1, [{"group": 0, "sample": 0, "prompt": text, "completion": text, "reward": 0.0}])],
                             {})
-    assert f"<pre>{escape(text)}</pre>" in html
+    assert f"<pre>{visible_controls(escape(text))}</pre>" in html
     assert "<script" not in html.lower()  # no script of the page's own, and none a completion could smuggle in
+
+
+def test_rl_rows_carry_the_problems_reference_answer_and_the_page_shows_it(tmp_path: Path) -> None:
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {n} + 6?", "solution": f"So it is $\\boxed{{{n + 6}}}$."})
+                            + "\n" for n in range(4)))
+    cfg = {**RL, "env": "problems", "dataset": "math", "question_field": "problem", "answer_field": "solution",
+           "grader": "boxed", "batch_size": 2, "num_steps": 2}
+    folder, _ = run(MathRl, cfg, dataset_store={"adapter": "local", "root": str(tmp_path)})
+    answers = {r["answer"] for step in (1, 2) for r in transcript(folder, step)}
+    assert answers and answers <= {"6", "7", "8", "9"}  # the boxed answer, taken from the solution
+    assert f"answer <code class='answer'>{min(answers)}</code>" in page(folder)
+    digits, _ = run(RlBasic, RL)  # an env with no reference answer: rows without the key
+    assert all("answer" not in r for r in transcript(digits, 1))
+
+
+def test_the_page_writes_control_bytes_of_completions_as_visible_text() -> None:
+    store = MemoryBlobStore()
+    folder = RunFolder(store, "runs/x")
+    row = {"step": 1, "group": 0, "sample": 0, "prompt": "p\x01", "reward": 0.0,
+           "completion": "a\x00b\x1b[31m\x7f\x9b\tend\n"}
+    store.write(folder.key(f"{TRANSCRIPTS}/000001.jsonl"), (json.dumps(row) + "\n").encode())
+    folder.write_report("runs/x")
+    raw = folder.read(TRANSCRIPTS_PAGE) or b""
+    assert not set(raw) & (set(range(32)) - {9, 10})  # no control byte but tab and newline
+    text = raw.decode()
+    assert "a\\x00b\\x1b[31m\\x7f\\x9b\tend" in text and "p\\x01" in text
+
+
+@given(st.text(max_size=40))
+def test_no_completion_puts_a_control_character_on_the_page(text: str) -> None:
+    html = transcripts_html("t", [(1, [{"group": 0, "sample": 0, "prompt": text, "completion": text, "answer": text}])],
+                            {"task": [(0, [{"prompt": text, "response": text}])]})
+    assert not [c for c in html if unicodedata.category(c) == "Cc" and c not in "\n\t"]

@@ -17,7 +17,8 @@ its files, its lock, and the local backend's checkpoint weights (``checkpoints/`
       summary.json, samples.jsonl   held-out replies of the base and final model (SL)
       loss.html           the report written when the run ends
       evals/<task>/<step>.jsonl   per-example records of the evaluations run during training (``evals=``)
-      transcripts/<step>.jsonl    a few of the step's prompts and completions with rewards (RL, distillation)
+      transcripts/<step>.jsonl    a few of the step's prompts and completions with rewards (RL, distillation);
+                                  the step in six digits, e.g. transcripts/000001.jsonl
       transcripts.html    the transcripts and evaluation examples, step by step, written when the run ends
 
 Importing this module imports no pipeline, recipe or adapter: browsing stays fast.

@@ -2,17 +2,21 @@
 
 ``transcripts.html`` is written with the run's report from ``transcripts/<step>.jsonl``
 (RL and distillation steps) and ``evals/<task>/<step>.jsonl`` (the evaluations run during
-training). One self-contained page: inline CSS, no script, no library. Each step shows its
+training), each step written with six digits (``000001.jsonl``). One self-contained page: inline CSS, no script, no library. Each step shows its
 groups, each group its prompt and trajectories with rewards coloured; every prompt and
 completion is escaped and folds open on a click (``<details>``). The latest ``STEPS_SHOWN``
 steps are on the page (every step is in ``transcripts/``); each evaluation task shows a few
-examples at a few steps side by side, in the evaluation report's own table.
+examples at a few steps side by side, in the evaluation report's own table. An RL group shows
+its problem's reference answer (``answer``) beside its rewards. Sampled text may hold any
+byte (a byte-level model writes NUL and escape bytes): the finished page goes through
+``visible_controls``, so it is text that browsers and tools read as such.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +33,14 @@ SCORES = ("reward", "advantage", "teacher_kl", "student_nll")
 """Per-trajectory numbers shown beside each completion, when a row has them."""
 
 Rows = list[dict[str, Any]]
+
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""Control characters other than newline and tab (C0, DEL and C1)."""
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with each control character but newline and tab written as ``\\xNN`` text (NUL: ``\\x00``)."""
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def write_transcripts_page(folder: RunFolder, title: str) -> None:
@@ -50,7 +62,7 @@ def transcripts_html(title: str, steps: Sequence[tuple[int, Rows]], evals: Mappi
     parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}: transcripts</title>", STYLE, _STYLE,
              f"<h1>Transcripts <small>{html.escape(title)}</small></h1>",
              f"<p><a href='{REPORT}'>loss curves</a> · files: <code>{TRANSCRIPTS}/&lt;step&gt;.jsonl</code>, "
-             + f"<code>{EVALS}/&lt;task&gt;/&lt;step&gt;.jsonl</code></p>"]
+             + f"<code>{EVALS}/&lt;task&gt;/&lt;step&gt;.jsonl</code> (step in six digits: 000001.jsonl)</p>"]
     if steps:
         hidden = (total_steps or len(steps)) - len(steps)
         links = " ".join(f"<a href='#step-{step}'>{step}</a>" for step, _ in steps)
@@ -61,7 +73,7 @@ def transcripts_html(title: str, steps: Sequence[tuple[int, Rows]], evals: Mappi
         for task, columns in evals.items():
             parts.append(f"<h3>{html.escape(task)}</h3>")
             parts.append(examples_table([(f"step {step}", rows) for step, rows in columns], EVAL_EXAMPLES_SHOWN))
-    return "\n".join(parts)
+    return visible_controls("\n".join(parts))
 
 
 def _step_section(step: int, rows: Rows) -> str:
@@ -78,7 +90,10 @@ def _group(group: Any, rows: Rows) -> str:
     rewards = " ".join(_score("reward", r["reward"]) for r in rows if "reward" in r)
     skipped = " <small>(equal rewards: not trained on)</small>" if any(r.get("skipped") for r in rows) else ""
     prompt = _prompt_text(rows[0].get("prompt"))
-    summary = f"group {html.escape(str(group))}{f' · rewards {rewards}' if rewards else ''}{skipped} · {_preview(prompt)}"
+    answers = dict.fromkeys(str(r["answer"]) for r in rows if r.get("answer") is not None)
+    answer = "".join(f" · answer <code class='answer'>{html.escape(a)}</code>" for a in answers)
+    summary = (f"group {html.escape(str(group))}{f' · rewards {rewards}' if rewards else ''}{answer}{skipped} · "
+               f"{_preview(prompt)}")
     samples = "".join(_sample(row) for row in rows)
     return (f"<details class='group' open><summary>{summary}</summary>"
             f"<details><summary>prompt</summary><pre>{html.escape(prompt)}</pre></details>"
@@ -161,5 +176,5 @@ _STYLE = """<style>
 details.group{border:1px solid #ddd;margin:.5em 0;padding:4px 8px}details.group>summary{cursor:pointer}
 table.samples td{max-width:70em}td.scores{white-space:nowrap}.pos{color:#262;background:#e6f4e6;padding:0 3px}
 .neg{color:#a22;background:#f8e6e6;padding:0 3px}.zero{color:#666;background:#eee;padding:0 3px}
-summary code{color:#444;font-size:90%}section{margin-bottom:2em}
+summary code{color:#444;font-size:90%}code.answer{color:#225;background:#eef;padding:0 3px}section{margin-bottom:2em}
 </style>"""

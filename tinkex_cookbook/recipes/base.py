@@ -114,6 +114,20 @@ def eval_stages(cfg: BaseModel) -> list[Node]:
     return [StageSpec(name="run_evals", every=every)] if _evals(cfg) and every else []
 
 
+def evaluation_before(name: str) -> StageSpec:
+    """A recipe's own evaluation stage before its step loop: the starting weights (step 0 only, so a resumed
+    run does not measure its checkpoint's step again)."""
+    return StageSpec(name=name, options={"at": "start"})
+
+
+def evaluation_in_loop(name: str, every: int) -> list[Node]:
+    """A recipe's own evaluation stage in its step loop: every ``every`` steps (0: none) and after the last
+    step. The stage measures a step once (``pipeline.stages.common.eval_due``): a last step also due by
+    ``every`` has one row, and a resumed finished run, whose loop does not run, adds none."""
+    periodic = [StageSpec(name=name, every=every)] if every else []
+    return [*periodic, StageSpec(name=name, options={"at": "end"})]
+
+
 def transcript_stages(cfg: BaseModel) -> list[Node]:
     """What a step loop runs to keep transcripts: ``write_transcript`` every ``transcript_every`` steps (none
     when that or ``transcripts_per_step`` is 0)."""

@@ -5,7 +5,7 @@ teacher, restore the last checkpoint (or save the starting sampler), measure
 the student's KL to the teacher on held-out prompts; then per step sample,
 score with the teacher and train (``mode=on_policy``), or train on the
 teacher's own answers (``mode=off_policy``); refresh the sampler, log,
-evaluate every ``eval_every``, checkpoint every ``save_every``, save the final weights.
+evaluate every ``eval_every`` and after the last step, checkpoint every ``save_every``, save the final weights.
 """
 
 from __future__ import annotations
@@ -21,9 +21,17 @@ from pydantic import (
     model_validator,
 )
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop, transcript_stages
+from tinkex_cookbook.recipes.base import (
+    RecipeBase,
+    evaluation_before,
+    evaluation_in_loop,
+    register_recipe,
+    stages,
+    step_loop,
+    transcript_stages,
+)
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
-from tinkex_cookbook.spec import Node, StageSpec
+from tinkex_cookbook.spec import Node
 from tinkex_cookbook.train.schedules import LRSchedule
 from tinkex_cookbook.train.tokenizer_match import check_catalog_pair
 from tinkex_cookbook.train.transcripts import (
@@ -58,7 +66,7 @@ class DistillationConfig(StepRecipeConfig):
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the student")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
     eval_every: NonNegativeInt = Field(
-        5, description="measure the KL on held-out prompts, and run the evals= tasks, every N steps (0: start only)")
+        5, description="measure the KL on held-out prompts, and run the evals= tasks, every N steps (0: only before the first step and after the last)")
     seed: int = Field(0, description="prompt order and sampling seed")
     transcripts_per_step: NonNegativeInt = Field(DEFAULT_PER_STEP, description=TRANSCRIPTS_HELP)
     transcript_every: NonNegativeInt = Field(1, description=TRANSCRIPT_EVERY_HELP)
@@ -97,10 +105,9 @@ class Distillation(RecipeBase[DistillationConfig]):
     @classmethod
     def train(cls, cfg: DistillationConfig) -> list[Node]:
         step = "distill_on_policy_step" if cfg.mode == "on_policy" else "distill_off_policy_step"
-        body = [*stages(step, "update_sampler", "log_step"), *transcript_stages(cfg)]
-        if cfg.eval_every:
-            body.append(StageSpec(name="distill_evaluate", every=cfg.eval_every))
-        return [StageSpec(name="distill_evaluate"), step_loop(body, cfg.save_every, cfg)]
+        body = [*stages(step, "update_sampler", "log_step"), *transcript_stages(cfg),
+                *evaluation_in_loop("distill_evaluate", cfg.eval_every)]
+        return [evaluation_before("distill_evaluate"), step_loop(body, cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: DistillationConfig) -> list[Node]:

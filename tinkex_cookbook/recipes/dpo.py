@@ -3,7 +3,7 @@
 The spec reads: open a session and its tokenizer, load and render the pairs,
 save the starting weights as the frozen reference (or restore the last
 checkpoint); then for each step score the batch under the reference, train on
-the DPO loss, log; evaluate on held-out pairs every ``eval_every`` steps,
+the DPO loss, log; evaluate on held-out pairs every ``eval_every`` steps and after the last,
 checkpoint every ``save_every``, and save the final weights.
 """
 
@@ -13,9 +13,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop
+from tinkex_cookbook.recipes.base import RecipeBase, evaluation_in_loop, register_recipe, stages, step_loop
 from tinkex_cookbook.recipes.common import MaxLength, Name, StepRecipeConfig
-from tinkex_cookbook.spec import Node, StageSpec
+from tinkex_cookbook.spec import Node
 from tinkex_cookbook.train.schedules import LRSchedule
 
 
@@ -35,7 +35,7 @@ class DpoConfig(StepRecipeConfig):
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(20, description="checkpoint every N steps (0: only final)")
     eval_every: NonNegativeInt = Field(
-        10, description="evaluate on held-out pairs, and run the evals= tasks, every N steps (0: never)")
+        10, description="evaluate on held-out pairs, and run the evals= tasks, every N steps (0: only after the last step)")
     seed: int = Field(0, description="shuffling seed")
 
 
@@ -55,8 +55,8 @@ class Dpo(RecipeBase[DpoConfig]):
     @classmethod
     def train(cls, cfg: DpoConfig) -> list[Node]:
         body = stages("dpo_step", "log_step")
-        if cfg.eval_every and cfg.test_size:
-            body.append(StageSpec(name="dpo_evaluate", every=cfg.eval_every))
+        if cfg.test_size:
+            body += evaluation_in_loop("dpo_evaluate", cfg.eval_every)
         return [step_loop(body, cfg.save_every, cfg)]
 
     @classmethod

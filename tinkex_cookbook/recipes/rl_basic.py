@@ -1,10 +1,12 @@
 """Reinforcement learning with group-relative advantages: tinker-cookbook's RL loop on any backend.
 
 The spec reads: open a training session and its tokenizer, build the
-environments, restore the last checkpoint if any; then for each step sample
-every group, centre the rewards within each group, train on the sampled turns
-with an importance-sampling loss, save the new weights for sampling and log;
-checkpoint every ``save_every`` steps, and save the final weights.
+environments, restore the last checkpoint if any, measure the starting rewards
+on the first batch; then for each step sample every group, centre the rewards
+within each group, train on the sampled turns with an importance-sampling loss,
+save the new weights for sampling and log; measure the rewards again every
+``eval_every`` steps and after the last, checkpoint every ``save_every`` steps,
+and save the final weights.
 
 ``rl_basic`` defaults to graded arithmetic; ``math_rl`` to the shipped math word
 problems with boxed answers. Both take the same config.
@@ -24,7 +26,15 @@ from pydantic import (
     field_validator,
 )
 
-from tinkex_cookbook.recipes.base import RecipeBase, register_recipe, stages, step_loop, transcript_stages
+from tinkex_cookbook.recipes.base import (
+    RecipeBase,
+    evaluation_before,
+    evaluation_in_loop,
+    register_recipe,
+    stages,
+    step_loop,
+    transcript_stages,
+)
 from tinkex_cookbook.recipes.common import Name, StepRecipeConfig
 from tinkex_cookbook.spec import Node
 from tinkex_cookbook.train.rl.envs import RL_ENVS
@@ -66,7 +76,8 @@ class RlBasicConfig(StepRecipeConfig):
     lora_rank: PositiveInt = Field(32, description="LoRA rank of the trained adapter")
     save_every: NonNegativeInt = Field(10, description="checkpoint every N steps (0: only final)")
     eval_every: NonNegativeInt = Field(
-        10, description="run the evals= tasks every N steps (0: only before the first step and after the last)")
+        10, description="measure rewards on the first batch with fixed seeds, and run the evals= tasks, every N "
+        "steps (0: only before the first step and after the last)")
     seed: int = Field(0, description="problem order and sampling seed")
     transcripts_per_step: NonNegativeInt = Field(DEFAULT_PER_STEP, description=TRANSCRIPTS_HELP)
     transcript_every: NonNegativeInt = Field(1, description=TRANSCRIPT_EVERY_HELP)
@@ -108,8 +119,9 @@ class RlBasic(RecipeBase[RlBasicConfig]):
 
     @classmethod
     def train(cls, cfg: RlBasicConfig) -> list[Node]:
-        body = [*stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), *transcript_stages(cfg)]
-        return [step_loop(body, cfg.save_every, cfg)]
+        body = [*stages("rl_sample", "rl_train", "rl_update_sampler", "log_step"), *transcript_stages(cfg),
+                *evaluation_in_loop("rl_evaluate", cfg.eval_every)]
+        return [evaluation_before("rl_evaluate"), step_loop(body, cfg.save_every, cfg)]
 
     @classmethod
     def evaluation(cls, cfg: RlBasicConfig) -> list[Node]:

@@ -3,13 +3,16 @@
 Metrics say *that* a run improved; transcripts say *what* it generated. A step keeps the
 first groups of its batch, whole, until ``limit`` trajectories are kept (the last group
 may be cut short), so a file stays a few kilobytes however large the batch. Rows are
-plain JSON-safe dicts; the run folder keeps each step's as ``transcripts/<step>.jsonl``
-and the transcripts page reads them back.
+plain JSON-safe dicts; the run folder keeps each step's as ``transcripts/<step>.jsonl``,
+the step written with six digits (``transcripts/000001.jsonl``), and the transcripts page
+reads them back.
 
 Rows share these keys: ``group`` (its position in the batch), ``sample`` (its position in
 the group), ``prompt`` (text, or the chat messages when the recipe has them) and
 ``completion`` (the sampled tokens decoded, stop token included: what the model wrote).
-RL rows add ``reward``, ``advantage`` (reward minus the group's mean, before any KL
+RL rows add ``answer`` (the problem's reference answer, when the env has one: what the
+grader compared the completion with, e.g. ``13`` taken from a MATH solution's
+``\\boxed{13}``), ``reward``, ``advantage`` (reward minus the group's mean, before any KL
 penalty), ``skipped`` (a constant-reward group that was not trained on) and the
 environment's ``metrics``; on-policy distillation rows add ``teacher_kl`` (the mean of
 ``logp_student - logp_teacher`` over the completion) and ``teacher_kl_tokens``; off-policy
@@ -47,12 +50,14 @@ def kept(groups: Sequence[TrajectoryGroup], limit: int) -> Iterator[tuple[int, i
 
 def rl_rows(groups: Sequence[TrajectoryGroup], tokenizer: Tokenizer, limit: int,
             remove_constant_reward_groups: bool = True) -> list[dict[str, Any]]:
-    """Rows of an RL step: each kept trajectory's prompt, completion, reward, advantage and env metrics."""
+    """Rows of an RL step: each kept trajectory's prompt, completion, reference answer (when its env has
+    one), reward, advantage and env metrics."""
     advantages = [group_advantages(group.rewards) for group in groups]
     rows = []
     for g, i, trajectory in kept(groups, limit):
         skipped = remove_constant_reward_groups and is_constant(groups[g].rewards)
-        rows.append({**_text_of(trajectory, tokenizer), "group": g, "sample": i,
+        answer = {} if trajectory.answer is None else {"answer": trajectory.answer}
+        rows.append({**_text_of(trajectory, tokenizer), **answer, "group": g, "sample": i,
                      "reward": trajectory.total_reward, "advantage": 0.0 if skipped else advantages[g][i],
                      "skipped": skipped, "metrics": {k: _finite(float(v)) for k, v in trajectory.metrics.items()}})
     return rows

@@ -203,6 +203,22 @@ def adam_params(ctx: Context[OptimizerConfig]) -> AdamParams:
     return AdamParams(learning_rate=lr, beta1=cfg.adam_beta1, beta2=cfg.adam_beta2, eps=cfg.adam_eps)
 
 
+def eval_due(ctx: Context[object]) -> bool:
+    """Whether a recipe's evaluation stage measures now (``recipes.base.evaluation_before`` and
+    ``evaluation_in_loop`` place it): ``at: start`` only at step 0, ``at: end`` only after the last step,
+    and each stage once per step (the last step may also be due by ``eval_every``). A stage placed
+    without ``at`` (an evaluation run) always measures."""
+    at, step = ctx.options().get("at"), ctx.state.get("step", 0)
+    if (at == "start" and step != 0) or (at == "end" and step != ctx.state.get("total_steps")):
+        return False
+    measured: dict[str, int] = ctx.state.setdefault("evaluated_steps", {})
+    name = ctx.stage.name if ctx.stage else ""
+    if at is not None and measured.get(name) == step:
+        return False
+    measured[name] = step
+    return True
+
+
 def advance_step(ctx: Context[object], tokens: int, started: float) -> dict[str, float]:
     """Count a finished step and its tokens; return its token and timing metrics."""
     ctx.state["step"] += 1

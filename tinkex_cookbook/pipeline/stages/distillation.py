@@ -28,6 +28,7 @@ from tinkex_cookbook.pipeline.stages.common import (
     TRAINER,
     adam_params,
     advance_step,
+    eval_due,
 )
 from tinkex_cookbook.pipeline.stages.transcripts import TRANSCRIPT
 from tinkex_cookbook.ports import (
@@ -209,7 +210,7 @@ def distill_off_policy_step(ctx: Context[DistillationConfig], llm_client: LLMCli
 def distill_evaluate(ctx: Context[DistillationConfig]) -> None:
     """The student's KL to the teacher on the fixed evaluation prompts (same seeds every time)."""
     teacher = ctx.get(TEACHER)
-    if not ctx.config.eval_size or teacher is None:
+    if not ctx.config.eval_size or teacher is None or not eval_due(ctx):
         return
     samples = on_policy_samples(_rollouts(ctx, ctx.need(EVAL_PROMPTS), EVAL_STEP, 1))
     kl = apply_teacher_advantages(samples, teacher_logprobs(teacher, samples), 1.0)

@@ -29,6 +29,7 @@ from tinkex_cookbook.pipeline.stages.common import (
     SavedSampler,
     adam_params,
     advance_step,
+    eval_due,
     save_sampler,
 )
 from tinkex_cookbook.ports import BlobStore, DatasetStore, Datum, ModelInput, SamplingClient, TrainingService
@@ -129,7 +130,7 @@ def dpo_step(ctx: Context[DpoConfig]) -> None:
 def dpo_evaluate(ctx: Context[DpoConfig]) -> None:
     """DPO loss and accuracy on the held-out pairs (forward only: no gradient)."""
     data = [datum for pair in ctx.need(TEST_PAIRS) for datum in pair]
-    if not data:
+    if not data or not eval_due(ctx):
         return
     with ctx.task("evaluate", len(data)) as task:
         policy = [o["logprobs"].to_numpy() for o in

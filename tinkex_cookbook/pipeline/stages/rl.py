@@ -34,6 +34,7 @@ from tinkex_cookbook.pipeline.stages.common import (
     SavedSampler,
     adam_params,
     advance_step,
+    eval_due,
     save_sampler,
 )
 from tinkex_cookbook.pipeline.stages.transcripts import TRANSCRIPT
@@ -86,8 +87,13 @@ def _sampling_params(cfg: RlBasicConfig) -> SamplingParams:
 
 @stage("rl_load_problems", writes=(PROBLEMS,))
 def rl_load_problems(ctx: Context[RlBasicConfig], dataset_store: DatasetStore) -> None:
-    """The ``problems`` env's rows, read and checked before any session opens."""
-    ctx.put(PROBLEMS, problem_set(dataset_store, ctx.config))
+    """The ``problems`` env's rows, read and checked before any session opens; a ``train.dataset`` event
+    (shown in run.log, as supervised runs show theirs) says what was read and from which columns."""
+    cfg = ctx.config
+    problems = problem_set(dataset_store, cfg)
+    ctx.put(PROBLEMS, problems)
+    ctx.emit("train.dataset", dataset=cfg.dataset, split=cfg.dataset_split, rows=len(problems),
+             question_field=cfg.question_field, answer_field=cfg.answer_field)
 
 
 @stage("rl_build_envs", reads=(TRAINER, RENDERER), optional=(PROBLEMS,),
@@ -212,6 +218,8 @@ EVAL_STEP = -1
 @stage("rl_evaluate", reads=(RL_DATASET, SAMPLER))
 def rl_evaluate(ctx: Context[RlBasicConfig]) -> None:
     """Rewards of the current sampler on the first batch of problems, with fixed seeds (``train.eval``)."""
+    if not eval_due(ctx):
+        return
     cfg = ctx.config
     builders = ctx.need(RL_DATASET).get_batch(0)
     pending = start_rollouts(ctx.need(SAMPLER).client, builders, _sampling_params(cfg), cfg.seed, EVAL_STEP)

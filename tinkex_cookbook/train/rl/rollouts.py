@@ -22,6 +22,7 @@ from tinkex_cookbook.train.rl.types import (
     Trajectory,
     TrajectoryGroup,
     Transition,
+    reference_answer,
 )
 from tinkex_cookbook.train.types import stop_tuple
 
@@ -72,7 +73,7 @@ class PendingRollouts:
             self.futures = [self._submit(e) for e in live]
         groups: list[list[Trajectory]] = [[] for _ in self.group_sizes]
         for episode in self.episodes:
-            groups[episode.group].append(Trajectory(tuple(episode.transitions)))
+            groups[episode.group].append(Trajectory(tuple(episode.transitions), reference_answer(episode.env)))
         return [TrajectoryGroup(tuple(g)) for g in groups]
 
     def _submit(self, episode: _Episode) -> APIFuture[SampleResponse]:

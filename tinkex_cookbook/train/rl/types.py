@@ -38,6 +38,19 @@ class Env(Protocol):
 
 
 @runtime_checkable
+class AnsweredEnv(Protocol):
+    """An environment with a reference answer (``ProblemEnv``): its trajectories carry it, so a transcript
+    shows what the grader compared the completion with."""
+
+    answer: str
+
+
+def reference_answer(env: Env) -> str | None:
+    """The env's reference answer, when it has one."""
+    return env.answer if isinstance(env, AnsweredEnv) and isinstance(env.answer, str) else None
+
+
+@runtime_checkable
 class EnvGroupBuilder(Protocol):
     """Makes the group of environments whose rewards are centred against each other."""
 
@@ -68,6 +81,8 @@ class Transition:
 @dataclass(frozen=True)
 class Trajectory:
     transitions: tuple[Transition, ...]
+    answer: str | None = None
+    """The env's reference answer, when it has one (``AnsweredEnv``): kept for transcripts."""
 
     @property
     def total_reward(self) -> float:
