@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.errors import BlobNotFoundError
-from tinkex_cookbook.pipeline.telemetry import Event, LogFileSink, Telemetry, metric_row
+from tinkex_cookbook.pipeline.telemetry import Event, Telemetry, log_line, metric_row
 from tinkex_cookbook.ports import BlobStore
 from tinkex_cookbook.run_folder import CHECKPOINTS, LOG, METRICS, RunFolder
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
@@ -94,7 +94,7 @@ def _metric_line(event: Event) -> str | None:
 
 
 def _log_line(event: Event) -> str | None:
-    return LogFileSink.line_for(None, event)  # type: ignore[arg-type]  # the same line, no store needed
+    return log_line(event)  # the same line, no store needed
 
 
 # -- the loop -----------------------------------------------------------------------------------------------

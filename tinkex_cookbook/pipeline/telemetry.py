@@ -277,12 +277,18 @@ class LogFileSink(BlobLinesSink):
         self._scrub = scrub
 
     def line_for(self, event: Event) -> str | None:
-        line = _console_line(event) if event.name != "workflow.start" else f"workflow.start {event.data}"
-        if line and event.name == "workflow.exception" and event.data.get("message"):
-            line += f"\nerror: {event.data['message']}"
-        if not line:
-            return None
-        return self._scrub(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event.time))} {line}")
+        line = log_line(event)
+        return self._scrub(line) if line is not None else None
+
+
+def log_line(event: Event) -> str | None:
+    """``run.log``'s line for ``event`` (before scrubbing): the console's, timestamped, plus a failure's message."""
+    line = _console_line(event) if event.name != "workflow.start" else f"workflow.start {event.data}"
+    if line and event.name == "workflow.exception" and event.data.get("message"):
+        line += f"\nerror: {event.data['message']}"
+    if not line:
+        return None
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event.time))} {line}"
 
 
 class ConsoleSink:
