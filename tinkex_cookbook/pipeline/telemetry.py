@@ -320,6 +320,6 @@ def _console_line(event: Event) -> str | None:
     if event.name == "workflow.exception":  # its message goes to run.log only, scrubbed; the CLI prints the error
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "message")
     if event.name in ("train.dataset", "train.data", "train.epoch", "train.eval", "train.checkpoint", "train.resume",
-                      "workflow.exception", "workflow.stop", "workflow.stopped"):
+                      "workflow.stop", "workflow.stopped"):
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()))
     return None
