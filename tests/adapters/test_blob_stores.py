@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import secrets
 import stat
 import threading
 import time
@@ -16,20 +17,26 @@ from hypothesis import strategies as st
 
 from tests.adapters.conftest import BUCKET
 from tests.faults import dead_pid
-from tinkex_cookbook.adapters.blobs.keys import normalize_key
-from tinkex_cookbook.adapters.blobs.local import ABANDONED_AFTER, LocalBlobStore, temp_prefix
+from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, normalize_key
+from tinkex_cookbook.adapters.blobs.local import (
+    ABANDONED_AFTER,
+    TEMP_NAME,
+    LocalBlobStore,
+    open_temp,
+    temp_prefix,
+)
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, InvalidKeyError
 from tinkex_cookbook.ports.blobs import BlobStore, whole_lines
 
-INVALID_KEYS = ["", "/abs", "../x", "a/../../b", "a/..", "a//b", "a/", ".", "./", "a\\b", "a\x00b", ".tmp-x", "a/.append-1", "a\nb"]
+INVALID_KEYS = ["", "/abs", "../x", "a/../../b", "a/..", "a//b", "a/", ".", "./", "a\\b", "a\x00b", ".tinkex-tmp-x", "a/.append-1", "a\nb"]
 shared_store = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 segment = st.text(
     st.characters(codec="ascii", exclude_characters="/\\", exclude_categories=("Cc",)), min_size=1, max_size=12
 ).filter(
-    lambda s: s not in (".", "..") and not s.startswith((".tmp-", ".append-"))
+    lambda s: s not in (".", "..") and not s.startswith((TEMP_PREFIX, ".append-"))
 )
 valid_key = st.lists(segment, min_size=1, max_size=4).map("/".join)
 _examples = itertools.count()  # one fresh subtree per example: the store outlives the examples
@@ -327,7 +334,7 @@ def test_local_append_is_a_real_append(tmp_path: Path, monkeypatch: pytest.Monke
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: written.append(len(data)) or real_write(fd, data))
     store.append("big", b"small\n")
-    assert written == [6] and not list(tmp_path.glob(".tmp-*"))
+    assert written == [6] and not list(tmp_path.glob(TEMP_PREFIX + "*"))
 
 
 @shared_store
@@ -424,14 +431,16 @@ def test_local_create_over_a_directory_fails_like_write(tmp_path: Path) -> None:
     store.write("dir/x", b"1")
     with pytest.raises(BlobStoreError, match="cannot create blob 'dir'"):
         store.create("dir", b"2")
-    assert store.list() == ["dir/x"] and not list(tmp_path.rglob(".tmp-*"))
+    assert store.list() == ["dir/x"] and not list(tmp_path.rglob(TEMP_PREFIX + "*"))
 
 
 def test_local_list_skips_temp_files(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     store.write("a/b", b"1")
-    (tmp_path / "a" / ".tmp-abc123").write_bytes(b"partial")
-    assert store.list() == ["a/b"]
+    _fd, temp = open_temp(tmp_path / "a")
+    os.close(_fd)
+    (tmp_path / "a" / ".tmp-draft.md").write_bytes(b"a user's file, not a temp of the store's")
+    assert store.list() == ["a/.tmp-draft.md", "a/b"] and temp.exists()
 
 
 def test_local_temp_files_are_named_for_their_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -439,8 +448,13 @@ def test_local_temp_files_are_named_for_their_writer(tmp_path: Path, monkeypatch
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda src, dst: (renamed.append(Path(src).name), real_replace(src, dst)))
     LocalBlobStore(tmp_path).write("a/b", b"1")
-    assert len(renamed) == 1 and renamed[0].startswith(temp_prefix())
-    assert temp_prefix().startswith(f".tmp-{os.getpid()}@")
+    assert len(renamed) == 1 and renamed[0].startswith(temp_prefix()) and TEMP_NAME.fullmatch(renamed[0])
+    assert temp_prefix().startswith(f".tinkex-tmp-{os.getpid()}@")
+    assert oct(os.stat(tmp_path / "a" / "b").st_mode & 0o777) == oct(0o600)  # as tempfile.mkstemp made them
+
+
+def _temp_name(pid: int, host: str) -> str:
+    return f"{TEMP_PREFIX}{pid}@{host}-{secrets.token_hex(8)}"
 
 
 def test_local_first_write_under_a_top_folder_removes_temps_killed_writers_left(tmp_path: Path) -> None:
@@ -448,30 +462,54 @@ def test_local_first_write_under_a_top_folder_removes_temps_killed_writers_left(
     The killed writer's folder need not be the one written: a resumed run saves into a new session's."""
     folder = tmp_path / "ckpt" / "killed-session"
     folder.mkdir(parents=True)
-    here = temp_prefix().split("@")[1]  # "<host tag>-"
+    here = temp_prefix().split("@")[1][:-1]  # the host tag
     names = {
-        "killed": f".tmp-{dead_pid()}@{here}x1",
-        "live": f"{temp_prefix()}x2",
-        "elsewhere": f".tmp-{dead_pid()}@00000000-x3",
-        "unnamed, old": ".tmp-x4",
-        "unnamed, recent": ".tmp-x5",
+        "killed": _temp_name(dead_pid(), here),
+        "live": _temp_name(os.getpid(), here),
+        "elsewhere": _temp_name(dead_pid(), "00000000"),
+        "elsewhere, old": _temp_name(dead_pid(), "00000000"),
     }
     for name in names.values():
         (folder / name).write_bytes(b"half a checkpoint")
     hour_ago = time.time() - ABANDONED_AFTER - 60
-    os.utime(folder / names["unnamed, old"], (hour_ago, hour_ago))
+    os.utime(folder / names["elsewhere, old"], (hour_ago, hour_ago))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / names["killed"]).write_bytes(b"")  # another top folder: not this write's
     store = LocalBlobStore(tmp_path)
     store.write("ckpt/new-session/state.pt", b"whole")
     left = {p.name for p in folder.iterdir()}
-    assert left == {names["live"], names["elsewhere"], names["unnamed, recent"]}
+    assert left == {names["live"], names["elsewhere"]}
     assert (tmp_path / "other" / names["killed"]).exists()
     assert store.list() == ["ckpt/new-session/state.pt"]
 
 
+def test_local_sweep_removes_only_names_of_its_own_scheme(tmp_path: Path) -> None:
+    """A user's files that look like temps survive the sweep, however old, and stay keys: only an exact
+    ``.tinkex-tmp-<pid>@<host tag>-<16 hex>`` is the store's."""
+    here = temp_prefix().split("@")[1][:-1]
+    dead = dead_pid()
+    look_alikes = [
+        ".tmp-draft.md", ".tmp-x4", f".tmp-{dead}@{here}-abcdefgh",  # the old scheme's shape
+        f"{TEMP_PREFIX}notes", f"{TEMP_PREFIX}{dead}@{here}-{'a' * 15}",  # random part one short
+        f"{TEMP_PREFIX}{dead}@{here}-{'a' * 16}.md", f"{TEMP_PREFIX}{dead}@{here}-{'A' * 16}",
+        f"{TEMP_PREFIX}0{dead}@{here}-{'a' * 16}", f"{TEMP_PREFIX}{dead}@{here.upper()}x-{'a' * 16}",
+        f"x{TEMP_PREFIX}{dead}@{here}-{'a' * 16}", "draft.tmp", ".tmp",
+    ]
+    notes = tmp_path / "proj" / "notes"
+    notes.mkdir(parents=True)
+    old = time.time() - 10 * ABANDONED_AFTER
+    for name in look_alikes:
+        (notes / name).write_bytes(b"mine")
+        os.utime(notes / name, (old, old))
+    ours = notes / _temp_name(dead, here)
+    ours.write_bytes(b"half")
+    LocalBlobStore(tmp_path).write("proj/run1/config.json", b"{}")
+    assert sorted(p.name for p in notes.iterdir()) == sorted(look_alikes)
+    assert all((notes / name).read_bytes() == b"mine" for name in look_alikes)
+
+
 def test_local_temps_it_cannot_remove_do_not_fail_the_write(tmp_path: Path) -> None:
-    odd = tmp_path / "a" / f".tmp-{dead_pid()}@{temp_prefix().split('@')[1]}dir"
+    odd = tmp_path / "a" / _temp_name(dead_pid(), temp_prefix().split("@")[1][:-1])
     odd.mkdir(parents=True)  # a directory: unlink fails
     store = LocalBlobStore(tmp_path)
     store.create("a/b", b"1")

@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -141,11 +140,11 @@ class KillingBlobStore:
         if hasattr(self.inner, "bucket"):
             _short_upload(self.inner, key, data)
             return
-        from tinkex_cookbook.adapters.blobs.local import temp_prefix
+        from tinkex_cookbook.adapters.blobs.local import open_temp
 
         target = Path(self.inner.uri(key))
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, _tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=target.parent)
+        fd, _tmp = open_temp(target.parent)
         os.write(fd, data if whole else data[: len(data) // 2])
         os.fsync(fd)
 

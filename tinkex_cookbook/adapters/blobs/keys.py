@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from tinkex_cookbook.errors import InvalidKeyError
 
-TEMP_PREFIX = ".tmp-"
-"""Reserved for in-flight writes of the local store, which ``list`` skips."""
+TEMP_PREFIX = ".tinkex-tmp-"
+"""Reserved for in-flight writes of the local store, which ``list`` skips. Distinctive, so a user's own
+``.tmp-draft.md`` beside a run is neither hidden nor taken for one (the store removes only exact names of
+its own scheme, ``local.TEMP_NAME``)."""
 PART_PREFIX = ".append-"
 """Reserved for the S3 store's appended parts (``<key>/.append-<n>``), which ``list`` folds into their key."""
 RESERVED_PREFIXES = (TEMP_PREFIX, PART_PREFIX)

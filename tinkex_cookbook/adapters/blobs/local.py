@@ -10,17 +10,22 @@ the appended bytes, not the file's. It first drops a torn tail (bytes after the
 last newline, left by a crash mid-append), reading at most that tail, and cuts
 back what a failed write left.
 
-A temp file's name carries its writer's pid and ``host_tag()``. The first write
-under a top-level folder removes the temp files killed writers left anywhere in
-it: those whose writer was on this host and is gone, and any older than
-``ABANDONED_AFTER``.
+A temp file's name is ``.tinkex-tmp-<pid>@<host tag>-<16 random hex digits>``
+(``TEMP_NAME``): its writer's pid and ``host_tag()``, and a random part. The first
+write under a top-level folder removes the temp files killed writers left anywhere
+in it: those whose writer was on this host and is gone, and any older than
+``ABANDONED_AFTER``. Only names that match that scheme exactly are touched: a
+user's ``.tmp-draft.md`` or ``.tinkex-tmp-notes`` beside a run is not the store's
+and stays. The sweep covers the whole top-level folder, not only the folder being
+written, because a killed run's temp files can sit in a folder no later write
+goes to (a checkpoint of a session that never resumes).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -34,7 +39,8 @@ from tinkex_cookbook.processes import host_tag, pid_alive
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 ABANDONED_AFTER = 3600.0
 """Seconds after which any temp file is a killed write's, whoever wrote it: no single write takes an hour."""
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)@([0-9a-f]{8})-")
+TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"([1-9][0-9]{0,9})@([0-9a-f]{8})-[0-9a-f]{16}")
+"""A temp file this store names (``open_temp``), matched whole: ``.tinkex-tmp-<pid>@<host tag>-<random>``."""
 
 
 class LocalBlobStore:
@@ -185,7 +191,7 @@ def _inside(path: Path, root: Path) -> str | None:
 def _atomic_write(path: Path, data: bytes, exclusive: bool = False) -> None:
     """Write to a sibling temp file, fsync it, then rename it over ``path``; or, if ``exclusive``,
     hard-link it to ``path`` (``FileExistsError`` if ``path`` exists) and drop the temp name."""
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(), dir=path.parent)
+    fd, tmp = open_temp(path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -240,8 +246,20 @@ def _drop_torn_tail(fd: int) -> int:
 
 
 def temp_prefix() -> str:
-    """How this process's temp files start: ``.tmp-<pid>@<host tag>-``."""
+    """How this process's temp files start: ``.tinkex-tmp-<pid>@<host tag>-``."""
     return f"{TEMP_PREFIX}{os.getpid()}@{host_tag()}-"
+
+
+def open_temp(folder: Path) -> tuple[int, Path]:
+    """A new temp file in ``folder``, named by ``TEMP_NAME``'s scheme, created exclusively (mode 0600, as
+    ``tempfile.mkstemp`` makes them); its descriptor open for writing, and its path."""
+    for _ in range(100):
+        path = folder / f"{temp_prefix()}{secrets.token_hex(8)}"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), path
+        except FileExistsError:  # 64 random bits: in practice never
+            continue
+    raise FileExistsError(f"no free temp file name in {folder}")
 
 
 def _remove_abandoned_temps(folder: Path, now: float) -> None:
@@ -251,7 +269,7 @@ def _remove_abandoned_temps(folder: Path, now: float) -> None:
     except OSError:
         return
     for entry in entries:
-        if not entry.name.startswith(TEMP_PREFIX):
+        if TEMP_NAME.fullmatch(entry.name) is None:  # not a name this store gives: someone else's file
             continue
         try:
             if _abandoned(entry.name, entry.stat(follow_symlinks=False).st_mtime, now):
@@ -261,10 +279,13 @@ def _remove_abandoned_temps(folder: Path, now: float) -> None:
 
 
 def _abandoned(name: str, mtime: float, now: float) -> bool:
+    """A temp file of this store's scheme (``TEMP_NAME``) whose write is over: an hour old, or its writer gone."""
+    writer = TEMP_NAME.fullmatch(name)
+    if writer is None:
+        return False
     if now - mtime > ABANDONED_AFTER:
         return True
-    writer = _TEMP_NAME.match(name)
-    return writer is not None and writer[2] == host_tag() and not pid_alive(int(writer[1]))
+    return writer[2] == host_tag() and not pid_alive(int(writer[1]))
 
 
 def _fsync_directory(folder: Path) -> None:
