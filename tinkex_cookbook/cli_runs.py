@@ -176,28 +176,42 @@ def runs_list(
     Status is 'finished' when checkpoints.jsonl holds a final checkpoint, 'running' while a live run
     holds the folder's run.lock, 'failed' when its last attempt raised (run.log says why), else
     'incomplete' (stopped or killed). Rerun with its log_path to resume either. 'updated' is the
-    time of the run's last run.log line.
+    time of the run's last run.log line. A folder that cannot be read (a damaged line in the middle
+    of its metrics.jsonl or run.log) is skipped, and a line on stderr says which and why.
     """
     from tinkex_cookbook import CookbookError
     from tinkex_cookbook.runs import RunsError, find_runs
 
+    skipped: list[tuple[str, str]] = []
     try:
         with _runs(root, manifest, listing=True) as runs:
-            found = find_runs(runs.store)
+            found = find_runs(runs.store, skipped=skipped)
             where = runs.where
     except (RunsError, CookbookError) as exc:
         _fail(exc)
-    if not found:
-        typer.echo(f"no run folders under {where}")
+    rows = []
+    for label, run in found:
+        try:
+            rows.append(_list_row(label, run))
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with one folder, list the others
+            skipped.append((label, f"cannot be read: {type(exc).__name__}: {str(exc)[:300]}"))
+    scrub = _scrubber()
+    for label, run in found:
+        for note in run.notes:
+            typer.echo(scrub(f"note: {label}: {note}"), err=True)
+    for label, why in skipped:
+        typer.echo(scrub(f"skipped {label}: {why}"), err=True)
+    if not rows:
+        typer.echo(f"no run folders under {where}" + (f" that can be read ({len(skipped)} skipped)" if skipped else ""))
         return
-    rows = [
-        [label, run.recipe, run.manifest_name, run.status, run.steps, _last_loss(run),
-         time.strftime("%Y-%m-%d %H:%M", time.localtime(run.updated)) if run.updated else "-"]
-        for label, run in found
-    ]
     terminal = _is_terminal()
     headers = ["run", "recipe", "manifest", "status", "steps", "last loss", "updated"]
     _print(_table(headers, rows, terminal, wrap=("run", "last loss")), terminal)
+
+
+def _list_row(label: str, run: Run) -> list[str]:
+    updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.updated)) if run.updated else "-"
+    return [label, run.recipe, run.manifest_name, run.status, run.steps, _last_loss(run), updated]
 
 
 @runs_app.command("show")
@@ -215,6 +229,8 @@ def runs_show(
             run = runs.resolve(run_dir)
     except (RunsError, CookbookError) as exc:
         _fail(exc)
+    for note in run.notes:
+        typer.echo(_scrubber()(f"note: {note}"), err=True)
     _show(run)
 
 

@@ -31,7 +31,8 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
-from tinkex_cookbook.ports.blobs import BlobStore, whole_lines
+from tinkex_cookbook.line_files import Kind, LinesFile, mend, parse_lines
+from tinkex_cookbook.ports.blobs import BlobStore
 
 if TYPE_CHECKING:
     from tinkex_cookbook.pipeline.telemetry import BlobLinesSink
@@ -153,19 +154,16 @@ class RunFolder:
         return data if isinstance(data, dict) else {}
 
     def read_rows(self, name: str) -> list[dict[str, Any]]:
-        """The JSON objects of a lines file; a torn last line and lines that are not objects are skipped."""
-        rows = []
-        for line in whole_lines(self.read(name) or b""):
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-        return rows
+        """The JSON objects of a lines file; a torn last line and damaged lines are skipped (``line_files``)."""
+        return self.lines_file(name, Kind.ROWS).items
 
     def read_lines(self, name: str) -> list[str]:
-        return [line.decode("utf-8", "replace") for line in whole_lines(self.read(name) or b"")]
+        """The UTF-8 lines of a text file; a torn last line and lines that are not UTF-8 are skipped."""
+        return self.lines_file(name, Kind.TEXT).items
+
+    def lines_file(self, name: str, kind: Kind) -> LinesFile:
+        """A lines file's good and damaged lines (``line_files``), e.g. to tell a damaged middle from a tail."""
+        return parse_lines(self.read(name) or b"", kind, self.uri(name))
 
     # -- writing a run -----------------------------------------------------------------------------------
 
@@ -199,6 +197,16 @@ class RunFolder:
             f"log_path {self.prefix!r} holds checkpoints of a run with another config ({self.uri(CONFIG)}): "
             f"{shown}; rerun with the saved values, or pick a new log_path"
         )
+
+    def mend_appended_files(self) -> list[str]:
+        """Before a run appends to the folder again: its ``run.log`` (kept across attempts) and, when it
+        resumes from a checkpoint, its ``metrics.jsonl`` (else the run replaces it) must end in whole lines.
+        A damaged tail is cut off; a warning line per file cut is returned. A damaged middle raises
+        ``BlobStoreError`` naming the file, the line and the fix, before any file changes (``line_files``)."""
+        files = [(self.key(LOG), Kind.TEXT)]
+        if self.exists(CHECKPOINTS):
+            files.append((self.key(METRICS), Kind.ROWS))
+        return mend(self.store, files)
 
     def save_run_files(self, config_json: str, spec_json: str, manifest_json: str) -> dict[str, str]:
         """Save the config, the spec and the resolved manifest (already scrubbed); their URIs by name."""

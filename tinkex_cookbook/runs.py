@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tinkex_cookbook.charts import PALETTE, Series, axis_label, line_chart
+from tinkex_cookbook.line_files import Kind
 from tinkex_cookbook.ports.blobs import BlobStore
 from tinkex_cookbook.run_folder import (
     CHECKPOINTS,
@@ -103,22 +104,36 @@ class Run:
     """``summary.json``: held-out NLL and replies of the base and the final model (SL runs)."""
     log: list[str] = field(default_factory=list)
     lock: bytes | None = None
+    damage: list[str] = field(default_factory=list)
+    """Why ``metrics.jsonl`` or ``run.log`` cannot be trusted: a damaged line with whole lines after it (what
+    a resume refuses). Browsing skips the run, or stops, saying this."""
+    notes: list[str] = field(default_factory=list)
+    """Damaged lines at the end of those files: left out of ``rows`` and ``log`` (a resume cuts them off)."""
 
     @classmethod
     def load(cls, where: RunFolder | Path) -> Run:
         """The run in ``where``: a ``RunFolder``, or a local directory."""
         folder = where if isinstance(where, RunFolder) else RunFolder(local_store(where.parent), where.name)
+        metrics, log = folder.lines_file(METRICS, Kind.ROWS), folder.lines_file(LOG, Kind.TEXT)
         return cls(
             folder=folder,
             spec=folder.read_json(SPEC),
             config=folder.read_json(CONFIG),
             manifest=folder.read_json(MANIFEST),
-            rows=folder.read_rows(METRICS),
+            rows=metrics.items,
             checkpoints=folder.read_rows(CHECKPOINTS),
             summary=folder.read_json(SUMMARY),
-            log=folder.read_lines(LOG),
+            log=log.items,
             lock=folder.read(LOCK),
+            damage=[str(error) for error in (metrics.middle_error(), log.middle_error()) if error is not None],
+            notes=[note for note in (metrics.tail_note("ignored"), log.tail_note("ignored")) if note is not None],
         )
+
+    def check(self) -> Run:
+        """This run, if its files can be trusted; else ``RunsError`` saying why (for commands on one run)."""
+        if self.damage:
+            raise RunsError(self.damage[0])
+        return self
 
     @property
     def path(self) -> str:
@@ -127,10 +142,11 @@ class Run:
 
     @property
     def updated(self) -> float:
-        """When the run last wrote: its newest ``run.log`` line, or its lock's heartbeat; 0 if neither."""
+        """When the run last wrote: its newest timestamped ``run.log`` line, or its lock's heartbeat; 0 if neither."""
         holder = self._holder()
         heartbeat = holder.heartbeat if holder is not None else 0.0
-        return max(_log_time(self.log[-1]) if self.log else 0.0, heartbeat)
+        last = next((stamp for line in reversed(self.log) if (stamp := _log_time(line))), 0.0)  # an error's
+        return max(last, heartbeat)  # message can span lines with no time of their own
 
     @property
     def recipe(self) -> str:
@@ -235,12 +251,28 @@ def run_prefixes(store: BlobStore, prefix: str = "") -> list[str]:
     return sorted(f for f in found if not any(f.startswith(g + "/") or g == "" for g in found if g != f))
 
 
-def find_runs(store: BlobStore, prefix: str = "") -> list[tuple[str, Run]]:
-    """Every run under ``prefix`` in ``store`` with its label (its folder below the prefix), newest first."""
+def find_runs(store: BlobStore, prefix: str = "", skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, Run]]:
+    """Every run under ``prefix`` in ``store`` with its label (its folder below the prefix), newest first.
+
+    A folder that cannot be read, or whose ``metrics.jsonl`` or ``run.log`` is damaged before whole lines
+    (``Run.damage``), is left out, and named in ``skipped`` with why: one bad folder must not hide the rest."""
     base = prefix.strip("/")
-    runs = [(_below(folder, base), Run.load(RunFolder(store, folder)))
-            for folder in run_prefixes(store, f"{base}/" if base else "")]
-    return sorted(runs, key=lambda found: (found[1].updated, found[0]), reverse=True)
+    runs = []
+    for folder in run_prefixes(store, f"{base}/" if base else ""):
+        label = _below(folder, base)
+        try:
+            run = Run.load(RunFolder(store, folder))
+            updated = run.updated  # reads the lock too
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with one folder, list the others
+            if skipped is not None:
+                skipped.append((label, f"cannot be read: {type(exc).__name__}: {str(exc)[:300]}"))
+            continue
+        if run.damage:
+            if skipped is not None:
+                skipped.append((label, run.damage[0]))
+            continue
+        runs.append((updated, label, run))
+    return [(label, run) for _updated, label, run in sorted(runs, key=lambda f: (f[0], f[1]), reverse=True)]
 
 
 def _below(folder: str, base: str) -> str:
@@ -256,7 +288,7 @@ def resolve_run(arg: str, store: BlobStore, where: str) -> Run:
         prefix = ""
     inside = run_prefixes(store, f"{prefix}/" if prefix else "")
     if prefix in inside:
-        return Run.load(RunFolder(store, prefix))
+        return Run.load(RunFolder(store, prefix)).check()
     if not inside and not store.list(f"{prefix}/" if prefix else ""):
         raise RunsError(f"no such run folder: {arg} in {where}")
     hint = (f"; it holds {len(inside)} run folder(s), e.g. {inside[0]} (see `runs list`)" if inside else "")
@@ -277,7 +309,7 @@ def resolve_local_run(arg: str, root: Path) -> Run:
         hint = (f"; it holds {len(inside)} run folder(s), e.g. {inside[0]} (see `runs list --root {arg}`)"
                 if inside else "")
         raise RunsError(f"{arg} is not a run folder: it has no spec.json or metrics.jsonl{hint}")
-    return Run.load(path)
+    return Run.load(path).check()
 
 
 def run_labels(paths: Sequence[str], root: str) -> list[str]:

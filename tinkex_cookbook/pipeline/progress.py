@@ -95,6 +95,9 @@ class PlainProgressSink:
         if event.name.startswith("task."):
             self._task(event)
             return
+        if event.name == "workflow.warning":
+            self._print(_console_line(event) or "")
+            return
         if event.name != "train.step":
             return
         step, total = int(event.data.get("step", 0)), int(event.data.get("total_steps") or 0)

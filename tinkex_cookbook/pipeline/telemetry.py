@@ -1,6 +1,7 @@
 """Telemetry: events a run emits, and the sinks that record them.
 
-Event names: ``workflow.start|stop|stopped|exception`` (``stopped``: on request, checkpointed), ``stage.start|stop``,
+Event names: ``workflow.start|stop|stopped|exception|warning`` (``stopped``: on request, checkpointed; ``warning``: a
+``message`` for the console and ``run.log``, e.g. a damaged end of a run file cut off), ``stage.start|stop``,
 ``train.dataset`` (the data's format and split sizes), ``train.step``,
 ``train.epoch``, ``train.eval``, ``train.checkpoint``, and
 ``task.start|progress|stop`` for the long loops inside a stage (dataset
@@ -14,7 +15,7 @@ is told the run's spec and folder before the run starts.
 
 from __future__ import annotations
 
-import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Self, TextIO, runtime_checkable
 
 from tinkex_cookbook.errors import BlobNotFoundError
+from tinkex_cookbook.jsonio import dump
+from tinkex_cookbook.line_files import Kind, parse_lines
 from tinkex_cookbook.ports import BlobStore
-from tinkex_cookbook.ports.blobs import whole_lines
 
 if TYPE_CHECKING:
     from tinkex_cookbook.spec import Experiment
@@ -197,14 +199,6 @@ class BlobLinesSink:
         if event.name == "train.checkpoint" or time.monotonic() - self._flushed_at >= self._flush_seconds:
             self.flush()
 
-    def existing_lines(self) -> list[str]:
-        """The blob's whole lines (a torn last line, from a crash mid-append, is not one)."""
-        try:
-            data = self._store.read(self.key)
-        except BlobNotFoundError:
-            return []
-        return [line.decode("utf-8", "replace") for line in whole_lines(data)]
-
     def flush(self) -> None:
         if self._pending and not self._detached:
             self._store.append(self.key, _as_blob(self._pending))
@@ -221,7 +215,12 @@ class JsonlMetricsSink(BlobLinesSink):
     On ``train.resume`` it keeps the rows already written up to the checkpoint's
     step and drops any after it; an attempt that starts from no checkpoint replaces
     the file at its first write. Either is one rewrite per attempt, and the file
-    never holds a step twice.
+    never holds a step twice. A damaged line before whole rows stops the resume
+    (``line_files``); damaged lines at the end are dropped with the rewrite.
+
+    Every line is strict JSON: a value that is NaN or infinite (a diverged loss) is
+    written as ``null``, where ``json.dumps`` would write a bare ``NaN`` that strict
+    parsers reject.
     """
 
     def __init__(self, blob_store: BlobStore, key: str, flush_seconds: float = 2.0) -> None:
@@ -234,14 +233,20 @@ class JsonlMetricsSink(BlobLinesSink):
             self._drop_rows_after(event.data["step"])
             self._fresh = False
         if event.name in METRIC_EVENTS:
-            return json.dumps(metric_row(event), sort_keys=True)
+            return dump(finite_or_null(metric_row(event)), sort_keys=True)
         return None
 
     def _drop_rows_after(self, step: int) -> None:
-        existing = self.existing_lines()
-        kept = [line for line in existing if _step_of(line) <= step]
+        try:
+            data = self._store.read(self.key)
+        except BlobNotFoundError:
+            data = b""
+        lines = parse_lines(data, Kind.ROWS, self._store.uri(self.key))
+        if (error := lines.middle_error()) is not None:
+            raise error
+        kept = [raw.decode() for raw, row in zip(lines.raw, lines.items, strict=True) if _step_of(row) <= step]
         self._pending.clear()
-        if kept != existing:
+        if len(kept) != data.count(b"\n"):
             self._store.write(self.key, _as_blob(kept))
 
     def flush(self) -> None:
@@ -257,14 +262,22 @@ def _as_blob(lines: list[str]) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def _step_of(line: str) -> int:
-    """A metric row's step; a line that is not a row (damaged by hand) counts as step 0, so it is kept."""
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return 0
-    step = row.get("step", 0) if isinstance(row, dict) else 0
+def _step_of(row: dict[str, Any]) -> int:
+    """A metric row's step; a row without a whole-number one counts as step 0, so it is kept."""
+    step = row.get("step", 0)
     return step if isinstance(step, int) else 0
+
+
+def finite_or_null(value: Any) -> Any:
+    """``value`` with every NaN and infinity (in lists and objects too) replaced by ``None``: JSON has no
+    such numbers, and ``null`` is what a strict reader (and JavaScript's ``JSON.stringify``) makes of them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 class LogFileSink(BlobLinesSink):
@@ -317,6 +330,8 @@ def _console_line(event: Event) -> str | None:
         if data.get("seconds", 0) < SLOW_TASK_SECONDS:
             return None
         return f"{data['task']}: {data['done']}/{data['total']} in {data['seconds']:.1f} s"
+    if event.name == "workflow.warning":
+        return f"warning: {data.get('message')}"
     if event.name == "workflow.exception":  # its message goes to run.log only, scrubbed; the CLI prints the error
         return f"{event.name} " + " ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "message")
     if event.name in ("train.dataset", "train.data", "train.epoch", "train.eval", "train.checkpoint", "train.resume",

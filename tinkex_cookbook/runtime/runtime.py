@@ -394,6 +394,7 @@ class Runtime:
         stop = stop or StopRequest()
         with folder.lease() as lease:  # one run per folder, before anything in it is read or written
             folder.refuse_changed_config(config_text, ignore=SINK_KEYS)
+            mended = folder.mend_appended_files()  # a damaged middle stops here, the folder as it was
             finished = _finished(folder)  # it still resumes, which checks its final checkpoint loads
             artifacts = folder.save_run_files(config_text, spec_text,
                                               scrub(json.dumps(manifest.to_dict(), indent=2, sort_keys=True)))
@@ -406,7 +407,7 @@ class Runtime:
                 with stop_on_signals(stop) if _stoppable(spec.stages) else nullcontext():
                     completed, ctx, memory = cls._run_stages(spec, config, ports, folder, runner,
                                                              [*folder_sinks, *sinks], verbose,
-                                                             _lease_guard(lease, folder_sinks), stop)
+                                                             _lease_guard(lease, folder_sinks), stop, mended)
             except RunStoppedError as exc:
                 raise RunStoppedError(f"{exc}. Run folder: {folder.uri()}; rerun with log_path={folder.prefix} "
                                       "to resume", folder.prefix, stop.reason) from None
@@ -436,13 +437,17 @@ class Runtime:
     def _run_stages(
         spec: Experiment, config: BaseModel, ports: Ports, folder: RunFolder, runner: Runner, sinks: list[Sink],
         verbose: bool, guard: Callable[[bool], None] | None = None, stop: StopRequest | None = None,
+        warnings: Sequence[str] = (),
     ) -> tuple[list[str], Context[BaseModel], MemorySink]:
-        """Walk the spec with telemetry to memory (the result), ``sinks`` and, if ``verbose``, the console."""
+        """Walk the spec with telemetry to memory (the result), ``sinks`` and, if ``verbose``, the console;
+        ``warnings`` first, as ``workflow.warning`` events."""
         memory = MemorySink()
         telemetry = Telemetry([memory, *sinks, *([ConsoleSink()] if verbose else [])], guard=guard)
         ctx = Context(config=config, ports=_RunPorts(ports, folder), telemetry=telemetry, run_prefix=folder.prefix,
                       stop=stop or StopRequest())
         try:
+            for warning in warnings:
+                telemetry.emit("workflow.warning", message=warning)
             return runner.run(spec, ctx), ctx, memory
         finally:
             telemetry.close()
