@@ -28,6 +28,7 @@ EXPECTED_PARENTS = {
     errors.BlobNotFoundError: KeyError,
     errors.InvalidKeyError: ValueError,
     errors.TrainingBackendError: RuntimeError,
+    errors.TrainingDivergedError: ArithmeticError,
     errors.EvalError: RuntimeError,
     errors.StageError: RuntimeError,
     errors.RunStoppedError: RuntimeError,

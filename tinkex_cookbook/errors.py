@@ -24,6 +24,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     │   ├── BlobNotFoundError (KeyError)
     │   └── InvalidKeyError (ValueError)    a key that escapes the store's root
     ├── TrainingBackendError (RuntimeError) a training/sampling backend request failed; names it
+    ├── TrainingDivergedError (ArithmeticError) a step's loss or gradient norm is NaN or infinite
     ├── EvalError (RuntimeError)            an evaluation ran and failed (e.g. inspect marked its task failed)
     ├── StageError (RuntimeError)           a pipeline stage failed; names the stage
     └── RunStoppedError (RuntimeError)      a stop was asked for (Ctrl-C, SIGTERM): checkpointed, then stopped
@@ -153,6 +154,11 @@ class InvalidKeyError(BlobStoreError, ValueError):
 
 class TrainingBackendError(CookbookError, RuntimeError):
     """A training or sampling request failed at the backend, after its retries; names the request."""
+
+
+class TrainingDivergedError(CookbookError, ArithmeticError):
+    """A training step's loss or gradient norm is NaN or infinite; names the step, the metric, the last
+    checkpoint and the fix (a lower learning rate, in a new run folder)."""
 
 
 class EvalError(CookbookError, RuntimeError):

@@ -14,9 +14,10 @@ SIGTERM is checkpointed at the step it reached. A run started again with the sam
 from __future__ import annotations
 
 import time
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from tinkex_cookbook.pipeline.context import Context, Key
+from tinkex_cookbook.pipeline.divergence import diverged, divergence_error
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.ports import AdamParams, BlobStore, SamplingClient, TrainingClient, TrainingService
 from tinkex_cookbook.run_folder import CHECKPOINTS
@@ -184,9 +185,19 @@ def _use_sampler(ctx: Context[object], sampler: SavedSampler) -> None:
 def log_step(ctx: Context[object]) -> None:
     """Emit the step's metrics (``STEP_METRICS``) as a ``train.step`` row."""
     step_metrics = ctx.need(STEP_METRICS)
-    metrics = {"step": ctx.state["step"], "total_steps": ctx.need(TOTAL_STEPS), **step_metrics}
+    emit_step(ctx, {"step": ctx.state["step"], "total_steps": ctx.need(TOTAL_STEPS), **step_metrics})
+
+
+def emit_step(ctx: Context[object], metrics: dict[str, Any]) -> None:
+    """Emit a finished step's ``train.step`` row; then, if its loss or gradient norm is NaN or infinite,
+    stop the run with ``TrainingDivergedError`` (``divergence.py``), before the step is checkpointed."""
     ctx.state["last_metrics"] = metrics
     ctx.emit("train.step", **metrics)
+    bad = diverged(metrics)
+    if bad:
+        rate = getattr(ctx.config, "learning_rate", None)
+        raise divergence_error(metrics["step"], bad, rate if isinstance(rate, float) else None,
+                               ctx.state.get("checkpoint_step"), ctx.run_prefix)
 
 
 def save_sampler(ctx: Context[object], service: TrainingService, name: str) -> SavedSampler:

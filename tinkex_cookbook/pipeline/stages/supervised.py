@@ -23,7 +23,14 @@ from typing import Any
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.registry import stage
-from tinkex_cookbook.pipeline.stages.common import NUM_BATCHES, RENDERER, TOTAL_STEPS, TRAINER, adam_params
+from tinkex_cookbook.pipeline.stages.common import (
+    NUM_BATCHES,
+    RENDERER,
+    TOTAL_STEPS,
+    TRAINER,
+    adam_params,
+    emit_step,
+)
 from tinkex_cookbook.ports import APIFuture, DatasetStore, Datum, ForwardBackwardOutput, Row
 from tinkex_cookbook.recipes.sl_basic import SlBasicConfig
 from tinkex_cookbook.train.datum import loss_token_count, weighted_nll
@@ -240,8 +247,7 @@ def _finish(ctx: Context[object], pipeline: Pipeline, done: InFlight) -> None:
         **{k: float(v) for k, v in result.metrics.items()},
     }
     metrics |= {k: float(v) for k, v in optim.metrics.items() if k not in metrics}  # step, epoch ... stay ours
-    ctx.state["last_metrics"] = metrics
-    ctx.emit("train.step", **metrics)
+    emit_step(ctx, metrics)
 
 
 def drain(ctx: Context[object], keep: int = 0) -> None:
