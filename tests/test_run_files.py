@@ -194,3 +194,10 @@ def test_damage_is_a_tail_when_no_whole_row_follows_it_else_a_middle(
     kept = data[: found.good_bytes]
     cut = parse_lines(kept, Kind.ROWS, "m.jsonl")  # what a resume keeps: the same rows, no damaged end
     assert cut.items == found.items and cut.middle == found.middle and not cut.tail
+
+
+def test_show_of_a_folder_whose_files_cannot_be_read_at_all_is_a_one_line_error(browsed: Path) -> None:
+    (browsed / "good" / "spec.json").write_bytes(DAMAGED_LINES["deep nesting"])
+    result = runner.invoke(runs_app, ["show", "good", "--root", str(browsed)])
+    assert result.exit_code == 2 and result.stderr.startswith("error: good: its files cannot be read: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output

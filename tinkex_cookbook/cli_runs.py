@@ -51,11 +51,18 @@ class Runs:
     """The local root, when browsing a directory: run arguments may then also be paths."""
 
     def resolve(self, arg: str) -> Run:
-        from tinkex_cookbook.runs import resolve_local_run, resolve_run
+        """The run ``arg`` names; ``RunsError`` (one line) for a folder whose files cannot be read."""
+        from tinkex_cookbook import CookbookError
+        from tinkex_cookbook.runs import RunsError, resolve_local_run, resolve_run
 
-        if self.root is not None:
-            return resolve_local_run(arg, self.root)
-        return resolve_run(arg, self.store, self.where)
+        try:
+            if self.root is not None:
+                return resolve_local_run(arg, self.root)
+            return resolve_run(arg, self.store, self.where)
+        except (ValueError, RecursionError, ArithmeticError) as exc:  # RunsError is a ValueError too
+            if isinstance(exc, RunsError | CookbookError):
+                raise
+            raise RunsError(f"{arg}: its files cannot be read: {type(exc).__name__}: {str(exc)[:300]}") from None
 
     def chart_place(self, runs: list[Run], metric: str, compare: bool) -> tuple[BlobStore, str]:
         """Where a chart goes without ``--out``: one run's ``plot-METRIC.html`` in its own folder; a
