@@ -1,5 +1,5 @@
 """Shared test helpers for crash-and-resume tests: a dying optimizer, a local run folder, timing-free metric rows,
-a dead pid."""
+a dead pid; and a diverging optimizer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from tinkex_cookbook.adapters.training.noop import NoopTrainingService
+from tinkex_cookbook.adapters.training.noop import NoopTrainingClient, NoopTrainingService
+from tinkex_cookbook.ports import OptimStepResponse, ResolvedFuture
 
 TIMING = ("step_seconds", "tokens_per_second")
 
@@ -112,3 +113,26 @@ class SignalOnStep:
 
     def close(self) -> None:
         pass
+
+
+class DivergingClient(NoopTrainingClient):
+    """The noop client, whose optimizer step ``at`` reports ``value`` as its gradient norm."""
+
+    def __init__(self, service: NoopTrainingService, base_model: str, rank: int, at: int, value: float) -> None:
+        super().__init__(service, base_model, rank)
+        self.at, self.value = at, value
+
+    def optim_step(self, adam_params: Any) -> ResolvedFuture[OptimStepResponse]:
+        response = super().optim_step(adam_params).result()
+        if self.state.optim_steps == self.at:
+            return ResolvedFuture(OptimStepResponse({**response.metrics, "grad_norm": self.value}))
+        return ResolvedFuture(response)
+
+
+class Diverging(NoopTrainingService):
+    def __init__(self, at: int, value: float) -> None:
+        super().__init__()
+        self.at, self.value = at, value
+
+    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
+        return DivergingClient(self, base_model, rank, self.at, self.value)

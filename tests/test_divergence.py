@@ -6,19 +6,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.faults import local_blobs
+from tests.faults import Diverging, local_blobs
 from tinkex_cookbook import Distillation, Dpo, RlBasic, Runtime, SlBasic
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
-from tinkex_cookbook.adapters.training.noop import NoopTrainingClient, NoopTrainingService
+from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.errors import StageError, TrainingDivergedError
 from tinkex_cookbook.pipeline.telemetry import Event, JsonlMetricsSink, finite_or_null
-from tinkex_cookbook.ports import OptimStepResponse, ResolvedFuture
+from tinkex_cookbook.ports import ResolvedFuture
 
+REPO = Path(__file__).resolve().parents[1]
 AT = 3
 """The optimizer step that diverges."""
 RECIPES: dict[str, tuple[Any, dict[str, Any]]] = {
@@ -30,29 +34,6 @@ RECIPES: dict[str, tuple[Any, dict[str, Any]]] = {
     "distillation": (Distillation, {"teacher_model": "meta-llama/Llama-3.2-1B", "renderer_name": "role_colon",
                                     "num_steps": 5, "batch_size": 2, "group_size": 2, "max_tokens": 8}),
 }
-
-
-class DivergingClient(NoopTrainingClient):
-    """The noop client, whose optimizer step ``at`` reports ``value`` as its gradient norm."""
-
-    def __init__(self, service: NoopTrainingService, base_model: str, rank: int, at: int, value: float) -> None:
-        super().__init__(service, base_model, rank)
-        self.at, self.value = at, value
-
-    def optim_step(self, adam_params: Any) -> ResolvedFuture[OptimStepResponse]:
-        response = super().optim_step(adam_params).result()
-        if self.state.optim_steps == self.at:
-            return ResolvedFuture(OptimStepResponse({**response.metrics, "grad_norm": self.value}))
-        return ResolvedFuture(response)
-
-
-class Diverging(NoopTrainingService):
-    def __init__(self, at: int, value: float) -> None:
-        super().__init__()
-        self.at, self.value = at, value
-
-    def create_lora_training_client(self, base_model: str, rank: int = 32, seed: int | None = None) -> Any:
-        return DivergingClient(self, base_model, rank, self.at, self.value)
 
 
 def strict_rows(path: Path) -> list[dict[str, Any]]:
@@ -114,3 +95,19 @@ def test_the_metrics_sink_writes_non_finite_values_as_null() -> None:
     sink.close()
     assert store.read("m.jsonl") == b'{"a": null, "b": [null, 1.5], "c": {"d": null}, "event": "train.eval", "step": 1}\n'
     assert finite_or_null((1, "x", 2.5, True)) == [1, "x", 2.5, True]
+
+
+def test_the_cli_prints_the_error_and_the_command_that_reruns_with_a_lower_rate(tmp_path: Path) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TINKEX_", "TINKER_"))},
+           "PYTHONPATH": str(REPO), "TINKEX_PORTS__BLOB_STORE__ADAPTER": "local",
+           "TINKEX_PORTS__BLOB_STORE__ROOT": str(tmp_path), "TINKEX_PORTS__TRAINING_CLIENT__ADAPTER": "diverging"}
+    args = ["run", "sl_basic", "--manifest", "test", "learning_rate=0.01", "save_every=1", "log_path=lr"]
+    done = subprocess.run([sys.executable, "-W", "error", "-m", "tests.diverge_child", *args, "-q"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2, done.stderr
+    error, retry = done.stderr.splitlines()[-2:]
+    assert error.startswith("error: stage '") and (
+        "failed: TrainingDivergedError: training diverged at step 2 at learning_rate 0.01: grad_norm is nan." in error)
+    assert retry == ("retry: tinkex-cookbook run sl_basic --manifest test save_every=1 learning_rate=0.001 "
+                     "log_path=NEW_FOLDER")
+    assert [r["step"] for r in strict_rows(tmp_path / "lr" / "checkpoints.jsonl")] == [1]

@@ -118,10 +118,13 @@ def run(
     """Run RECIPE with config overrides on the chosen manifest."""
     from tinkex_cookbook import CookbookError, Runtime
     from tinkex_cookbook.cli_resume import (
+        diverged,
+        exit_diverged,
         exit_interrupted,
         exit_stopped,
         finished_message,
         manifest_args,
+        without_keys,
         without_log_path,
     )
     from tinkex_cookbook.errors import RunStoppedError
@@ -139,6 +142,11 @@ def run(
         exit_stopped(exc, ["run", recipe, *manifest_args(manifest), *config_args, *without_log_path(pairs),
                            f"log_path={exc.log_path}"])
     except CookbookError as exc:
+        if (diverging := diverged(exc)) is not None and diverging.lower_learning_rate:
+            config_args = ["--config", str(config)] if config else []
+            exit_diverged(exc, ["run", recipe, *manifest_args(manifest), *config_args,
+                                *without_keys(pairs, ("log_path", "learning_rate")),
+                                f"learning_rate={diverging.lower_learning_rate}", "log_path=NEW_FOLDER"])
         _fail(exc)
     except KeyboardInterrupt as exc:
         exit_interrupted(exc)

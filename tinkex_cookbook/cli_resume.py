@@ -22,7 +22,13 @@ from typing import Any, NoReturn
 
 import typer
 
-from tinkex_cookbook.errors import ConfigError, RunStoppedError
+from tinkex_cookbook.errors import (
+    ConfigError,
+    CookbookError,
+    RunStoppedError,
+    TrainingDivergedError,
+    error_chain,
+)
 
 PROGRAM = "tinkex-cookbook"
 
@@ -68,6 +74,23 @@ def exit_stopped(exc: RunStoppedError, resume: Sequence[str]) -> NoReturn:
     typer.echo(f"stopped: {exc}", err=True)
     typer.echo(f"resume: {PROGRAM} {shlex.join(resume)}", err=True)
     raise typer.Exit(_signal_status(exc.signal_name))
+
+
+def exit_diverged(exc: CookbookError, retry: Sequence[str]) -> NoReturn:
+    """A run stopped because training diverged: the error, and the command that runs it again with a lower
+    learning rate in a new folder (this one refuses a changed config); exit status 2, as other errors."""
+    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"retry: {PROGRAM} {shlex.join(retry)}", err=True)
+    raise typer.Exit(2)
+
+
+def diverged(exc: BaseException) -> TrainingDivergedError | None:
+    """The ``TrainingDivergedError`` behind ``exc`` (a stage's error wraps it), if any."""
+    return next((e for e in error_chain(exc) if isinstance(e, TrainingDivergedError)), None)
+
+
+def without_keys(overrides: Sequence[str], keys: Sequence[str]) -> list[str]:
+    return [o for o in overrides if o.partition("=")[0].strip() not in keys]
 
 
 def exit_interrupted(exc: KeyboardInterrupt) -> NoReturn:

@@ -158,7 +158,12 @@ class TrainingBackendError(CookbookError, RuntimeError):
 
 class TrainingDivergedError(CookbookError, ArithmeticError):
     """A training step's loss or gradient norm is NaN or infinite; names the step, the metric, the last
-    checkpoint and the fix (a lower learning rate, in a new run folder)."""
+    checkpoint and the fix (a lower learning rate, in a new run folder). ``args``: the message, then (when
+    known) the learning rate to try instead, as text, so a command line can print the command to rerun."""
+
+    @property
+    def lower_learning_rate(self) -> str:
+        return str(self.args[1]) if len(self.args) > 1 else ""
 
 
 class EvalError(CookbookError, RuntimeError):

@@ -43,9 +43,10 @@ def divergence_error(
                  "may already be damaged)")
     else:
         saved = "it saved no checkpoint"
-    lower = f"learning_rate={learning_rate / 10:g} " if learning_rate else "a lower learning_rate "
+    lower = f"{learning_rate / 10:g}" if learning_rate else ""
     return TrainingDivergedError(
         f"training diverged at step {step}{rate}: {shown}. Step {step} was not checkpointed; {saved}. "
-        f"Run folder: {log_path}. Fix: run again with a lower learning rate in a new folder (e.g. {lower}"
-        "log_path=NEW): resuming this folder repeats the same steps, and it refuses a changed config"
+        f"Run folder: {log_path}. Fix: run again with a lower learning rate in a new folder (e.g. "
+        f"{f'learning_rate={lower}' if lower else 'a lower learning_rate'} log_path=NEW_FOLDER): resuming this folder "
+        "repeats the same steps, and it refuses a changed config", lower,
     )
