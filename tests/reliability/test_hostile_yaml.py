@@ -288,3 +288,11 @@ def test_a_value_yaml_cannot_build_is_an_error_at_its_line(tmp_path: Path, text:
     path = tmp_path / "m.yaml"
     path.write_text(text)
     assert load_manifest(path) == f"manifest {str(path)!r}, {expected}"
+
+
+def test_a_pipe_named_like_a_config_file_is_not_read(tmp_path: Path) -> None:
+    """Reading a FIFO would block until something writes to it; it was called a folder."""
+    import os
+
+    os.mkfifo(tmp_path / "run.yaml")
+    assert load_config(tmp_path / "run.yaml") == f"config file {str(tmp_path / 'run.yaml')!r} is not a regular file"

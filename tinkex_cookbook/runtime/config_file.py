@@ -59,6 +59,8 @@ def _read(file: Path, label: str) -> str:
     if file.suffix not in SUFFIXES:
         raise ConfigError(f"{label} must end in .yaml, .yml or .json")
     if not file.is_file():
+        if file.exists() and not file.is_dir():  # a pipe or a device: reading it could block or never end
+            raise ConfigError(f"{label} is not a regular file")
         raise ConfigError(f"{label} does not exist" + (" (it is a folder)" if file.exists() else ""))
     return read_text(file, label, ConfigError, MAX_CONFIG_BYTES)
 
