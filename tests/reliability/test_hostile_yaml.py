@@ -238,14 +238,16 @@ shadow_lines = st.lists(st.tuples(
 ), min_size=1, max_size=4)
 
 
-@given(shadow_lines, st.sampled_from(["manifest.yaml", "run.yaml", "run.json"]))
+@given(shadow_lines, st.sampled_from(["manifest.yaml", "run.yaml", "run.json"]), st.booleans())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_symlink_to_a_file_that_is_no_yaml_never_shows_its_text(
-    tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[str, str, bool]], name: str,
+    tmp_path_factory: pytest.TempPathFactory, lines: list[tuple[str, str, bool]], name: str, twice: bool,
 ) -> None:
     """A ``.yaml`` symlink to ``/etc/shadow``-like lines (a hash first or later, of any characters but
     blanks): whether the text parses (as one string) or not, the error names the file and the type or
-    position of the problem, and quotes no run of ten characters of any hash."""
+    position of the problem, and quotes no run of ten characters of any hash (a line given twice is a
+    repeated key, which is described, not quoted)."""
+    lines = lines + lines[:1] if twice else lines
     folder = tmp_path_factory.mktemp("links")
     target = folder / "shadow"
     target.write_text("".join(f"{secret}:{user}:19000:0:99999:7:::\n" if first else f"{user}:{secret}:19000::\n"
@@ -296,3 +298,10 @@ def test_a_pipe_named_like_a_config_file_is_not_read(tmp_path: Path) -> None:
 
     os.mkfifo(tmp_path / "run.yaml")
     assert load_config(tmp_path / "run.yaml") == f"config file {str(tmp_path / 'run.yaml')!r} is not a regular file"
+
+
+def test_a_repeated_json_key_that_is_no_name_is_described(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text('{"learning_rate": {"root:$6$S3CR3THASH:19000": 1, "root:$6$S3CR3THASH:19000": 2}}')
+    assert load_config(path) == (f"config file {str(path)!r} is not valid JSON: repeated key (a str of 24 characters "
+                                 "that is no name); keep one entry (only the last would count)")

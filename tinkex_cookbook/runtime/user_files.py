@@ -185,7 +185,7 @@ def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     for key, _ in pairs:
         if key in seen:
-            raise _RepeatedKeyError(f"repeated key {shown(key)}; keep one entry (only the last would count)")
+            raise _RepeatedKeyError(f"repeated key {quoted_key(key)}; keep one entry (only the last would count)")
         seen.add(key)
     return dict(pairs)
 
