@@ -116,7 +116,7 @@ def test_a_dotted_key_on_a_field_that_is_no_mapping_names_the_field() -> None:
     ("broken.yaml", "batch_size: [4\n", "is not valid YAML"),
     ("twice.yaml", "batch_size: 4\nbatch_size: 8\n", "found duplicate key 'batch_size'"),
     ("twice.json", '{"batch_size": 4, "batch_size": 8}', "is not valid JSON: repeated key 'batch_size'"),
-    ("broken.json", '{"batch_size": 4,}', "is not valid JSON"),
+    ("broken.json", '{"batch_size": 4,}', "is not JSON (Expecting property name"),
     ("numbers.yaml", "1: 4\n", "has the key 1; config keys are names"),
     ("latin1.yaml", b"name: caf\xe9\n", "cannot be read as UTF-8 text"),
     ("huge.yaml", "a: " + "x" * MAX_CONFIG_BYTES, f"is over {MAX_CONFIG_BYTES} bytes"),

@@ -33,8 +33,17 @@ arguments are plain strings) so it crosses process boundaries intact::
 from __future__ import annotations
 
 import difflib
+import reprlib
 from collections.abc import Iterable
 from typing import Any
+
+SHOWN_CHARS = 60
+"""How much of a bad value an error message quotes."""
+SHOWN_PROBLEMS = 10
+"""How many problems of one value an error lists (a file of 40,000 unknown keys is one mistake)."""
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel, _BOUNDED.maxstring, _BOUNDED.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxdict = _BOUNDED.maxset = _BOUNDED.maxfrozenset = 8
 
 
 class CookbookError(Exception):
@@ -42,6 +51,20 @@ class CookbookError(Exception):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``value``'s repr cut to ``limit`` characters, built without walking all of it.
+
+    ``f"{value!r:.60}"`` renders the whole value first, and a value read from a file can be huge, nested
+    a thousand deep, or share one list a billion times over; this looks at a few items of a few levels
+    and never fails (an integer too long to print is named by its type).
+    """
+    try:
+        text = _BOUNDED.repr(value)
+    except (ValueError, RecursionError):  # an int past the interpreter's digit limit; a value nested too deep
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def choices(names: Iterable[str]) -> str:
@@ -68,12 +91,13 @@ def _similarity(name: str, candidate: str) -> float:
 
 def validation_problems(exc: Any) -> str:
     """One line per pydantic validation error: ``field.path: message (got value)``."""
-    problems = []
-    for err in exc.errors():
-        where = repr(".".join(str(part) for part in err["loc"])) if err["loc"] else "top level"
-        got = f" (got {err['input']!r:.60})" if err["type"] != "extra_forbidden" else ""
+    problems, errors = [], exc.errors()
+    for err in errors[:SHOWN_PROBLEMS]:
+        where = shown(".".join(str(part) for part in err["loc"])) if err["loc"] else "top level"
+        got = f" (got {shown(err['input'])})" if err["type"] != "extra_forbidden" else ""
         problems.append(f"{where}: {err['msg']}{got}")
-    return "; ".join(problems)
+    more = len(errors) - SHOWN_PROBLEMS
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
 
 
 class ConfigError(CookbookError, ValueError):

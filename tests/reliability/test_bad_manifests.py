@@ -181,9 +181,11 @@ def test_a_repeated_key_is_an_error_not_a_silent_override(tmp_path: Path) -> Non
     path = write(tmp_path, "twice.yaml", "ports:\n  blob_store: noop\n  blob_store: {adapter: local, root: r}\n")
     message = load_error(path)
     assert "duplicate key 'blob_store'" in message and "line 3" in message
-    anchors = write(tmp_path, "anchors.yaml", "ports:\n  blob_store: &b {adapter: local, root: a}\n"
-                    "  dataset_store: noop\nx-unused: 1\n")
-    assert "'x-unused'" in load_error(anchors)  # merge keys and anchors still parse; unknown keys still fail
+    merged = write(tmp_path, "merged.yaml", "ports:\n  blob_store: {<<: {adapter: noop}, adapter: local, root: a}\n"
+                   "x-unused: 1\n")
+    assert "'x-unused'" in load_error(merged)  # a merge key is no repeated key; unknown keys still fail
+    anchors = write(tmp_path, "anchors.yaml", "ports:\n  blob_store: &b {adapter: local, root: a}\n")
+    assert "line 2, column 15: found a YAML anchor" in load_error(anchors)  # tests/reliability/test_hostile_yaml.py
 
 
 # --- fields ---------------------------------------------------------------------------------------

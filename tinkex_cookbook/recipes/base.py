@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_chec
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
-from tinkex_cookbook.errors import ConfigError, choices, did_you_mean
+from tinkex_cookbook.errors import ConfigError, choices, did_you_mean, shown
 from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node, StageSpec
 
@@ -270,7 +270,7 @@ def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
         elif not key:  # a check across keys: its message names them
             problems.append(err["msg"].removeprefix("Value error, "))
         else:
-            problems.append(f"config key {key!r} = {err.get('input')!r:.60}: {err['msg']}")
+            problems.append(f"config key {key!r} = {shown(err.get('input'))}: {err['msg']}")
     text = "; ".join(problems)
     if not unknown:
         return text

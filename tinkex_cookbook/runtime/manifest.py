@@ -5,8 +5,11 @@ manifest < ``TINKEX_PORTS__*`` environment overrides < ``ports=`` overrides.
 
 Every mistake is a ``ManifestError`` (or a subclass) that names the manifest
 file or layer it came from: a file that is not UTF-8 YAML, not a mapping, or
-repeats a key; an ``extends`` cycle or a parent that does not exist; an
-unknown port, adapter or option (with the valid names).
+repeats a key; one over ``MAX_FILE_BYTES``, nesting too deep or using YAML
+anchors (``runtime/user_files.py`` says why); an ``extends`` cycle or a parent
+that does not exist; an unknown port, adapter or option (with the valid names).
+Errors quote values cut short and never the text of a file that is not a
+manifest (a symlink to a system file, say): they name the type found.
 
 Each layer is first *normalised*: a binding ``{adapter: s3, bucket: b}``
 becomes ``{adapter: "s3", options: {"s3": {bucket: b}}}``. Options are kept per
@@ -23,7 +26,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tinkex_cookbook.errors import (
@@ -32,9 +34,11 @@ from tinkex_cookbook.errors import (
     UnknownManifestError,
     UnknownPortError,
     choices,
+    shown,
     validation_problems,
 )
 from tinkex_cookbook.runtime.registry import AdapterRegistry
+from tinkex_cookbook.runtime.user_files import is_name, load_yaml, quoted_key, read_text
 
 Layer = dict[str, dict[str, Any]]
 MANIFEST_PACKAGE = "tinkex_cookbook.manifests"
@@ -110,7 +114,7 @@ def normalise_layer(ports: Mapping[str, Any], valid_ports: Sequence[str], source
     for port, binding in ports.items():
         if port not in valid_ports:
             raise UnknownPortError(
-                f"{source}: unknown port {port!r}; valid ports: {choices(valid_ports)}"
+                f"{source}: unknown port {shown(port)}; valid ports: {choices(valid_ports)}"
             )
         layer[port] = _normalise_binding(port, binding, source)
     return layer
@@ -122,17 +126,17 @@ def _normalise_binding(port: str, binding: Any, source: str) -> dict[str, Any]:
     if not isinstance(binding, Mapping):
         raise ManifestError(
             f"{source}: port {port!r} must be an adapter name or a mapping with 'adapter', "
-            f"got {type(binding).__name__} {binding!r:.60}; write e.g. '{port}: noop' or "
+            f"got {type(binding).__name__} {shown(binding)}; write e.g. '{port}: noop' or "
             f"'{port}: {{adapter: NAME, option: value}}'"
         )
     options = {k: v for k, v in binding.items() if k != "adapter"}
     adapter = binding.get("adapter")
     if adapter is not None and not isinstance(adapter, str):
-        raise ManifestError(f"{source}: port {port!r} has adapter {adapter!r}; it must be an adapter name")
+        raise ManifestError(f"{source}: port {port!r} has adapter {shown(adapter)}; it must be an adapter name")
     if adapter is None:
         if options:
             raise ManifestError(
-                f"{source}: port {port!r} sets options {sorted(options)} without naming its "
+                f"{source}: port {port!r} sets options {shown(sorted(options, key=str))} without naming its "
                 f"adapter; write {{adapter: NAME, ...}} so the options go to the right adapter"
             )
         return {}
@@ -153,10 +157,7 @@ def _read_source(
     path = Path(ref) if relative_to is None or Path(ref).is_absolute() else relative_to / ref
     if path.suffix in (".yaml", ".yml") and path.is_file():
         path = path.resolve()
-        try:
-            return str(path), path.read_text(encoding="utf-8"), path.parent
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ManifestError(f"manifest {str(path)!r} cannot be read as UTF-8 text: {exc}") from None
+        return str(path), read_text(path, f"manifest {str(path)!r}", ManifestError), path.parent
     where = f"manifest {extended_by!r} extends {ref!r}, which is not a manifest" if extended_by else (
         f"unknown manifest {ref!r}")
     raise UnknownManifestError(
@@ -165,36 +166,19 @@ def _read_source(
     )
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses repeated mapping keys, which plain YAML loading silently collapses."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: list[Any] = []
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<: *anchor`` keys may be overridden
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r}; keep one entry (only the last would count)", key_node.start_mark,
-                )
-            seen.append(key)
-        return super().construct_mapping(node, deep=deep)
-
-
 def _parse(label: str, text: str) -> ManifestFile:
-    try:
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data only
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"manifest {label!r} is not valid YAML: {exc}") from None
+    data = load_yaml(text, f"manifest {label!r}", ManifestError)
     if data is None:  # an empty file: every port keeps its parent's or the default binding
         data = {}
     if not isinstance(data, dict):
         raise ManifestError(
             f"manifest {label!r} must be a mapping with keys {choices(ManifestFile.model_fields)}, "
-            f"got {type(data).__name__} {data!r:.60}"
+            f"got a {type(data).__name__}"  # by type only: the text may be a file that is no manifest
         )
+    odd = [key for key in data if not is_name(key)][:1]
+    if odd:
+        raise ManifestError(f"manifest {label!r} has the top-level key {quoted_key(odd[0])}; valid keys: "
+                            f"{choices(ManifestFile.model_fields)}. Is it a manifest?")
     try:
         return ManifestFile.model_validate(data)
     except ValidationError as exc:

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tinkex_cookbook.errors import (
+    SHOWN_PROBLEMS,
     AdapterUnavailableError,
     ManifestError,
     MissingSecretError,
@@ -24,6 +25,7 @@ from tinkex_cookbook.errors import (
     UnknownPortError,
     choices,
     did_you_mean,
+    shown,
     validation_problems,
 )
 from tinkex_cookbook.ports import PORT_NAMES
@@ -64,9 +66,9 @@ class AdapterEntry:
     def parse_options(self, raw: dict[str, Any]) -> BaseModel:
         """Validate manifest options; the error names port, adapter, field and valid fields. An unknown
         option is an error even when the options model (a plugin's, say) would ignore it."""
-        unknown = sorted(set(raw) - self._option_keys())
+        unknown = sorted(set(raw) - self._option_keys(), key=str)  # keys read from YAML may be numbers too
         if unknown:
-            raise self._bad_options(f"unknown option(s) {', '.join(map(repr, unknown))}")
+            raise self._bad_options(f"unknown option(s) {', '.join(map(shown, unknown[:SHOWN_PROBLEMS]))}")
         try:
             return self.options.model_validate(raw)
         except ValidationError as exc:

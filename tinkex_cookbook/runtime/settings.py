@@ -20,7 +20,9 @@ from typing import Any
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook import jsonio
+from tinkex_cookbook.errors import ConfigError, shown
+from tinkex_cookbook.runtime.user_files import MAX_DEPTH, nesting_depth
 
 DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
 SECRET_FIELDS = ("tinker_api_key", "serve_api_key", "hf_token", "llm_api_key")
@@ -33,6 +35,8 @@ MIN_SCRUBBED = 8
 """Shorter values of ``SECRET_VARIABLES`` no field keeps are placeholders (moto's ``test`` credentials),
 not secrets: scrubbing them would mangle ordinary words in every message."""
 _REDACTED = "**********"
+PORTS_FIX = ('TINKEX_PORTS must be a JSON object such as \'{"blob_store": {"adapter": "local", "root": "runs"}}\', '
+             "or set one port with TINKEX_PORTS__<PORT>=<adapter> / TINKEX_PORTS__<PORT>__<OPTION>=<value>")
 
 
 class Settings(BaseSettings):
@@ -44,15 +48,15 @@ class Settings(BaseSettings):
     _environment_secrets: tuple[str, ...] = PrivateAttr(default=())
 
     def __init__(self, **values: Any) -> None:
-        problem = None
+        problem = _ports_variable_problem()
         try:
-            super().__init__(**values)
+            if problem is None:
+                super().__init__(**values)
+                problem = _ports_depth_problem(self.ports)
         except ValidationError as exc:
             problem = _describe_problems(exc)
         except SettingsError as exc:
-            problem = (f"{exc}: TINKEX_PORTS must be a JSON object such as "
-                       '\'{"blob_store": {"adapter": "local", "root": "runs"}}\', or set one port with '
-                       "TINKEX_PORTS__<PORT>=<adapter> / TINKEX_PORTS__<PORT>__<OPTION>=<value>")
+            problem = f"{exc}: {PORTS_FIX}"
         if problem is not None:  # raised here, not in the handler, so no error holding an input is chained
             raise ConfigError(problem)
         environment = {name.upper(): value for name, value in os.environ.items()}
@@ -146,6 +150,24 @@ class Settings(BaseSettings):
         return data
 
 
+def _ports_variable_problem() -> str | None:
+    """What is wrong with ``TINKEX_PORTS``'s JSON, if anything: checked before pydantic-settings parses it,
+    whose parser names no variable when the text nests too deep or holds an integer too long to read."""
+    text = next((value for name, value in os.environ.items() if name.upper() == "TINKEX_PORTS"), None)
+    if text is None:
+        return None
+    value, wrong = jsonio.problem(text)
+    return f"TINKEX_PORTS {wrong}: {PORTS_FIX}" if wrong is not None else _ports_depth_problem(value)
+
+
+def _ports_depth_problem(ports: Any) -> str | None:
+    """Port overrides nested deeper than any option needs, whether from ``TINKEX_PORTS``'s JSON or from
+    ``TINKEX_PORTS__A__B__...`` names: merging them into the manifest would recurse that deep."""
+    if nesting_depth(ports) <= MAX_DEPTH:
+        return None
+    return f"TINKEX_PORTS nests mappings and lists deeper than {MAX_DEPTH} levels: {PORTS_FIX}"
+
+
 def _secret_aliases() -> set[str]:
     aliases = set()
     for name in SECRET_FIELDS:
@@ -161,7 +183,7 @@ def _describe_problems(exc: ValidationError) -> str:
     for error in exc.errors(include_input=True, include_url=False):
         where = ".".join(str(part) for part in error["loc"])
         head = where.split(".")[0].upper() if where else ""
-        shown = "" if not where or head in secret else f" (got {error['input']!r:.60})"
-        problems.append(f"{where or 'settings'}: {error['msg']}{shown}")
+        quoted = "" if not where or head in secret else f" (got {shown(error['input'])})"
+        problems.append(f"{where or 'settings'}: {error['msg']}{quoted}")
     return (f"invalid cookbook settings: {'; '.join(problems)}. Fix the environment variables (or arguments) "
             "named: TINKEX_PORTS takes a JSON object, a secret takes the bare key as a string")

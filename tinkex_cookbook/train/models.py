@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.errors import ConfigError, shown
 from tinkex_cookbook.registry import Registry, check_entry_name
 from tinkex_cookbook.train.tokenizer_sources import DEEPSEEK_V3_MODELS, LLAMA3_MODELS, QWEN3_MODELS
 
@@ -172,7 +172,7 @@ def entry_from_mapping(name: str, data: Mapping[str, Any]) -> ModelEntry:
     weights = _weights_from(name, data.get("weights"))
     context = data.get("context_length", 8192)
     if isinstance(context, bool) or not isinstance(context, int) or context < 2:
-        raise ConfigError(f"models.{name}.context_length must be a whole number >= 2, got {context!r}")
+        raise ConfigError(f"models.{name}.context_length must be a whole number >= 2, got {shown(context)}")
     renderer = data.get("renderer") or recommended_renderer(name)
     from tinkex_cookbook.train.renderers import RENDERERS, unknown_renderer
 
@@ -196,7 +196,7 @@ def _weights_from(name: str, value: Any) -> WeightsSource:
     if value is None:
         return HubRepo(name)
     raise ConfigError(
-        f"models.{name}.weights = {value!r} is not a weights source; use a folder path, 'hub:<org>/<name>', "
+        f"models.{name}.weights = {shown(value)} is not a weights source; use a folder path, 'hub:<org>/<name>', "
         "{folder: PATH} or {hub: REPO}"
     )
 
