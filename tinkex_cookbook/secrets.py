@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tinkex_cookbook.errors import ConfigError
 
@@ -60,43 +61,58 @@ def secret_in(text: str, named: Mapping[str, str]) -> str | None:
     return next((name for secret, name in named.items() if secret in text), None)
 
 
-def refuse_secrets(value: Any, named: Mapping[str, str], what: str) -> None:
+def refuse_secrets(value: Any, named: Mapping[str, str], what: str, *, url_credentials: bool = False) -> None:
     """Raise a ``ConfigError`` if ``value`` (a string, path, mapping, list or pydantic model, at any depth,
-    keys included) holds a secret; ``what`` names the value in the message, e.g. ``config key``."""
+    keys included) holds a secret; ``what`` names the value in the message, e.g. ``the config``. With
+    ``url_credentials``, a secret in a URL's ``user:password@`` part is let through (it names no file,
+    and output scrubs it)."""
     if not named:
         return
-    found = _find(value, named, [])
+    found = _find(value, named, [], url_credentials)
     if found is None:
         return
     path, name, in_key = found
-    place = f"{what} {'.'.join(path)!r}" if path else what
+    place = f"{'.'.join(path)!r} in {what}"
     if in_key:
-        head = f"a key of {place}" if path else f"a {what}"
+        head = f"a key of {place if path else what}"
     else:
-        head = f"the value of {place}"
+        head = f"the value of {place}" if path else what
     raise ConfigError(f"{head} holds the secret {name}; {FIX}")
 
 
-def _find(value: Any, named: Mapping[str, str], path: list[str]) -> tuple[list[str], str, bool] | None:
+def _find(value: Any, named: Mapping[str, str], path: list[str],
+          url_credentials: bool) -> tuple[list[str], str, bool] | None:
     """(where, variable, whether a key holds it) for the first secret in ``value``."""
     if hasattr(value, "model_dump"):  # a pydantic model (not imported here: the command line starts light)
         value = value.model_dump(mode="json")
     if isinstance(value, str | bytes | os.PathLike):
         text = os.fspath(value)
-        name = secret_in(text.decode(errors="replace") if isinstance(text, bytes) else text, named)
+        text = text.decode(errors="replace") if isinstance(text, bytes) else text
+        name = secret_in(_without_credentials(text) if url_credentials else text, named)
         return (path, name, False) if name else None
     if isinstance(value, Mapping):
         for key, item in value.items():
             name = secret_in(str(key), named)
             if name:
                 return path, name, True
-            found = _find(item, named, [*path, str(key)])
+            found = _find(item, named, [*path, str(key)], url_credentials)
             if found:
                 return found
         return None
     if isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
-            found = _find(item, named, [*path, str(index)])
+            found = _find(item, named, [*path, str(index)], url_credentials)
             if found:
                 return found
     return None
+
+
+def _without_credentials(text: str) -> str:
+    """``text`` without the ``user:password@`` of the URL it is, if it is one."""
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return text
+    if not parts.scheme or "@" not in parts.netloc:
+        return text
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))

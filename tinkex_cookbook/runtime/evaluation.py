@@ -60,7 +60,7 @@ def evaluate(
     options = options or RunOptions()
     given = {"tasks": tasks, "model": model, "run": run, "checkpoints": list(checkpoints), "renderer": renderer,
              "eval_dir": eval_dir}
-    refuse_secrets(given, options.settings.named_secrets(), "argument")  # each names a file or folder
+    refuse_secrets(given, options.settings.named_secrets(), "the evaluation's arguments")  # each names a file or folder
     chosen = resolve_tasks(list(tasks) if not isinstance(tasks, str) else tasks)
     targets = eval_targets(model, run, checkpoints, base, renderer)
     first = targets[0][1]

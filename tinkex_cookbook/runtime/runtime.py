@@ -171,11 +171,11 @@ def refuse_config_secrets(cfg: BaseModel | Mapping[str, Any] | Sequence[str] | N
     """A ``ConfigError`` naming the key (and the variable, never the value) if a config input holds a secret:
     it would reach the spec, the run folder's name and every file the run writes."""
     if cfg is None or isinstance(cfg, BaseModel | Mapping):
-        refuse_secrets(cfg, named, "config key")
+        refuse_secrets(cfg, named, "the config")
         return
     for pair in cfg:
         key, sep, value = str(pair).partition("=")
-        refuse_secrets({key.strip(): value} if sep else pair, named, "config key" if sep else "config override")
+        refuse_secrets({key.strip(): value} if sep else pair, named, "the config" if sep else "a config override")
 
 
 def describe_plan(spec: Experiment, manifest: Manifest, warnings: Sequence[str] = ()) -> str:
@@ -248,12 +248,16 @@ class Runtime:
         cls, manifest: str | None, ports: PortsInput, settings: Settings
     ) -> tuple[Manifest, dict[str, Any]]:
         """The merged manifest (names and options checked, its models registered) and the ready-made adapters;
-        an error that quotes a secret (a manifest option holding one) is scrubbed of it."""
+        an error that quotes a secret is scrubbed of it, and an option holding one (but in a URL's
+        credentials) is refused."""
         layer, instances = _split_overrides(ports)
         _check_instances(instances)
         resolved = _without_secrets(lambda: ManifestLoader(cls.registry).resolve(
             manifest or settings.manifest or "default", settings.ports, layer
         ), settings.secret_values())
+        data = resolved.to_dict()  # an option naming a folder (a root, a cache) would name it with the secret
+        refuse_secrets({"ports": data["ports"], "models": data.get("models", {})}, settings.named_secrets(),
+                       "the manifest", url_credentials=True)
         register_manifest_models(resolved)
         return resolved, instances
 
@@ -398,7 +402,7 @@ class Runtime:
         named = chosen.settings.named_secrets()
 
         def run() -> RunResult:
-            refuse_secrets(spec.model_dump(mode="json"), named, "spec field")  # its config names files and folders
+            refuse_secrets(spec.model_dump(mode="json"), named, "the spec")  # its config names files and folders
             return cls._run_spec(spec, chosen)
 
         return _without_secrets(run, list(named))
