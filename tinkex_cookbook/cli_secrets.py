@@ -77,7 +77,7 @@ class ScrubbingStream:
         return longest
 
     def __getattr__(self, name: str) -> Any:
-        if name == "buffer":  # bytes written under the scrub would not be scrubbed
+        if name in ("buffer", "stream"):  # bytes written under the scrub would not be scrubbed
             raise AttributeError(name)
         return getattr(self.stream, name)
 
