@@ -310,8 +310,16 @@ def test_a_secret_in_a_urls_credentials_is_let_through_and_scrubbed(secrets_in_e
     manifest = secrets_in_env.write("url.yaml", {"extends": "test", "ports": {"llm_client": llm}})
     resolved = Runtime.resolve_manifest(manifest)
     assert MARKERS["TINKEX_LLM_API_KEY"] in resolved.ports["llm_client"].options.model_dump_json()
-    result = CliRunner().invoke(app, ["manifests", "show", manifest])
-    assert result.exit_code == 0 and f"user:{REDACTED}@127.0.0.1" in result.stdout
+    for args in (["manifests", "show", manifest], ["run", "sl_basic", "-m", manifest, "--dry-run"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and f"user:{REDACTED}@127.0.0.1" in result.stdout, result.output
+    Runtime.run("sl_basic", {"log_path": "url"}, manifest=manifest, ports={"blob_store": {
+        "adapter": "local", "root": str(secrets_in_env.work / "runs")}})
+    saved = (secrets_in_env.work / "runs" / "url" / "manifest.json").read_text()
+    assert f"user:{REDACTED}@127.0.0.1" in saved
+    sweep = Sweep()
+    sweep_folder(sweep, secrets_in_env.work)
+    sweep.assert_clean(at_least=5)
 
 
 # -- the output streams --------------------------------------------------------------------------------------
