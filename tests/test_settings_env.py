@@ -16,18 +16,18 @@ def test_tinker_api_key_and_manifest_come_from_their_variables(monkeypatch: pyte
     monkeypatch.setenv("TINKER_API_KEY", "tml-env")
     monkeypatch.setenv("TINKEX_MANIFEST", "test")
     settings = Settings()
-    assert settings.tinker_api_key.get_secret_value() == "tml-env"
+    assert settings.tinker_api_key is not None and settings.tinker_api_key.get_secret_value() == "tml-env"
     assert settings.manifest == "test"
 
 
 def test_openai_api_key_is_an_alias_of_the_llm_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
-    assert Settings().secret_values() == ["sk-1"]
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-1")
+    assert Settings().secret_values() == ["sk-openai-1"]
 
 
 def test_field_names_and_aliases_both_work_as_arguments() -> None:
-    assert Settings(tinker_api_key="tml-x").secret_values() == ["tml-x"]
-    assert Settings(TINKER_API_KEY="tml-y").secret_values() == ["tml-y"]
+    assert Settings(tinker_api_key="tml-key-x").secret_values() == ["tml-key-x"]
+    assert Settings(TINKER_API_KEY="tml-key-y").secret_values() == ["tml-key-y"]
 
 
 def test_nested_port_variables_build_the_ports_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,12 +47,21 @@ def test_empty_secret_is_not_listed_as_a_value() -> None:
     assert Settings(tinker_api_key="").secret_values() == []
 
 
+def test_a_value_shorter_than_a_real_key_is_no_secret_to_scrub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scrubbing a placeholder such as ``tml-x`` would mangle every word holding it; its field still
+    redacts it."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    settings = Settings(tinker_api_key="tml-x")
+    assert settings.secret_values() == [] and settings.scrub("tml-x test") == "tml-x test"
+    assert settings.redacted()["tinker_api_key"] == "**********"
+
+
 def test_redacted_view_is_json_and_hides_every_secret() -> None:
-    settings = Settings(tinker_api_key="tml-m1", hf_token="hf-m2", llm_api_key="sk-m3", serve_api_key="tml-m4")
+    settings = Settings(tinker_api_key="tml-marker-1", hf_token="hf-marker-2", llm_api_key="sk-marker-3", serve_api_key="tml-marker-4")
     text = json.dumps(settings.redacted())
-    assert "-m1" not in text and "-m2" not in text and "-m3" not in text and "-m4" not in text
+    assert "-marker-" not in text
     assert all(settings.redacted()[name] == "**********" for name in SECRET_FIELDS)
-    assert sorted(settings.secret_values()) == ["hf-m2", "sk-m3", "tml-m1", "tml-m4"]
+    assert sorted(settings.secret_values()) == ["hf-marker-2", "sk-marker-3", "tml-marker-1", "tml-marker-4"]
 
 
 def test_the_serve_key_is_a_secret_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

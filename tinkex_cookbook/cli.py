@@ -10,7 +10,9 @@
 Cookbook errors print as one line on stderr and exit with status 2; they name
 the bad value and the valid choices, so a traceback would only add noise.
 Help text is plain (``rich_markup_mode=None`` on every app): rich markup would
-eat bracketed text such as the extra ``[wandb]``.
+eat bracketed text such as the extra ``[wandb]``. Every invocation passes through
+``cli_secrets.SecretGuardGroup``: an argument holding a secret of the environment
+is refused, and everything printed (errors, tracebacks, log lines) is scrubbed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from tinkex_cookbook.cli_doctor import doctor
 from tinkex_cookbook.cli_eval import eval_command
 from tinkex_cookbook.cli_models import chat, export, sample
 from tinkex_cookbook.cli_runs import runs_app
+from tinkex_cookbook.cli_secrets import SecretGuardGroup, install_scrubbed_output
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None, cls=SecretGuardGroup,
                   help=(__doc__ or "").split("\n\n")[0])  # no docstrings under python -OO
 manifests_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                             help="List and show deployment manifests.")
@@ -340,6 +343,7 @@ def manifests_show(
 
 
 def main() -> None:
+    install_scrubbed_output()
     app()
 
 

@@ -145,12 +145,12 @@ def sample(
     seed: int | None = typer.Option(None, "--seed"),
 ) -> None:
     """Answer every prompt of a JSONL file; one JSON line per prompt with its reply."""
-    from tinkex_cookbook.errors import DatasetError
+    from tinkex_cookbook.errors import CookbookError
     from tinkex_cookbook.train.replies import replies
 
     try:
         items = _read_prompts(prompts)
-    except DatasetError as exc:
+    except CookbookError as exc:
         _fail(exc)
     opened = _sampling(target, checkpoint, model, renderer, manifest, max_tokens, temperature, seed)
     with opened as (_, sampler, sample_renderer, params):
@@ -168,8 +168,10 @@ def sample(
 
 def _read_prompts(path: Path) -> list[Any]:
     from tinkex_cookbook.errors import DatasetError
+    from tinkex_cookbook.secrets import environment_secrets, refuse_secrets
     from tinkex_cookbook.train.replies import prompt_from_line
 
+    named = environment_secrets()
     items = []
     for number, line in enumerate(path.read_text().splitlines()):
         if not line.strip():
@@ -178,6 +180,7 @@ def _read_prompts(path: Path) -> list[Any]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}, line {number + 1}: not JSON ({exc.msg})") from None
+        refuse_secrets(data, named, f"line {number + 1} of {path}")  # it would go to the backend and the replies file
         items.append(prompt_from_line(data, number))
     if not items:
         raise DatasetError(f"{path} holds no prompts")

@@ -24,6 +24,7 @@ from tinkex_cookbook.recipes.common import check_log_path
 from tinkex_cookbook.run_folder import folder_key
 from tinkex_cookbook.runtime.options import RunOptions
 from tinkex_cookbook.runtime.targets import Target, open_deployment, resolve_target, target_sampler
+from tinkex_cookbook.secrets import refuse_secrets
 
 
 def eval_targets(model: str | None, run: str | None, checkpoints: Sequence[str] = (), base: bool = True,
@@ -57,6 +58,9 @@ def evaluate(
     on_outcome: Callable[[TaskOutcome], None] | None = None,
 ) -> EvalReport:
     options = options or RunOptions()
+    given = {"tasks": tasks, "model": model, "run": run, "checkpoints": list(checkpoints), "renderer": renderer,
+             "eval_dir": eval_dir}
+    refuse_secrets(given, options.settings.named_secrets(), "the evaluation's arguments")  # each names a file or folder
     chosen = resolve_tasks(list(tasks) if not isinstance(tasks, str) else tasks)
     targets = eval_targets(model, run, checkpoints, base, renderer)
     first = targets[0][1]

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack, overload
 
 from pydantic import BaseModel
 
@@ -66,6 +66,7 @@ from tinkex_cookbook.runtime.registry import AdapterRegistry
 from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.runtime.signals import stop_on_signals
 from tinkex_cookbook.runtime.sinks import config_sinks, sink_artifacts
+from tinkex_cookbook.secrets import environment_secrets, refuse_secrets, scrub
 from tinkex_cookbook.spec import Experiment, LoopSpec, Node
 from tinkex_cookbook.train.checkpoints import load_checkpoints
 
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from tinkex_cookbook.eval.suite import EvalReport
     from tinkex_cookbook.eval.tasks import TaskInput
 
+T = TypeVar("T")
 ConfigInput = BaseModel | Mapping[str, Any] | Sequence[str] | os.PathLike[str] | None
 """A config model, a mapping (dotted keys set one key inside a mapping field), ``key=value`` strings, or the
 path of a YAML or JSON config file."""
@@ -140,13 +142,40 @@ def _check_instances(instances: Mapping[str, Any]) -> None:
             raise TypeError(f"ports={{{port!r}: ...}} got {type(adapter).__name__}, not a {protocol.__name__}")
 
 
-def _scrub(exc: BaseException, scrub: Callable[[str], str]) -> BaseException | None:
+def _scrub(exc: BaseException, secrets: Sequence[str]) -> BaseException | None:
     """A copy of a cookbook error with secret values replaced, or None if it held none."""
     text = str(exc)
-    clean = scrub(text)
+    clean = scrub(text, secrets)
     if clean == text or not isinstance(exc, CookbookError):
         return None
-    return type(exc)(clean)
+    try:
+        return type(exc)(clean)
+    except TypeError:  # an error type that takes more than its message
+        return CookbookError(clean)
+
+
+def _without_secrets(call: Callable[[], T], secrets: Sequence[str]) -> T:
+    """``call()``; a cookbook error it raises that quotes a secret is raised as a scrubbed copy of its type."""
+    try:
+        return call()
+    except CookbookError as exc:
+        scrubbed = _scrub(exc, secrets)
+        if scrubbed is None:
+            raise
+        traceback = exc.__traceback__
+    # raised outside the handler: the original error (secret and all) is not kept as its __context__
+    raise scrubbed.with_traceback(traceback) from None
+
+
+def refuse_config_secrets(cfg: BaseModel | Mapping[str, Any] | Sequence[str] | None, named: Mapping[str, str]) -> None:
+    """A ``ConfigError`` naming the key (and the variable, never the value) if a config input holds a secret:
+    it would reach the spec, the run folder's name and every file the run writes."""
+    if cfg is None or isinstance(cfg, BaseModel | Mapping):
+        refuse_secrets(cfg, named, "the config")
+        return
+    for pair in cfg:
+        key, sep, value = str(pair).partition("=")
+        refuse_secrets({key.strip(): value} if sep else pair, named, "the config" if sep else "a config override")
 
 
 def describe_plan(spec: Experiment, manifest: Manifest, warnings: Sequence[str] = ()) -> str:
@@ -182,9 +211,19 @@ class Runtime:
     registry: AdapterRegistry = ADAPTERS
 
     @classmethod
-    def build_spec(cls, recipe: str | type[Recipe], cfg: ConfigInput = None) -> Experiment:
-        recipe_cls = get_recipe(recipe)
-        return recipe_cls.build_spec(parse_config(recipe_cls.Config, _config_input(cfg)))
+    def build_spec(cls, recipe: str | type[Recipe], cfg: ConfigInput = None, *,
+                   settings: Settings | None = None) -> Experiment:
+        """``recipe``'s spec for ``cfg``; a config that holds a secret (of ``settings``, else of the
+        environment) is a ``ConfigError`` naming its key."""
+        named = settings.named_secrets() if settings is not None else environment_secrets()
+
+        def build() -> Experiment:
+            recipe_cls = get_recipe(recipe)
+            config = _config_input(cfg)
+            refuse_config_secrets(config, named)
+            return recipe_cls.build_spec(parse_config(recipe_cls.Config, config))
+
+        return _without_secrets(build, list(named))
 
     @classmethod
     def resolve_manifest(
@@ -208,12 +247,17 @@ class Runtime:
     def _resolve(
         cls, manifest: str | None, ports: PortsInput, settings: Settings
     ) -> tuple[Manifest, dict[str, Any]]:
-        """The merged manifest (names and options checked, its models registered) and the ready-made adapters."""
+        """The merged manifest (names and options checked, its models registered) and the ready-made adapters;
+        an error that quotes a secret is scrubbed of it, and an option holding one (but in a URL's
+        credentials) is refused."""
         layer, instances = _split_overrides(ports)
         _check_instances(instances)
-        resolved = ManifestLoader(cls.registry).resolve(
+        resolved = _without_secrets(lambda: ManifestLoader(cls.registry).resolve(
             manifest or settings.manifest or "default", settings.ports, layer
-        )
+        ), settings.secret_values())
+        data = resolved.to_dict()  # an option naming a folder (a root, a cache) would name it with the secret
+        refuse_secrets({"ports": data["ports"], "models": data.get("models", {})}, settings.named_secrets(),
+                       "the manifest", url_credentials=True)
         register_manifest_models(resolved)
         return resolved, instances
 
@@ -282,7 +326,7 @@ class Runtime:
         """Build ``recipe``'s spec from ``cfg`` and run it; keywords are ``RunOptions``' fields."""
         chosen = RunOptions.of(options, **fields)
         _preload_models(chosen.manifest or chosen.settings.manifest or "default")
-        return cls.run_spec(cls.build_spec(recipe, cfg), options=chosen)
+        return cls.run_spec(cls.build_spec(recipe, cfg, settings=chosen.settings), options=chosen)
 
     train = run
 
@@ -330,10 +374,17 @@ class Runtime:
         if recipe is None:
             raise ConfigError("Runtime.eval needs tasks= (e.g. tasks=['chitchat_nll'], model=NAME) or a recipe")
         _preload_models(chosen.manifest or chosen.settings.manifest or "default")
-        recipe_cls = get_recipe(recipe)
-        given = _given_keys(cfg)
-        config = parse_config(recipe_cls.Config, {**cls._saved_config(given.get("log_path"), chosen), **given})
-        return cls.run_spec(recipe_cls.build_eval_spec(config), options=chosen)
+        named = chosen.settings.named_secrets()
+
+        def eval_spec() -> Experiment:
+            recipe_cls = get_recipe(recipe)
+            config_input = _config_input(cfg)
+            refuse_config_secrets(config_input, named)
+            given = _given_keys(config_input)
+            config = parse_config(recipe_cls.Config, {**cls._saved_config(given.get("log_path"), chosen), **given})
+            return recipe_cls.build_eval_spec(config)
+
+        return cls.run_spec(_without_secrets(eval_spec, list(named)), options=chosen)
 
     @classmethod
     def _saved_config(cls, log_path: object, options: RunOptions) -> dict[str, Any]:
@@ -348,15 +399,13 @@ class Runtime:
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:
         """Run a built (or saved, ``Experiment.from_json``) spec; keywords are ``RunOptions``' fields."""
         chosen = RunOptions.of(options, **fields)
-        try:
+        named = chosen.settings.named_secrets()
+
+        def run() -> RunResult:
+            refuse_secrets(spec.model_dump(mode="json"), named, "the spec")  # its config names files and folders
             return cls._run_spec(spec, chosen)
-        except CookbookError as exc:
-            scrubbed = _scrub(exc, chosen.settings.scrub)
-            if scrubbed is None:
-                raise
-            traceback = exc.__traceback__
-        # raised outside the handler: the original error (secret and all) is not kept as its __context__
-        raise scrubbed.with_traceback(traceback) from None
+
+        return _without_secrets(run, list(named))
 
     @classmethod
     def _run_spec(cls, spec: Experiment, options: RunOptions) -> RunResult:

@@ -10,6 +10,11 @@ field keeps: the losing alias of a pair (``HUGGING_FACE_HUB_TOKEN`` when
 credentials for boto3, ``WANDB_API_KEY``). Anything that
 scrubs its output with them hides those too. A bad value is a ``ConfigError``
 naming the variable, and never quotes what a secret variable was given.
+
+A value shorter than ``secrets.MIN_SCRUBBED`` characters is no secret (``tml-x``, moto's
+``test``): hiding it would mangle every word that holds it. ``secrets.py`` reads the
+environment's secrets without building ``Settings``, so a command whose settings are
+broken still hides them.
 """
 
 from __future__ import annotations
@@ -23,18 +28,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from tinkex_cookbook import jsonio
 from tinkex_cookbook.errors import ConfigError, shown
 from tinkex_cookbook.runtime.user_files import MAX_DEPTH, nesting_depth
+from tinkex_cookbook.secrets import (
+    REDACTED,
+    SECRET_VARIABLES,
+    environment_secrets,
+    is_secret,
+    longest_first,
+    scrub,
+)
 
 DEFAULT_TINKER_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
 SECRET_FIELDS = ("tinker_api_key", "serve_api_key", "hf_token", "llm_api_key")
-SECRET_VARIABLES = (
-    "TINKER_API_KEY", "TINKEX_SERVE_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "TINKEX_LLM_API_KEY",
-    "OPENAI_API_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "WANDB_API_KEY",
-)
-"""Environment variables whose values are secrets, whether or not a field of ``Settings`` keeps them."""
-MIN_SCRUBBED = 8
-"""Shorter values of ``SECRET_VARIABLES`` no field keeps are placeholders (moto's ``test`` credentials),
-not secrets: scrubbing them would mangle ordinary words in every message."""
-_REDACTED = "**********"
 PORTS_FIX = ('TINKEX_PORTS must be a JSON object such as \'{"blob_store": {"adapter": "local", "root": "runs"}}\', '
              "or set one port with TINKEX_PORTS__<PORT>=<adapter> / TINKEX_PORTS__<PORT>__<OPTION>=<value>")
 
@@ -45,7 +49,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_nested_delimiter="__", extra="ignore", case_sensitive=False, hide_input_in_errors=True)
 
-    _environment_secrets: tuple[str, ...] = PrivateAttr(default=())
+    _environment_secrets: dict[str, str] = PrivateAttr(default_factory=dict)
 
     def __init__(self, **values: Any) -> None:
         problem = _ports_variable_problem()
@@ -59,9 +63,7 @@ class Settings(BaseSettings):
             problem = f"{exc}: {PORTS_FIX}"
         if problem is not None:  # raised here, not in the handler, so no error holding an input is chained
             raise ConfigError(problem)
-        environment = {name.upper(): value for name, value in os.environ.items()}
-        self._environment_secrets = tuple(
-            value for name in SECRET_VARIABLES if len((value := environment.get(name, "")).strip()) >= MIN_SCRUBBED)
+        self._environment_secrets = environment_secrets()
 
     @model_validator(mode="before")
     @classmethod
@@ -127,26 +129,31 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("TINKEX_LLM_API_KEY", "OPENAI_API_KEY")
     )
 
+    def named_secrets(self) -> dict[str, str]:
+        """Every secret that is set (in a field, or in the environment when these settings were read) and
+        the variable it came from, longest first: an error can name the variable, never the value."""
+        named = {}
+        for name in SECRET_FIELDS:
+            secret = getattr(self, name)
+            if secret is not None and is_secret(value := secret.get_secret_value()):
+                named[value.strip()] = _variable(name)
+        return longest_first({**self._environment_secrets, **named})
+
     def secret_values(self) -> list[str]:
-        """Every secret that is set (in a field, or in the environment when these settings were read),
-        longest first, so output can be scrubbed of them (a secret inside another is hidden whole)."""
-        fields = (getattr(self, name) for name in SECRET_FIELDS)
-        values = [s.get_secret_value() for s in fields if s is not None]
-        found = dict.fromkeys(v for v in (*values, *self._environment_secrets) if v.strip())
-        return sorted(found, key=len, reverse=True)
+        """Every secret that is set, longest first, so output can be scrubbed of them (a secret inside
+        another is hidden whole)."""
+        return list(self.named_secrets())
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret value replaced: for anything a user may have pasted a key into
         (a manifest option, a config value) on its way to a file or the terminal."""
-        for secret in self.secret_values():
-            text = text.replace(secret, _REDACTED)
-        return text
+        return scrub(text, self.secret_values())
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-safe view for `manifests show` and saved runs: secrets only say whether set."""
         data = self.model_dump(mode="json")
         for name in SECRET_FIELDS:
-            data[name] = _REDACTED if getattr(self, name) is not None else None
+            data[name] = REDACTED if getattr(self, name) is not None else None
         return data
 
 
@@ -166,6 +173,11 @@ def _ports_depth_problem(ports: Any) -> str | None:
     if nesting_depth(ports) <= MAX_DEPTH:
         return None
     return f"TINKEX_PORTS nests mappings and lists deeper than {MAX_DEPTH} levels: {PORTS_FIX}"
+
+
+def _variable(field_name: str) -> str:
+    alias = Settings.model_fields[field_name].validation_alias
+    return str(alias.choices[0] if isinstance(alias, AliasChoices) else alias)
 
 
 def _secret_aliases() -> set[str]:
