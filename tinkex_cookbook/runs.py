@@ -103,21 +103,25 @@ class Run:
     """``summary.json``: held-out NLL and replies of the base and the final model (SL runs)."""
     log: list[str] = field(default_factory=list)
     lock: bytes | None = None
+    unreadable: list[str] = field(default_factory=list)
+    """What is wrong with each of its JSON files that cannot be read (it is then read as empty)."""
 
     @classmethod
     def load(cls, where: RunFolder | Path) -> Run:
         """The run in ``where``: a ``RunFolder``, or a local directory."""
         folder = where if isinstance(where, RunFolder) else RunFolder(local_store(where.parent), where.name)
+        files = {name: folder.json_object(name) for name in (SPEC, CONFIG, MANIFEST, SUMMARY)}
         return cls(
             folder=folder,
-            spec=folder.read_json(SPEC),
-            config=folder.read_json(CONFIG),
-            manifest=folder.read_json(MANIFEST),
+            spec=files[SPEC][0],
+            config=files[CONFIG][0],
+            manifest=files[MANIFEST][0],
             rows=folder.read_rows(METRICS),
             checkpoints=folder.read_rows(CHECKPOINTS),
-            summary=folder.read_json(SUMMARY),
+            summary=files[SUMMARY][0],
             log=folder.read_lines(LOG),
             lock=folder.read(LOCK),
+            unreadable=[wrong for _, wrong in files.values() if wrong is not None],
         )
 
     @property
