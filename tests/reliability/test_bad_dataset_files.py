@@ -50,10 +50,10 @@ JSONL_CASES = {
 }
 
 JSON_CASES = {
-    "not UTF-8": (b'[{"text": "caf\xe9"}]', ["not UTF-8", "byte"]),
+    "not UTF-8": (b'[\n{"text": "ok"},\n{"text": "caf\xe9"}]', ["line 3, byte 14", "not UTF-8"]),
     "empty": (b"  \n", ["is empty"]),
     "empty list": (b"[]", ["no rows"]),
-    "deep nesting": (b'[{"a": ' + DEEP + b"}]", ["too deeply"]),
+    "deep nesting": (b'[\n{"a": "[[[["},\n{"a": ' + DEEP + b"}\n]", ["too deeply", "deepest at line 3"]),
     "5000-digit integer": (b'[{"a": ' + HUGE + b"}]", ["cannot be read"]),
     "lone surrogate": (b"[" + GOOD.strip() + b", " + SURROGATE_ROW + b"]", ["row 1", "messages[0].content",
                                                                           "lone surrogate"]),

@@ -26,7 +26,7 @@ from tinkex_cookbook.adapters.datasets.lazy import LazyDataset
 from tinkex_cookbook.adapters.datasets.memory import ListDataset, parse_limit
 from tinkex_cookbook.errors import DatasetError, DatasetNotFoundError, choices
 from tinkex_cookbook.json_values import unusable
-from tinkex_cookbook.jsonio import parse, problem
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports.datasets import Row
 
 SUFFIXES = (".jsonl", ".json")
@@ -174,10 +174,41 @@ def _check_values(path: Path, value: object, where: str) -> None:
 
 
 def _document(path: Path, data: bytes) -> object:
-    """The JSON document ``data`` (a file's bytes, BOM removed)."""
+    """The JSON document ``data`` (a file's bytes, BOM removed); an error names the line where it can."""
     if not data.strip():
         raise DatasetError(f"{path} is empty. Fix: write a JSON list of objects (one per row) into it")
-    return parse(data, str(path), DatasetError)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DatasetError(f"{path}, line {line}, byte {column}: not UTF-8 text. Fix: save the file as UTF-8") from None
+    value, wrong = problem(text)
+    if wrong is not None:
+        deepest = _deepest_line(text) if "too deeply" in wrong else None
+        raise DatasetError(f"{path} {wrong}" + (f" (deepest at line {deepest})" if deepest else ""))
+    return value
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}\n]')
+"""Strings (skipped whole, brackets in them are text), brackets, and newlines."""
+
+
+def _deepest_line(text: str) -> int:
+    """The line where ``text`` first reaches its deepest nesting: where a reader gave up on it."""
+    depth = deepest = 0
+    line = found = 1
+    for token in _JSON_TOKENS.finditer(text):
+        mark = token.group()
+        if mark == "\n":
+            line += 1
+        elif mark in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, found = depth, line
+        elif mark in "]}":
+            depth -= 1
+    return found
 
 
 def _read_json(path: Path, split: str) -> list[Row]:
