@@ -24,7 +24,7 @@ from tinkex_cookbook.adapters.datasets.local import LocalDatasetStore
 from tinkex_cookbook.adapters.datasets.memory import MemoryDatasetStore
 from tinkex_cookbook.errors import DatasetError
 from tinkex_cookbook.train.formats import RowFormat, resolve_format, rows_to_datums
-from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer
+from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer, renderer_names
 from tinkex_cookbook.train.tokenizers import ByteTokenizer
 
 GOOD_ROW = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
@@ -228,3 +228,41 @@ def test_memory_rows_are_checked_where_they_are_rendered() -> None:
     with pytest.raises(DatasetError, match=r"row 1, message 0, field 'content'"):
         rows_to_datums(loaded, resolve_format(loaded, RowFormat()), renderer, 64,
                        TrainOnWhat.ALL_ASSISTANT_MESSAGES, "mean")
+
+
+# --- tool call arguments: JSON inside a row's (or a reply's) text -------------------------------------
+
+ARGUMENTS = {"deep nesting": "[" * 5000 + "]" * 5000, "5000-digit integer": "9" * 5000}
+
+
+@pytest.mark.parametrize("arguments", ARGUMENTS.values(), ids=list(ARGUMENTS))
+@pytest.mark.parametrize("renderer_name", renderer_names())
+def test_tool_call_arguments_that_cannot_be_read_name_the_row(renderer_name: str, arguments: str) -> None:
+    """A renderer that re-reads a row's tool call arguments (qwen3 writes them as an object) raised a
+    ``RecursionError`` on deep ones; any renderer now renders them or names the row."""
+    renderer = get_renderer(renderer_name, ByteTokenizer())
+    call = {"type": "function", "function": {"name": "f", "arguments": arguments}}
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [call]}]}
+    try:
+        rows_to_datums([row], resolve_format([row], RowFormat()), renderer, None,
+                       TrainOnWhat.ALL_ASSISTANT_MESSAGES, "mean")
+    except DatasetError as exc:
+        assert str(exc).startswith("row 0")
+
+
+@pytest.mark.parametrize("arguments", ARGUMENTS.values(), ids=list(ARGUMENTS))
+def test_a_reply_whose_tool_call_cannot_be_read_is_an_unparsed_call(arguments: str) -> None:
+    """Parsing a model's reply: a tool call too deep or too large to read is kept as unparsed, as one that is
+    not JSON is, instead of raising out of the sampling loop."""
+    from tinkex_cookbook.train.renderers import ToolCall, base, deepseek_v3, gpt_oss, kimi_k2
+
+    call = ToolCall(function=ToolCall.FunctionBody(name="f", arguments=arguments))
+    results = [
+        base._parse_tool_call_json(f'{{"name": "f", "arguments": {arguments}}}', "raw"),
+        gpt_oss._parse_tool_message("functions.f", arguments, "raw"),
+        *kimi_k2._parse_tool_calls_section(kimi_k2._render_tool_calls([call]))[1],
+        *deepseek_v3._parse_tool_calls(deepseek_v3._tool_calls_text([call]))[1],
+    ]
+    assert len(results) == 4
+    for result in results:
+        assert not isinstance(result, ToolCall) and "Invalid JSON" in result.error
