@@ -17,6 +17,21 @@ from typing import Any
 FLOAT_BITS = 1024
 """An integer of more bits than this is past the largest float (about 1.8e308): no weight or metric."""
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NUMBER_SHAPES = bytes(48 if 48 <= b <= 57 else b if b in b"eE+" else 32 for b in range(256)).replace(b"E", b"e")
+"""Digits to ``0``, exponent marks kept, everything else a space: a number's shape, found by substring."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def may_hold_unusable(text: str | bytes) -> bool:
+    """False when the JSON ``text`` surely parses to no unusable value, so ``unusable`` need not walk it: a
+    few scans of the text, much cheaper than walking every row of a large file. An unusable value needs a
+    surrogate escape, a ``NaN`` or ``Infinity`` literal, a run of 300 digits, or a three-digit exponent
+    (``1e400`` parses to infinity); text decoded from UTF-8 holds no surrogate of its own."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if b"NaN" in data or b"Infinity" in data or (b"\\u" in data and _SURROGATE_ESCAPE.search(data)):
+        return True
+    shapes = data.translate(_NUMBER_SHAPES)
+    return b"0" * 300 in shapes or b"e000" in shapes or b"e+000" in shapes
 
 
 def unusable(value: Any) -> tuple[str, str] | None:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from tinkex_cookbook.adapters.datasets.local import LocalDatasetStore
 from tinkex_cookbook.adapters.datasets.memory import MemoryDatasetStore
 from tinkex_cookbook.errors import DatasetError
+from tinkex_cookbook.json_values import may_hold_unusable, unusable
 from tinkex_cookbook.train.formats import RowFormat, resolve_format, rows_to_datums
 from tinkex_cookbook.train.renderers import TrainOnWhat, get_renderer, renderer_names
 from tinkex_cookbook.train.tokenizers import ByteTokenizer
@@ -266,3 +267,29 @@ def test_a_reply_whose_tool_call_cannot_be_read_is_an_unparsed_call(arguments: s
     assert len(results) == 4
     for result in results:
         assert not isinstance(result, ToolCall) and "Invalid JSON" in result.error
+
+
+# --- the fast path: rows are walked only when their text may hold an unusable value --------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.integers(min_value=10**300, max_value=10**320)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=JSON_VALUES)
+def test_text_that_skips_the_walk_holds_no_unusable_value(value: Any) -> None:
+    """``may_hold_unusable`` is only a shortcut: whatever it lets skip, ``unusable`` would have passed."""
+    text = json.dumps(value)  # ensure_ascii: surrogates as \\u escapes, as in a file read as UTF-8
+    assert unusable(json.loads(text)) is None or may_hold_unusable(text)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-2E+309", "1e0400", "1" + "0" * 309, "-" + "9" * 400 + ".5"])
+def test_numbers_that_parse_to_infinity_are_caught(number: str, tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text(f'{{"x": {number}}}\n')
+    with pytest.raises(DatasetError, match=r"line 1 \(row 0\), field 'x'"):
+        local_rows(path)

@@ -25,13 +25,11 @@ from typing import Any
 from tinkex_cookbook.adapters.datasets.lazy import LazyDataset
 from tinkex_cookbook.adapters.datasets.memory import ListDataset, parse_limit
 from tinkex_cookbook.errors import DatasetError, DatasetNotFoundError, choices
-from tinkex_cookbook.json_values import unusable
+from tinkex_cookbook.json_values import may_hold_unusable, unusable
 from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports.datasets import Row
 
 SUFFIXES = (".jsonl", ".json")
-NOT_UTF8 = re.compile("[\udc80-\udcff]")
-"""What ``errors="surrogateescape"`` turns undecodable bytes into."""
 BOM = b"\xef\xbb\xbf"
 SHIPPED = Path(__file__).resolve().parents[2] / "data"
 
@@ -116,12 +114,10 @@ def check_file(path: Path) -> None:
             data = path.read_bytes().removeprefix(BOM)
             wrong = problem(data)[1]
             if wrong is None or "Extra data" not in wrong:
-                document = _document(path, data)
-                if not isinstance(document, list):
-                    _check_values(path, document, "")
-                elif not document or all(isinstance(row, dict) for row in document):
-                    _check_rows(path, document)
-                else:  # not rows, but what ``datasets`` makes of it is its own affair
+                document, suspect = _document(path, data), may_hold_unusable(data)
+                if isinstance(document, list) and all(isinstance(row, dict) for row in document):
+                    _check_rows(path, document, suspect=suspect)
+                elif suspect:  # not rows, but what ``datasets`` makes of it is its own affair
                     _check_values(path, document, "")
                 return
         with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
@@ -147,10 +143,11 @@ def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[Row]:
 
 
 def _check_utf8(path: Path, lineno: int, line: str) -> None:
-    bad = NOT_UTF8.search(line)
-    if bad is not None:
+    try:  # fails exactly on the escapes ``surrogateescape`` made of bytes that are not UTF-8
+        line.encode("utf-8")
+    except UnicodeEncodeError as exc:
         raise DatasetError(
-            f"{path}, line {lineno}, column {bad.start() + 1}: not UTF-8 text. Fix: save the file as UTF-8")
+            f"{path}, line {lineno}, column {exc.start + 1}: not UTF-8 text. Fix: save the file as UTF-8") from None
 
 
 def _parse_line(path: Path, lineno: int, line: str, index: int) -> Row:
@@ -160,7 +157,8 @@ def _parse_line(path: Path, lineno: int, line: str, index: int) -> Row:
         raise DatasetError(f"{path}, line {lineno}: the line {wrong.replace(' at line 1 column ', ' at column ')}")
     if not isinstance(row, dict):
         raise DatasetError(f"{path}, line {lineno}: expected a JSON object, got {type(row).__name__}")
-    _check_values(path, row, f"line {lineno} (row {index})")
+    if may_hold_unusable(line):
+        _check_values(path, row, f"line {lineno} (row {index})")
     return row
 
 
@@ -213,16 +211,18 @@ def _deepest_line(text: str) -> int:
 
 def _read_json(path: Path, split: str) -> list[Row]:
     """A list of objects, or an object whose ``split`` key holds that list."""
-    data = _document(path, path.read_bytes().removeprefix(BOM))
+    text = path.read_bytes().removeprefix(BOM)
+    data = _document(path, text)
     where = ""
     if isinstance(data, dict):
         if split not in data:
             raise DatasetError(f"{path}: no split {split!r}; the file's top-level keys are {choices(data)}")
         data, where = data[split], f"split {split!r}, "
-    return _check_rows(path, data, where)
+    return _check_rows(path, data, where, suspect=may_hold_unusable(text))
 
 
-def _check_rows(path: Path, data: object, where: str = "") -> list[Row]:
+def _check_rows(path: Path, data: object, where: str = "", suspect: bool = True) -> list[Row]:
+    """A non-empty list of objects; each walked for unusable values when the text may hold one."""
     if not isinstance(data, list):
         raise DatasetError(f"{path}: {where}expected a list of JSON objects, got {type(data).__name__}")
     if not data:
@@ -230,5 +230,6 @@ def _check_rows(path: Path, data: object, where: str = "") -> list[Row]:
     for index, row in enumerate(data):
         if not isinstance(row, dict):
             raise DatasetError(f"{path}: {where}row {index} is a {type(row).__name__}, expected a JSON object")
-        _check_values(path, row, f"{where}row {index}")
+        if suspect:
+            _check_values(path, row, f"{where}row {index}")
     return data
