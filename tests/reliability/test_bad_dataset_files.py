@@ -293,3 +293,26 @@ def test_numbers_that_parse_to_infinity_are_caught(number: str, tmp_path: Path) 
     path.write_text(f'{{"x": {number}}}\n')
     with pytest.raises(DatasetError, match=r"line 1 \(row 0\), field 'x'"):
         local_rows(path)
+
+
+def test_a_broken_parquet_file_names_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    path = tmp_path / "rows.parquet"
+    path.write_bytes(b"PAR1 cut short")
+    for reader in (hf_rows, hf_streamed):
+        with pytest.raises(DatasetError, match=r"rows\.parquet.*Parquet"):
+            reader(path)
+
+
+def test_the_command_line_prints_a_broken_dataset_as_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tinkex_cookbook.cli import app
+
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(GOOD * 40 + b'{"messages": ' + DEEP + b"}\n")
+    args = ["run", "sl_basic", "--manifest", "test", f"dataset={path}", "renderer_name=role_colon", "--quiet"]
+    result = CliRunner().invoke(app, args, env={"TINKEX_PORTS__DATASET_STORE__ADAPTER": "local"})
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    check(result.stderr, [str(path), "line 41", "too deeply"])
