@@ -152,12 +152,12 @@ def test_runs_list_skips_a_damaged_folder_and_says_which_and_why(browsed: Path) 
     assert "Traceback" not in result.output
 
 
-def test_runs_list_survives_a_folder_it_cannot_read_at_all(browsed: Path) -> None:
+def test_runs_list_survives_a_lock_it_cannot_read(browsed: Path) -> None:
     (browsed / "good" / "run.lock").write_text('{"owner": "x", "host": "h", "pid": 1, "started": 0, '
                                                 '"heartbeat": 1e999}')  # an infinite heartbeat: no date
     result = runner.invoke(runs_app, ["list", "--root", str(browsed)])
-    assert result.exit_code == 0 and "skipped good: cannot be read: " in result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()[1:]] == ["tail"]
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert sorted(line.split()[0] for line in result.stdout.splitlines()[1:]) == ["good", "tail"]
 
 
 @pytest.mark.parametrize("command", [["show"], ["plot"], ["compare", "good"]])
@@ -196,8 +196,8 @@ def test_damage_is_a_tail_when_no_whole_row_follows_it_else_a_middle(
     assert cut.items == found.items and cut.middle == found.middle and not cut.tail
 
 
-def test_show_of_a_folder_whose_files_cannot_be_read_at_all_is_a_one_line_error(browsed: Path) -> None:
+def test_show_of_a_folder_whose_spec_cannot_be_read_names_it(browsed: Path) -> None:
     (browsed / "good" / "spec.json").write_bytes(DAMAGED_LINES["deep nesting"])
     result = runner.invoke(runs_app, ["show", "good", "--root", str(browsed)])
-    assert result.exit_code == 2 and result.stderr.startswith("error: good: its files cannot be read: ")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "unreadable: spec.json nests arrays or objects too deeply to read" in result.stdout

@@ -118,7 +118,7 @@ def test_a_broken_export_is_reported_not_skipped(tmp_path: Path) -> None:
     (tmp_path / "gsm8k").mkdir()
     (tmp_path / "gsm8k" / "train.jsonl").write_text("{not json\n")
     write_jsonl(tmp_path / "openai" / "gsm8k" / "main" / "train.jsonl", gsm8k_rows(3))
-    with pytest.raises(DatasetError, match="line 1: invalid JSON") as info:
+    with pytest.raises(DatasetError, match="line 1: the line is not JSON") as info:
         open_source(LocalDatasetStore(tmp_path), "gsm8k", "train")
     assert not isinstance(info.value, DatasetNotFoundError)
 

@@ -185,7 +185,7 @@ def run_spec(
         manifest_args,
         recorded_manifest,
     )
-    from tinkex_cookbook.errors import RunStoppedError
+    from tinkex_cookbook.errors import RunStoppedError, SpecError
 
     try:
         if manifest is None:
@@ -193,7 +193,11 @@ def run_spec(
             if manifest is not None:
                 typer.echo(f"manifest: {manifest} (recorded beside {spec_file}; --manifest overrides)", err=True)
         manifest = manifest or Settings().manifest or "default"  # named in the resume command printed on a stop
-        spec = Experiment.from_json(spec_file.read_bytes())
+        try:
+            spec_text = spec_file.read_bytes()
+        except OSError as exc:
+            raise SpecError(f"cannot read {spec_file}: {exc.strerror or exc}") from None
+        spec = Experiment.read(spec_text, str(spec_file))
         if log_path is not None:
             spec = spec.with_config(log_path=log_path)
         result = Runtime.run_spec(spec, manifest=manifest, dry_run=dry_run, verbose=verbose)

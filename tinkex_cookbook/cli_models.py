@@ -168,18 +168,26 @@ def sample(
 
 def _read_prompts(path: Path) -> list[Any]:
     from tinkex_cookbook.errors import DatasetError
+    from tinkex_cookbook.json_values import unusable
+    from tinkex_cookbook.jsonio import problem
     from tinkex_cookbook.secrets import environment_secrets, refuse_secrets
     from tinkex_cookbook.train.replies import prompt_from_line
 
     named = environment_secrets()
     items = []
-    for number, line in enumerate(path.read_text().splitlines()):
+    try:
+        lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines()
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
+    for number, line in enumerate(lines):
         if not line.strip():
             continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}, line {number + 1}: not JSON ({exc.msg})") from None
+        data, wrong = problem(line)
+        if wrong is not None:
+            raise DatasetError(f"{path}, line {number + 1}: the line {wrong.replace(' at line 1 column ', ' at column ')}")
+        found = unusable(data)
+        if found is not None:
+            raise DatasetError(f"{path}, line {number + 1}, field {found[0]!r}: the value {found[1]}")
         refuse_secrets(data, named, f"line {number + 1} of {path}")  # it would go to the backend and the replies file
         items.append(prompt_from_line(data, number))
     if not items:

@@ -50,15 +50,16 @@ def manifest_ref(recorded: Mapping[str, Any]) -> str | None:
 
 
 def recorded_manifest(spec_file: Path) -> str | None:
-    """The manifest the run beside ``spec_file`` ran on, from the folder's ``manifest.json`` (read as
-    ``runs show`` reads it); None if there is none. One that cannot be loaded here any more (a YAML file
-    since moved) is a ``ConfigError``: replaying on another deployment unasked would be a surprise."""
+    """The manifest the run beside ``spec_file`` ran on, from the folder's ``manifest.json``; None if there is
+    none. One that cannot be read, or cannot be loaded here any more (a YAML file since moved), is a
+    ``ConfigError``: replaying on another deployment unasked would be a surprise."""
     from tinkex_cookbook.run_folder import MANIFEST, RunFolder
     from tinkex_cookbook.runs import local_store
     from tinkex_cookbook.runtime.manifest import shipped_manifest_names
 
     folder = spec_file.resolve().parent
-    ref = manifest_ref(RunFolder(local_store(folder.parent), folder.name).read_json(MANIFEST))
+    ref = manifest_ref(RunFolder(local_store(folder.parent), folder.name).load_json(
+        MANIFEST, fix="give the manifest to replay on with --manifest, or restore the file"))
     if ref is None or ref in shipped_manifest_names() or Path(ref).is_file():
         return ref
     raise ConfigError(f"{folder / MANIFEST} records manifest {ref!r}, which is neither a shipped manifest nor a "

@@ -244,6 +244,7 @@ def runs_show(
 def _show(run: Run) -> None:
     from rich.padding import Padding
 
+    from tinkex_cookbook.run_folder import CONFIG
     from tinkex_cookbook.runs import adapter_lines, eval_summary, format_value
 
     terminal = _is_terminal()
@@ -254,9 +255,10 @@ def _show(run: Run) -> None:
         f"status: {run.status} (steps {run.steps}, last {_last_loss(run)})",
         f"manifest: {run.manifest_name}",
         *(f"  {line}" for line in adapter_lines(run.manifest)),
-        "config:" if run.config else "config: none (no config.json)",
+        "config:" if run.config else f"config: none ({'unreadable' if run.folder.exists(CONFIG) else 'no'} {CONFIG})",
         *(f"  {key}: {format_value(value)}" for key, value in sorted(run.config.items())),
         f"checkpoints: {len(run.checkpoints) or 'none'}",
+        *(f"unreadable: {wrong}" for wrong in run.unreadable),
     ]
     scrub = _scrubber()
     _lines([scrub(line) for line in head], terminal)

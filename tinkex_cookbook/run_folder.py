@@ -30,7 +30,8 @@ import json
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from tinkex_cookbook.errors import BlobNotFoundError, ConfigError
+from tinkex_cookbook.errors import BlobNotFoundError, ConfigError, CookbookError
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.line_files import Kind, LinesFile, mend, parse_lines
 from tinkex_cookbook.ports.blobs import BlobStore
 
@@ -146,12 +147,31 @@ class RunFolder:
             return None
 
     def read_json(self, name: str) -> dict[str, Any]:
-        """The file's JSON object, or ``{}`` if missing or unreadable (one bad run must not stop a listing)."""
-        try:
-            data = json.loads(self.read(name) or b"")
-        except ValueError:
-            return {}
-        return data if isinstance(data, dict) else {}
+        """The file's JSON object, or ``{}`` if missing or unreadable (one bad run must not stop a listing;
+        ``json_object`` also says what is wrong with it)."""
+        return self.json_object(name)[0]
+
+    def load_json(self, name: str, error: type[CookbookError] = ConfigError,
+                  fix: str = "restore the file from the run that wrote it, or delete it") -> dict[str, Any]:
+        """The file's JSON object, ``{}`` if missing; ``error`` naming the file's location, what is wrong and
+        ``fix`` if it cannot be read as one (where going on without it would quietly change what runs)."""
+        data, wrong = self.json_object(name)
+        if wrong is not None:
+            raise error(f"{self.uri(name)}: {wrong}. Fix: {fix}")
+        return data
+
+    def json_object(self, name: str) -> tuple[dict[str, Any], str | None]:
+        """``(object, None)``; ``({}, None)`` if the file is missing; ``({}, what is wrong)`` if it cannot be
+        read as a JSON object, e.g. ``config.json nests arrays or objects too deeply to read``."""
+        raw = self.read(name)
+        if raw is None:
+            return {}, None
+        data, wrong = problem(raw)
+        if wrong is not None:
+            return {}, f"{name} {wrong}"
+        if not isinstance(data, dict):
+            return {}, f"{name} holds a JSON {type(data).__name__}, not an object"
+        return data, None
 
     def read_rows(self, name: str) -> list[dict[str, Any]]:
         """The JSON objects of a lines file; a torn last line and damaged lines are skipped (``line_files``)."""
@@ -179,14 +199,11 @@ class RunFolder:
         Keys in ``ignore`` may change (where metrics are sent besides the folder)."""
         if not self.exists(CHECKPOINTS) or not self.exists(CONFIG):
             return
-        try:
-            saved = json.loads(self.read(CONFIG) or b"")
-        except ValueError as exc:
+        saved, wrong = self.json_object(CONFIG)
+        if wrong is not None:
             raise ConfigError(f"log_path {self.prefix!r} holds checkpoints, but its saved config {self.uri(CONFIG)} "
-                              f"is not valid JSON ({exc}); restore it, or pick a new log_path") from None
+                              f"cannot be read ({wrong}); restore it, or pick a new log_path")
         new = {k: v for k, v in json.loads(config_json).items() if k not in ignore}
-        if not isinstance(saved, dict):
-            return
         saved = {k: v for k, v in saved.items() if k not in ignore}
         if saved == new:
             return

@@ -109,24 +109,28 @@ class Run:
     a resume refuses). Browsing skips the run, or stops, saying this."""
     notes: list[str] = field(default_factory=list)
     """Damaged lines at the end of those files: left out of ``rows`` and ``log`` (a resume cuts them off)."""
+    unreadable: list[str] = field(default_factory=list)
+    """What is wrong with each of its JSON files that cannot be read (it is then read as empty)."""
 
     @classmethod
     def load(cls, where: RunFolder | Path) -> Run:
         """The run in ``where``: a ``RunFolder``, or a local directory."""
         folder = where if isinstance(where, RunFolder) else RunFolder(local_store(where.parent), where.name)
         metrics, log = folder.lines_file(METRICS, Kind.ROWS), folder.lines_file(LOG, Kind.TEXT)
+        files = {name: folder.json_object(name) for name in (SPEC, CONFIG, MANIFEST, SUMMARY)}
         return cls(
             folder=folder,
-            spec=folder.read_json(SPEC),
-            config=folder.read_json(CONFIG),
-            manifest=folder.read_json(MANIFEST),
+            spec=files[SPEC][0],
+            config=files[CONFIG][0],
+            manifest=files[MANIFEST][0],
             rows=metrics.items,
             checkpoints=folder.read_rows(CHECKPOINTS),
-            summary=folder.read_json(SUMMARY),
+            summary=files[SUMMARY][0],
             log=log.items,
             lock=folder.read(LOCK),
             damage=[str(error) for error in (metrics.middle_error(), log.middle_error()) if error is not None],
             notes=[note for note in (metrics.tail_note("ignored"), log.tail_note("ignored")) if note is not None],
+            unreadable=[wrong for _, wrong in files.values() if wrong is not None],
         )
 
     def check(self) -> Run:

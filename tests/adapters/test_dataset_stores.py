@@ -195,7 +195,7 @@ def test_local_jsonl_skips_blank_lines_and_limits(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("bad_line", "reason"), [("{not json", "invalid JSON"), ("[1, 2]", "expected a JSON object")]
+    ("bad_line", "reason"), [("{not json", "the line is not JSON"), ("[1, 2]", "expected a JSON object")]
 )
 def test_local_malformed_jsonl_names_file_and_line(tmp_path: Path, bad_line: str, reason: str) -> None:
     (tmp_path / "ds.jsonl").write_text(f'{{"i": 0}}\n\n{bad_line}\n{{"i": 1}}\n', encoding="utf-8")
@@ -205,7 +205,7 @@ def test_local_malformed_jsonl_names_file_and_line(tmp_path: Path, bad_line: str
 
 def test_local_invalid_json_file_names_file(tmp_path: Path) -> None:
     (tmp_path / "ds.json").write_text("[\n{]", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"ds\.json, line 2"):
+    with pytest.raises(DatasetError, match=r"ds\.json is not JSON .*at line 2"):
         LocalDatasetStore(tmp_path).load_dataset("ds")
 
 

@@ -305,9 +305,9 @@ def test_missing_local_file_and_bad_suffix(tmp_path: Path, store: HFDatasetStore
         store.load_dataset(str(tmp_path / "notes.txt"))
 
 
-def test_malformed_file_names_the_dataset(tmp_path: Path, store: HFDatasetStore) -> None:
+def test_malformed_file_names_the_file_and_line(tmp_path: Path, store: HFDatasetStore) -> None:
     (tmp_path / "bad.jsonl").write_text('{"i": 0}\n{not json\n', encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"cannot load dataset '.*bad\.jsonl' \(split 'train'\)"):
+    with pytest.raises(DatasetError, match=r"bad\.jsonl, line 2: the line is not JSON"):
         store.load_dataset(str(tmp_path / "bad.jsonl"))
 
 

@@ -201,7 +201,7 @@ def test_rows_longer_than_max_length_are_truncated_not_rejected(
 
 @pytest.mark.parametrize(
     ("line", "words"),
-    [(b"{not json\n", ["line 4", "invalid JSON"]), (b"[1, 2]\n", ["line 4", "expected a JSON object, got list"]),
+    [(b"{not json\n", ["line 4", "is not JSON"]), (b"[1, 2]\n", ["line 4", "expected a JSON object, got list"]),
      (b'{"messages": "caf\xe9"}\n', ["line 4", "column 18", "not UTF-8", "Fix:"]), (b"3\n", ["line 4"])],
 )
 def test_a_malformed_line_in_the_file_names_the_file_and_line(tmp_path: Path, line: bytes, words: list[str]) -> None:

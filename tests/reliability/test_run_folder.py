@@ -323,5 +323,5 @@ def test_the_changed_config_error_shows_no_secret(tmp_path: Path) -> None:
 def test_an_unreadable_saved_config_is_named(tmp_path: Path) -> None:
     Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path))
     (tmp_path / "run" / "config.json").write_text("{cut sho")
-    with pytest.raises(ConfigError, match=r"saved config .*config\.json is not valid JSON .*restore it, or pick"):
+    with pytest.raises(ConfigError, match=r"saved config .*config\.json cannot be read \(config\.json is not JSON .*restore it, or pick"):
         Runtime.run(SlBasic, CFG, manifest="test", ports=blob(tmp_path))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -27,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Self
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, RunFolderInUseError
+from tinkex_cookbook.json_values import text_problem
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports import BlobStore
 from tinkex_cookbook.processes import current_pid_space, pid_alive
 from tinkex_cookbook.run_folder import LOCK
@@ -39,6 +42,9 @@ STALE_AFTER = 15 * 60.0
 HEARTBEAT_EVERY = 60.0
 """Seconds between heartbeats (a background thread, whatever the run is waiting on); every checkpoint
 also checks and beats before it is recorded."""
+
+MAX_PID = 2**31
+"""Past what a pid can be (a C int): a lock naming one was written by hand, not by a run."""
 
 _HELD: set[str] = set()
 """Owner ids of the leases this process holds: a lock naming this pid but none of these was left by an
@@ -62,14 +68,18 @@ class Holder:
 
     @classmethod
     def parse(cls, data: bytes | None) -> Holder | None:
-        """The holder, or None for no lock or one that is not ours to read (damaged, written by hand)."""
+        """The holder, or None for no lock or one that is not ours to read (damaged, written by hand: deep
+        nesting, a 400-digit or NaN heartbeat, text that is not UTF-8); such a lock is reported as unreadable."""
+        fields, wrong = problem(data or b"")
+        if wrong is not None or not isinstance(fields, dict):
+            return None
         try:
-            fields = json.loads(data or b"")
             holder = cls(str(fields["owner"]), str(fields["host"]), int(fields["pid"]),
                          float(fields["started"]), float(fields["heartbeat"]), str(fields.get("pid_space", "")))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError):
             return None
-        return holder if holder.pid > 0 else None
+        readable = 0 < holder.pid < MAX_PID and math.isfinite(holder.started) and math.isfinite(holder.heartbeat)
+        return holder if readable and text_problem(holder.owner + holder.host + holder.pid_space) is None else None
 
     def describe(self, now: float) -> str:
         started = datetime.fromtimestamp(self.started, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -393,7 +393,7 @@ class Runtime:
         if not log_path:
             return {}
         with cls.open(options.manifest, options.ports, options.settings) as ports:
-            return RunFolder(ports.blob_store, folder_key(ports.blob_store, str(log_path))).read_json(CONFIG)
+            return RunFolder(ports.blob_store, folder_key(ports.blob_store, str(log_path))).load_json(CONFIG)
 
     @classmethod
     def run_spec(cls, spec: Experiment, *, options: RunOptions | None = None, **fields: Unpack[RunFields]) -> RunResult:

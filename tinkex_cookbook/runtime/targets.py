@@ -8,7 +8,6 @@ it is. ``open_sampler`` opens a sampling client on the target through the manife
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from tinkex_cookbook.runs import Run, RunsError, find_run_folders, is_run_folder
 from tinkex_cookbook.runtime.settings import Settings
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
+from tinkex_cookbook.train.tokenizer_sources import read_tokenizer_config
 
 CHECKPOINT_SCHEMES = ("local://", "tinker://")
 
@@ -97,9 +97,8 @@ def folder_renderer(path: Path) -> str:
     """The renderer a folder's own chat template asks for (its special tokens tell), else by its name."""
     template_file = path / "chat_template.jinja"
     template = template_file.read_text() if template_file.is_file() else ""
-    config_file = path / "tokenizer_config.json"
-    if not template and config_file.is_file():
-        template = str(json.loads(config_file.read_text()).get("chat_template") or "")
+    if not template:
+        template = str(read_tokenizer_config(path).get("chat_template") or "")
     for marker, name in (("<think>", "qwen3"), ("<|im_start|>", "chatml"), ("<|start_header_id|>", "llama3")):
         if marker in template:
             return name

@@ -13,7 +13,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, NonNegativeInt, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    NonNegativeInt,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
+
+from tinkex_cookbook.errors import SpecError, validation_problems
+from tinkex_cookbook.json_values import unusable
+from tinkex_cookbook.jsonio import parse
 
 
 class _Spec(BaseModel):
@@ -76,6 +89,23 @@ class Experiment(_Spec):
     @classmethod
     def from_json(cls, text: str | bytes) -> Experiment:
         return cls.model_validate_json(text)
+
+    @classmethod
+    def read(cls, data: str | bytes, where: str) -> Experiment:
+        """The spec in a file's text (``spec.json``), or a ``SpecError`` naming ``where`` and what is wrong:
+        text that is not UTF-8 or not JSON, nesting too deep to read, a value no run can use (a lone
+        surrogate, NaN), a field the schema does not have."""
+        value = parse(data, where, SpecError)
+        if not isinstance(value, dict):
+            raise SpecError(f"{where} is not an experiment spec: it holds a JSON {type(value).__name__}, not an object")
+        found = unusable(value)
+        if found is not None:
+            raise SpecError(f"{where}, field {found[0]!r}: the value {found[1]}")
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise SpecError(f"{where} is not an experiment spec: {exc.error_count()} problem(s): "
+                            f"{validation_problems(exc)}") from None
 
     def with_config(self, **updates: JsonValue) -> Experiment:
         """This spec with config keys replaced, its stages unchanged (e.g. ``log_path``: replay it into

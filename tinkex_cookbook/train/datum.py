@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.json_values import unusable
 from tinkex_cookbook.ports import Datum, ModelInput, TensorData, Tokenizer
 from tinkex_cookbook.train.renderers import Message, Renderer, TrainOnWhat, validate_conversation
 
@@ -144,6 +145,9 @@ def check_conversation(row: Any, index: int) -> list[Message]:
                 expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
                 raise DatasetError(f"{where}, field {key!r}: must be {expected}, got "
                                    f"{type(message[key]).__name__} {message[key]!r:.40}")
+        found = unusable(message)
+        if found is not None:  # rows from a store that does not check (memory, hf) or built in code
+            raise DatasetError(f"{where}, field {found[0]!r}: the value {found[1]}")
     return messages
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from tinkex_cookbook.errors import DatasetError, choices
+from tinkex_cookbook.json_values import text_problem
 from tinkex_cookbook.ports import Datum
 from tinkex_cookbook.train.datum import (
     KNOWN_ROLES,
@@ -162,6 +163,9 @@ def to_example(row: Any, row_format: RowFormat, index: int) -> Example:
         if not isinstance(text, str) or not text:
             raise _mismatch(index, row, name, f"expected a non-empty string in {row_format.text_field!r}, got "
                             f"{text!r:.60}", "text_field=COLUMN")
+        wrong = text_problem(text)
+        if wrong is not None:
+            raise DatasetError(f"row {index}, field {row_format.text_field!r}: the value {wrong}")
         return Example(text=text)
     if name == "prompt_completion":
         prompt = _turns(row, "prompt", "user", index)

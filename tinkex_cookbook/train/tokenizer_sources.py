@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from tinkex_cookbook.errors import UnknownNameError
+from tinkex_cookbook.errors import ConfigError, UnknownNameError
+from tinkex_cookbook.jsonio import parse
 from tinkex_cookbook.ports import HubClient
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
@@ -131,12 +132,27 @@ def register_tokenizer(model_name: str, source: PackagedTokenizer | ByteLevelTok
 def load_tokenizer_folder(folder: Path, name: str = "") -> HFTokenizer:
     """``tokenizer.json`` with its ``tokenizer_config.json`` and chat template (``chat_template.jinja``,
     where transformers 5 writes it, else the config's ``chat_template``), when they are there."""
-    config_path = folder / "tokenizer_config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = read_tokenizer_config(folder)
     template = folder / "chat_template.jinja"
     if template.is_file():
         config["chat_template"] = template.read_text()
     return HFTokenizer.from_json((folder / "tokenizer.json").read_text(), config, name or str(folder))
+
+
+def read_tokenizer_config(folder: Path) -> dict:
+    """A model folder's ``tokenizer_config.json`` (``{}`` without one); a damaged one is a ``ConfigError``
+    naming it, not a traceback from the JSON parser."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = parse(path.read_bytes(), str(path), ConfigError)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} holds a JSON {type(config).__name__}, not an object. Fix: restore the model "
+                          "folder's tokenizer files")
+    return config
 
 
 @lru_cache(maxsize=16)

@@ -44,8 +44,15 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from tinkex_cookbook.adapters.datasets.local import check_file
 from tinkex_cookbook.adapters.datasets.memory import parse_limit
-from tinkex_cookbook.errors import AdapterUnavailableError, DatasetError, DatasetNotFoundError, choices
+from tinkex_cookbook.errors import (
+    AdapterUnavailableError,
+    DatasetError,
+    DatasetNotFoundError,
+    choices,
+    error_chain,
+)
 from tinkex_cookbook.ports.datasets import Row
 
 HF_LOAD_OPTIONS = ("config", "data_files", "limit", "revision", "streaming")
@@ -144,7 +151,7 @@ class HFIterableDataset:
         return True
 
     def __iter__(self) -> Iterator[Row]:
-        return iter(self._hf)
+        return _named_errors(iter(self._hf), self._name)
 
     def __repr__(self) -> str:
         return f"HFIterableDataset({self._name!r}, streaming)"
@@ -222,6 +229,8 @@ class HFDatasetStore:
         config, revision, data_files, streaming, limit = self._options(name, options)
         datasets = _import_datasets()
         path, data_files, local = _source(name, split, data_files)
+        if local:
+            _check_local_files(path, data_files)
         where = f"dataset {name!r} (split {split!r}{f', config {config!r}' if config else ''})"
         kwargs: dict[str, Any] = {"name": config, "data_files": data_files, "cache_dir": self._cache_dir}
         if revision is not None:
@@ -279,7 +288,7 @@ class HFDatasetStore:
         return options.get("config"), options.get("revision"), data_files, streaming, limit
 
     def _load_error(self, where: str, name: str, local: bool, exc: Exception) -> DatasetError:
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = _reason(exc)
         if local or not isinstance(exc, OSError):  # ConnectionError, FileNotFoundError, hub errors
             return DatasetError(f"cannot load {where}: {reason}")
         if self._offline:
@@ -364,6 +373,72 @@ def _source(name: str, split: str, data_files: Any) -> tuple[str, Any, bool]:
             "name a hub dataset id such as 'org/name'"
         )
     return name, data_files, False
+
+
+def _check_local_files(path: str, data_files: Any) -> None:
+    """Read the JSON and JSONL files a local load will hand to ``datasets`` as the ``local`` store reads them
+    (``local.check_file``) first: ``datasets`` reads a NaN as null and a huge integer as infinity without a
+    word, fails on a lone surrogate or deep nesting naming no line, and on an empty file with a bare
+    ``StopIteration``. A file that passes reads the same either way."""
+    if data_files is None:
+        files = [p for p in Path(path).rglob("*") if p.is_file() and not _hidden(p, Path(path))]
+    else:
+        spec = data_files.values() if isinstance(data_files, Mapping) else [data_files]
+        listed = [Path(path, p) for v in spec for p in ([v] if isinstance(v, str | Path) else v)]
+        files = [p for p in dict.fromkeys(listed) if p.is_file()]  # globs and hub paths: left to ``datasets``
+    for file in files:
+        if file.suffix.lower() in (".json", ".jsonl"):
+            check_file(file)
+        elif file.suffix.lower() == ".csv":
+            _check_csv_text(file)
+
+
+def _check_csv_text(path: Path) -> None:
+    """A CSV file is UTF-8 text with a header: ``datasets`` says neither which line is not UTF-8 nor,
+    for an empty file, more than ``No columns to parse``."""
+    try:
+        with path.open("rb") as handle:
+            lineno = 0
+            for lineno, line in enumerate(handle, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}, line {lineno}, byte {exc.start + 1}: not UTF-8 text. Fix: save the "
+                                       "file as UTF-8") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset file {path}: {exc}") from exc
+    if lineno == 0:
+        raise DatasetError(f"{path} is empty. Fix: write a header line and one line per row")
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    """``datasets`` skips hidden files and folders (``.cache``, ``.git``) when it scans a folder."""
+    return any(part.startswith(".") for part in file.relative_to(root).parts)
+
+
+def _named_errors(rows: Iterator[Row], name: str) -> Iterator[Row]:
+    """A streamed dataset's rows; an error reading one (``datasets`` reads lazily, and its readers raise
+    ``ArrowInvalid``, ``UnicodeDecodeError`` ...) becomes a ``DatasetError`` naming the dataset and the row."""
+    count = 0
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except DatasetError:
+            raise
+        except Exception as exc:
+            raise DatasetError(f"cannot read streaming dataset {name!r} after {count} rows: {_reason(exc)}") from exc
+        count += 1
+        yield row
+
+
+def _reason(exc: BaseException) -> str:
+    """The error and, when ``datasets`` wrapped it (``DatasetGenerationError: An error occurred ...``), the
+    one behind it that says what was wrong."""
+    chain = error_chain(exc)
+    shown = [chain[0]] if len(chain) == 1 else [chain[0], chain[-1]]
+    return "; caused by ".join(f"{type(e).__name__}: {e}".strip().removesuffix(":") for e in shown)
 
 
 def _split_names(split: str) -> list[str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tinkex_cookbook.errors import ConfigError
+from tinkex_cookbook.jsonio import parse
 from tinkex_cookbook.pipeline.context import Context
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.pipeline.stages.common import RENDERER, TRAINER
@@ -64,7 +66,14 @@ def _replies(ctx: Context[SlBasicConfig], sampler: SamplingClient, prompts: list
 
 
 def _read_summary(blob_store: BlobStore, key: str) -> dict[str, Any]:
-    return json.loads(blob_store.read(key)) if blob_store.exists(key) else {}
+    """What an earlier attempt of the run measured; a damaged file is named, not a traceback."""
+    if not blob_store.exists(key):
+        return {}
+    summary = parse(blob_store.read(key), blob_store.uri(key), ConfigError)
+    if not isinstance(summary, dict):
+        raise ConfigError(f"{blob_store.uri(key)} holds a JSON {type(summary).__name__}, not an object. Fix: delete "
+                          "it (the run then reports no base model replies), or pick a new log_path")
+    return summary
 
 
 @stage("evaluate_base", reads=READS, optional=(IN_FLIGHT, TEST_SOURCES))

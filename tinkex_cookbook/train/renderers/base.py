@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports import EncodedTextChunk, ModelInput, Tokenizer
 
 Message = dict[str, Any]
@@ -136,10 +137,9 @@ def message_to_jsonable(message: Message) -> dict[str, Any]:
 
 
 def _parse_tool_call_json(body: str, raw_text: str) -> ToolCall | UnparsedToolCall:
-    try:
-        call = json.loads(body.strip())
-    except json.JSONDecodeError as exc:
-        return UnparsedToolCall(raw_text=raw_text, error=f"Invalid JSON: {exc}")
+    call, wrong = problem(body.strip())  # deep nesting and huge integers too, not only bad syntax
+    if wrong is not None:
+        return UnparsedToolCall(raw_text=raw_text, error=f"Invalid JSON: the call {wrong}")
     if not isinstance(call, dict):
         return UnparsedToolCall(raw_text=raw_text, error="Tool call is not a JSON object")
     name, arguments, call_id = call.get("name"), call.get("arguments"), call.get("id")

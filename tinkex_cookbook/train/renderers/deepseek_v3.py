@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports import EncodedTextChunk, ModelInput, Tokenizer
 from tinkex_cookbook.train.renderers.base import (
     ContentPart,
@@ -97,10 +98,9 @@ def _parse_tool_calls(content: str) -> tuple[list[ToolCall], list[UnparsedToolCa
         return parsed, unparsed
     for match in _ONE_CALL.finditer(section.group(1)):
         name, arguments = match.group(1), match.group(2).strip()
-        try:
-            json.loads(arguments)
-        except json.JSONDecodeError as exc:
-            unparsed.append(UnparsedToolCall(raw_text=match.group(0), error=f"Invalid JSON: {exc}"))
+        wrong = problem(arguments)[1]  # deep nesting and huge integers too, not only bad syntax
+        if wrong is not None:
+            unparsed.append(UnparsedToolCall(raw_text=match.group(0), error=f"Invalid JSON: the arguments {wrong}"))
             continue
         parsed.append(ToolCall(function=ToolCall.FunctionBody(name=name, arguments=arguments)))
     return parsed, unparsed

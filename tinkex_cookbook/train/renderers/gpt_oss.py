@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports import ModelInput, Tokenizer
 from tinkex_cookbook.train.renderers.base import (
     UNTERMINATED_TOOL_BLOCK_ERROR,
@@ -191,10 +192,9 @@ def _parse_harmony_messages(content: str) -> list[dict[str, str | None]]:
 
 def _parse_tool_message(recipient: str, body: str, raw_text: str) -> ToolCall | UnparsedToolCall:
     """A ``to=functions.NAME`` message: a call if its body is JSON, else kept as unparsed."""
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        return UnparsedToolCall(raw_text=raw_text, error=f"Invalid JSON: {exc}")
+    wrong = problem(body)[1]  # deep nesting and huge integers too, not only bad syntax
+    if wrong is not None:
+        return UnparsedToolCall(raw_text=raw_text, error=f"Invalid JSON: the arguments {wrong}")
     name = recipient.split("functions.", 1)[1]
     return ToolCall(function=ToolCall.FunctionBody(name=name, arguments=body.strip()), id=None)
 

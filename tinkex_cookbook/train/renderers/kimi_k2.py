@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.jsonio import problem
 from tinkex_cookbook.ports import ModelInput, Tokenizer
 from tinkex_cookbook.train.renderers.base import (
     ContentPart,
@@ -79,10 +80,9 @@ def _extract_tool_name(tool_id: str) -> str:
 def _parse_tool_call(match: re.Match[str]) -> ToolCall | UnparsedToolCall:
     """One ``<|tool_call_begin|>`` block; arguments must be valid JSON to count as a call."""
     tool_id, arguments = match.group(1).strip(), match.group(2).strip()
-    try:
-        json.loads(arguments)
-    except json.JSONDecodeError as exc:
-        return UnparsedToolCall(raw_text=match.group(0), error=f"Invalid JSON: {exc}")
+    wrong = problem(arguments)[1]  # deep nesting and huge integers too, not only bad syntax
+    if wrong is not None:
+        return UnparsedToolCall(raw_text=match.group(0), error=f"Invalid JSON: the arguments {wrong}")
     return ToolCall(
         function=ToolCall.FunctionBody(name=_extract_tool_name(tool_id), arguments=arguments),
         id=tool_id or None,

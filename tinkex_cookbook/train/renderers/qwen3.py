@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tinkex_cookbook.errors import RendererError
+from tinkex_cookbook.jsonio import parse
 from tinkex_cookbook.ports import EncodedTextChunk, Tokenizer
 from tinkex_cookbook.train.renderers.base import (
     ContentPart,
@@ -47,7 +48,7 @@ You are provided with function signatures within <tools></tools> XML tags:
 For each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:
 <tool_call>
 {{"name": <function-name>, "arguments": <args-json-object>}}
-</tool_call>"""  # noqa: E501
+</tool_call>"""
 
 
 def _frame_thinking(reasoning: str) -> str:
@@ -77,7 +78,8 @@ def _unframe_thinking(parts: list[ContentPart]) -> list[ContentPart]:
 def _tool_call_payload(call: ToolCall | Mapping[str, Any]) -> dict[str, object]:
     """The flat ``{"name", "arguments"}`` object Qwen writes inside ``<tool_call>``."""
     call = as_tool_call(call)
-    return {"name": call.function.name, "arguments": json.loads(call.function.arguments)}
+    where = f"tool call {call.function.name!r}: its arguments"
+    return {"name": call.function.name, "arguments": parse(call.function.arguments, where, RendererError)}
 
 
 def _render_tool_calls(calls: Sequence[ToolCall | Mapping[str, Any]]) -> str:
