@@ -254,6 +254,28 @@ def test_a_chunked_request_gives_what_the_backend_gives_in_one_go_for_one_chunk(
     assert len({seq.tokens for seq in first.sequences}) == 5  # later chunks draw their own samples
 
 
+def test_past_max_queued_unfinished_requests_new_ones_get_429(
+    make_server: Callable[..., tuple[LocalTinker, Client]]
+) -> None:
+    from tinkex_cookbook.serve import Fault
+
+    server, client = make_server(limits=ServeLimits(max_queued=2))
+    server.faults.add(Fault("/api/v1/asample", "hang", times=2))
+    assert [client.post("asample", sample_body()).status for _ in range(2)] == [200, 200]
+    refused = client.post("asample", sample_body())
+    assert refused.status == 429 and "max_queued=2" in refused.body["detail"]
+
+
+def test_results_nobody_fetches_are_kept_only_up_to_a_bound() -> None:
+    from tinkex_cookbook.ports import ResolvedFuture
+    from tinkex_cookbook.serve.futures import FutureTable
+
+    table = FutureTable(keep=2, unfetched=3)
+    for _ in range(50):
+        table.submit("/api/v1/asample", None, lambda: ResolvedFuture(1), lambda r: r)
+    assert len(table) <= 2 + 2 * 3 + 1
+
+
 # --- item 3: request identity ------------------------------------------------------------------------
 
 
