@@ -183,7 +183,7 @@ class TinkerAPI:
         self.blob_store = blob_store
         self.faults = faults or FaultPlan()
         self.limits = limits or ServeLimits()
-        self.futures = FutureTable()
+        self.futures = FutureTable(unfetched=self.limits.max_queued)
         self.models: dict[str, Model] = {}
         self.samplers: OrderedDict[str, Sampler] = OrderedDict()
         self._lock = threading.Lock()
