@@ -213,11 +213,16 @@ def run_spec(
         typer.echo(finished_message(result) if result.already_finished else _summary(result))
 
 
+SERVE_LIMIT_OPTION = typer.Option(None, "--limit", metavar="NAME=N", help="Raise or lower a request limit, NAME=N (repeatable; "
+                                  "names in docs/tinker.md, e.g. max_samples=256).")
+
+
 @app.command()
 def serve(
     manifest: str = typer.Option("local", "--manifest", "-m", help="Manifest whose training backend serves."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8000, "--port", "-p", help="Port to bind (0: any free port)."),
+    limit: list[str] = SERVE_LIMIT_OPTION,
 ) -> None:
     """Serve the Tinker API on this machine, over the manifest's training backend.
 
@@ -225,16 +230,17 @@ def serve(
     point them at it with TINKER_BASE_URL=http://HOST:PORT.
     """
     from tinkex_cookbook import CookbookError, Settings
-    from tinkex_cookbook.serve import serve_manifest
+    from tinkex_cookbook.serve import ServeLimits, serve_manifest
 
     try:
+        limits = ServeLimits().with_options(limit or [])
         settings = Settings()
         secret = settings.serve_api_key or settings.tinker_api_key
         key = secret.get_secret_value() if secret else ""
         if not key.startswith("tml-"):
             _fail(ValueError("set TINKEX_SERVE_API_KEY (or TINKER_API_KEY) to the key clients must send; "
                              "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
-        serve_manifest(manifest, host, port, key, announce=typer.echo, settings=settings)
+        serve_manifest(manifest, host, port, key, announce=typer.echo, settings=settings, limits=limits)
     except CookbookError as exc:
         _fail(exc)
 

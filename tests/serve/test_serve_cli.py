@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -47,3 +48,14 @@ def test_serve_without_a_key_says_which_variable_to_set(tmp_path: Path) -> None:
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2
     assert "TINKEX_SERVE_API_KEY" in err and "tml-" in err
+
+
+def test_serve_refuses_a_bad_limit_option_naming_the_limits(tmp_path: Path) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
+    environ.update(TINKEX_LOG_DIR=str(tmp_path), TINKEX_SERVE_API_KEY="tml-cli-test")
+    process = subprocess.run(
+        [sys.executable, "-m", "tinkex_cookbook.cli", "serve", "--port", "0", "--limit", "max_sampels=9"],
+        capture_output=True, text=True, env=environ, timeout=60, check=False,
+    )
+    assert process.returncode == 2
+    assert "max_sampels=9" in process.stderr and "max_samples" in process.stderr

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tinkex_cookbook.ports import BlobStore, TrainingService
 from tinkex_cookbook.serve.api import TinkerAPI
 from tinkex_cookbook.serve.faults import Fault, FaultPlan
+from tinkex_cookbook.serve.limits import ServeLimits
 from tinkex_cookbook.serve.server import LocalTinker
 
 if TYPE_CHECKING:
@@ -23,21 +24,22 @@ if TYPE_CHECKING:
 
 def local_tinker(
     service: TrainingService, blob_store: BlobStore, api_key: str, host: str = "127.0.0.1", port: int = 0,
-    faults: FaultPlan | None = None,
+    faults: FaultPlan | None = None, limits: ServeLimits | None = None,
 ) -> LocalTinker:
-    """A server (not started yet) over ``service``; checkpoint paths are indexed in ``blob_store``."""
-    return LocalTinker(TinkerAPI(service, blob_store, faults), api_key, host, port)
+    """A server (not started yet) over ``service``; checkpoint paths are indexed in ``blob_store``;
+    ``limits`` bound what one request may ask for (``ServeLimits()`` by default)."""
+    return LocalTinker(TinkerAPI(service, blob_store, faults, limits), api_key, host, port)
 
 
 def serve_manifest(
     manifest: str, host: str, port: int, api_key: str, announce: Callable[[str], object] = print,
-    settings: Settings | None = None,
+    settings: Settings | None = None, limits: ServeLimits | None = None,
 ) -> None:
     """Serve until interrupted, over the training backend and blob store ``manifest`` binds."""
     from tinkex_cookbook.runtime import Runtime
 
     with Runtime.open(manifest, settings=settings) as ports:
-        server = local_tinker(ports.training_client, ports.blob_store, api_key, host, port)
+        server = local_tinker(ports.training_client, ports.blob_store, api_key, host, port, limits=limits)
         announce(f"serving the Tinker API at {server.base_url} over {ports.training_client!r} "
                  f"(manifest {manifest!r}); clients: TINKER_BASE_URL={server.base_url} and the server's key "
                  "in TINKER_API_KEY. Ctrl-C stops.")
@@ -50,4 +52,4 @@ def serve_manifest(
             server.api.close()
 
 
-__all__ = ["Fault", "FaultPlan", "LocalTinker", "local_tinker", "serve_manifest"]
+__all__ = ["Fault", "FaultPlan", "LocalTinker", "ServeLimits", "local_tinker", "serve_manifest"]

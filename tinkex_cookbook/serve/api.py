@@ -15,35 +15,45 @@ so a restarted server still resolves paths it handed out before.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import math
+import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinkex_cookbook.errors import BlobNotFoundError
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, CookbookError, InvalidKeyError
 from tinkex_cookbook.ports import (
     AdamParams,
     BlobStore,
     ModelInput,
     SampleResponse,
     SamplingClient,
+    SamplingParams,
     ThreadFuture,
     TrainingClient,
     TrainingService,
 )
+from tinkex_cookbook.serve.fair import Chunk, FairScheduler
 from tinkex_cookbook.serve.faults import FaultPlan
-from tinkex_cookbook.serve.futures import FutureTable, NeverDone, Pending
+from tinkex_cookbook.serve.futures import Conflict, FutureTable, NeverDone, Pending
+from tinkex_cookbook.serve.limits import OverLimit, ServeLimits
 from tinkex_cookbook.serve.wire import (
     PROTOBUF,
+    ForwardBackwardCall,
     decode_forward_backward,
     encode_forward_backward_output,
     encode_sample_response,
     model_input_from_json,
     sampling_params_from_sdk,
 )
+from tinkex_cookbook.train.model_names import model_name_problem
 
 CHECKPOINT_INDEX = "serve/checkpoints"
 CLIENT_CONFIG = {
@@ -55,6 +65,28 @@ CLIENT_CONFIG = {
     "custom_loss_server_side": False,
     "sample_join_sampling_session": False,
 }
+NO_RETRY = {"x-should-retry": "false"}
+"""The SDK retries 408, 409, 429 and 5xx unless told not to; a conflict is not worth retrying."""
+
+SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:=+-]{0,199}")
+"""Session ids, model ids and checkpoint names: they become parts of blob keys, so never ``..`` or ``/``."""
+
+MAX_SEED = 2**63
+MAX_TOKEN_ID = 2**31
+
+REQUEST_TYPES = {
+    "/api/v1/create_model": "CreateModelRequest",
+    "/api/v1/get_info": "GetInfoRequest",
+    "/api/v1/optim_step": "OptimStepRequest",
+    "/api/v1/save_weights": "SaveWeightsRequest",
+    "/api/v1/save_weights_for_sampler": "SaveWeightsForSamplerRequest",
+    "/api/v1/load_weights": "LoadWeightsRequest",
+    "/api/v1/create_sampling_session": "CreateSamplingSessionRequest",
+    "/api/v1/asample": "SampleRequest",
+    "/api/v1/retrieve_future": "FutureRetrieveRequest",
+}
+"""The SDK's pydantic type of each JSON route's body that this server reads: checked in one place (``post``)."""
+PROTOBUF_ROUTES = frozenset({"/api/v1/forward_backward"})
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,15 @@ class ApiError(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """One POST as a handler sees it: the checked body, the headers, and a digest of what was sent."""
+
+    body: Any
+    headers: dict[str, str]
+    fingerprint: str
+
+
 @dataclass
 class Model:
     model_id: str
@@ -93,6 +134,8 @@ class Sampler:
     base_model: str
     model_path: str | None
     client: SamplingClient
+    owner: str
+    """Whose turn its work takes in the fair sampling queue: the client session that opened it."""
 
 
 def _tinker_request(model: type, body: Any) -> Any:
@@ -104,6 +147,27 @@ def _tinker_request(model: type, body: Any) -> Any:
         raise ApiError(400, f"bad {model.__name__}: {exc.errors(include_url=False)}") from None
 
 
+def _fingerprint(path: str, body: Any) -> str:
+    """What a request asked for, to tell a client's retry (same digest) from a reuse of its sequence id."""
+    raw = body if isinstance(body, bytes) else json.dumps(body, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(path.encode() + b"\0" + raw).hexdigest()
+
+
+def _checked_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
+        raise ApiError(400, f"bad {what} {value!r}: use letters, digits and _ . : = + - (at most 200, "
+                            "not starting with '.' or '-')")
+    return value
+
+
+def _checked_model_name(name: str) -> str:
+    wrong = model_name_problem(name)
+    if wrong is not None:
+        raise ApiError(400, f"bad base_model {name!r}: it {wrong}; this server loads models of its catalog "
+                            "and its models folder by name")
+    return name
+
+
 def _error_payload(exc: BaseException) -> dict[str, str]:
     """A failed request as Tinker reports it: the message and whose fault it was."""
     category = "user" if isinstance(exc, (ValueError, LookupError, TypeError)) else "server"
@@ -113,31 +177,34 @@ def _error_payload(exc: BaseException) -> dict[str, str]:
 class TinkerAPI:
     """Sessions, models, samplers and pending futures of one server."""
 
-    def __init__(self, service: TrainingService, blob_store: BlobStore, faults: FaultPlan | None = None) -> None:
+    def __init__(self, service: TrainingService, blob_store: BlobStore, faults: FaultPlan | None = None,
+                 limits: ServeLimits | None = None) -> None:
         self.service = service
         self.blob_store = blob_store
         self.faults = faults or FaultPlan()
-        self.futures = FutureTable()
-        self.sessions: set[str] = set()
+        self.limits = limits or ServeLimits()
+        self.futures = FutureTable(unfetched=self.limits.max_queued)
         self.models: dict[str, Model] = {}
-        self.samplers: dict[str, Sampler] = {}
+        self.samplers: OrderedDict[str, Sampler] = OrderedDict()
         self._lock = threading.Lock()
         self._setup = ThreadPoolExecutor(1, "tinker-serve-setup")
+        self._sampling = FairScheduler()
 
     def close(self) -> None:
+        self._sampling.close()
         self._setup.shutdown(wait=True)
 
     # ---- routing
 
-    def post_routes(self) -> dict[str, Callable[[Any, dict[str, str]], Reply]]:
+    def post_routes(self) -> dict[str, Callable[[Any, Incoming], Reply]]:
         return {
             # The SDK fetches its config through a connection pool it never closes; closing the
             # connection from our side keeps a socket from leaking per client.
-            "/api/v1/client/config": lambda body, h: Reply(200, CLIENT_CONFIG, headers={"Connection": "close"}),
-            "/api/v1/client/dynamic_config": lambda body, h: Reply(200, {}),
-            "/api/v1/telemetry": lambda body, h: Reply(200, {"status": "accepted"}),
+            "/api/v1/client/config": lambda request, call: Reply(200, CLIENT_CONFIG, headers={"Connection": "close"}),
+            "/api/v1/client/dynamic_config": lambda request, call: Reply(200, {}),
+            "/api/v1/telemetry": lambda request, call: Reply(200, {"status": "accepted"}),
             "/api/v1/create_session": self.create_session,
-            "/api/v1/session_heartbeat": self.session_heartbeat,
+            "/api/v1/session_heartbeat": lambda request, call: Reply(200, {"type": "session_heartbeat"}),
             "/api/v1/create_model": self.create_model,
             "/api/v1/get_info": self.get_info,
             "/api/v1/forward_backward": self.forward_backward,
@@ -148,8 +215,8 @@ class TinkerAPI:
             "/api/v1/create_sampling_session": self.create_sampling_session,
             "/api/v1/asample": self.asample,
             "/api/v1/retrieve_future": self.retrieve_future,
-            "/api/v1/cancel_future": lambda body, h: Reply(200, {}),
-            "/api/v1/get_server_capabilities": lambda body, h: self.capabilities(),
+            "/api/v1/cancel_future": lambda request, call: Reply(200, {}),
+            "/api/v1/get_server_capabilities": lambda request, call: self.capabilities(),
         }
 
     def get(self, path: str) -> Reply:
@@ -164,13 +231,39 @@ class TinkerAPI:
         raise ApiError(404, f"no route GET {path}")
 
     def post(self, path: str, body: Any, headers: dict[str, str]) -> Reply:
+        """Check the body once (a JSON object of the route's SDK request type, or protobuf bytes where
+        the SDK sends those), then route. Every mistake in a request is a 4xx saying what is wrong."""
         if path.startswith("/api/v1/sessions/") and path.endswith("/finish"):
             return Reply(200, {})
         route = self.post_routes().get(path)
         if route is None:
             raise ApiError(404, f"no route POST {path}; this server speaks the training and sampling subset "
                                 "of the Tinker API")
-        return route(body, headers)
+        request = body
+        if isinstance(body, bytes) != (path in PROTOBUF_ROUTES):
+            wanted = f"a protobuf body ({PROTOBUF})" if path in PROTOBUF_ROUTES else "a JSON body"
+            raise ApiError(415, f"POST {path} takes {wanted}, as SDK 0.38 sends it")
+        if not isinstance(body, bytes):
+            if not isinstance(body, Mapping):
+                raise ApiError(400, f"POST {path} takes a JSON object; got {type(body).__name__}")
+            if path in REQUEST_TYPES:
+                import tinker
+
+                request = _tinker_request(getattr(tinker.types, REQUEST_TYPES[path]), body)
+        try:
+            return route(request, Incoming(body, headers, _fingerprint(path, body)))
+        except OverLimit as exc:
+            raise ApiError(400, str(exc)) from None
+        except Conflict as exc:
+            return Reply(409, {"detail": f"POST {path} reuses {_identity(exc.key)}, already used by "
+                                         f"{exc.earlier.route} request {exc.earlier.request_id} with other "
+                                         "content; a new request needs a sequence id of its own (a retry must "
+                                         "repeat the request exactly)"}, headers=NO_RETRY)
+        except CookbookError as exc:  # the backend refused what the request named (a model, a path)
+            if isinstance(exc, InvalidKeyError) or (
+                    isinstance(exc, (ValueError, LookupError)) and not isinstance(exc, BlobStoreError)):
+                raise ApiError(400, f"{type(exc).__name__}: {exc}") from None
+            raise
 
     def capabilities(self) -> Reply:
         names = getattr(self.service, "model_names", list)()
@@ -179,14 +272,9 @@ class TinkerAPI:
 
     # ---- sessions and models
 
-    def create_session(self, body: Any, headers: dict[str, str]) -> Reply:
-        session_id = f"session-{uuid.uuid4().hex[:12]}"
-        with self._lock:
-            self.sessions.add(session_id)
+    def create_session(self, request: Any, call: Incoming) -> Reply:
+        session_id = f"session-{uuid.uuid4().hex[:12]}"  # nothing is kept per session: clients cannot fill memory
         return Reply(200, {"type": "create_session", "session_id": session_id})
-
-    def session_heartbeat(self, body: Any, headers: dict[str, str]) -> Reply:
-        return Reply(200, {"type": "session_heartbeat"})
 
     def _model(self, model_id: str) -> Model:
         with self._lock:
@@ -198,8 +286,11 @@ class TinkerAPI:
     def _sampler(self, sampler_id: str) -> Sampler:
         with self._lock:
             sampler = self.samplers.get(sampler_id)
+            if sampler is not None:
+                self.samplers.move_to_end(sampler_id)
         if sampler is None:
-            raise ApiError(404, f"unknown sampling session {sampler_id!r}")
+            raise ApiError(404, f"unknown sampling session {sampler_id!r} (never opened, or closed as the "
+                                f"least recently used past the limit max_samplers={self.limits.max_samplers})")
         return sampler
 
     def _accepted(self, pending: Pending, extra: dict[str, Any] | None = None) -> Reply:
@@ -207,12 +298,21 @@ class TinkerAPI:
         body.update(extra or pending.extra or {})
         return Reply(200, body)
 
-    def _submit(self, route: str, key: Any, start: Callable[[], Any], encode: Callable[[Any], Any],
-                extra: dict[str, Any] | None = None) -> Reply:
-        pending = self.futures.submit(route, key, start, encode, extra)
+    def _queue(self, route: str, key: Any, start: Callable[[], Any], encode: Callable[[Any], Any],
+               call: Incoming) -> Pending:
+        """Start (or find, for a retry) the request's work; refused when too much is already waiting."""
+        unfinished = self.futures.unfinished()
+        if unfinished >= self.limits.max_queued:
+            raise ApiError(429, f"{unfinished} requests are queued on this server (limit max_queued="
+                                f"{self.limits.max_queued}, option `serve --limit max_queued=N`); retry later")
+        pending = self.futures.submit(route, key, start, encode, fingerprint=call.fingerprint)
         if self.faults.take(route, ("hang",)) is not None:
             pending.future = NeverDone()
-        return self._accepted(pending)
+        return pending
+
+    def _submit(self, route: str, key: Any, start: Callable[[], Any], encode: Callable[[Any], Any],
+                call: Incoming) -> Reply:
+        return self._accepted(self._queue(route, key, start, encode, call))
 
     def _new_model(self, model_id: str, base_model: str, rank: int, seed: int | None) -> Model:
         client = self.service.create_lora_training_client(base_model, rank=rank, seed=seed)
@@ -221,24 +321,33 @@ class TinkerAPI:
             self.models[model_id] = model
         return model
 
-    def create_model(self, body: Any, headers: dict[str, str]) -> Reply:
-        """Model ids are ``<session>:train:<seq>``, as Tinker derives them (the SDK relies on it)."""
-        import tinker
+    def _room_for_a_model(self, model_id: str) -> None:
+        with self._lock:
+            count = len(self.models) + (model_id not in self.models)
+        self.limits.check("max_models", count, "models on this server")
 
-        request = _tinker_request(tinker.types.CreateModelRequest, body)
+    def create_model(self, request: Any, call: Incoming) -> Reply:
+        """Model ids are ``<session>:train:<seq>``, as Tinker derives them (the SDK relies on it)."""
         rank = request.lora_config.rank if request.lora_config else 32
         seed = request.lora_config.seed if request.lora_config else None
-        model_id = f"{request.session_id}:train:{request.model_seq_id}"
+        if rank < 1:
+            raise ApiError(400, f"lora_config.rank={rank} must be >= 1")
+        self.limits.check("max_lora_rank", rank, "lora_config.rank")
+        if seed is not None and not 0 <= seed < MAX_SEED:
+            raise ApiError(400, f"lora_config.seed={seed} must be in [0, 2**63)")
+        _checked_model_name(request.base_model)
+        model_id = f"{_checked_id(request.session_id, 'session_id')}:train:{request.model_seq_id}"
+        self._room_for_a_model(model_id)
 
         def create() -> dict[str, Any]:
             self._new_model(model_id, request.base_model, rank, seed)
             return {"type": "create_model", "model_id": model_id}
 
         return self._submit("/api/v1/create_model", ("create_model", model_id),
-                            lambda: ThreadFuture(self._setup.submit(create)), lambda result: result)
+                            lambda: ThreadFuture(self._setup.submit(create)), lambda result: result, call)
 
-    def get_info(self, body: Any, headers: dict[str, str]) -> Reply:
-        model = self._model(str(body.get("model_id")))
+    def get_info(self, request: Any, call: Incoming) -> Reply:
+        model = self._model(request.model_id)
         info = model.client.get_info()
         return Reply(200, {
             "type": "get_info", "model_id": model.model_id, "model_name": model.base_model,
@@ -248,34 +357,57 @@ class TinkerAPI:
 
     # ---- training
 
-    def forward_backward(self, body: bytes, headers: dict[str, str]) -> Reply:
-        if PROTOBUF not in headers.get("content-type", ""):
-            raise ApiError(415, f"forward_backward takes a protobuf body ({PROTOBUF}), as SDK 0.38 sends it")
-        call = decode_forward_backward(body, headers.get("content-encoding"))
-        model = self._model(call.model_id)
-        method = model.client.forward if call.forward_only else model.client.forward_backward
-        key = ("train", call.model_id, call.seq_id)
-        return self._submit("/api/v1/forward_backward", key,
-                            lambda: method(call.data, call.loss_fn, call.loss_fn_config), encode_forward_backward_output)
+    def _decoded(self, body: bytes, headers: dict[str, str]) -> ForwardBackwardCall:
+        try:
+            return decode_forward_backward(body, headers.get("content-encoding"))
+        except Exception as exc:  # noqa: BLE001 - the body is all the decoder reads: any failure is the sender's
+            raise ApiError(400, f"bad forward_backward body: {type(exc).__name__}: {exc}") from None
 
-    def optim_step(self, body: Any, headers: dict[str, str]) -> Reply:
-        model = self._model(str(body.get("model_id")))
-        raw = body.get("adam_params") or body.get("optim_params")
-        if not isinstance(raw, dict) or body.get("optimizer_params") is not None:
+    def _check_batch(self, data: tuple[Any, ...]) -> None:
+        self.limits.check("max_datums", len(data), "datums in this forward_backward")
+        lengths = [datum.model_input.length for datum in data]
+        if data:
+            longest = max(range(len(data)), key=lengths.__getitem__)
+            self.limits.check("max_prompt_tokens", lengths[longest], f"tokens of datum {longest}")
+        self.limits.check("max_batch_tokens", sum(lengths), "tokens in this forward_backward")
+
+    def forward_backward(self, body: bytes, call: Incoming) -> Reply:
+        decoded = self._decoded(body, call.headers)
+        model = self._model(decoded.model_id)
+        self._check_batch(decoded.data)
+        method = model.client.forward if decoded.forward_only else model.client.forward_backward
+        return self._submit("/api/v1/forward_backward", _seq_key(decoded.model_id, decoded.seq_id),
+                            lambda: method(decoded.data, decoded.loss_fn, decoded.loss_fn_config),
+                            encode_forward_backward_output, call)
+
+    def optim_step(self, request: Any, call: Incoming) -> Reply:
+        import tinker
+
+        model = self._model(request.model_id)
+        raw = request.optim_params
+        if not isinstance(raw, tinker.types.AdamParams):
             raise ApiError(400, "optim_step takes adam_params; this server trains with Adam only")
-        params = AdamParams(**{k: float(v) for k, v in raw.items() if k in AdamParams.__dataclass_fields__})
-        key = ("train", model.model_id, body.get("seq_id"))
-        return self._submit("/api/v1/optim_step", key, lambda: model.client.optim_step(params),
-                            lambda result: {"type": "optim_step", "metrics": dict(result.metrics)})
+        values = {name: getattr(raw, name) for name in AdamParams.__dataclass_fields__}
+        bad = {name: value for name, value in values.items() if not math.isfinite(value)}
+        if bad:
+            raise ApiError(400, f"adam_params {bad} must be finite numbers")
+        params = AdamParams(**values)
+        return self._submit("/api/v1/optim_step", _seq_key(model.model_id, request.seq_id),
+                            lambda: model.client.optim_step(params),
+                            lambda result: {"type": "optim_step", "metrics": dict(result.metrics)}, call)
 
     # ---- checkpoints
 
-    def _index_key(self, tinker_path: str) -> str:
+    def _index_key(self, tinker_path: Any) -> str:
         prefix = "tinker://"
+        if not isinstance(tinker_path, str):
+            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected a tinker:// path")
         parts = tinker_path[len(prefix):].split("/") if tinker_path.startswith(prefix) else []
-        if len(parts) != 3 or parts[1] not in ("weights", "sampler_weights") or not all(parts):
-            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected "
-                                "tinker://<model_id>/weights/<name> or tinker://<model_id>/sampler_weights/<name>")
+        if len(parts) != 3 or parts[1] not in ("weights", "sampler_weights") or \
+                not all(SAFE_ID.fullmatch(part) for part in parts):
+            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected tinker://<model_id>/weights/<name> "
+                                "or tinker://<model_id>/sampler_weights/<name>, each part of letters, digits "
+                                "and _ . : = + - (never '..')")
         return f"{CHECKPOINT_INDEX}/{parts[0]}/{parts[1]}/{parts[2]}.json"
 
     def _record(self, model: Model, kind: str, name: str, backend_path: str) -> str:
@@ -286,63 +418,68 @@ class TinkerAPI:
 
     def resolve(self, tinker_path: str) -> dict[str, Any]:
         """The backend's own path (and base model) for a ``tinker://`` path this server handed out."""
+        key = self._index_key(tinker_path)
         try:
-            return json.loads(self.blob_store.read(self._index_key(tinker_path)))
+            record = json.loads(self.blob_store.read(key))
         except BlobNotFoundError:
             raise ApiError(404, f"unknown checkpoint {tinker_path!r}: no checkpoint of that name was saved "
                                 "on this server's blob store") from None
+        except (BlobStoreError, ValueError) as exc:
+            raise ApiError(400, f"checkpoint {tinker_path!r} cannot be read: {exc}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            raise ApiError(400, f"checkpoint {tinker_path!r} has a broken index record in the blob store")
+        return record
 
-    def _checkpoint_name(self, body: dict[str, Any], seq_id: Any) -> str:
-        name = body.get("path") or f"auto-{seq_id}"
-        if not isinstance(name, str) or "/" in name or name in (".", ".."):
-            raise ApiError(400, f"bad checkpoint name {name!r}: use a plain name without '/'")
-        return name
+    def _checkpoint_name(self, name: str | None) -> str:
+        return _checked_id(name, "checkpoint name") if name is not None else f"auto-{uuid.uuid4().hex[:12]}"
 
-    def save_weights(self, body: Any, headers: dict[str, str]) -> Reply:
-        model = self._model(str(body.get("model_id")))
-        name = self._checkpoint_name(body, body.get("seq_id"))
+    def save_weights(self, request: Any, call: Incoming) -> Reply:
+        model = self._model(request.model_id)
+        name = self._checkpoint_name(request.path)
         future = model.client.save_state
 
         def encode(result: Any) -> dict[str, Any]:
             return {"type": "save_weights", "path": self._record(model, "weights", name, result.path)}
 
-        return self._submit("/api/v1/save_weights", ("train", model.model_id, body.get("seq_id")),
-                            lambda: future(name), encode)
+        return self._submit("/api/v1/save_weights", _seq_key(model.model_id, request.seq_id),
+                            lambda: future(name), encode, call)
 
-    def save_weights_for_sampler(self, body: Any, headers: dict[str, str]) -> Reply:
-        model = self._model(str(body.get("model_id")))
-        name = self._checkpoint_name(body, body.get("seq_id"))
-        with_session = body.get("path") is None
+    def save_weights_for_sampler(self, request: Any, call: Incoming) -> Reply:
+        model = self._model(request.model_id)
+        name = self._checkpoint_name(request.path)
+        with_session = request.path is None
+        owner = model.model_id.split(":", 1)[0]
 
         def encode(result: Any) -> dict[str, Any]:
             path = self._record(model, "sampler_weights", name, result.path)
             reply: dict[str, Any] = {"type": "save_weights_for_sampler", "path": path}
             if with_session:
-                reply["sampling_session_id"] = self._open_sampler(model.base_model, path).sampler_id
+                reply["sampling_session_id"] = self._open_sampler(model.base_model, path, owner).sampler_id
             return reply
 
-        return self._submit("/api/v1/save_weights_for_sampler", ("train", model.model_id, body.get("seq_id")),
-                            lambda: model.client.save_weights_for_sampler(name), encode)
+        return self._submit("/api/v1/save_weights_for_sampler", _seq_key(model.model_id, request.seq_id),
+                            lambda: model.client.save_weights_for_sampler(name), encode, call)
 
-    def load_weights(self, body: Any, headers: dict[str, str]) -> Reply:
+    def load_weights(self, request: Any, call: Incoming) -> Reply:
         """Into an existing model (``model_id``), or a new one created from the checkpoint
         (``session_id`` + ``model_seq_id``, what ``create_training_client_from_state*`` sends).
 
         The backend's ``load_state`` restores weights and optimizer state together, so a
         weights-only load (``optimizer: false``) also restores the optimizer here.
         """
-        tinker_path = str(body.get("path"))
+        tinker_path = request.path
         record = self.resolve(tinker_path)
-        if body.get("model_id") is not None:
-            model = self._model(str(body["model_id"]))
-            return self._submit("/api/v1/load_weights", ("train", model.model_id, body.get("seq_id")),
+        if request.model_id is not None:
+            model = self._model(request.model_id)
+            return self._submit("/api/v1/load_weights", _seq_key(model.model_id, request.seq_id),
                                 lambda: model.client.load_state(record["path"]),
                                 lambda result: {"type": "load_weights", "path": tinker_path,
-                                                "model_id": model.model_id})
-        if body.get("session_id") is None or body.get("model_seq_id") is None:
+                                                "model_id": model.model_id}, call)
+        if request.session_id is None or request.model_seq_id is None:
             raise ApiError(400, "load_weights needs model_id, or session_id and model_seq_id")
-        model_id = f"{body['session_id']}:train:{body['model_seq_id']}"
-        base_model = body.get("base_model") or record["base_model"]
+        model_id = f"{_checked_id(request.session_id, 'session_id')}:train:{request.model_seq_id}"
+        base_model = _checked_model_name(request.base_model or record["base_model"])
+        self._room_for_a_model(model_id)
 
         def create_and_load() -> dict[str, Any]:
             model = self._new_model(model_id, base_model, int(record["rank"]), None)
@@ -350,60 +487,106 @@ class TinkerAPI:
             return {"type": "load_weights", "path": tinker_path, "model_id": model_id}
 
         return self._submit("/api/v1/load_weights", ("create_model", model_id),
-                            lambda: ThreadFuture(self._setup.submit(create_and_load)), lambda result: result)
+                            lambda: ThreadFuture(self._setup.submit(create_and_load)), lambda result: result, call)
 
     # ---- sampling
 
-    def _open_sampler(self, base_model: str | None, model_path: str | None) -> Sampler:
+    def _sampling_client(self, base_model: str | None, model_path: str | None) -> tuple[SamplingClient, str]:
         if model_path is not None:
             record = self.resolve(model_path)
-            client = self.service.create_sampling_client(model_path=record["path"])
-            base: str = record["base_model"]
-        elif base_model is not None:
-            client = self.service.create_sampling_client(base_model=base_model)
-            base = base_model
-        else:
-            raise ApiError(400, "a sampling session needs model_path or base_model")
-        sampler = Sampler(f"sampler-{uuid.uuid4().hex[:12]}", base, model_path, client)
+            return self.service.create_sampling_client(model_path=record["path"]), record["base_model"]
+        if base_model is not None:
+            return self.service.create_sampling_client(base_model=_checked_model_name(base_model)), base_model
+        raise ApiError(400, "a sampling session needs model_path or base_model")
+
+    def _open_sampler(self, base_model: str | None, model_path: str | None, owner: str) -> Sampler:
+        """A sampling session kept by id; past ``max_samplers`` the least recently used one is closed."""
+        client, base = self._sampling_client(base_model, model_path)
+        sampler = Sampler(f"sampler-{uuid.uuid4().hex[:12]}", base, model_path, client, owner)
         with self._lock:
             self.samplers[sampler.sampler_id] = sampler
+            while len(self.samplers) > self.limits.max_samplers:
+                self.samplers.popitem(last=False)
         return sampler
 
-    def create_sampling_session(self, body: Any, headers: dict[str, str]) -> Reply:
-        import tinker
-
-        request = _tinker_request(tinker.types.CreateSamplingSessionRequest, body)
-        sampler = self._open_sampler(request.base_model, request.model_path)
+    def create_sampling_session(self, request: Any, call: Incoming) -> Reply:
+        owner = _checked_id(request.session_id, "session_id")
+        sampler = self._open_sampler(request.base_model, request.model_path, owner)
         return Reply(200, {"type": "create_sampling_session", "sampling_session_id": sampler.sampler_id})
 
-    def asample(self, body: Any, headers: dict[str, str]) -> Reply:
-        import tinker
+    def _sampling_params(self, request: Any, prompt: ModelInput) -> SamplingParams:
+        limits = self.limits
+        if request.num_samples < 1:
+            raise ApiError(400, f"num_samples={request.num_samples} must be >= 1")
+        limits.check("max_samples", request.num_samples, "num_samples")
+        if prompt.length < 1:
+            raise ApiError(400, "the prompt is empty; sampling needs at least one token")
+        limits.check("max_prompt_tokens", prompt.length, "prompt tokens")
+        tokens = prompt.to_ints()
+        if not all(0 <= t < MAX_TOKEN_ID for t in tokens):
+            raise ApiError(400, f"prompt token ids must be in [0, 2**31); got {min(tokens)}..{max(tokens)}")
+        params = sampling_params_from_sdk(request.sampling_params)
+        max_tokens = limits.max_new_tokens if params.max_tokens is None else params.max_tokens
+        if max_tokens < 1:
+            raise ApiError(400, f"sampling_params.max_tokens={max_tokens} must be >= 1")
+        limits.check("max_new_tokens", max_tokens, "sampling_params.max_tokens")
+        if not (math.isfinite(params.temperature) and params.temperature >= 0
+                and math.isfinite(params.top_p) and 0 < params.top_p <= 1):
+            raise ApiError(400, f"sampling_params temperature={params.temperature} top_p={params.top_p}: "
+                                "temperature must be a finite number >= 0 and top_p in (0, 1]")
+        if params.seed is not None and not 0 <= params.seed < MAX_SEED:
+            raise ApiError(400, f"sampling_params.seed={params.seed} must be in [0, 2**63)")
+        return dataclasses.replace(params, max_tokens=max_tokens)
 
-        request = _tinker_request(tinker.types.SampleRequest, body)
+    def _sample_chunks(self, client: SamplingClient, prompt: ModelInput, n: int, params: SamplingParams,
+                       prompt_logprobs: bool) -> list[Chunk]:
+        """``n`` samples as chunks of at most ``sample_chunk_tokens`` cache tokens (at least one sample each).
+
+        A seeded request keeps its seed for the first chunk and derives one per later chunk, so
+        the same request always gives the same samples, and a request that fits one chunk gives
+        exactly what the backend gives for it.
+        """
+        assert params.max_tokens is not None
+        per_chunk = max(1, self.limits.sample_chunk_tokens // (prompt.length + params.max_tokens))
+        chunks: list[Chunk] = []
+        for index, first in enumerate(range(0, n, per_chunk)):
+            size = min(per_chunk, n - first)
+            seeded = params if params.seed is None or index == 0 else dataclasses.replace(
+                params, seed=(params.seed * 1_000_003 + index) % MAX_SEED)
+            chunks.append(lambda size=size, seeded=seeded: client.sample(prompt, size, seeded))
+        if prompt_logprobs:
+            chunks.append(lambda: client.compute_logprobs(prompt))
+        return chunks
+
+    def asample(self, request: Any, call: Incoming) -> Reply:
+        try:
+            prompt = model_input_from_json(request.prompt.model_dump(mode="json"))
+        except CookbookError as exc:
+            raise ApiError(400, str(exc)) from None
+        params = self._sampling_params(request, prompt)  # before any model is opened for it
+        n = request.num_samples
         if request.sampling_session_id is not None:
             sampler = self._sampler(request.sampling_session_id)
-        else:
-            sampler = self._open_sampler(request.base_model, request.model_path)
-        prompt = model_input_from_json(request.prompt.model_dump(mode="json"))
-        params = sampling_params_from_sdk(request.sampling_params)
-        n = request.num_samples
+            client, owner = sampler.client, sampler.owner
+        else:  # a one-off sampler, not kept; such requests name no session, so they share one turn
+            client, _ = self._sampling_client(request.base_model, request.model_path)
+            owner = "one-off requests"
+        chunks = self._sample_chunks(client, prompt, n, params, bool(request.prompt_logprobs))
 
-        def start() -> Any:
-            sampled = sampler.client.sample(prompt, n, params)
-            scored = sampler.client.compute_logprobs(prompt) if request.prompt_logprobs else None
-            return _WithPromptLogprobs(sampled, scored, prompt)
+        def combine(results: list[Any]) -> SampleResponse:
+            scored = tuple(results.pop()) if request.prompt_logprobs else None
+            return SampleResponse(tuple(seq for part in results for seq in part.sequences), scored)
 
-        key = ("sample", request.sampling_session_id, request.seq_id) if request.sampling_session_id else None
-        pending = self.futures.submit("/api/v1/asample", key, start, encode_sample_response)
-        if self.faults.take("/api/v1/asample", ("hang",)) is not None:
-            pending.future = NeverDone()
+        key = _seq_key(request.sampling_session_id, request.seq_id) if request.sampling_session_id else None
+        pending = self._queue("/api/v1/asample", key, lambda: self._sampling.submit(owner, chunks, combine),
+                              encode_sample_response, call)
         ids = [f"{pending.request_id}-seq{i}" for i in range(n)]
         return self._accepted(pending, {"sample_sequence_ids": ids})
 
     # ---- results
 
-    def retrieve_future(self, body: Any, headers: dict[str, str], poll: float = 10.0) -> Reply:
-        request_id = str(body.get("request_id"))
+    def retrieve_future(self, request: Any, call: Incoming, poll: float = 10.0) -> Reply:
+        request_id = request.request_id
         pending = self.futures.get(request_id)
         if pending is None:
             raise ApiError(410, f"no pending request {request_id!r} (expired or from another server run)")
@@ -431,18 +614,12 @@ class TinkerAPI:
         return Reply(200, payload)
 
 
-class _WithPromptLogprobs:
-    """A sample future that, when asked, carries the prompt's logprobs (scored beside the sample)."""
+def _identity(key: Any) -> str:
+    if isinstance(key, tuple) and len(key) == 3 and key[0] == "seq":
+        return f"seq_id {key[2]} of {key[1]}"
+    return f"model id {key[1]}" if isinstance(key, tuple) and len(key) == 2 else repr(key)
 
-    def __init__(self, sampled: Any, scored: Any, prompt: ModelInput) -> None:
-        self._sampled, self._scored, self._prompt = sampled, scored, prompt
 
-    def done(self) -> bool:
-        return bool(self._sampled.done() and (self._scored is None or self._scored.done()))
-
-    def result(self, timeout: float | None = None) -> SampleResponse:
-        response = self._sampled.result(timeout)
-        if self._scored is None:
-            return response
-        return SampleResponse(response.sequences, tuple(self._scored.result(timeout)))
-
+def _seq_key(owner: str, seq_id: int | None) -> tuple[str, str, int] | None:
+    """A request's identity: its model (or sampling session) and sequence id; none without a sequence id."""
+    return None if seq_id is None else ("seq", owner, seq_id)

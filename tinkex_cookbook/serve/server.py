@@ -9,13 +9,13 @@ It binds to 127.0.0.1 by default and checks ``X-API-Key`` on every API call.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
+from tinkex_cookbook import jsonio
 from tinkex_cookbook.serve.api import ApiError, Reply, TinkerAPI
 from tinkex_cookbook.serve.faults import FaultPlan
 from tinkex_cookbook.serve.wire import PROTOBUF
@@ -89,10 +89,9 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         if PROTOBUF in headers.get("content-type", ""):
             return api.post(path, body, headers)
-        try:
-            parsed = json.loads(body or b"{}")
-        except ValueError:
-            raise ApiError(400, f"{path} takes a JSON body") from None
+        parsed, wrong = jsonio.problem(body or b"{}")
+        if wrong is not None:
+            raise ApiError(400, f"{path} takes a JSON body; this body {wrong}")
         return api.post(path, parsed, headers)
 
     def _send(self, reply: Reply) -> None:

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from tinkex_cookbook.errors import UnknownNameError, did_you_mean
+from tinkex_cookbook.errors import ConfigError, UnknownNameError, did_you_mean
 from tinkex_cookbook.ports import HubClient
+from tinkex_cookbook.train.model_names import check_model_name, model_name_problem
 from tinkex_cookbook.train.models import (
     HubRepo,
     ModelEntry,
@@ -111,20 +112,36 @@ def is_complete(folder: Path, weights: bool) -> bool:
 
 
 def candidate_folders(name: str, sources: ModelSources) -> list[Path]:
-    """Every folder that may hold ``name``'s files, in the order they are preferred."""
+    """Every folder that may hold ``name``'s files, in the order they are preferred.
+
+    ``name`` must be a name, not a path (``check_model_name``); a folder under ``models_dir`` that
+    is a symlink to somewhere outside it is refused too, so a name only ever reaches folders inside
+    the places above. A folder elsewhere comes in through the catalog (a ``models:`` entry)."""
+    check_model_name(name)
     entry = find_model(name)
-    names = dict.fromkeys([name, entry.name] if entry else [name])
+    names = [n for n in dict.fromkeys([name, entry.name] if entry else [name]) if model_name_problem(n) is None]
     folders: list[Path] = []
     if entry is not None and isinstance(entry.weights, ModelFolder):
         folders.append(Path(entry.weights.path).expanduser())
     for each in names:
         if sources.models_dir is not None:
-            folders += [sources.models_dir / each, sources.models_dir / folder_name(each)]
+            folders += [inside(sources.models_dir, sources.models_dir / each),
+                        inside(sources.models_dir, sources.models_dir / folder_name(each))]
         folders.append(sources.cache_folder(each))
         snapshot = hf_cache_snapshot(each, sources.hub_cache)
         if snapshot is not None:
             folders.append(snapshot)
     return list(dict.fromkeys(folders))
+
+
+def inside(root: Path, folder: Path) -> Path:
+    """``folder``, refused when it exists but its real path (symlinks followed) is outside ``root``'s."""
+    if folder.exists() and not folder.resolve().is_relative_to(root.resolve()):
+        raise ConfigError(
+            f"model folder {folder} leads outside the models folder {root} (to {folder.resolve()}); "
+            "move the folder itself there, or add it to the catalog (a manifest's models: entry with its "
+            "weights folder)")
+    return folder
 
 
 def hf_cache_snapshot(repo_id: str, hub_cache: Path | None) -> Path | None:
