@@ -19,6 +19,8 @@ from torch import Tensor
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError
 from tinkex_cookbook.ports import BlobStore
+from tinkex_cookbook.ports.blobs import blob_sha256
+from tinkex_cookbook.ports.training import CheckpointFile
 
 PATH_SCHEME = "local://"
 CHECKPOINT_PREFIX = "local_torch"
@@ -86,6 +88,18 @@ def _header(data: bytes) -> dict[str, str]:
 def write_checkpoint(blob_store: BlobStore, key: str, payload: dict[str, Any]) -> str:
     blob_store.write(key, encode_checkpoint(payload))
     return PATH_SCHEME + key
+
+
+def checkpoint_file(blob_store: BlobStore, path: str) -> CheckpointFile | None:
+    """The file at a ``local://`` path, hashed in pieces (``FileCheckpoints``); ``None`` for any other path."""
+    if not path.startswith(PATH_SCHEME):
+        return None
+    key = checkpoint_key(path)
+    try:
+        digest, size = blob_sha256(blob_store, key)
+    except BlobNotFoundError:
+        raise BlobNotFoundError(f"no local_torch checkpoint at {path!r} ({blob_store.uri(key)})") from None
+    return CheckpointFile(blob_store.uri(key), digest, size)
 
 
 RECOVERY = ("Fix: restore the file from a copy; if it is a run's latest checkpoint, delete its line (and any "
