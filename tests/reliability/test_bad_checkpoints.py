@@ -146,7 +146,9 @@ def check_damaged_record_file(root: Path, whole: Path, case: tuple[str, int, Any
         intact = [r for i, r in enumerate(records, start=1) if i != named_line or case[0] in (
             "garbage", "not_utf8", "not_object")]
         assert f"last intact checkpoint, {intact[-1]['name']!r} (step {intact[-1]['step']})" in message, message
-        bad = [int(n) for n in re.search(r"delete the damaged line\(s\) \(([\d, ]+)\)", message)[1].split(", ")]
+        named = re.search(r"delete the damaged line\(s\) \(([\d, ]+)\)", message)
+        assert named is not None, message
+        bad = [int(n) for n in named[1].split(", ")]
         kept = [row for n, row in enumerate(path.read_bytes().split(b"\n"), start=1) if n not in bad]
         path.write_bytes(b"\n".join(kept))  # the fix the message gives
     else:
@@ -435,8 +437,25 @@ def test_flipped_bytes_in_the_newest_state_stop_the_resume_naming_the_checkpoint
     assert type(error) is BlobStoreError
     assert all(words in message for words in [
         f"checkpoint at {path!r} is corrupt ({state}, ", "sha256", "checkpoint 'final' (step 4), line 3 of",
-        "checkpoints.jsonl", "Fix: restore the file from a copy", "delete line 3 of it to resume from the checkpoint "
-        "before it, '000004' (step 4), whose files match their checksums"]), message
+        "checkpoints.jsonl", "Fix: restore the file from a copy",
+        ("delete line 3 of it to resume from the checkpoint before it, '000004' (step 4), whose files match their "
+         "checksums")]), message
+
+
+@given(st.floats(0.0, 0.999), st.integers(1, 64))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bytes_flipped_anywhere_in_the_newest_state_are_named(
+    tmp_path_factory: pytest.TempPathFactory, local_run: Path, where: float, count: int
+) -> None:
+    """Header or tensor data, one byte or 64: the file no longer matches the sha256 its record holds."""
+    root = copy_run(local_run, tmp_path_factory.mktemp("flip") / "copy")
+    state, path = newest_state(root)
+    data = bytearray(state.read_bytes())
+    at = int(len(data) * where)
+    data[at : at + count] = bytes(b ^ 0x5A for b in data[at : at + count])
+    state.write_bytes(bytes(data))
+    message = str(local_resume_error(root))
+    assert f"checkpoint at {path!r} is corrupt" in message and "'000004' (step 4)" in message, message
 
 
 def test_the_checkpoint_named_as_the_way_back_has_intact_files(tmp_path: Path, local_run: Path) -> None:
@@ -542,3 +561,11 @@ def test_hostile_json_in_a_record_is_a_damaged_line(tmp_path: Path, line: str, w
     path.write_text(path.read_text() + line + "\n")
     message = str(resume_error(tmp_path))
     assert words in message and "'000006' (step 6)" in message, message
+
+
+def test_with_no_intact_checkpoint_before_it_the_fix_is_to_start_over(tmp_path: Path, local_run: Path) -> None:
+    root = copy_run(local_run, tmp_path / "copy")
+    for record in records_of(root):
+        flip_tensor_bytes(root / record["state_path"].removeprefix("local://"))
+    message = str(local_resume_error(root))
+    assert "to start the run over (no checkpoint before it has intact files;" in message, message

@@ -292,8 +292,9 @@ def _resume_fix(store: BlobStore, key: str, numbered: list[tuple[int, Checkpoint
     good = _good_before(numbered[:-1], files) if files is not None else (numbered[-2] if len(numbered) > 1 else None)
     said = f"it is checkpoint {last.name!r} (step {last.step}), line {lineno} of {uri}. Fix: restore the file from a copy"
     if good is None:
-        return (f"{said}, or delete {uri} to start the run over (no checkpoint before it has intact files; its "
-                "steps are then recomputed and its checkpoints overwritten)")
+        none = "no checkpoint before it has intact files" if len(numbered) > 1 else "it is the run's first checkpoint"
+        return (f"{said}, or delete {uri} to start the run over ({none}; its steps are then recomputed and its "
+                "checkpoints overwritten)")
     lines = f"line {lineno}" if good[0] + 1 == lineno else f"lines {good[0] + 1}-{lineno}"
     checked = ", whose files match their checksums" if files is not None and good[1].sha256 else ""
     return (f"{said}, or delete {lines} of it to resume from the checkpoint before it, {good[1].name!r} "
@@ -321,6 +322,6 @@ def check_picked(records: Sequence[CheckpointRecord], index: int, paths: Sequenc
         return
     good = _good_before(list(enumerate(records[:index], start=1)), files)
     fix = (f"pick the checkpoint before it: --checkpoint {good[1].name!r} (step {good[1].step})"
-           if good else "no checkpoint before it has intact files")
+           if good else "no checkpoint before it has intact files" if index else "it is the run's first checkpoint")
     raise _file_error(wrong, f"it is checkpoint {record.name!r} (step {record.step}) in {where}. "
                       f"Fix: restore the file from a copy, or {fix}")
