@@ -6,7 +6,9 @@ Everything else (base model, rank, alpha, targets, seeds, step count, the optimi
 hyper-parameters) is JSON in the file's ``__metadata__``. A missing, truncated or foreign
 checkpoint is an error naming its path and blob, with the fix: restore it, or drop its
 record from the run's ``checkpoints.jsonl`` so the run resumes from the checkpoint before
-it. Nothing is ever read from a half-loaded payload.
+it. Nothing is ever read from a half-loaded payload. ``checkpoint_file`` hashes a checkpoint in pieces, so
+a run's record pins each file's sha256 and every load through the record checks it first
+(``train/checkpoints.py``): bytes changed inside a file that still decodes are caught too.
 """
 
 from __future__ import annotations
