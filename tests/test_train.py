@@ -142,3 +142,12 @@ def test_checkpoint_records_append_and_load() -> None:
     append_checkpoint(store, "r/checkpoints.jsonl", first)
     append_checkpoint(store, "r/checkpoints.jsonl", second)
     assert load_checkpoints(store, "r/checkpoints.jsonl") == [first, second]
+
+
+def test_a_checkpoint_record_that_would_not_read_back_is_refused_before_it_is_written() -> None:
+    """The record is checked by the same definition that reads it back (``record_problems``)."""
+    store = MemoryBlobStore()
+    bad = CheckpointRecord("000002", 2, 0, "p2", extra={"sampler_path": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="field 'extra' must be an object of strings, got"):
+        append_checkpoint(store, "r/checkpoints.jsonl", bad)
+    assert not store.exists("r/checkpoints.jsonl")

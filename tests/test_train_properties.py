@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from tinkex_cookbook import TrainOnWhat, UnknownNameError
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
+from tinkex_cookbook.errors import BlobStoreError
 from tinkex_cookbook.ports import ModelInput
 from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
 from tinkex_cookbook.train.datum import datum_from_model_input_weights
@@ -187,11 +189,39 @@ records = st.builds(
 
 @given(st.lists(records, max_size=6))
 @settings(max_examples=100)
-def test_checkpoint_file_round_trips_any_records(history: list[CheckpointRecord]) -> None:
+def test_checkpoint_file_round_trips_any_records(drawn: list[CheckpointRecord]) -> None:
+    """Any records a run can write: its steps grow from one record to the next."""
+    history = [replace(record, step=sum(r.step % 1000 + 1 for r in drawn[: i + 1])) for i, record in enumerate(drawn)]
     store = MemoryBlobStore()
     for record in history:
         append_checkpoint(store, "run/checkpoints.jsonl", record)
     assert load_checkpoints(store, "run/checkpoints.jsonl") == history
+
+
+@given(st.lists(st.tuples(st.integers(0, 12), st.booleans()), min_size=1, max_size=6), st.none() | st.integers(0, 12))
+@settings(max_examples=100)
+def test_checkpoint_steps_that_do_not_fit_the_run_are_a_damaged_line(
+    steps: list[tuple[int, bool]], total: int | None
+) -> None:
+    """Whatever the steps, a file either reads back whole (steps grow, a final one may repeat the step before
+    it, none beyond ``total``) or is a ``BlobStoreError`` naming the first line that breaks the order."""
+    store = MemoryBlobStore()
+    history = [CheckpointRecord(f"c{i}", step, 0, "noop://s", final=final) for i, (step, final) in enumerate(steps)]
+    for record in history:
+        append_checkpoint(store, "r/checkpoints.jsonl", record)
+    first_bad, last = None, None
+    for lineno, record in enumerate(history, start=1):
+        fits = (total is None or record.step <= total) and (last is None or record.step > last.step or (
+            record.step == last.step and record.final and not last.final))
+        if fits:
+            last = record
+        elif first_bad is None:
+            first_bad = lineno
+    if first_bad is None:
+        assert load_checkpoints(store, "r/checkpoints.jsonl", total) == history
+    else:
+        with pytest.raises(BlobStoreError, match=f"is damaged: line {first_bad} has field 'step'"):
+            load_checkpoints(store, "r/checkpoints.jsonl", total)
 
 
 def test_checkpoint_file_on_disk_is_one_sorted_json_object_per_line(tmp_path: Path) -> None:

@@ -146,7 +146,9 @@ def check_damaged_record_file(root: Path, whole: Path, case: tuple[str, int, Any
         intact = [r for i, r in enumerate(records, start=1) if i != named_line or case[0] in (
             "garbage", "not_utf8", "not_object")]
         assert f"last intact checkpoint, {intact[-1]['name']!r} (step {intact[-1]['step']})" in message, message
-        bad = [int(n) for n in re.search(r"delete the damaged line\(s\) \(([\d, ]+)\)", message)[1].split(", ")]
+        named = re.search(r"delete the damaged line\(s\) \(([\d, ]+)\)", message)
+        assert named is not None, message
+        bad = [int(n) for n in named[1].split(", ")]
         kept = [row for n, row in enumerate(path.read_bytes().split(b"\n"), start=1) if n not in bad]
         path.write_bytes(b"\n".join(kept))  # the fix the message gives
     else:
@@ -385,3 +387,185 @@ def test_following_the_hint_after_a_damaged_state_finishes_with_the_same_weights
     again = decode_checkpoint((root / result.state["final_sampler_path"].removeprefix("local://")).read_bytes())["lora"]
     original = decode_checkpoint((local_run / first.removeprefix("local://")).read_bytes())["lora"]
     assert again.keys() == original.keys() and all(torch.equal(again[k], original[k]) for k in original)
+
+
+# --- checksums of the saved files (local) ----------------------------------------------------------
+
+
+def records_of(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (root / "run" / "checkpoints.jsonl").read_text().splitlines()]
+
+
+def flip_tensor_bytes(file: Path, count: int = 64) -> None:
+    """XOR ``count`` bytes in the middle of a safetensors file's tensor data: the file still decodes."""
+    data = bytearray(file.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    at = start + (len(data) - start) // 2
+    data[at : at + count] = bytes(b ^ 0xFF for b in data[at : at + count])
+    file.write_bytes(bytes(data))
+
+
+def local_resume_error(root: Path) -> BlobStoreError:
+    return resume_error(root, SlBasic, LOCAL, manifest="local", **ONE_THREAD)
+
+
+def test_every_saved_file_has_its_sha256_in_the_record(local_run: Path) -> None:
+    import hashlib
+
+    records = records_of(local_run)
+    assert [r["name"] for r in records] == ["000002", "000004", "final"]
+    for record in records:
+        paths = [p for p in (record["state_path"], record.get("sampler_path")) if p]
+        assert sorted(record["sha256"]) == sorted(paths), record
+        for path in paths:
+            data = (local_run / path.removeprefix("local://")).read_bytes()
+            assert record["sha256"][path] == hashlib.sha256(data).hexdigest()
+
+
+def test_flipped_bytes_in_the_newest_state_stop_the_resume_naming_the_checkpoint_before_it(
+    tmp_path: Path, local_run: Path
+) -> None:
+    """64 bytes XORed inside a tensor still decode: without the checksum the run resumed from wrong weights."""
+    from tinkex_cookbook.adapters.training.local_checkpoints import decode_checkpoint
+
+    root = copy_run(local_run, tmp_path / "copy")
+    state, path = newest_state(root)
+    flip_tensor_bytes(state)
+    decode_checkpoint(state.read_bytes())  # the damage is invisible to the decoder
+    error = local_resume_error(root)
+    message = str(error)
+    assert type(error) is BlobStoreError
+    assert all(words in message for words in [
+        f"checkpoint at {path!r} is corrupt ({state}, ", "sha256", "checkpoint 'final' (step 4), line 3 of",
+        "checkpoints.jsonl", "Fix: restore the file from a copy",
+        ("delete line 3 of it to resume from the checkpoint before it, '000004' (step 4), whose files match their "
+         "checksums")]), message
+
+
+@given(st.floats(0.0, 0.999), st.integers(1, 64))
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_bytes_flipped_anywhere_in_the_newest_state_are_named(
+    tmp_path_factory: pytest.TempPathFactory, local_run: Path, where: float, count: int
+) -> None:
+    """Header or tensor data, one byte or 64: the file no longer matches the sha256 its record holds."""
+    root = copy_run(local_run, tmp_path_factory.mktemp("flip") / "copy")
+    state, path = newest_state(root)
+    data = bytearray(state.read_bytes())
+    at = int(len(data) * where)
+    data[at : at + count] = bytes(b ^ 0x5A for b in data[at : at + count])
+    state.write_bytes(bytes(data))
+    message = str(local_resume_error(root))
+    assert f"checkpoint at {path!r} is corrupt" in message and "'000004' (step 4)" in message, message
+
+
+def test_the_checkpoint_named_as_the_way_back_has_intact_files(tmp_path: Path, local_run: Path) -> None:
+    """With the two newest states damaged, the error skips both and the fix it gives finishes the run."""
+    root = copy_run(local_run, tmp_path / "copy")
+    records = records_of(root)
+    for record in records[1:]:
+        flip_tensor_bytes(root / record["state_path"].removeprefix("local://"))
+    message = str(local_resume_error(root))
+    assert "delete lines 2-3 of it to resume from the checkpoint before it, '000002' (step 2)" in message, message
+    path = root / "run" / "checkpoints.jsonl"
+    path.write_text(path.read_text().splitlines()[0] + "\n")
+    Runtime.run(SlBasic, LOCAL, manifest="local", ports={**local_blobs(root), **ONE_THREAD})
+    assert [r["name"] for r in records_of(root)] == ["000002", "000004", "final"]
+
+
+def test_a_missing_sampler_file_of_the_final_record_stops_the_resume(tmp_path: Path, local_run: Path) -> None:
+    root = copy_run(local_run, tmp_path / "copy")
+    last = records_of(root)[-1]
+    (root / last["sampler_path"].removeprefix("local://")).unlink()
+    error = local_resume_error(root)
+    assert isinstance(error, BlobNotFoundError) and repr(last["sampler_path"]) in str(error), error
+    assert "'000004' (step 4)" in str(error)
+
+
+def test_records_without_checksums_still_load_and_a_cut_state_names_the_checkpoint_before_it(
+    tmp_path: Path, local_run: Path
+) -> None:
+    """Records written before checksums resume unchecked; a state that does not decode still names the way back."""
+    root = copy_run(local_run, tmp_path / "copy")
+    path = root / "run" / "checkpoints.jsonl"
+    old = [{k: v for k, v in record.items() if k != "sha256"} for record in records_of(root)]
+    path.write_text("".join(json.dumps(record) + "\n" for record in old))
+    Runtime.run(SlBasic, LOCAL, manifest="local", ports={**local_blobs(root), **ONE_THREAD})  # finished: nothing to do
+    state, _ = newest_state(root)
+    state.write_bytes(state.read_bytes()[:1000])
+    message = str(local_resume_error(root))
+    assert "is corrupt or not a checkpoint" in message and message.count("Fix:") == 1, message
+    assert message.endswith("delete line 3 of it to resume from the checkpoint before it, '000004' (step 4)"), message
+
+
+def test_chat_and_export_of_a_flipped_checkpoint_name_an_intact_one(tmp_path: Path, local_run: Path) -> None:
+    """Weights are checked before a run's checkpoint is opened to chat, sample, evaluate or export."""
+    from tinkex_cookbook.runtime.targets import open_sampler, resolve_target
+
+    root = copy_run(local_run, tmp_path / "copy")
+    last = records_of(root)[-1]
+    flip_tensor_bytes(root / last["sampler_path"].removeprefix("local://"))
+    with pytest.raises(BlobStoreError) as caught, open_sampler(resolve_target(str(root / "run"))):
+        pass
+    message = str(caught.value)
+    assert all(words in message for words in [
+        f"checkpoint at {last['sampler_path']!r} is corrupt", "checkpoint 'final' (step 4)", "checkpoints.jsonl",
+        "--checkpoint '000004' (step 4)"]), message
+
+
+# --- records checked against the run (`test` manifest) ----------------------------------------------
+
+
+def edit_last(root: Path, **changes: Any) -> None:
+    path = root / "run" / "checkpoints.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    records[-1].update(changes)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"step": 1000000}, "line 3 has field 'step' 1000000, beyond the run's 10 planned steps"),
+        ({"step": 11}, "line 3 has field 'step' 11, beyond the run's 10 planned steps"),
+        ({"step": 3}, "line 3 has field 'step' 3, not after line 2's step 4"),
+        ({"step": 4}, "line 3 has field 'step' 4, not after line 2's step 4"),
+        ({"step": 2, "final": True}, "line 3 has field 'step' 2, not after line 2's step 4"),
+        ({"state_path": None}, "line 3 has field 'state_path' None, but the checkpoint a run resumes from must name"),
+        ({"state_path": ""}, "line 3 has field 'state_path' '', but"),
+        ({"sha256": {"noop://elsewhere": "0" * 64}}, "line 3 has field 'sha256' names 'noop://elsewhere', which is none"),
+        ({"sha256": {"x": "not hex"}}, "line 3 has field 'sha256' must be an object of paths to sha256 digests"),
+    ],
+)
+def test_a_record_that_does_not_fit_the_run_is_named_with_the_way_back(
+    tmp_path: Path, changes: dict[str, Any], words: str
+) -> None:
+    """A record edited to a step beyond the run made a 'final' checkpoint after 6 trained steps; one without a
+    state path failed inside the backend. Both now name the file, line, field, value and the fix."""
+    crashed_run(tmp_path)
+    edit_last(tmp_path, **changes)
+    message = str(resume_error(tmp_path))
+    assert words in message and "Fix:" in message and "'000004' (step 4)" in message, message
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("[" * 5000, "line 4 nests arrays or objects too deeply to read"),
+        ('{"name": "x", "step": ' + "9" * 5000 + ', "epoch": 0}', "line 4 holds a value that cannot be read"),
+        ('{"name": "x", "step": 1e999, "epoch": 0}', "line 4 has field 'step' must be an integer >= 0"),
+    ],
+)
+def test_hostile_json_in_a_record_is_a_damaged_line(tmp_path: Path, line: str, words: str) -> None:
+    crashed_run(tmp_path)
+    path = tmp_path / "run" / "checkpoints.jsonl"
+    path.write_text(path.read_text() + line + "\n")
+    message = str(resume_error(tmp_path))
+    assert words in message and "'000006' (step 6)" in message, message
+
+
+def test_with_no_intact_checkpoint_before_it_the_fix_is_to_start_over(tmp_path: Path, local_run: Path) -> None:
+    root = copy_run(local_run, tmp_path / "copy")
+    for record in records_of(root):
+        flip_tensor_bytes(root / record["state_path"].removeprefix("local://"))
+    message = str(local_resume_error(root))
+    assert "to start the run over (no checkpoint before it has intact files;" in message, message

@@ -12,6 +12,8 @@ Implementations are safe to call from several threads.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
 
@@ -66,3 +68,26 @@ def whole_lines(data: bytes) -> list[bytes]:
     """The complete lines of an appended blob, without their newlines: a torn tail (bytes after the last
     ``\\n``, left by a crash mid-append) is not a line yet, so it is skipped."""
     return data.split(b"\n")[:-1]
+
+
+CHUNK = 1 << 20
+"""Bytes per piece when a blob is read in pieces (``ReadsChunks``)."""
+
+
+@runtime_checkable
+class ReadsChunks(Protocol):
+    """A blob store that can hand a blob over in pieces, so checking a large one never holds all of it."""
+
+    def read_chunks(self, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        """The blob's bytes, ``size`` at a time; ``BlobNotFoundError`` (at the first piece) when absent."""
+        ...
+
+
+def blob_sha256(store: BlobStore, key: str) -> tuple[str, int]:
+    """The sha256 (hex) and size of ``key``'s blob: read in pieces where the store can, else in one read."""
+    digest, size = hashlib.sha256(), 0
+    pieces = store.read_chunks(key) if isinstance(store, ReadsChunks) else iter((store.read(key),))
+    for piece in pieces:
+        digest.update(piece)
+        size += len(piece)
+    return digest.hexdigest(), size

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from tinkex_cookbook.ports.types import (
@@ -163,3 +164,24 @@ class TokenizingService(Protocol):
     """A training backend that can say which tokenizer a base model uses."""
 
     def tokenizer_for(self, model_name: str) -> Tokenizer: ...
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """The bytes a checkpoint path names, as a file: where a user finds it, its sha256 (hex) and its size."""
+
+    uri: str
+    sha256: str
+    size: int
+
+
+@runtime_checkable
+class FileCheckpoints(Protocol):
+    """A training backend (service or client) that writes its checkpoints as files through the blob store (the
+    local one), so a run can record what each file held and check it before loading it again. Tinker keeps its
+    checkpoints server-side: there are no local bytes to check, and it has no such method."""
+
+    def checkpoint_file(self, path: str) -> CheckpointFile | None:
+        """What is stored at ``path`` now, read in pieces; ``None`` for a path that is not this backend's
+        file (a Tinker path, a recipe's non-path value); ``BlobNotFoundError`` when its file is gone."""
+        ...

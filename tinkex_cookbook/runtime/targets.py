@@ -16,9 +16,11 @@ from typing import Any
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
 from tinkex_cookbook.ports import Ports, SamplingClient, Tokenizer, TrainingService
-from tinkex_cookbook.ports.training import TokenizingSampler, TokenizingService
+from tinkex_cookbook.ports.training import FileCheckpoints, TokenizingSampler, TokenizingService
+from tinkex_cookbook.run_folder import CHECKPOINTS
 from tinkex_cookbook.runs import Run, RunsError, find_run_folders, is_run_folder
 from tinkex_cookbook.runtime.settings import Settings
+from tinkex_cookbook.train.checkpoints import check_picked, load_checkpoints
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 from tinkex_cookbook.train.tokenizer_sources import read_tokenizer_config
@@ -116,6 +118,7 @@ def _run_target(run: Run, checkpoint: str | None, renderer: str | None) -> Targe
     model = run.config.get("model_name")
     if not model:
         raise RunsError(f"run {run.path} has no config.json naming its model_name")
+    load_checkpoints(run.folder.store, run.folder.key(CHECKPOINTS))  # a damaged record is named, as for a resume
     record = pick_checkpoint(run, checkpoint)
     if not (record.get("sampler_path") or record.get("state_path")):
         raise RunsError(f"checkpoint {record.get('name')!r} of run {run.path} names no weights")
@@ -158,12 +161,24 @@ def open_target_sampler(service: TrainingService, target: Target) -> SamplingCli
     path = target.weights_path
     if path is None:
         return service.create_sampling_client(base_model=target.model_name)
+    _check_files(service, target, path)
     if target.checkpoint.get("sampler_path") or path.startswith("local://") or not target.checkpoint:
         return service.create_sampling_client(model_path=path)
     rank = int((target.run.config if target.run else {}).get("lora_rank", 32))
     client = service.create_lora_training_client(target.model_name, rank=rank)
     client.load_state(path).result()
     return client.save_weights_and_get_sampling_client(f"chat-{target.checkpoint.get('name', 'checkpoint')}")
+
+
+def _check_files(service: TrainingService, target: Target, path: str) -> None:
+    """A run's checkpoint file still holds the bytes its record's checksum says (``check_picked``)."""
+    if target.run is None or not isinstance(service, FileCheckpoints):
+        return
+    folder = target.run.folder
+    records = load_checkpoints(folder.store, folder.key(CHECKPOINTS))
+    picked = [i for i, record in enumerate(records) if record.name == target.checkpoint.get("name")]
+    if picked:
+        check_picked(records, picked[-1], [path], service, folder.uri(CHECKPOINTS))
 
 
 @contextmanager

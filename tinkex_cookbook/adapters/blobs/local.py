@@ -34,6 +34,7 @@ from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.keys import TEMP_PREFIX, as_bytes, as_lines, normalize_key
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, ConfigError, InvalidKeyError
+from tinkex_cookbook.ports.blobs import CHUNK
 from tinkex_cookbook.processes import host_tag, pid_alive
 
 _MISSING = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
@@ -62,6 +63,14 @@ class LocalBlobStore:
     def read(self, key: str) -> bytes:
         with self._translate("read", key, missing_ok=False):
             return self._path(key).read_bytes()
+
+    def read_chunks(self, key: str, size: int = CHUNK) -> Iterator[bytes]:
+        """The file's bytes ``size`` at a time (``ReadsChunks``): hashing a large checkpoint holds one piece."""
+        with self._translate("read", key, missing_ok=False):
+            file = self._path(key).open("rb")
+        with file, self._translate("read", key, missing_ok=False):
+            while piece := file.read(size):
+                yield piece
 
     def write(self, key: str, data: bytes) -> None:
         payload = as_bytes(key, data)

@@ -6,7 +6,9 @@ Everything else (base model, rank, alpha, targets, seeds, step count, the optimi
 hyper-parameters) is JSON in the file's ``__metadata__``. A missing, truncated or foreign
 checkpoint is an error naming its path and blob, with the fix: restore it, or drop its
 record from the run's ``checkpoints.jsonl`` so the run resumes from the checkpoint before
-it. Nothing is ever read from a half-loaded payload.
+it. Nothing is ever read from a half-loaded payload. ``checkpoint_file`` hashes a checkpoint in pieces, so
+a run's record pins each file's sha256 and every load through the record checks it first
+(``train/checkpoints.py``): bytes changed inside a file that still decodes are caught too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from torch import Tensor
 
 from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError
 from tinkex_cookbook.ports import BlobStore
+from tinkex_cookbook.ports.blobs import blob_sha256
+from tinkex_cookbook.ports.training import CheckpointFile
 
 PATH_SCHEME = "local://"
 CHECKPOINT_PREFIX = "local_torch"
@@ -86,6 +90,18 @@ def _header(data: bytes) -> dict[str, str]:
 def write_checkpoint(blob_store: BlobStore, key: str, payload: dict[str, Any]) -> str:
     blob_store.write(key, encode_checkpoint(payload))
     return PATH_SCHEME + key
+
+
+def checkpoint_file(blob_store: BlobStore, path: str) -> CheckpointFile | None:
+    """The file at a ``local://`` path, hashed in pieces (``FileCheckpoints``); ``None`` for any other path."""
+    if not path.startswith(PATH_SCHEME):
+        return None
+    key = checkpoint_key(path)
+    try:
+        digest, size = blob_sha256(blob_store, key)
+    except BlobNotFoundError:
+        raise BlobNotFoundError(f"no local_torch checkpoint at {path!r} ({blob_store.uri(key)})") from None
+    return CheckpointFile(blob_store.uri(key), digest, size)
 
 
 RECOVERY = ("Fix: restore the file from a copy; if it is a run's latest checkpoint, delete its line (and any "

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from tinkex_cookbook.adapters.training.local_checkpoints import (
     CHECKPOINT_PREFIX,
     SUFFIX,
+    checkpoint_file,
     read_checkpoint,
     write_checkpoint,
 )
@@ -68,6 +69,7 @@ from tinkex_cookbook.ports import (
     SaveStateResponse,
     ThreadFuture,
 )
+from tinkex_cookbook.ports.training import CheckpointFile
 from tinkex_cookbook.train.tokenizers import HFTokenizer
 
 if TYPE_CHECKING:
@@ -176,6 +178,11 @@ class LocalTorchTrainingService:
     def place_checkpoints(self, prefix: str) -> None:
         """Save checkpoints under ``prefix`` from now on (a run folder's ``checkpoints/``)."""
         self.checkpoint_prefix = prefix
+
+    def checkpoint_file(self, path: str) -> CheckpointFile | None:
+        """What a ``local://`` checkpoint path holds now (``FileCheckpoints``): read from the blob store in
+        pieces, off the torch thread (a save must have returned before its file is asked for)."""
+        return checkpoint_file(self.blob_store, path)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Queue ``fn(*args)`` on the torch thread; calls run one at a time, in submission order."""
@@ -375,6 +382,9 @@ class LocalTorchTrainingClient:
     def save_weights_for_sampler(self, name: str) -> ThreadFuture[SaveStateResponse]:
         """LoRA weights only, for ``create_sampling_client(model_path=...)``."""
         return self._submit(self._save, name, "sampler")
+
+    def checkpoint_file(self, path: str) -> CheckpointFile | None:
+        return self._service.checkpoint_file(path)
 
     def load_state(self, path: str) -> ThreadFuture[LoadStateResponse]:
         return self._submit(self._load_state, path)

@@ -16,12 +16,14 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple, Protocol
 
+from tinkex_cookbook.errors import BlobStoreError
 from tinkex_cookbook.pipeline.context import Context, Key
 from tinkex_cookbook.pipeline.divergence import diverged, divergence_error
 from tinkex_cookbook.pipeline.registry import stage
 from tinkex_cookbook.ports import AdamParams, BlobStore, SamplingClient, TrainingClient, TrainingService
+from tinkex_cookbook.ports.training import FileCheckpoints
 from tinkex_cookbook.run_folder import CHECKPOINTS
-from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, resume_point, unloadable
 from tinkex_cookbook.train.models import recommended_renderer
 from tinkex_cookbook.train.renderers import Renderer, get_renderer
 from tinkex_cookbook.train.schedules import lr_multiplier
@@ -102,14 +104,19 @@ def resume(ctx: Context[object], blob_store: BlobStore) -> None:
     """Continue from the run's last checkpoint, at exactly the next unfinished step.
 
     A step loop starts at ``start_step``; epoch and batch loops (``NUM_BATCHES``) at
-    ``start_epoch`` and ``start_batch``. A finished run starts past its last step.
+    ``start_epoch`` and ``start_batch``. A finished run starts past its last step. The record is checked
+    first (``resume_point``): against the run's planned steps, and its files against their checksums.
     """
-    records = load_checkpoints(blob_store, ctx.artifact_key(CHECKPOINTS))
-    last = records[-1] if records else None
+    key, trainer = ctx.artifact_key(CHECKPOINTS), ctx.need(TRAINER)
+    files = _files(trainer)
+    last = resume_point(blob_store, key, ctx.need(TOTAL_STEPS), files)
     ctx.put(RESUMED, last)
     if last is None:
         return
-    ctx.need(TRAINER).load_state(last.state_path or "").result()
+    try:
+        trainer.load_state(last.state_path or "").result()
+    except BlobStoreError as exc:
+        raise unloadable(blob_store, key, last, exc, files) from exc
     ctx.state.update(step=last.step, tokens_seen=last.tokens_seen, checkpoint_step=last.step)
     start = ctx.need(TOTAL_STEPS) if last.final else last.step
     per_epoch = ctx.get(NUM_BATCHES)
@@ -153,10 +160,15 @@ def _save(ctx: Context[object], blob_store: BlobStore, name: str, final: bool) -
     record = CheckpointRecord(name, ctx.state["step"], ctx.state.get("epoch", 0), state_path, sampler_path, final,
                               ctx.state.get("tokens_seen", 0), dict(extra) if extra else {})
     ctx.telemetry.flush()  # metric rows first: once recorded, a resume starts after this step
-    append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record)
+    record = append_checkpoint(blob_store, ctx.artifact_key(CHECKPOINTS), record, _files(trainer))
     ctx.state["checkpoint_step"] = record.step
     ctx.emit("train.checkpoint", name=name, step=record.step, path=state_path, final=final)
     return record
+
+
+def _files(trainer: TrainingClient) -> FileCheckpoints | None:
+    """The trainer, when its checkpoints are files whose checksums a record keeps (the local backend)."""
+    return trainer if isinstance(trainer, FileCheckpoints) else None
 
 
 @stage("open_sampler", reads=(TRAINER, RESUMED), writes=(SAMPLER, CHECKPOINT_EXTRA))
