@@ -70,6 +70,17 @@ def _ask(server: LocalTinker, head: bytes, body: bytes = b"", timeout: float = 3
         return read_reply(sock, timeout)
 
 
+def _threads_settle_within(bound: int, seconds: float = 5.0) -> bool:
+    """Whether the thread count drops to ``bound`` within ``seconds`` (closed connections' threads take a
+    moment to notice and end, longer on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while threading.active_count() > bound:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _keyed(**headers: str) -> dict[str, str]:
     return {"X-API-Key": KEY, **headers}
 
@@ -217,9 +228,8 @@ def test_connections_past_the_limit_close_the_longest_idle_and_bound_the_threads
     before = threading.active_count()
     held = [connect(server.base_url) for _ in range(60)]
     try:
-        time.sleep(0.3)
         assert len(server.httpd.connections) <= 8
-        assert threading.active_count() - before <= 8 + 2
+        assert _threads_settle_within(before + 8 + 2)
         assert closed_by_server(held[0], timeout=2.0)
         reply = _ask(server, request_head("GET", "/api/v1/healthz"))
         assert reply is not None and reply[0] == 200
@@ -270,12 +280,19 @@ ATTACKS: dict[str, Callable[[str, Tally], Callable[[threading.Event], object]]] 
 def test_healthz_stays_fast_under_attack(serve: Serve, attack: str) -> None:
     server = serve(idle_timeout=1.0, max_connections=32)
     before = threading.active_count()
+    peak = [before]
+
+    def count_threads(stop: threading.Event) -> None:
+        while not stop.wait(0.02):
+            peak[0] = max(peak[0], threading.active_count())
+
     tally = Tally()
-    latencies = healthz_under_attack(server.base_url, ATTACKS[attack](server.base_url, tally))
+    latencies = healthz_under_attack(server.base_url, ATTACKS[attack](server.base_url, tally), count_threads)
     assert latencies.failures == 0
     assert latencies.median < 0.1, latencies
     assert latencies.worst < 2.0, latencies
-    assert threading.active_count() - before <= 32 + 4
+    # 32 connection threads (cut ones may linger a moment while their replacements start), 2 test threads
+    assert peak[0] - before <= 2 * 32 + 2, peak
     if tally.connections:
         assert tally.bytes_sent / tally.connections < 16 * MIB, tally  # refused early, not read to the end
     assert all(status in (400, 401, 413) for status in tally.statuses), tally
