@@ -104,6 +104,25 @@ def test_a_small_request_with_a_wrong_key_still_reads_its_401() -> None:
     assert reply is not None and reply[0] == 401 and b"X-API-Key" in reply[1]
 
 
+@pytest.mark.parametrize(("key", "length", "statuses"), [
+    (KEY, "2", [100, 200]), (KEY, str(CAP + 1), [413]), ("tml-wrong", "2", [401])])
+def test_expect_100_continue_is_answered_only_once_the_request_is_accepted(
+    server: LocalTinker, key: str, length: str, statuses: list[int],
+) -> None:
+    """A client sending ``Expect: 100-continue`` holds its body back: it gets 100 only if the body is wanted,
+    else the refusal at once (not after the idle timeout, waiting for a body that will not come)."""
+    head = request_head("POST", "/api/v1/create_session", {"X-API-Key": key, "Content-Length": length,
+                                                          "Expect": "100-continue"})
+    with connect(server.base_url) as sock:
+        sock.sendall(head)
+        first = read_reply(sock, timeout=3.0)
+        assert first is not None and first[0] == statuses[0]
+        if len(statuses) > 1:
+            sock.sendall(b"{}")
+            second = read_reply(sock, timeout=3.0)
+            assert second is not None and second[0] == statuses[1]
+
+
 @pytest.mark.parametrize("length", ["-1", "abc", "+5", "1_0", "5 5", "\u0665", "0x10", "9" * 30, "5, 5", ""])
 def test_a_malformed_content_length_is_a_400(server: LocalTinker, length: str) -> None:
     with connect(server.base_url) as sock:

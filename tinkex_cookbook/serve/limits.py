@@ -51,9 +51,9 @@ class ServeLimits:
 
     def too_large(self, what: str) -> str:
         """The 413 detail: ``what`` (e.g. ``the body is N bytes``), the limit and the option that raises it."""
-        return (f"{what}, over this server's limit of {self.max_body_bytes} bytes "
-                f"({self.max_body_bytes / MIB:g} MiB); start the server with a higher serve --max-body-mb "
-                "(ServeLimits.max_body_bytes)")
+        mib = f" ({self.max_body_bytes / MIB:.4g} MiB)" if self.max_body_bytes >= MIB // 16 else ""
+        return (f"{what}, over this server's limit of {self.max_body_bytes} bytes{mib}; start the server with "
+                "a higher serve --max-body-mb (ServeLimits.max_body_bytes)")
 
 
 class BodyTooLargeError(ValueError):

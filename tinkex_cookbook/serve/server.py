@@ -107,16 +107,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _admit(self, path: str) -> bytes | Reply | None:
         """The body of a request the server will serve; else the refusal, or None if the client left."""
         keyed = self.tinker.accepts(self.headers.get("X-API-Key"))
-        open_route = path in OPEN_ROUTES
         length = self._body_length(keyed)
-        if not keyed and not open_route:
-            if isinstance(length, int):
+        waiting = self.headers.get("Expect", "").strip().lower() == "100-continue"  # no body until we say
+        if not keyed and path not in OPEN_ROUTES:
+            if isinstance(length, int) and not waiting:
                 self._read_body(length)  # drained, so the client reads the 401 rather than a reset
             # close too: a client refused at its first request drops its connection pool unclosed
             return _closing(401, "invalid or missing X-API-Key")
         if isinstance(length, Reply):
             return length
-        if length and self.headers.get("Expect", "").lower() == "100-continue":
+        if length and waiting:
             self.send_response_only(100)
             self.end_headers()
         return self._read_body(length)
