@@ -31,7 +31,7 @@ from tinkex_cookbook.adapters.blobs.memory import MemoryBlobStore
 from tinkex_cookbook.adapters.datasets.noop import SyntheticChatDatasetStore
 from tinkex_cookbook.serve import FaultPlan, LocalTinker, local_tinker
 
-KEY = "tml-bench"
+KEY = "tml-bench-local-key-4c2e"
 MODEL = "meta-llama/Llama-3.2-1B"  # a packaged tokenizer; the noop backend takes any name
 BATCH = 4
 

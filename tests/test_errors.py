@@ -17,6 +17,7 @@ EXPECTED_PARENTS = {
     errors.UnknownAdapterError: LookupError,
     errors.AdapterUnavailableError: ImportError,
     errors.MissingSecretError: ValueError,
+    errors.WeakSecretError: ValueError,
     errors.UnknownNameError: LookupError,
     errors.NameTakenError: ValueError,
     errors.PluginError: ImportError,

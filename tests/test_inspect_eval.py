@@ -361,7 +361,7 @@ def test_through_serve_and_the_tinker_adapter_a_task_scores_as_on_the_local_back
     from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
     from tinkex_cookbook.serve import local_tinker
 
-    api_key = "tml-inspect-test"
+    api_key = "tml-inspect-test-key-2Hd8"
     monkeypatch.setenv("TINKER_API_KEY", api_key)
     monkeypatch.setenv("TINKER_TELEMETRY", "0")
     blobs = LocalBlobStore(tmp_path / "server")

@@ -223,23 +223,30 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
     port: int = typer.Option(8000, "--port", "-p", help="Port to bind (0: any free port)."),
     limit: list[str] = SERVE_LIMIT_OPTION,
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body in MiB, before and "
+                                      "after decompression; larger ones get 413."),
+    idle_timeout: float = typer.Option(60.0, "--idle-timeout", help="Seconds a connection may sit idle (or "
+                                       "take to send a request) before it is closed."),
+    max_connections: int = typer.Option(256, "--max-connections", help="Connections open at once; beyond "
+                                        "it the longest-idle one is closed, or the new one gets 503."),
 ) -> None:
     """Serve the Tinker API on this machine, over the manifest's training backend.
 
-    Clients must send the key in $TINKEX_SERVE_API_KEY (else $TINKER_API_KEY);
-    point them at it with TINKER_BASE_URL=http://HOST:PORT.
+    Clients must send the key in $TINKEX_SERVE_API_KEY (else $TINKER_API_KEY): 'tml-' then 16 or more
+    characters; point them at it with TINKER_BASE_URL=http://HOST:PORT.
     """
     from tinkex_cookbook import CookbookError, Settings
     from tinkex_cookbook.serve import ServeLimits, serve_manifest
+    from tinkex_cookbook.serve.keys import MAKE_ONE
 
     try:
-        limits = ServeLimits().with_options(limit or [])
+        limits = ServeLimits.from_options(max_body_mb, idle_timeout, max_connections, limit)
         settings = Settings()
         secret = settings.serve_api_key or settings.tinker_api_key
         key = secret.get_secret_value() if secret else ""
         if not key.startswith("tml-"):
             _fail(ValueError("set TINKEX_SERVE_API_KEY (or TINKER_API_KEY) to the key clients must send; "
-                             "the Tinker SDK only sends keys that start with 'tml-', e.g. tml-local"))
+                             f"the Tinker SDK only sends keys that start with 'tml-'. Make one with: {MAKE_ONE}"))
         serve_manifest(manifest, host, port, key, announce=typer.echo, settings=settings, limits=limits)
     except CookbookError as exc:
         _fail(exc)

@@ -13,6 +13,7 @@ arguments are plain strings) so it crosses process boundaries intact::
     │   └── UnknownAdapterError (LookupError)
     ├── AdapterUnavailableError (ImportError)   registered adapter whose extra is missing
     ├── MissingSecretError (ValueError)     a required secret is not set in the environment
+    │   └── WeakSecretError                 a secret too short or guessable to guard a server
     ├── UnknownNameError (LookupError)      unknown recipe, stage, renderer ...
     ├── NameTakenError (ValueError)         a register_* call reuses a name without replace=True
     ├── PluginError (ImportError)           an installed plugin's entry point fails to load; names it
@@ -130,6 +131,10 @@ class AdapterUnavailableError(CookbookError, ImportError):
 
 class MissingSecretError(CookbookError, ValueError):
     """A secret the bound adapters need is not set in the environment."""
+
+
+class WeakSecretError(MissingSecretError):
+    """A secret is set but too short or too guessable to guard a server; names the rule, never the value."""
 
 
 class UnknownNameError(CookbookError, LookupError):

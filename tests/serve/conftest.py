@@ -14,7 +14,7 @@ from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
 from tinkex_cookbook.adapters.training.local_torch import LocalTorchTrainingService
 from tinkex_cookbook.serve import LocalTinker, local_tinker
 
-API_KEY = "tml-serve-test"
+API_KEY = "tml-serve-test-key-7Qx2"
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from tinkex_cookbook.adapters.training.noop import NoopTrainingService
 from tinkex_cookbook.ports import ModelInput, SampleResponse, SamplingParams, ThreadFuture
 from tinkex_cookbook.serve import LocalTinker, ServeLimits, local_tinker
 
-KEY = "tml-hostile"
+KEY = "tml-hostile-client-key-5Rz8"
 TOKEN_COST = 50e-6
 """Seconds of the slow fake's sampling work per sampled token."""
 

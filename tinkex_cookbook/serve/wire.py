@@ -9,8 +9,11 @@ what the client sends.
 
 from __future__ import annotations
 
+import gzip
+import io
+import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,8 +26,11 @@ from tinkex_cookbook.ports import (
     SamplingParams,
     TensorData,
 )
+from tinkex_cookbook.serve.limits import DEFAULT_MAX_BODY_BYTES, MIB, BodyTooLargeError
 
 PROTOBUF = "application/x-protobuf"
+CONTENT_ENCODINGS = ("identity", "gzip", "zstd")
+"""What a request's ``Content-Encoding`` may be (the SDK sends ``zstd`` when its client config asks it to)."""
 
 
 def _pb() -> Any:
@@ -77,12 +83,49 @@ def _loss_config(msg: Any) -> dict[str, float] | None:
     return config or None
 
 
-def decode_forward_backward(body: bytes, content_encoding: str | None = None) -> ForwardBackwardCall:
-    """A protobuf ``ForwardBackwardRequest`` (zstd-compressed if the client says so)."""
-    if content_encoding == "zstd":
+class _Reader(Protocol):
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+def _decoder(body: bytes, encoding: str, max_bytes: int) -> tuple[_Reader, tuple[type[Exception], ...]]:
+    """A reader of ``body`` decoded, and the errors it raises on data that is not valid for the encoding."""
+    if encoding == "gzip":
+        return gzip.GzipFile(fileobj=io.BytesIO(body)), (OSError, EOFError, zlib.error)
+    if encoding == "zstd":
         import zstandard
 
-        body = zstandard.ZstdDecompressor().decompress(body, max_output_size=1 << 31)
+        # a frame may ask for a window of up to 2 GiB: allow what the cap needs, or 8 MiB, the most that
+        # compression levels up to 19 use whatever the size
+        window = min(max(8 * MIB, 1 << (max_bytes - 1).bit_length()), 1 << 31)
+        reader = zstandard.ZstdDecompressor(max_window_size=window).stream_reader(
+            io.BytesIO(body), read_across_frames=True)
+        return reader, (zstandard.ZstdError,)
+    raise ConfigError(f"Content-Encoding {encoding!r} is not supported; send one of {', '.join(CONTENT_ENCODINGS)}")
+
+
+def decompress(body: bytes, content_encoding: str, max_bytes: int) -> bytes:
+    """``body`` decoded as its ``Content-Encoding`` says, a MiB at a time, so it never holds more than
+    ``max_bytes`` of output: a few KB that would inflate to gigabytes raise ``BodyTooLargeError`` instead.
+    A body that is not valid for its encoding raises ``ConfigError``."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    reader, invalid = _decoder(body, encoding, max_bytes)
+    out = bytearray()
+    try:
+        while chunk := reader.read(min(MIB, max_bytes + 1 - len(out))):
+            out += chunk
+            if len(out) > max_bytes:
+                raise BodyTooLargeError(max_bytes)
+    except invalid as exc:
+        raise ConfigError(f"the body cannot be decoded as {encoding}: {exc}") from None
+    return bytes(out)
+
+
+def decode_forward_backward(body: bytes, content_encoding: str | None = None) -> ForwardBackwardCall:
+    """A protobuf ``ForwardBackwardRequest`` (decompressed first if the client says it is compressed)."""
+    if content_encoding:
+        body = decompress(body, content_encoding, DEFAULT_MAX_BODY_BYTES)
     msg = _pb().ForwardBackwardRequest()
     msg.ParseFromString(body)
     data = tuple(
