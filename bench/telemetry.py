@@ -21,7 +21,6 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
@@ -29,7 +28,12 @@ from tinkex_cookbook.errors import BlobNotFoundError
 from tinkex_cookbook.pipeline.telemetry import Event, Telemetry, log_line, metric_row
 from tinkex_cookbook.ports import BlobStore
 from tinkex_cookbook.run_folder import CHECKPOINTS, LOG, METRICS, RunFolder
-from tinkex_cookbook.train.checkpoints import CheckpointRecord, append_checkpoint, load_checkpoints
+from tinkex_cookbook.train.checkpoints import (
+    CheckpointRecord,
+    append_checkpoint,
+    load_checkpoints,
+    record_row,
+)
 
 
 class CountingStore(LocalBlobStore):
@@ -85,7 +89,7 @@ def rewrite_checkpoint(store: BlobStore, key: str, record: CheckpointRecord) -> 
         records = load_checkpoints(store, key)
     except BlobNotFoundError:
         records = []
-    rows = ({k: v for k, v in asdict(r).items() if k != "extra" or v} for r in [*records, record])
+    rows = (record_row(r) for r in [*records, record])
     store.write(key, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows).encode())
 
 
@@ -106,7 +110,7 @@ def drive(store: CountingStore, steps: int, save_every: int, old: bool) -> tuple
     if old:
         sinks = [RewritingLinesSink(store, folder.key(METRICS), _metric_line),
                  RewritingLinesSink(store, folder.key(LOG), _log_line)]
-        record: Callable[[BlobStore, str, CheckpointRecord], None] = rewrite_checkpoint
+        record: Callable[[BlobStore, str, CheckpointRecord], object] = rewrite_checkpoint
     else:
         sinks, record = folder.sinks(), append_checkpoint
     telemetry = Telemetry(sinks)

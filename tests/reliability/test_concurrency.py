@@ -82,8 +82,16 @@ def folder(read: Callable[[str], bytes], root_text: str, paths: dict[str, str] |
         "config.json": json.loads(files["config.json"]), "spec.json": json.loads(files["spec.json"]),
         "manifest.json": json.loads(files["manifest.json"].decode().replace(root_text, "ROOT"))["ports"],
         "metrics.jsonl": without_timing(json_lines(files["metrics.jsonl"])),
-        "checkpoints.jsonl": json_lines(files["checkpoints.jsonl"]), "run.log": log_lines(files["run.log"]),
+        "checkpoints.jsonl": [_digests_named(row) for row in json_lines(files["checkpoints.jsonl"])],
+        "run.log": log_lines(files["run.log"]),
     }
+
+
+def _digests_named(row: dict[str, Any]) -> dict[str, Any]:
+    """A record with which files it hashed, not their digests: safetensors writes its header's metadata in a
+    random order, so equal checkpoints differ in bytes (the weights are compared tensor by tensor in
+    ``lora_weights``)."""
+    return {**row, "sha256": sorted(row["sha256"])} if "sha256" in row else row
 
 
 def local_folder(root: Path, log_path: str, paths: dict[str, str] | None = None) -> dict[str, Any]:

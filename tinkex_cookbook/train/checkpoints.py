@@ -219,13 +219,18 @@ def append_checkpoint(
     if files is not None:
         digests = {path: found.sha256 for path in record.paths() if (found := files.checkpoint_file(path))}
         record = CheckpointRecord(**{**asdict(record), "sha256": {**record.sha256, **digests}})
-    row = {k: v for k, v in asdict(record).items() if k not in ("extra", "sha256") or v}
+    row = record_row(record)
     problems = record_problems(row)
     if problems:
         raise ValueError(f"checkpoint {record.name!r} (step {record.step}) would not read back from "
                          f"{store.uri(key)}: it {'; '.join(problems)}")
     store.append(key, (jsonio.dump(row, sort_keys=True) + "\n").encode())
     return record
+
+
+def record_row(record: CheckpointRecord) -> dict[str, Any]:
+    """The line a record is written as: its fields, without an empty ``extra`` or ``sha256``."""
+    return {k: v for k, v in asdict(record).items() if k not in ("extra", "sha256") or v}
 
 
 # --- the files a record names ------------------------------------------------------------------------

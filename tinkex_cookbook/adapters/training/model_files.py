@@ -114,11 +114,13 @@ def is_complete(folder: Path, weights: bool) -> bool:
 def candidate_folders(name: str, sources: ModelSources) -> list[Path]:
     """Every folder that may hold ``name``'s files, in the order they are preferred.
 
-    ``name`` must be a name, not a path (``check_model_name``); a folder under ``models_dir`` that
+    ``name`` must be a name, not a path (``check_model_name``), unless the catalog holds it (``chat FOLDER``
+    registers an export under its path); a folder under ``models_dir`` that
     is a symlink to somewhere outside it is refused too, so a name only ever reaches folders inside
     the places above. A folder elsewhere comes in through the catalog (a ``models:`` entry)."""
-    check_model_name(name)
     entry = find_model(name)
+    if entry is None:  # a catalog entry is written by whoever runs the cookbook, and may be named by its path
+        check_model_name(name)
     names = [n for n in dict.fromkeys([name, entry.name] if entry else [name]) if model_name_problem(n) is None]
     folders: list[Path] = []
     if entry is not None and isinstance(entry.weights, ModelFolder):
