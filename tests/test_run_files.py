@@ -82,6 +82,21 @@ def test_a_damaged_end_of_metrics_is_cut_with_a_warning_and_the_run_resumes(
     assert f"warning: {warnings[0]}" in (folder / "run.log").read_text()
 
 
+@pytest.mark.parametrize("torn", [b'{"event": "train.st', b"\x00" * 4096], ids=["a cut row", "NUL bytes"])
+def test_a_torn_end_is_cut_even_when_the_resume_appends_no_row(finished: Path, tmp_path: Path, torn: bytes) -> None:
+    """A run stopped after its last step's checkpoint, before its final record: resuming writes no metric row,
+    so the torn end is cut by the resume itself, not left for an append that never comes."""
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    records = (folder / "checkpoints.jsonl").read_bytes().splitlines(keepends=True)
+    (folder / "checkpoints.jsonl").write_bytes(b"".join(records[:-1]))
+    with (folder / "metrics.jsonl").open("ab") as handle:
+        handle.write(torn)
+    result = resume(tmp_path)
+    assert rows(folder) == rows(finished)
+    assert not [e for e in result.events if e.name == "workflow.warning"]
+
+
 def test_a_damaged_end_of_run_log_is_cut_with_a_warning(finished: Path, tmp_path: Path) -> None:
     folder = stopped_at_step_4(finished, tmp_path)
     kept = (folder / "run.log").read_bytes()

@@ -145,8 +145,9 @@ def read_lines_file(store: BlobStore, key: str, kind: Kind) -> LinesFile:
 
 def mend(store: BlobStore, files: Sequence[tuple[str, Kind]]) -> list[str]:
     """Before a run appends to ``files`` again: a damaged middle in any of them raises its ``BlobStoreError``
-    before any file changes; then each damaged tail is cut off (one atomic ``write`` of the good lines).
-    Returns a warning line per file cut."""
+    before any file changes; then each damaged tail, and a torn one, is cut off (one atomic ``write`` of the
+    good lines), so the file ends in whole lines even if the run appends nothing more. Returns a warning line
+    per damaged tail cut (a torn tail is what a crash leaves: cut without a word)."""
     found = []
     for key, kind in files:
         data = _read(store, key)
@@ -158,8 +159,9 @@ def mend(store: BlobStore, files: Sequence[tuple[str, Kind]]) -> list[str]:
     for key, data, lines in found:
         note = lines.tail_note("cut")
         if note is not None:
-            store.write(key, data[: lines.good_bytes])
             notes.append(note + "; the run goes on from the lines before")
+        if len(data) > lines.good_bytes:  # a torn tail too (what a crash leaves): the file must end in whole lines
+            store.write(key, data[: lines.good_bytes])
     return notes
 
 
