@@ -238,3 +238,14 @@ def test_every_commands_help_keeps_its_bracketed_text(path: tuple[str, ...]) -> 
 
 def test_the_wandb_extra_is_named_in_runs_help() -> None:
     assert "(extra [wandb];" in CliRunner().invoke(app, ["run", "--help"]).output
+
+
+def test_a_config_of_many_unknown_keys_is_one_short_error(tmp_path: Path) -> None:
+    from tinkex_cookbook.recipes.base import parse_config
+    from tinkex_cookbook.recipes.sl_basic import SlBasic
+
+    with pytest.raises(ConfigError) as info:
+        parse_config(SlBasic.Config, {f"k{i}": 1 for i in range(5000)})
+    message = str(info.value)
+    assert "unknown config key 'k9';" in message and "'k10'" not in message
+    assert "and 4990 more problems" in message and len(message) < 3000

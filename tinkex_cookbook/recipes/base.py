@@ -256,21 +256,29 @@ def _describe(config_model: type[BaseModel], exc: ValidationError) -> str:
     return f"{config_model.__name__}: " + config_problems(config_model, exc)
 
 
+MAX_PROBLEMS = 10
+"""Problems of a config listed one by one; past them a count (a file of 40,000 unknown keys is one line)."""
+
+
 def config_problems(config_model: type[BaseModel], exc: ValidationError) -> str:
     """Each bad key of a config with its value and what is wrong; the valid keys only when a key is unknown."""
     problems, unknown = [], False
-    for err in exc.errors():
+    errors = exc.errors(include_input=True, include_url=False)
+    for err in errors[:MAX_PROBLEMS]:
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             close = did_you_mean(key, config_model.model_fields) if len(err["loc"]) == 1 else ""
-            problems.append(f"unknown config key {key!r}" + (f"; {close}" if close else ""))
+            problems.append(f"unknown config key {shown(key)}" + (f"; {close}" if close else ""))
             unknown = True
         elif err["type"] == "missing":
             problems.append(f"config key {key!r} is required")
         elif not key:  # a check across keys: its message names them
             problems.append(err["msg"].removeprefix("Value error, "))
         else:
-            problems.append(f"config key {key!r} = {shown(err.get('input'))}: {err['msg']}")
+            problems.append(f"config key {shown(key)} = {shown(err.get('input'))}: {err['msg']}")
+    if len(errors) > MAX_PROBLEMS:
+        unknown = unknown or any(err["type"] == "extra_forbidden" for err in errors)
+        problems.append(f"and {len(errors) - MAX_PROBLEMS} more problems")
     text = "; ".join(problems)
     if not unknown:
         return text
