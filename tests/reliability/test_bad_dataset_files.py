@@ -12,6 +12,7 @@ row formats: a ``DatasetError`` is the only error that may come out.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -316,3 +317,21 @@ def test_the_command_line_prints_a_broken_dataset_as_one_line(tmp_path: Path) ->
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     check(result.stderr, [str(path), "line 41", "too deeply"])
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_a_dataset_file_that_links_to_a_file_of_another_kind_is_checked_by_its_own_name(
+    tmp_path: Path, reader: str, suffix: str
+) -> None:
+    """A ``rows.jsonl`` symlink to a text or binary file: a DatasetError naming the link and a line, never the
+    target's content (the hf store checked the target's own name, so it was handed to ``datasets`` unread)."""
+    if reader.startswith("hf"):
+        pytest.importorskip("datasets")
+    target = tmp_path / "passwd"
+    target.write_text("root:x:0:0:secretive-content:/root:/bin/bash\n")
+    link = tmp_path / f"rows{suffix}"
+    link.symlink_to(target)
+    with pytest.raises(DatasetError, match=rf"rows{re.escape(suffix)}.*line 1") as info:
+        READERS[reader](link)
+    assert "secretive" not in str(info.value)

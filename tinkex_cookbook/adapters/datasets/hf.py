@@ -363,7 +363,7 @@ def _source(name: str, split: str, data_files: Any) -> tuple[str, Any, bool]:
                 f"dataset {name!r} is a file, so the 'data_files' option does not apply; name a folder, "
                 "a builder (json, csv, parquet) or a hub dataset to use data_files"
             )
-        resolved = str(path.resolve())
+        resolved = str(path.absolute())  # a symlink keeps its name: its suffix says how the file is checked and read
         return BUILDERS[suffix], {base: resolved for base in _split_names(split)}, True
     if path.is_dir():
         return str(path.resolve()), data_files, True
