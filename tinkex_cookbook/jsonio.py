@@ -11,6 +11,7 @@ infinity, which ``json.dumps`` writes as bare ``NaN`` that strict parsers reject
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from tinkex_cookbook.errors import CookbookError
@@ -30,6 +31,9 @@ def problem(data: str | bytes) -> tuple[Any, str | None]:
     except RecursionError:
         return None, "nests arrays or objects too deeply to read"
     except ValueError as exc:  # e.g. an integer past the interpreter's digit limit
+        if "integer string conversion" in str(exc):
+            return None, (f"holds a value that cannot be read (an integer of more than {sys.get_int_max_str_digits()} "
+                          "digits; write such a number as a string)")
         return None, f"holds a value that cannot be read ({str(exc)[:120]})"
 
 
