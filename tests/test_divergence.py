@@ -111,3 +111,10 @@ def test_the_cli_prints_the_error_and_the_command_that_reruns_with_a_lower_rate(
     assert retry == ("retry: tinkex-cookbook run sl_basic --manifest test save_every=1 learning_rate=0.001 "
                      "log_path=NEW_FOLDER")
     assert [r["step"] for r in strict_rows(tmp_path / "lr" / "checkpoints.jsonl")] == [1]
+
+
+def test_the_suggested_rate_of_an_absurd_one_is_a_usual_one() -> None:
+    from tinkex_cookbook.pipeline.divergence import divergence_error
+
+    error = divergence_error(2, {"grad_norm": math.nan}, 1e30, None, "runs/x")
+    assert "learning_rate=0.001 log_path=NEW_FOLDER" in str(error)

@@ -32,6 +32,11 @@ def diverged(metrics: Mapping[str, Any]) -> dict[str, float]:
             if watched(name) and isinstance(value, float) and not math.isfinite(value)}
 
 
+TYPICAL_MAX_LEARNING_RATE = 1e-3
+"""The suggested retry is a tenth of the rate that diverged, and never above this: LoRA fine-tuning rates are
+around 1e-5 to 1e-3, so a tenth of ``1e30`` would diverge again."""
+
+
 def divergence_error(
     step: int, bad: Mapping[str, float], learning_rate: float | None, checkpoint_step: int | None, log_path: str,
 ) -> TrainingDivergedError:
@@ -43,7 +48,7 @@ def divergence_error(
                  "may already be damaged)")
     else:
         saved = "it saved no checkpoint"
-    lower = f"{learning_rate / 10:g}" if learning_rate else ""
+    lower = f"{min(learning_rate / 10, TYPICAL_MAX_LEARNING_RATE):g}" if learning_rate else ""
     return TrainingDivergedError(
         f"training diverged at step {step}{rate}: {shown}. Step {step} was not checkpointed; {saved}. "
         f"Run folder: {log_path}. Fix: run again with a lower learning rate in a new folder (e.g. "
