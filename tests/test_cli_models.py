@@ -24,6 +24,7 @@ from tinkex_cookbook.cli import app
 CFG = {"model_name": "tiny-llama3", "dataset": "chitchat", "batch_size": 4, "train_size": 8, "test_size": 4,
        "max_length": 64, "lora_rank": 4, "learning_rate": 2e-2, "save_every": 1, "eval_every": 0,
        "sample_prompts": 2, "sample_max_tokens": 4, "log_path": "sl"}
+TINY_EVAL = json.dumps([{"task": "chitchat_nll", "limit": 2}])
 IDS = [[128000, 9906, 11, 1268, 527, 499, 30], [128000, 791, 6864, 315]]
 
 
@@ -197,4 +198,7 @@ def test_a_run_found_under_the_log_dir_opens_its_checkpoints_there_from_any_fold
     prompts.write_text(json.dumps({"prompt": "Hi"}) + "\n")
     cli("sample", "sl", str(prompts), "--manifest", "local", "--out", str(tmp_path / "replies.jsonl"),
         "--max-tokens", "2")
-    assert (tmp_path / "replies.jsonl").read_text() and not (tmp_path / "runs").exists()
+    assert (tmp_path / "replies.jsonl").read_text()
+    out = cli("eval", "--run", "sl", "--manifest", "local", "--tasks", TINY_EVAL, "--no-base", "--out", "evals/e1")
+    assert "chitchat_nll" in out and (workdir / "runs/evals/e1/summary.json").is_file()  # beside the run
+    assert not (tmp_path / "runs").exists()
