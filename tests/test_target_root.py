@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tinkex_cookbook.errors import BlobNotFoundError
+from tinkex_cookbook.ports.training import CheckpointFile
 from tinkex_cookbook.runs import Run
 from tinkex_cookbook.runtime.targets import Target, run_root
+from tinkex_cookbook.train.checkpoints import CheckpointRecord, check_picked
 
 
 def write_run(root: Path, log_path: str, keys_under: str) -> Run:
@@ -33,3 +36,22 @@ def test_keys_that_do_not_name_the_folder_leave_the_deployment_as_it_was(tmp_pat
     run = write_run(tmp_path / "store", "moved", "r1")
     assert run_root(run) is None
     assert Target("tiny-llama3", "llama3", run=run).deployment("local") == ("local", None)
+
+
+class MissingFiles:
+    """A file backend whose every checkpoint file is gone."""
+
+    def checkpoint_file(self, path: str) -> CheckpointFile | None:
+        raise BlobNotFoundError(f"no checkpoint at {path!r}")
+
+
+@pytest.mark.parametrize(("index", "tail"), [
+    (0, "(it is the run's first checkpoint, so there is none before it to pick instead)"),
+    (1, "(no checkpoint before it has intact files, so there is none to pick instead)"),
+])
+def test_a_picked_checkpoint_with_no_intact_one_before_it_says_so_in_a_sentence(index: int, tail: str) -> None:
+    records = [CheckpointRecord(name, step, 0, state_path=f"local://r/{name}", sha256={f"local://r/{name}": "ab"})
+               for step, name in enumerate(["000001", "final"], start=1)]
+    with pytest.raises(BlobNotFoundError) as caught:
+        check_picked(records, index, [f"local://r/{records[index].name}"], MissingFiles(), "checkpoints.jsonl")
+    assert str(caught.value).endswith(f"Fix: restore the file from a copy {tail}"), caught.value
