@@ -24,6 +24,7 @@ from tinkex_cookbook.cli import app
 CFG = {"model_name": "tiny-llama3", "dataset": "chitchat", "batch_size": 4, "train_size": 8, "test_size": 4,
        "max_length": 64, "lora_rank": 4, "learning_rate": 2e-2, "save_every": 1, "eval_every": 0,
        "sample_prompts": 2, "sample_max_tokens": 4, "log_path": "sl"}
+TINY_EVAL = json.dumps([{"task": "chitchat_nll", "limit": 2}])
 IDS = [[128000, 9906, 11, 1268, 527, 499, 30], [128000, 791, 6864, 315]]
 
 
@@ -181,3 +182,23 @@ def test_chat_on_what_is_not_a_run_or_a_model_says_so_in_one_line(workdir: Path,
     result = CliRunner().invoke(app, ["chat", str(failed / "f"), "--prompt", "Hi"])
     assert result.exit_code == 2 and "no checkpoints yet" in result.output and "Traceback" not in result.output
     assert Run.load(failed / "f").status == "failed"
+
+
+def test_a_run_found_under_the_log_dir_opens_its_checkpoints_there_from_any_folder(
+    workdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`local` roots its blob store at ./runs; a run found under $TINKEX_LOG_DIR (or named by its path) is
+    read from the root it was found under, not from this folder's ./runs."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TINKEX_LOG_DIR", str(workdir / "runs"))
+    assert cli("chat", "sl", "--manifest", "local", "--prompt", "Hi", "--max-tokens", "2")
+    assert cli("chat", str(workdir / "runs/sl"), "--manifest", "local", "--checkpoint", "000001", "--prompt", "Hi",
+               "--max-tokens", "2")
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    cli("sample", "sl", str(prompts), "--manifest", "local", "--out", str(tmp_path / "replies.jsonl"),
+        "--max-tokens", "2")
+    assert (tmp_path / "replies.jsonl").read_text()
+    out = cli("eval", "--run", "sl", "--manifest", "local", "--tasks", TINY_EVAL, "--no-base", "--out", "evals/e1")
+    assert "chitchat_nll" in out and (workdir / "runs/evals/e1/summary.json").is_file()  # beside the run
+    assert not (tmp_path / "runs").exists()

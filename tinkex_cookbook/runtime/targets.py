@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tinkex_cookbook.errors import ConfigError, UnknownNameError, choices
@@ -44,13 +44,17 @@ class Target:
     def deployment(self, manifest: str | None) -> tuple[str | None, dict[str, Any] | None]:
         """The manifest and port overrides to open the backend with: ``manifest`` as given; else the run's
         own bindings as recorded in its ``manifest.json`` (blob root, backend options), so a checkpoint
-        is found where the run wrote it even when the run overrode ports."""
+        is found where the run wrote it even when the run overrode ports. A run on this machine's disk
+        has its blob store bound to the root its folder was found under (``run_root``): a recorded or
+        manifest root such as ``runs`` is relative to the folder the run was started in, not to this one."""
+        root = run_root(self.run) if self.run is not None else None
+        bound = {"blob_store": {"adapter": "local", "root": str(root)}} if root is not None else {}
         if manifest is not None or self.run is None or not self.run.manifest.get("ports"):
-            return manifest or self.manifest, None
+            return manifest or self.manifest, bound or None
         from tinkex_cookbook.runtime.manifest import shipped_manifest_names
 
         recorded = self.manifest if self.manifest in shipped_manifest_names() else "default"
-        return recorded, dict(self.run.manifest["ports"])
+        return recorded, {**self.run.manifest["ports"], **bound}
 
     @property
     def label(self) -> str:
@@ -111,6 +115,26 @@ def _run_folder(path: Path, root: Path | None) -> Path | None:
     for candidate in (path, (root / path) if root is not None and not path.is_absolute() else None):
         if candidate is not None and candidate.is_dir() and is_run_folder(candidate):
             return candidate
+    return None
+
+
+def run_root(run: Run) -> Path | None:
+    """The directory a local run's ``local://`` checkpoint keys are relative to, or ``None`` (a run in a remote
+    store, or with no such checkpoints). Its keys start with the run folder's path under the root the run
+    was written to (``r1/checkpoints/...`` for ``ROOT/r1``), so that root is the folder with those parts cut off."""
+    from tinkex_cookbook.adapters.blobs.local import LocalBlobStore
+
+    store = run.folder.store
+    if not isinstance(store, LocalBlobStore):
+        return None
+    folder = store.root / run.folder.prefix if run.folder.prefix else store.root
+    for record in run.checkpoints:
+        for path in (record.get("sampler_path"), record.get("state_path")):
+            if isinstance(path, str) and path.startswith("local://"):
+                parts = PurePosixPath(path.removeprefix("local://")).parts[:-1]
+                depth = next((n for n in range(len(parts), 0, -1) if folder.parts[-n:] == parts[:n]), 0)
+                if depth and depth < len(folder.parts):
+                    return folder.parents[depth - 1]
     return None
 
 

@@ -326,7 +326,8 @@ def check_picked(records: Sequence[CheckpointRecord], index: int, paths: Sequenc
     if wrong is None:
         return
     good = _good_before(list(enumerate(records[:index], start=1)), files)
-    fix = (f"pick the checkpoint before it: --checkpoint {good[1].name!r} (step {good[1].step})"
-           if good else "no checkpoint before it has intact files" if index else "it is the run's first checkpoint")
+    fix = (f", or pick the checkpoint before it: --checkpoint {good[1].name!r} (step {good[1].step})" if good
+           else " (no checkpoint before it has intact files, so there is none to pick instead)" if index
+           else " (it is the run's first checkpoint, so there is none before it to pick instead)")
     raise _file_error(wrong, f"it is checkpoint {record.name!r} (step {record.step}) in {where}. "
-                      f"Fix: restore the file from a copy, or {fix}")
+                      f"Fix: restore the file from a copy{fix}")
