@@ -539,3 +539,19 @@ def test_an_equivalent_retry_is_not_a_conflict(make_server: Callable[..., tuple[
                   {"model_id": model_id, "path": "a", "seq_id": 5, "type": "save_weights"}):
         again = client.post("save_weights", retry)
         assert again.status == 200 and again.body["request_id"] == first.body["request_id"], again
+
+
+def test_a_huge_value_is_not_echoed_back_in_full(make_server: Callable[..., tuple[LocalTinker, Client]]) -> None:
+    _, client = make_server()
+    huge = "x" * 5000
+    answers = [
+        client.post("create_model", {"session_id": session(client), "model_seq_id": 0, "base_model": "/" + huge}),
+        client.post("create_model", {"session_id": huge, "model_seq_id": 0, "base_model": "tiny-llama3"}),
+        client.post("retrieve_future", {"request_id": huge}),
+        client.post("get_info", {"model_id": huge}),
+        client.post("save_weights", {"model_id": model(client), "seq_id": [huge]}),
+        client.post("load_weights", {"path": "tinker://" + huge, "model_id": "m"}),
+    ]
+    for answer in answers:
+        assert 400 <= answer.status < 500 and len(json.dumps(answer.body)) < 2500, (answer.status, len(str(answer.body)))
+        assert "'input'" not in answer.body["detail"]

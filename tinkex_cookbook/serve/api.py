@@ -72,6 +72,8 @@ NO_RETRY = {"x-should-retry": "false"}
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:=+-]{0,199}")
 """Session ids, model ids and checkpoint names: they become parts of blob keys, so never ``..`` or ``/``."""
 
+SHOWN = 120
+"""Characters of a client's value echoed in an error: enough to recognise it, never the whole input back."""
 MAX_SEED = 2**63
 MAX_TOKEN_ID = 2**31
 
@@ -161,9 +163,14 @@ def _fingerprint(path: str, request: Any) -> str:
     return hashlib.sha256(path.encode() + b"\0" + raw).hexdigest()
 
 
+def _cut(text: str, limit: int = 1000) -> str:
+    """A message that may quote a client's input, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _checked_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
-        raise ApiError(400, f"bad {what} {shown(value, 80)}: use letters, digits and _ . : = + - (at most 200, "
+        raise ApiError(400, f"bad {what} {shown(value, SHOWN)}: use letters, digits and _ . : = + - (at most 200, "
                             "not starting with '.' or '-')")
     return value
 
@@ -171,7 +178,7 @@ def _checked_id(value: Any, what: str) -> str:
 def _checked_model_name(name: str) -> str:
     wrong = model_name_problem(name)
     if wrong is not None:
-        raise ApiError(400, f"bad base_model {shown(name, 80)}: it {wrong}; this server loads models of its catalog "
+        raise ApiError(400, f"bad base_model {shown(name, SHOWN)}: it {wrong}; this server loads models of its catalog "
                             "and its models folder by name")
     return name
 
@@ -239,7 +246,7 @@ class TinkerAPI:
             sampler = self._sampler(path.rsplit("/", 1)[-1])
             return Reply(200, {"sampler_id": sampler.sampler_id, "base_model": sampler.base_model,
                                "model_path": sampler.model_path})
-        raise ApiError(404, f"no route GET {path}")
+        raise ApiError(404, f"no route GET {shown(path, SHOWN)}")
 
     def post(self, path: str, body: Any, headers: dict[str, str]) -> Reply:
         """Check the body once (a JSON object of the route's SDK request type, or protobuf bytes where
@@ -248,7 +255,7 @@ class TinkerAPI:
             return self.finish_session(path.removeprefix("/api/v1/sessions/").removesuffix("/finish"))
         route = self.post_routes().get(path)
         if route is None:
-            raise ApiError(404, f"no route POST {path}; this server speaks the training and sampling subset "
+            raise ApiError(404, f"no route POST {shown(path, SHOWN)}; this server speaks the training and sampling subset "
                                 "of the Tinker API")
         request = body
         if isinstance(body, bytes) != (path in PROTOBUF_ROUTES):
@@ -273,7 +280,7 @@ class TinkerAPI:
         except CookbookError as exc:  # the backend refused what the request named (a model, a path)
             if isinstance(exc, InvalidKeyError) or (
                     isinstance(exc, (ValueError, LookupError)) and not isinstance(exc, BlobStoreError)):
-                raise ApiError(400, f"{type(exc).__name__}: {exc}") from None
+                raise ApiError(400, f"{type(exc).__name__}: {_cut(str(exc))}") from None
             raise
 
     def capabilities(self) -> Reply:
@@ -320,7 +327,7 @@ class TinkerAPI:
             if model is not None:
                 self._touch(model.session)
         if model is None:
-            raise ApiError(404, f"unknown model_id {model_id!r}; create it with create_model first")
+            raise ApiError(404, f"unknown model_id {shown(model_id, SHOWN)}; create it with create_model first")
         return model
 
     def _sampler(self, sampler_id: str) -> Sampler:
@@ -330,7 +337,7 @@ class TinkerAPI:
                 self.samplers.move_to_end(sampler_id)
                 self._touch(sampler.owner)
         if sampler is None:
-            raise ApiError(404, f"unknown sampling session {sampler_id!r} (never opened, or closed as the "
+            raise ApiError(404, f"unknown sampling session {shown(sampler_id, SHOWN)} (never opened, or closed as the "
                                 f"least recently used past the limit max_samplers={self.limits.max_samplers})")
         return sampler
 
@@ -417,7 +424,7 @@ class TinkerAPI:
         try:
             return decode_forward_backward(body, headers.get("content-encoding"))
         except Exception as exc:  # noqa: BLE001 - the body is all the decoder reads: any failure is the sender's
-            raise ApiError(400, f"bad forward_backward body: {type(exc).__name__}: {exc}") from None
+            raise ApiError(400, f"bad forward_backward body: {type(exc).__name__}: {_cut(str(exc))}") from None
 
     def _check_batch(self, data: tuple[Any, ...]) -> None:
         self.limits.check("max_datums", len(data), "datums in this forward_backward")
@@ -457,11 +464,11 @@ class TinkerAPI:
     def _index_key(self, tinker_path: Any) -> str:
         prefix = "tinker://"
         if not isinstance(tinker_path, str):
-            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected a tinker:// path")
+            raise ApiError(400, f"bad checkpoint path {shown(tinker_path, SHOWN)}: expected a tinker:// path")
         parts = tinker_path[len(prefix):].split("/") if tinker_path.startswith(prefix) else []
         if len(parts) != 3 or parts[1] not in ("weights", "sampler_weights") or \
                 not all(SAFE_ID.fullmatch(part) for part in parts):
-            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected tinker://<model_id>/weights/<name> "
+            raise ApiError(400, f"bad checkpoint path {shown(tinker_path, SHOWN)}: expected tinker://<model_id>/weights/<name> "
                                 "or tinker://<model_id>/sampler_weights/<name>, each part of letters, digits "
                                 "and _ . : = + - (never '..')")
         return f"{CHECKPOINT_INDEX}/{parts[0]}/{parts[1]}/{parts[2]}.json"
@@ -478,12 +485,12 @@ class TinkerAPI:
         try:
             record = json.loads(self.blob_store.read(key))
         except BlobNotFoundError:
-            raise ApiError(404, f"unknown checkpoint {tinker_path!r}: no checkpoint of that name was saved "
+            raise ApiError(404, f"unknown checkpoint {shown(tinker_path, SHOWN)}: no checkpoint of that name was saved "
                                 "on this server's blob store") from None
         except (BlobStoreError, ValueError) as exc:
-            raise ApiError(400, f"checkpoint {tinker_path!r} cannot be read: {exc}") from None
+            raise ApiError(400, f"checkpoint {shown(tinker_path, SHOWN)} cannot be read: {exc}") from None
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            raise ApiError(400, f"checkpoint {tinker_path!r} has a broken index record in the blob store")
+            raise ApiError(400, f"checkpoint {shown(tinker_path, SHOWN)} has a broken index record in the blob store")
         return record
 
     def _checkpoint_name(self, name: str | None) -> str:
@@ -655,10 +662,10 @@ class TinkerAPI:
         request_id = request.request_id
         pending = self.futures.get(request_id)
         if pending is None:
-            raise ApiError(410, f"no pending request {request_id!r} (expired or from another server run)")
+            raise ApiError(410, f"no pending request {shown(request_id, SHOWN)} (expired or from another server run)")
         if self.faults.take(pending.route, ("drop_future",)) is not None:
             self.futures.forget(request_id)
-            raise ApiError(410, f"request {request_id!r} was dropped")
+            raise ApiError(410, f"request {shown(request_id, SHOWN)} was dropped")
         if pending.payload is None:
             try:
                 result = pending.future.result(timeout=poll)
