@@ -327,7 +327,9 @@ class TinkerAPI:
             if model is not None:
                 self._touch(model.session)
         if model is None:
-            raise ApiError(404, f"unknown model_id {shown(model_id, SHOWN)}; create it with create_model first")
+            raise ApiError(404, f"unknown model_id {shown(model_id, SHOWN)} (never created, its client session "
+                                "finished, or freed after the session was idle past session_idle_seconds while "
+                                "max_models was full); create it with create_model")
         return model
 
     def _sampler(self, sampler_id: str) -> Sampler:
@@ -337,8 +339,9 @@ class TinkerAPI:
                 self.samplers.move_to_end(sampler_id)
                 self._touch(sampler.owner)
         if sampler is None:
-            raise ApiError(404, f"unknown sampling session {shown(sampler_id, SHOWN)} (never opened, or closed as the "
-                                f"least recently used past the limit max_samplers={self.limits.max_samplers})")
+            raise ApiError(404, f"unknown sampling session {shown(sampler_id, SHOWN)} (never opened, its client session "
+                                "finished, or closed as its client's least recently used past the limit "
+                                f"max_samplers={self.limits.max_samplers})")
         return sampler
 
     def _accepted(self, pending: Pending, extra: dict[str, Any] | None = None) -> Reply:
