@@ -377,7 +377,8 @@ class TinkerAPI:
         """Past ``max_models``, first free the models of sessions idle past ``session_idle_seconds``
         (the least recently seen first): a client that vanished without finishing holds nothing for long."""
         with self._lock:
-            self._touch(session)
+            if session in self.last_seen:  # a new session is kept once its model exists (``_new_model``)
+                self._touch(session)
             count = len(self.models) + (model_id not in self.models)
             if count > self.limits.max_models:
                 idle_since = self.clock() - self.limits.session_idle_seconds
