@@ -321,7 +321,9 @@ def test_healthz_stays_fast_under_attack(serve: Serve, attack: str) -> None:
 
 
 @pytest.mark.parametrize("key", ["", "tml-", "tml-short", "tml-" + "a" * 40, "tml-ab" * 10, "tml-has spaces in it 0123",
-                                 "tml-\u00fcn\u00efcode-key-0123456789", "tml-tab\there-0123456789"])
+                                 "tml-\u00fcn\u00efcode-key-0123456789", "tml-tab\there-0123456789",
+                                 "tml-abcdefghabcdefgh", "tml-1234567812345678", "tml-0123456789abcdef",
+                                 "tml-ZYXWVUTSRQPONMLKJIH", "tml-qwertyuiopasdfghjk"])
 def test_a_weak_key_is_refused_where_the_server_is_built(key: str) -> None:
     with pytest.raises(WeakSecretError) as caught:
         local_tinker(NoopTrainingService(), MemoryBlobStore(), key)

@@ -478,3 +478,80 @@ def test_healthz_stays_fast_during_seq_id_storms_and_stale_polls(
     latencies = healthz_under(server, [reuse_storm, reuse_storm, stale_polls, stale_polls])
     assert latencies.failures == 0 and latencies.median < 0.1 and latencies.worst < 2, latencies
 
+
+
+# --- models and sampling sessions are freed: finish, idle sessions, per-client eviction ------------
+
+
+def _model_of(client: Client, session_id: str, seq: int = 0) -> Answer:
+    body = {"session_id": session_id, "model_seq_id": seq, "base_model": "tiny-llama3", "lora_config": {"rank": 4}}
+    accepted = client.post("create_model", body)
+    return accepted if accepted.status != 200 else client.result(accepted.body["request_id"])
+
+
+def test_finishing_a_session_frees_its_models_and_sampling_sessions(
+    make_server: Callable[..., tuple[LocalTinker, Client]]
+) -> None:
+    _, client = make_server(limits=ServeLimits(max_models=2))
+    first = session(client)
+    models = [_model_of(client, first, seq).body["model_id"] for seq in (0, 1)]
+    opened = client.post("create_sampling_session", {"session_id": first, "sampling_session_seq_id": 0,
+                                                     "base_model": "tiny-llama3"}).body["sampling_session_id"]
+    assert "max_models=2" in _model_of(client, session(client)).body["detail"]
+    assert client.post(f"sessions/{first}/finish", {}).status == 200
+    assert _model_of(client, session(client)).status == 200
+    assert client.post("get_info", {"model_id": models[0]}).status == 404
+    assert client.call("GET", f"/api/v1/samplers/{opened}").status == 404
+
+
+def test_models_of_idle_sessions_make_room_least_recently_seen_first(
+    make_server: Callable[..., tuple[LocalTinker, Client]]
+) -> None:
+    _, client = make_server(limits=ServeLimits(max_models=2, session_idle_seconds=1))
+    older, newer = session(client), session(client)
+    old_model = _model_of(client, older).body["model_id"]
+    new_model = _model_of(client, newer).body["model_id"]
+    assert "max_models=2" in _model_of(client, session(client)).body["detail"]  # nobody idle yet
+    time.sleep(1.2)
+    assert client.post("session_heartbeat", {"session_id": newer, "type": "session_heartbeat"}).status == 200
+    assert _model_of(client, session(client)).status == 200
+    assert client.post("get_info", {"model_id": old_model}).status == 404
+    assert client.post("get_info", {"model_id": new_model}).status == 200
+
+
+def test_a_client_opening_many_sampling_sessions_closes_its_own(
+    make_server: Callable[..., tuple[LocalTinker, Client]]
+) -> None:
+    _, client = make_server(limits=ServeLimits(max_samplers=4))
+    quiet = sampling_session(client)
+    greedy = session(client)
+    body = {"session_id": greedy, "sampling_session_seq_id": 0, "base_model": "tiny-llama3"}
+    opened = [client.post("create_sampling_session", body).body["sampling_session_id"] for _ in range(10)]
+    assert client.call("GET", f"/api/v1/samplers/{quiet}").status == 200
+    assert [client.call("GET", f"/api/v1/samplers/{s}").status for s in opened] == [404] * 7 + [200] * 3
+
+
+def test_an_equivalent_retry_is_not_a_conflict(make_server: Callable[..., tuple[LocalTinker, Client]]) -> None:
+    _, client = make_server()
+    model_id = model(client)
+    first = client.post("save_weights", {"model_id": model_id, "path": "a", "seq_id": 5})
+    for retry in ({"model_id": model_id, "path": "a", "seq_id": 5.0},
+                  {"model_id": model_id, "path": "a", "seq_id": 5, "type": "save_weights"}):
+        again = client.post("save_weights", retry)
+        assert again.status == 200 and again.body["request_id"] == first.body["request_id"], again
+
+
+def test_a_huge_value_is_not_echoed_back_in_full(make_server: Callable[..., tuple[LocalTinker, Client]]) -> None:
+    _, client = make_server()
+    huge = "x" * 5000
+    answers = [
+        client.post("create_model", {"session_id": session(client), "model_seq_id": 0, "base_model": "/" + huge}),
+        client.post("create_model", {"session_id": huge, "model_seq_id": 0, "base_model": "tiny-llama3"}),
+        client.post("retrieve_future", {"request_id": huge}),
+        client.post("get_info", {"model_id": huge}),
+        client.post("save_weights", {"model_id": model(client), "seq_id": [huge]}),
+        client.post("load_weights", {"path": "tinker://" + huge, "model_id": "m"}),
+    ]
+    for answer in answers:
+        assert 400 <= answer.status < 500 and len(json.dumps(answer.body)) < 2500, (answer.status, len(str(answer.body)))
+        assert "'input'" not in answer.body["detail"]

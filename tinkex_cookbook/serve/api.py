@@ -21,6 +21,7 @@ import json
 import math
 import re
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, CookbookError, InvalidKeyError
+from tinkex_cookbook.errors import BlobNotFoundError, BlobStoreError, CookbookError, InvalidKeyError, shown
 from tinkex_cookbook.ports import (
     AdamParams,
     BlobStore,
@@ -71,6 +72,8 @@ NO_RETRY = {"x-should-retry": "false"}
 SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:=+-]{0,199}")
 """Session ids, model ids and checkpoint names: they become parts of blob keys, so never ``..`` or ``/``."""
 
+SHOWN = 120
+"""Characters of a client's value echoed in an error: enough to recognise it, never the whole input back."""
 MAX_SEED = 2**63
 MAX_TOKEN_ID = 2**31
 
@@ -126,6 +129,8 @@ class Model:
     base_model: str
     rank: int
     client: TrainingClient
+    session: str
+    """The client session that created it: finishing that session frees it."""
 
 
 @dataclass
@@ -144,18 +149,28 @@ def _tinker_request(model: type, body: Any) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        raise ApiError(400, f"bad {model.__name__}: {exc.errors(include_url=False)}") from None
+        errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors(include_url=False)]
+        raise ApiError(400, f"bad {model.__name__}: {shown(errors, 2000)}") from None
 
 
-def _fingerprint(path: str, body: Any) -> str:
-    """What a request asked for, to tell a client's retry (same digest) from a reuse of its sequence id."""
+def _fingerprint(path: str, request: Any) -> str:
+    """What a request asked for, to tell a client's retry (same digest) from a reuse of its sequence id.
+
+    Over the parsed request with its defaults filled in, so an equivalent retry (a field sent equal
+    to its default, ``1.0`` for ``1``) has the same digest as the first try."""
+    body = request.model_dump(mode="json") if hasattr(request, "model_dump") else request
     raw = body if isinstance(body, bytes) else json.dumps(body, sort_keys=True, default=repr).encode()
     return hashlib.sha256(path.encode() + b"\0" + raw).hexdigest()
 
 
+def _cut(text: str, limit: int = 1000) -> str:
+    """A message that may quote a client's input, cut to ``limit`` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _checked_id(value: Any, what: str) -> str:
     if not isinstance(value, str) or not SAFE_ID.fullmatch(value):
-        raise ApiError(400, f"bad {what} {value!r}: use letters, digits and _ . : = + - (at most 200, "
+        raise ApiError(400, f"bad {what} {shown(value, SHOWN)}: use letters, digits and _ . : = + - (at most 200, "
                             "not starting with '.' or '-')")
     return value
 
@@ -163,7 +178,7 @@ def _checked_id(value: Any, what: str) -> str:
 def _checked_model_name(name: str) -> str:
     wrong = model_name_problem(name)
     if wrong is not None:
-        raise ApiError(400, f"bad base_model {name!r}: it {wrong}; this server loads models of its catalog "
+        raise ApiError(400, f"bad base_model {shown(name, SHOWN)}: it {wrong}; this server loads models of its catalog "
                             "and its models folder by name")
     return name
 
@@ -186,6 +201,9 @@ class TinkerAPI:
         self.futures = FutureTable(unfetched=self.limits.max_queued)
         self.models: dict[str, Model] = {}
         self.samplers: OrderedDict[str, Sampler] = OrderedDict()
+        self.last_seen: dict[str, float] = {}
+        """Client sessions holding models or sampling sessions -> when they last sent a request or heartbeat."""
+        self.clock = time.monotonic
         self._lock = threading.Lock()
         self._setup = ThreadPoolExecutor(1, "tinker-serve-setup")
         self._sampling = FairScheduler()
@@ -204,7 +222,7 @@ class TinkerAPI:
             "/api/v1/client/dynamic_config": lambda request, call: Reply(200, {}),
             "/api/v1/telemetry": lambda request, call: Reply(200, {"status": "accepted"}),
             "/api/v1/create_session": self.create_session,
-            "/api/v1/session_heartbeat": lambda request, call: Reply(200, {"type": "session_heartbeat"}),
+            "/api/v1/session_heartbeat": self.session_heartbeat,
             "/api/v1/create_model": self.create_model,
             "/api/v1/get_info": self.get_info,
             "/api/v1/forward_backward": self.forward_backward,
@@ -228,16 +246,16 @@ class TinkerAPI:
             sampler = self._sampler(path.rsplit("/", 1)[-1])
             return Reply(200, {"sampler_id": sampler.sampler_id, "base_model": sampler.base_model,
                                "model_path": sampler.model_path})
-        raise ApiError(404, f"no route GET {path}")
+        raise ApiError(404, f"no route GET {shown(path, SHOWN)}")
 
     def post(self, path: str, body: Any, headers: dict[str, str]) -> Reply:
         """Check the body once (a JSON object of the route's SDK request type, or protobuf bytes where
         the SDK sends those), then route. Every mistake in a request is a 4xx saying what is wrong."""
         if path.startswith("/api/v1/sessions/") and path.endswith("/finish"):
-            return Reply(200, {})
+            return self.finish_session(path.removeprefix("/api/v1/sessions/").removesuffix("/finish"))
         route = self.post_routes().get(path)
         if route is None:
-            raise ApiError(404, f"no route POST {path}; this server speaks the training and sampling subset "
+            raise ApiError(404, f"no route POST {shown(path, SHOWN)}; this server speaks the training and sampling subset "
                                 "of the Tinker API")
         request = body
         if isinstance(body, bytes) != (path in PROTOBUF_ROUTES):
@@ -251,7 +269,7 @@ class TinkerAPI:
 
                 request = _tinker_request(getattr(tinker.types, REQUEST_TYPES[path]), body)
         try:
-            return route(request, Incoming(body, headers, _fingerprint(path, body)))
+            return route(request, Incoming(body, headers, _fingerprint(path, request)))
         except OverLimit as exc:
             raise ApiError(400, str(exc)) from None
         except Conflict as exc:
@@ -262,7 +280,7 @@ class TinkerAPI:
         except CookbookError as exc:  # the backend refused what the request named (a model, a path)
             if isinstance(exc, InvalidKeyError) or (
                     isinstance(exc, (ValueError, LookupError)) and not isinstance(exc, BlobStoreError)):
-                raise ApiError(400, f"{type(exc).__name__}: {exc}") from None
+                raise ApiError(400, f"{type(exc).__name__}: {_cut(str(exc))}") from None
             raise
 
     def capabilities(self) -> Reply:
@@ -276,11 +294,42 @@ class TinkerAPI:
         session_id = f"session-{uuid.uuid4().hex[:12]}"  # nothing is kept per session: clients cannot fill memory
         return Reply(200, {"type": "create_session", "session_id": session_id})
 
+    def session_heartbeat(self, request: Any, call: Incoming) -> Reply:
+        session_id = request.get("session_id")
+        with self._lock:
+            if isinstance(session_id, str) and session_id in self.last_seen:
+                self.last_seen[session_id] = self.clock()
+        return Reply(200, {"type": "session_heartbeat"})
+
+    def finish_session(self, session_id: str) -> Reply:
+        """The SDK finishes its session when a client closes: its models and sampling sessions are freed."""
+        with self._lock:
+            for model_id in [m.model_id for m in self.models.values() if m.session == session_id]:
+                del self.models[model_id]
+            for sampler_id in [s.sampler_id for s in self.samplers.values() if s.owner == session_id]:
+                del self.samplers[sampler_id]
+            self.last_seen.pop(session_id, None)
+        return Reply(200, {})
+
+    def _touch(self, session_id: str) -> None:
+        """Call with the lock held."""
+        self.last_seen[session_id] = self.clock()
+
+    def _forget_unused_sessions(self) -> None:
+        """Call with the lock held: keep ``last_seen`` to the sessions that still hold something."""
+        holding = {m.session for m in self.models.values()} | {s.owner for s in self.samplers.values()}
+        for session_id in [s for s in self.last_seen if s not in holding]:
+            del self.last_seen[session_id]
+
     def _model(self, model_id: str) -> Model:
         with self._lock:
             model = self.models.get(model_id)
+            if model is not None:
+                self._touch(model.session)
         if model is None:
-            raise ApiError(404, f"unknown model_id {model_id!r}; create it with create_model first")
+            raise ApiError(404, f"unknown model_id {shown(model_id, SHOWN)} (never created, its client session "
+                                "finished, or freed after the session was idle past session_idle_seconds while "
+                                "max_models was full); create it with create_model")
         return model
 
     def _sampler(self, sampler_id: str) -> Sampler:
@@ -288,9 +337,11 @@ class TinkerAPI:
             sampler = self.samplers.get(sampler_id)
             if sampler is not None:
                 self.samplers.move_to_end(sampler_id)
+                self._touch(sampler.owner)
         if sampler is None:
-            raise ApiError(404, f"unknown sampling session {sampler_id!r} (never opened, or closed as the "
-                                f"least recently used past the limit max_samplers={self.limits.max_samplers})")
+            raise ApiError(404, f"unknown sampling session {shown(sampler_id, SHOWN)} (never opened, its client session "
+                                "finished, or closed as its client's least recently used past the limit "
+                                f"max_samplers={self.limits.max_samplers})")
         return sampler
 
     def _accepted(self, pending: Pending, extra: dict[str, Any] | None = None) -> Reply:
@@ -314,16 +365,31 @@ class TinkerAPI:
                 call: Incoming) -> Reply:
         return self._accepted(self._queue(route, key, start, encode, call))
 
-    def _new_model(self, model_id: str, base_model: str, rank: int, seed: int | None) -> Model:
+    def _new_model(self, model_id: str, base_model: str, rank: int, seed: int | None, session: str) -> Model:
         client = self.service.create_lora_training_client(base_model, rank=rank, seed=seed)
-        model = Model(model_id, base_model, rank, client)
+        model = Model(model_id, base_model, rank, client, session)
         with self._lock:
             self.models[model_id] = model
+            self._touch(session)
         return model
 
-    def _room_for_a_model(self, model_id: str) -> None:
+    def _room_for_a_model(self, model_id: str, session: str) -> None:
+        """Past ``max_models``, first free the models of sessions idle past ``session_idle_seconds``
+        (the least recently seen first): a client that vanished without finishing holds nothing for long."""
         with self._lock:
+            if session in self.last_seen:  # a new session is kept once its model exists (``_new_model``)
+                self._touch(session)
             count = len(self.models) + (model_id not in self.models)
+            if count > self.limits.max_models:
+                idle_since = self.clock() - self.limits.session_idle_seconds
+                idle = sorted((seen, s) for s, seen in self.last_seen.items() if seen < idle_since and s != session)
+                for _, stale in idle:
+                    if count <= self.limits.max_models:
+                        break
+                    for stale_id in [m.model_id for m in self.models.values() if m.session == stale]:
+                        del self.models[stale_id]
+                        count -= 1
+                self._forget_unused_sessions()
         self.limits.check("max_models", count, "models on this server")
 
     def create_model(self, request: Any, call: Incoming) -> Reply:
@@ -336,11 +402,12 @@ class TinkerAPI:
         if seed is not None and not 0 <= seed < MAX_SEED:
             raise ApiError(400, f"lora_config.seed={seed} must be in [0, 2**63)")
         _checked_model_name(request.base_model)
-        model_id = f"{_checked_id(request.session_id, 'session_id')}:train:{request.model_seq_id}"
-        self._room_for_a_model(model_id)
+        session_id = _checked_id(request.session_id, "session_id")
+        model_id = f"{session_id}:train:{request.model_seq_id}"
+        self._room_for_a_model(model_id, session_id)
 
         def create() -> dict[str, Any]:
-            self._new_model(model_id, request.base_model, rank, seed)
+            self._new_model(model_id, request.base_model, rank, seed, session_id)
             return {"type": "create_model", "model_id": model_id}
 
         return self._submit("/api/v1/create_model", ("create_model", model_id),
@@ -361,7 +428,7 @@ class TinkerAPI:
         try:
             return decode_forward_backward(body, headers.get("content-encoding"))
         except Exception as exc:  # noqa: BLE001 - the body is all the decoder reads: any failure is the sender's
-            raise ApiError(400, f"bad forward_backward body: {type(exc).__name__}: {exc}") from None
+            raise ApiError(400, f"bad forward_backward body: {type(exc).__name__}: {_cut(str(exc))}") from None
 
     def _check_batch(self, data: tuple[Any, ...]) -> None:
         self.limits.check("max_datums", len(data), "datums in this forward_backward")
@@ -401,11 +468,11 @@ class TinkerAPI:
     def _index_key(self, tinker_path: Any) -> str:
         prefix = "tinker://"
         if not isinstance(tinker_path, str):
-            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected a tinker:// path")
+            raise ApiError(400, f"bad checkpoint path {shown(tinker_path, SHOWN)}: expected a tinker:// path")
         parts = tinker_path[len(prefix):].split("/") if tinker_path.startswith(prefix) else []
         if len(parts) != 3 or parts[1] not in ("weights", "sampler_weights") or \
                 not all(SAFE_ID.fullmatch(part) for part in parts):
-            raise ApiError(400, f"bad checkpoint path {tinker_path!r}: expected tinker://<model_id>/weights/<name> "
+            raise ApiError(400, f"bad checkpoint path {shown(tinker_path, SHOWN)}: expected tinker://<model_id>/weights/<name> "
                                 "or tinker://<model_id>/sampler_weights/<name>, each part of letters, digits "
                                 "and _ . : = + - (never '..')")
         return f"{CHECKPOINT_INDEX}/{parts[0]}/{parts[1]}/{parts[2]}.json"
@@ -422,12 +489,12 @@ class TinkerAPI:
         try:
             record = json.loads(self.blob_store.read(key))
         except BlobNotFoundError:
-            raise ApiError(404, f"unknown checkpoint {tinker_path!r}: no checkpoint of that name was saved "
+            raise ApiError(404, f"unknown checkpoint {shown(tinker_path, SHOWN)}: no checkpoint of that name was saved "
                                 "on this server's blob store") from None
         except (BlobStoreError, ValueError) as exc:
-            raise ApiError(400, f"checkpoint {tinker_path!r} cannot be read: {exc}") from None
+            raise ApiError(400, f"checkpoint {shown(tinker_path, SHOWN)} cannot be read: {exc}") from None
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
-            raise ApiError(400, f"checkpoint {tinker_path!r} has a broken index record in the blob store")
+            raise ApiError(400, f"checkpoint {shown(tinker_path, SHOWN)} has a broken index record in the blob store")
         return record
 
     def _checkpoint_name(self, name: str | None) -> str:
@@ -448,7 +515,7 @@ class TinkerAPI:
         model = self._model(request.model_id)
         name = self._checkpoint_name(request.path)
         with_session = request.path is None
-        owner = model.model_id.split(":", 1)[0]
+        owner = model.session
 
         def encode(result: Any) -> dict[str, Any]:
             path = self._record(model, "sampler_weights", name, result.path)
@@ -477,12 +544,13 @@ class TinkerAPI:
                                                 "model_id": model.model_id}, call)
         if request.session_id is None or request.model_seq_id is None:
             raise ApiError(400, "load_weights needs model_id, or session_id and model_seq_id")
-        model_id = f"{_checked_id(request.session_id, 'session_id')}:train:{request.model_seq_id}"
+        session_id = _checked_id(request.session_id, "session_id")
+        model_id = f"{session_id}:train:{request.model_seq_id}"
         base_model = _checked_model_name(request.base_model or record["base_model"])
-        self._room_for_a_model(model_id)
+        self._room_for_a_model(model_id, session_id)
 
         def create_and_load() -> dict[str, Any]:
-            model = self._new_model(model_id, base_model, int(record["rank"]), None)
+            model = self._new_model(model_id, base_model, int(record["rank"]), None, session_id)
             model.client.load_state(record["path"]).result()
             return {"type": "load_weights", "path": tinker_path, "model_id": model_id}
 
@@ -500,13 +568,22 @@ class TinkerAPI:
         raise ApiError(400, "a sampling session needs model_path or base_model")
 
     def _open_sampler(self, base_model: str | None, model_path: str | None, owner: str) -> Sampler:
-        """A sampling session kept by id; past ``max_samplers`` the least recently used one is closed."""
+        """A sampling session kept by id; past ``max_samplers`` the least recently used one of the
+        client session holding the most is closed, so a client opening many closes its own."""
         client, base = self._sampling_client(base_model, model_path)
         sampler = Sampler(f"sampler-{uuid.uuid4().hex[:12]}", base, model_path, client, owner)
         with self._lock:
             self.samplers[sampler.sampler_id] = sampler
+            self._touch(owner)
             while len(self.samplers) > self.limits.max_samplers:
-                self.samplers.popitem(last=False)
+                held: dict[str, int] = {}
+                for kept in self.samplers.values():
+                    held[kept.owner] = held.get(kept.owner, 0) + 1
+                most = max(held.values())
+                victim = next(s for s in self.samplers.values()
+                              if held[s.owner] == most and s.sampler_id != sampler.sampler_id)
+                del self.samplers[victim.sampler_id]
+            self._forget_unused_sessions()
         return sampler
 
     def create_sampling_session(self, request: Any, call: Incoming) -> Reply:
@@ -589,10 +666,10 @@ class TinkerAPI:
         request_id = request.request_id
         pending = self.futures.get(request_id)
         if pending is None:
-            raise ApiError(410, f"no pending request {request_id!r} (expired or from another server run)")
+            raise ApiError(410, f"no pending request {shown(request_id, SHOWN)} (expired or from another server run)")
         if self.faults.take(pending.route, ("drop_future",)) is not None:
             self.futures.forget(request_id)
-            raise ApiError(410, f"request {request_id!r} was dropped")
+            raise ApiError(410, f"request {shown(request_id, SHOWN)} was dropped")
         if pending.payload is None:
             try:
                 result = pending.future.result(timeout=poll)

@@ -17,7 +17,14 @@ MIN_SECRET_CHARS = 16
 MIN_DISTINCT_CHARS = 8
 MAKE_ONE = "python -c \"import secrets; print('tml-' + secrets.token_urlsafe(24))\""
 RULE = (f"at least {MIN_SECRET_CHARS} characters after the {PREFIX!r} prefix, {MIN_DISTINCT_CHARS} or more of "
-        "them different, all visible ASCII (no spaces)")
+        "them different, all visible ASCII (no spaces), not a pattern said over again nor a run of consecutive "
+        "characters (like abcd...)")
+RUNS = tuple(order + order for order in (
+    "".join(map(chr, range(ord("!"), ord("~") + 1))),
+    "0123456789abcdefghijklmnopqrstuvwxyz", "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "abcdefghijklmnopqrstuvwxyz0123456789", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", "qwertyuiopasdfghjklzxcvbnm",
+))
+"""Orders a made-up key walks along (ASCII, digits then letters, a keyboard row), each wrapping around."""
 
 
 def new_api_key() -> str:
@@ -40,4 +47,8 @@ def _problem(secret: str) -> str | None:
         return f"it has {len(secret)} characters after the prefix"
     if len(set(secret)) < MIN_DISTINCT_CHARS:
         return f"it uses only {len(set(secret))} different characters"
+    if secret in (secret + secret)[1:-1]:
+        return "it is a shorter pattern said over again"
+    if any(secret in run or secret[::-1] in run for run in RUNS):
+        return "it is a run of consecutive characters"
     return None

@@ -59,7 +59,11 @@ class ServeLimits:
     max_models: int = 64
     """Training models alive on the server at once."""
     max_samplers: int = 256
-    """Sampling sessions kept; past it the least recently used is closed (its id then gets a 404)."""
+    """Sampling sessions kept; past it the least recently used one of the client holding the most is
+    closed (its id then gets a 404), so one client cannot close another's."""
+    session_idle_seconds: int = 300
+    """Seconds after a client session's last request or heartbeat (the SDK sends one every 10 s) past
+    which its models may be freed to make room for a new one under ``max_models``."""
     max_queued: int = 1024
     """Requests accepted and not yet finished; past it new ones get 429 (retry later). Finished results
     nobody fetched are kept up to this many too, the oldest dropped first."""
