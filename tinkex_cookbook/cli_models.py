@@ -167,31 +167,21 @@ def sample(
 
 
 def _read_prompts(path: Path) -> list[Any]:
+    """The prompts of a JSONL file, read and checked as a dataset file is (``numbered_jsonl_rows``)."""
+    from tinkex_cookbook.adapters.datasets.local import numbered_jsonl_rows
     from tinkex_cookbook.errors import DatasetError
-    from tinkex_cookbook.json_values import unusable
-    from tinkex_cookbook.jsonio import problem
     from tinkex_cookbook.secrets import environment_secrets, refuse_secrets
     from tinkex_cookbook.train.replies import prompt_from_line
 
     named = environment_secrets()
     items = []
     try:
-        lines = path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines()
+        with path.open(encoding="utf-8-sig", errors="surrogateescape") as handle:
+            for lineno, data in numbered_jsonl_rows(path, handle):
+                refuse_secrets(data, named, f"line {lineno} of {path}")  # it would go to the backend and the replies file
+                items.append(prompt_from_line(data, lineno - 1))
     except OSError as exc:
         raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    for number, line in enumerate(lines):
-        if not line.strip():
-            continue
-        data, wrong = problem(line)
-        if wrong is not None:
-            raise DatasetError(f"{path}, line {number + 1}: the line {wrong.replace(' at line 1 column ', ' at column ')}")
-        found = unusable(data)
-        if found is not None:
-            raise DatasetError(f"{path}, line {number + 1}, field {found[0]!r}: the value {found[1]}")
-        refuse_secrets(data, named, f"line {number + 1} of {path}")  # it would go to the backend and the replies file
-        items.append(prompt_from_line(data, number))
-    if not items:
-        raise DatasetError(f"{path} holds no prompts")
     return items
 
 

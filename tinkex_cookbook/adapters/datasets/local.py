@@ -128,14 +128,19 @@ def check_file(path: Path) -> None:
 
 
 def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[Row]:
-    """Bytes that are not UTF-8 are kept as escapes while reading (``surrogateescape``), so the error
-    can name their line rather than a byte offset into some read buffer. A file with no row at all is
-    an error once it is read to the end: an empty export is a mistake, not a dataset."""
+    return (row for _, row in numbered_jsonl_rows(path, lines))
+
+
+def numbered_jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[tuple[int, Row]]:
+    """Each row of a JSONL file with its line number (1-based). Bytes that are not UTF-8 are kept as escapes
+    while reading (``surrogateescape``), so the error can name their line rather than a byte offset into some
+    read buffer. A file with no row at all is an error once it is read to the end: an empty export is a
+    mistake, not a dataset."""
     rows = 0
     for lineno, line in enumerate(lines, start=1):
         _check_utf8(path, lineno, line)
         if line.strip():
-            yield _parse_line(path, lineno, line, rows)
+            yield lineno, _parse_line(path, lineno, line, rows)
             rows += 1
     if rows == 0:
         raise DatasetError(f"{path} holds no rows: it is empty or only blank lines. Fix: write one JSON object "
